@@ -1,4 +1,6 @@
-use quarks_policy_sdk::trigger::{Guest, quarks::policy::trigger_types::*, quarks::policy::types::Reason};
+use quarks_policy_sdk::trigger::exports::quarks::policy::trigger_policy::Guest;
+use quarks_policy_sdk::trigger::quarks::policy::trigger_types::*;
+use quarks_policy_sdk::trigger::quarks::policy::types::Reason;
 pub struct P;
 impl Guest for P {
     fn decide(input: TriggerInput) -> Result<TriggerDecision, Reason> {
