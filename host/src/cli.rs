@@ -1,0 +1,209 @@
+//! The `quarks-job` command line: sub-commands, flags (each also read from an environment
+//! variable) and their dispatch. Commands print results on stdout and errors on stderr with a
+//! hint at the fix; the exit code is non-zero on any error.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::policy::contract::{OutputInput, TriggerInput};
+use crate::policy::{Limits, PolicyEngine, World, builtin};
+
+#[derive(Parser, Debug)]
+#[command(name = "quarks-job", version = crate::VERSION, about = "Runs Jobs when something interesting happens and stores their output in Secrets; every decision is made by a WebAssembly policy.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the QuarksJob CustomResourceDefinition (apiextensions.k8s.io/v1) as YAML.
+    Crd,
+    /// Print the version of quarks-job and of the policy contract it speaks.
+    Version,
+    /// Work with policies without a cluster.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Run a trigger or output policy on one input (JSON mirroring the WIT records) and print
+    /// its result as JSON.
+    Run(PolicyRunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PolicyRunArgs {
+    /// The policy: `builtin:trigger-default`, `builtin:output-default`, or a path to a
+    /// WebAssembly component (.wasm).
+    #[arg(long, env = "QUARKS_JOB_POLICY")]
+    pub policy: String,
+    /// The input as JSON: a file path, or `-` for standard input.
+    #[arg(long, env = "QUARKS_JOB_POLICY_INPUT")]
+    pub input: PathBuf,
+    /// Which world the policy implements; by default inferred from the built-in's name, or from
+    /// the input (`event` → trigger, `file-name` → output).
+    #[arg(long, value_enum, env = "QUARKS_JOB_POLICY_WORLD")]
+    pub world: Option<WorldArg>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum WorldArg {
+    Trigger,
+    Output,
+}
+
+impl From<WorldArg> for World {
+    fn from(w: WorldArg) -> World {
+        match w {
+            WorldArg::Trigger => World::Trigger,
+            WorldArg::Output => World::Output,
+        }
+    }
+}
+
+/// Limits of every policy call (defaults are safe for untrusted policies).
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// CPU time budget of one policy call, in milliseconds.
+    #[arg(long, default_value_t = 100, env = "QUARKS_JOB_POLICY_CPU_MS")]
+    pub policy_cpu_ms: u64,
+    /// Linear memory a policy call may use, in MiB.
+    #[arg(long, default_value_t = 64, env = "QUARKS_JOB_POLICY_MEMORY_MIB")]
+    pub policy_memory_mib: usize,
+    /// Size of what a policy call may return, in KiB.
+    #[arg(long, default_value_t = 2048, env = "QUARKS_JOB_POLICY_RESULT_KIB")]
+    pub policy_result_kib: usize,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            cpu: Duration::from_millis(self.policy_cpu_ms),
+            memory_bytes: self.policy_memory_mib << 20,
+            result_bytes: self.policy_result_kib << 10,
+        }
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Crd => {
+            print_stdout(&crate::crd::crd_yaml()?)
+        }
+        Command::Version => {
+            print_stdout(&format!(
+                "quarks-job {} (policy contract quarks:policy@{})\n",
+                crate::VERSION,
+                crate::policy::CONTRACT_VERSION
+            ))
+        }
+        Command::Policy(PolicyCommand::Run(args)) => policy_run(args),
+    }
+}
+
+/// Where a policy's bytes come from.
+enum PolicySource {
+    Builtin(&'static builtin::Builtin),
+    File(PathBuf),
+}
+
+fn parse_policy_source(text: &str) -> anyhow::Result<PolicySource> {
+    if let Some(name) = text.strip_prefix("builtin:") {
+        let found = builtin::builtin(name).with_context(|| {
+            let known: Vec<&str> = builtin::all().iter().map(|b| b.name).collect();
+            format!(
+                "no built-in policy named {name:?}; known: {}",
+                known.join(", ")
+            )
+        })?;
+        return Ok(PolicySource::Builtin(found));
+    }
+    Ok(PolicySource::File(PathBuf::from(text)))
+}
+
+fn read_input(path: &PathBuf) -> anyhow::Result<serde_json::Value> {
+    let text = if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the input from standard input")?;
+        text
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading the input file {}", path.display()))?
+    };
+    serde_json::from_str(&text).context("the input is not valid JSON")
+}
+
+fn infer_world(input: &serde_json::Value) -> anyhow::Result<World> {
+    match (input.get("event"), input.get("file-name")) {
+        (Some(_), None) => Ok(World::Trigger),
+        (None, Some(_)) => Ok(World::Output),
+        _ => bail!(
+            "cannot tell whether the input is for a trigger policy (it has `event`) or an output policy (it has `file-name`); pass --world trigger|output"
+        ),
+    }
+}
+
+fn policy_run(args: PolicyRunArgs) -> anyhow::Result<()> {
+    let source = parse_policy_source(&args.policy)?;
+    let input = read_input(&args.input)?;
+    let world = match (&args.world, &source) {
+        (Some(w), _) => World::from(*w),
+        (None, PolicySource::Builtin(b)) => b.world,
+        (None, PolicySource::File(_)) => infer_world(&input)?,
+    };
+    let bytes: std::borrow::Cow<'static, [u8]> = match &source {
+        PolicySource::Builtin(b) => b.bytes.into(),
+        PolicySource::File(path) => std::fs::read(path)
+            .with_context(|| format!("reading the policy {}", path.display()))?
+            .into(),
+    };
+    let engine = PolicyEngine::new(args.limits.limits())?;
+    let policy = engine.load(&bytes, world)?;
+    let result = match world {
+        World::Trigger => {
+            let input: TriggerInput = serde_json::from_value(input)
+                .context("the input is not a trigger-input (see wit/policy.wit)")?;
+            serde_json::to_value(engine.decide(&policy, input)?)?
+        }
+        World::Output => {
+            let input: OutputInput = serde_json::from_value(input)
+                .context("the input is not an output-input (see wit/policy.wit)")?;
+            serde_json::to_value(engine.transform(&policy, input)?)?
+        }
+    };
+    print_stdout(&format!("{}\n", serde_json::to_string_pretty(&result)?))
+}
+
+/// Writes a command's result; a closed pipe (`quarks-job crd | head`) is not an error.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}

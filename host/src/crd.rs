@@ -1,0 +1,263 @@
+//! The `QuarksJob` custom resource (`quarks.cloudfoundry.org/v1alpha1`): its Rust types, from
+//! which the CRD and its structural schema are generated (`quarks-job crd`).
+//!
+//! Field names and JSON spellings are an interface shared with the original Go operator, so
+//! existing manifests keep working; every field's doc comment becomes `kubectl explain` text.
+//! This module holds types only: no API calls, no decisions.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::JobTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use kube::core::CustomResourceExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every quarks resource.
+pub const GROUP: &str = "quarks.cloudfoundry.org";
+
+/// Runs a Job when something interesting happens (an errand, a one-off, a config change) and
+/// stores its output in Secrets.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "quarks.cloudfoundry.org",
+    version = "v1alpha1",
+    kind = "QuarksJob",
+    plural = "quarksjobs",
+    shortname = "qjob",
+    shortname = "qjobs",
+    category = "quarks",
+    namespaced,
+    status = "QuarksJobStatus",
+    printcolumn = r#"{"name":"Strategy","type":"string","jsonPath":".spec.trigger.strategy"}"#,
+    printcolumn = r#"{"name":"Completed","type":"boolean","jsonPath":".status.completed"}"#,
+    printcolumn = r#"{"name":"Last Job","type":"string","jsonPath":".status.lastJobName"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Update On Config Change","type":"boolean","priority":1,"jsonPath":".spec.updateOnConfigChange"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct QuarksJobSpec {
+    /// When the Job runs.
+    pub trigger: Trigger,
+    /// The Job to run: a `batch/v1` JobTemplateSpec. Its labels and annotations are copied
+    /// onto the Job.
+    pub template: JobTemplateSpec,
+    /// For one-offs (`once`/`done`): run again when the content of a ConfigMap or Secret
+    /// referenced by the pod template changes (including a new version of a referenced
+    /// versioned secret).
+    #[serde(default)]
+    pub update_on_config_change: bool,
+    /// Store files the containers write to /mnt/quarks in Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Output>,
+}
+
+/// When a QuarksJob runs.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct Trigger {
+    /// `manual`: an errand, runs when set to `now`. `now`: run, then reset to `manual`.
+    /// `once`: a one-off, runs on creation, then becomes `done`. `done`: a one-off that ran.
+    pub strategy: Strategy,
+}
+
+/// `spec.trigger.strategy`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// An errand waiting for a user to set `now`.
+    Manual,
+    /// Run now; reset to `manual` once the Job exists.
+    Now,
+    /// Run once on creation; set to `done` once the Job exists.
+    Once,
+    /// A one-off that has run.
+    Done,
+}
+
+impl Strategy {
+    /// The spelling used in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Manual => "manual",
+            Strategy::Now => "now",
+            Strategy::Once => "once",
+            Strategy::Done => "done",
+        }
+    }
+}
+
+/// How output files become Secrets.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Output {
+    /// Container name → output file name (under /mnt/quarks) → the Secret it becomes.
+    #[serde(default)]
+    pub output_map: BTreeMap<String, BTreeMap<String, SecretOptions>>,
+    /// Format of the output files. Only `json` (a flat object of string values) is supported.
+    #[serde(default)]
+    pub output_type: OutputType,
+    /// Labels added to every Secret written from this QuarksJob's output.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_labels: BTreeMap<String, String>,
+    /// Write output even when the container exited with a non-zero code.
+    #[serde(default)]
+    pub write_on_failure: bool,
+}
+
+/// `spec.output.outputType`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputType {
+    /// A JSON object whose values are all strings.
+    #[default]
+    Json,
+}
+
+impl OutputType {
+    /// The spelling used in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputType::Json => "json",
+        }
+    }
+}
+
+/// The Secret one output file becomes.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretOptions {
+    /// Name of the Secret (the prefix for `fan-out` and for versioned secrets).
+    pub name: String,
+    /// Labels added to this Secret (after `output.secretLabels`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_labels: BTreeMap<String, String>,
+    /// Annotations added to this Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_annotations: BTreeMap<String, String>,
+    /// Write a new immutable version `<name>-v<N>` on each run instead of overwriting.
+    #[serde(default)]
+    pub versioned: bool,
+    /// `one-to-one`: one Secret holding the file's flat object. `fan-out`: one Secret
+    /// `<name>-<key>` per top-level key, whose value is a JSON-encoded flat object.
+    #[serde(default, rename = "persistencemethod")]
+    pub persistence_method: PersistenceMethod,
+}
+
+/// `persistencemethod` of an output file.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PersistenceMethod {
+    /// One Secret per file.
+    #[default]
+    #[serde(rename = "one-to-one")]
+    OneToOne,
+    /// One Secret per top-level key of the file.
+    #[serde(rename = "fan-out")]
+    FanOut,
+}
+
+/// What the operator observed and did.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuarksJobStatus {
+    /// The last run's Job succeeded (and was cleaned up).
+    #[serde(default)]
+    pub completed: bool,
+    /// `Ready`, `Running`, `Succeeded`, `Failed`, `WaitingForConfig`, `PolicyError`, ... in
+    /// the style of metav1.Condition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// How many runs have been started.
+    #[serde(default)]
+    pub run_count: i64,
+    /// Name of the Job of the last run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_job_name: Option<String>,
+    /// When the last run's Job was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_started_at: Option<Time>,
+    /// When the last run's Job finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_finished_at: Option<Time>,
+    /// Why the last run failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+    /// Digest of the content of the ConfigMaps and Secrets the pod template referenced when
+    /// the last run started; a different digest now means the config changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<String>,
+    /// Digests of the policy modules that decided the last run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies: Option<PolicyDigests>,
+}
+
+/// The policy modules (sha256 of the component bytes) that made the last decisions.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyDigests {
+    /// The trigger policy that started the last run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// The output policy that turned the last run's files into Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+/// The CustomResourceDefinition, as `quarks-job crd` prints it and the chart ships it.
+///
+/// The embedded `template` (a whole JobTemplateSpec) keeps its full structural schema, so the
+/// API server validates and prunes it, but not the upstream Kubernetes field descriptions:
+/// they would make the CRD over 500 KB, too large for `kubectl apply` (client-side) and
+/// wasteful in every API server. `kubectl explain job.spec` documents those fields.
+pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    let mut crd = QuarksJob::crd();
+    for version in &mut crd.spec.versions {
+        let template = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|root| root.properties.as_mut())
+            .and_then(|p| p.get_mut("spec"))
+            .and_then(|spec| spec.properties.as_mut())
+            .and_then(|p| p.get_mut("template"));
+        if let Some(template) = template {
+            for (_, field) in template.properties.iter_mut().flatten() {
+                strip_descriptions(field);
+            }
+        }
+    }
+    crd
+}
+
+fn strip_descriptions(
+    schema: &mut k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps,
+) {
+    schema.description = None;
+    for (_, child) in schema.properties.iter_mut().flatten() {
+        strip_descriptions(child);
+    }
+    if let Some(items) = schema.items.as_mut() {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray;
+        match items {
+            JSONSchemaPropsOrArray::Schema(item) => strip_descriptions(item),
+            JSONSchemaPropsOrArray::Schemas(list) => list.iter_mut().for_each(strip_descriptions),
+        }
+    }
+    if let Some(additional) = schema.additional_properties.as_mut() {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrBool;
+        if let JSONSchemaPropsOrBool::Schema(inner) = additional {
+            strip_descriptions(inner);
+        }
+    }
+    for list in [&mut schema.all_of, &mut schema.any_of, &mut schema.one_of].into_iter().flatten() {
+        list.iter_mut().for_each(strip_descriptions);
+    }
+}
+
+/// [`crd`] as YAML.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(&crd())
+}

@@ -1,0 +1,253 @@
+//! Generated host bindings of `wit/policy.wit`, and the conversions between them and the
+//! host's [`contract`](super::contract) types. Only the engine uses this module.
+//!
+//! Conversions out of the component also validate: duplicate map keys and malformed reasons
+//! are refused here, so the rest of the host only ever sees well-formed values.
+
+use std::collections::BTreeMap;
+
+use super::contract as c;
+
+pub(crate) mod trigger {
+    wasmtime::component::bindgen!({
+        world: "trigger",
+        path: "../wit",
+    });
+}
+
+pub(crate) mod output {
+    wasmtime::component::bindgen!({
+        world: "output",
+        path: "../wit",
+    });
+}
+
+use output::quarks::policy::output_types as wo;
+use output::quarks::policy::types as wot;
+use trigger::quarks::policy::trigger_types as wt;
+use trigger::quarks::policy::types as wtt;
+
+fn map_to_list(map: BTreeMap<String, String>) -> Vec<(String, String)> {
+    map.into_iter().collect()
+}
+
+/// Builds a map from what a policy returned, refusing duplicate keys.
+fn list_to_map<V>(what: &str, list: Vec<(String, V)>) -> Result<BTreeMap<String, V>, String> {
+    let mut map = BTreeMap::new();
+    for (key, value) in list {
+        if map.contains_key(&key) {
+            return Err(format!("duplicate {what} key {key:?}"));
+        }
+        map.insert(key, value);
+    }
+    Ok(map)
+}
+
+const MAX_REASON_CODE: usize = 64;
+const MAX_REASON_MESSAGE: usize = 4096;
+
+/// Reason codes are CamelCase identifiers: they end up in condition reasons and metric labels.
+fn checked_reason(code: String, message: String) -> Result<c::Reason, String> {
+    let well_formed = !code.is_empty()
+        && code.len() <= MAX_REASON_CODE
+        && code.starts_with(|ch: char| ch.is_ascii_uppercase())
+        && code.chars().all(|ch| ch.is_ascii_alphanumeric());
+    if !well_formed {
+        return Err(format!(
+            "reason code {:?} is not a CamelCase identifier of at most {MAX_REASON_CODE} characters",
+            code.chars().take(80).collect::<String>()
+        ));
+    }
+    if message.len() > MAX_REASON_MESSAGE {
+        return Err(format!(
+            "reason message of {} bytes is longer than {MAX_REASON_MESSAGE}",
+            message.len()
+        ));
+    }
+    Ok(c::Reason { code, message })
+}
+
+// ---- trigger ------------------------------------------------------------------------------
+
+fn strategy_in(s: c::Strategy) -> wtt::Strategy {
+    match s {
+        c::Strategy::Manual => wtt::Strategy::Manual,
+        c::Strategy::Now => wtt::Strategy::Now,
+        c::Strategy::Once => wtt::Strategy::Once,
+        c::Strategy::Done => wtt::Strategy::Done,
+    }
+}
+
+fn strategy_out(s: wtt::Strategy) -> c::Strategy {
+    match s {
+        wtt::Strategy::Manual => c::Strategy::Manual,
+        wtt::Strategy::Now => c::Strategy::Now,
+        wtt::Strategy::Once => c::Strategy::Once,
+        wtt::Strategy::Done => c::Strategy::Done,
+    }
+}
+
+pub(crate) fn trigger_input_in(input: c::TriggerInput) -> wt::TriggerInput {
+    let event = match input.event {
+        c::TriggerEvent::Created => wt::TriggerEvent::Created,
+        c::TriggerEvent::SpecChanged => wt::TriggerEvent::SpecChanged,
+        c::TriggerEvent::StrategyChanged { previous } => {
+            wt::TriggerEvent::StrategyChanged(strategy_in(previous))
+        }
+        c::TriggerEvent::ConfigChanged => wt::TriggerEvent::ConfigChanged,
+        c::TriggerEvent::JobFinished { outcome } => wt::TriggerEvent::JobFinished(match outcome {
+            c::JobOutcome::Succeeded => wt::JobOutcome::Succeeded,
+            c::JobOutcome::Failed => wt::JobOutcome::Failed,
+        }),
+        c::TriggerEvent::Resync => wt::TriggerEvent::Resync,
+    };
+    let q = input.quarks_job;
+    wt::TriggerInput {
+        event,
+        quarks_job: wt::QuarksJob {
+            name: q.name,
+            namespace: q.namespace,
+            uid: q.uid,
+            generation: q.generation,
+            labels: map_to_list(q.labels),
+            annotations: map_to_list(q.annotations),
+            strategy: strategy_in(q.strategy),
+            update_on_config_change: q.update_on_config_change,
+            completed: q.completed,
+            run_count: q.run_count,
+            spec_json: q.spec.to_string(),
+        },
+        config_digest_now: input.config_digest_now,
+        config_digest_last_run: input.config_digest_last_run,
+        missing_config: input.missing_config,
+        run_active: input.run_active,
+    }
+}
+
+pub(crate) fn trigger_result_size(result: &Result<wt::TriggerDecision, wtt::Reason>) -> usize {
+    let reason_size = |r: &wtt::Reason| r.code.len() + r.message.len();
+    match result {
+        Ok(d) => d.reasons.iter().map(reason_size).sum(),
+        Err(r) => reason_size(r),
+    }
+}
+
+pub(crate) fn trigger_result_out(
+    result: Result<wt::TriggerDecision, wtt::Reason>,
+) -> Result<Result<c::TriggerDecision, c::Reason>, String> {
+    Ok(match result {
+        Ok(d) => Ok(c::TriggerDecision {
+            run: d.run,
+            write_strategy: d.write_strategy.map(strategy_out),
+            reasons: d
+                .reasons
+                .into_iter()
+                .map(|r| checked_reason(r.code, r.message))
+                .collect::<Result<_, _>>()?,
+        }),
+        Err(r) => Err(checked_reason(r.code, r.message)?),
+    })
+}
+
+// ---- output -------------------------------------------------------------------------------
+
+pub(crate) fn output_input_in(input: c::OutputInput) -> wo::OutputInput {
+    wo::OutputInput {
+        quarks_job_name: input.quarks_job_name,
+        namespace: input.namespace,
+        output: wo::OutputOptions {
+            output_type: input.output.output_type,
+            secret_labels: map_to_list(input.output.secret_labels),
+            write_on_failure: input.output.write_on_failure,
+        },
+        container: input.container,
+        remote_id: input.remote_id,
+        file_name: input.file_name,
+        file: wo::FileOptions {
+            name: input.file.name,
+            secret_labels: map_to_list(input.file.secret_labels),
+            secret_annotations: map_to_list(input.file.secret_annotations),
+            versioned: input.file.versioned,
+            persistence_method: match input.file.persistence_method {
+                c::PersistenceMethod::OneToOne => wo::PersistenceMethod::OneToOne,
+                c::PersistenceMethod::FanOut => wo::PersistenceMethod::FanOut,
+            },
+        },
+        content: input.content.0,
+        exit_code: input.exit_code,
+    }
+}
+
+pub(crate) fn output_result_size(result: &Result<wo::OutputResult, wot::Reason>) -> usize {
+    let reason_size = |r: &wot::Reason| r.code.len() + r.message.len();
+    let pairs = |m: &[(String, String)]| m.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    match result {
+        Ok(r) => {
+            let secrets: usize = r
+                .secrets
+                .iter()
+                .map(|s| {
+                    s.name.len()
+                        + s.data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+                        + pairs(&s.labels)
+                        + pairs(&s.annotations)
+                })
+                .sum();
+            secrets + r.reasons.iter().map(reason_size).sum::<usize>()
+        }
+        Err(r) => reason_size(r),
+    }
+}
+
+pub(crate) fn output_result_out(
+    result: Result<wo::OutputResult, wot::Reason>,
+) -> Result<Result<c::OutputResult, c::Reason>, String> {
+    Ok(match result {
+        Ok(r) => Ok(c::OutputResult {
+            secrets: r
+                .secrets
+                .into_iter()
+                .map(|s| {
+                    Ok(c::SecretSpec {
+                        data: list_to_map(
+                            &format!("data of secret {:?}", s.name),
+                            s.data.into_iter().map(|(k, v)| (k, c::Bytes(v))).collect(),
+                        )?,
+                        labels: list_to_map(&format!("label of secret {:?}", s.name), s.labels)?,
+                        annotations: list_to_map(
+                            &format!("annotation of secret {:?}", s.name),
+                            s.annotations,
+                        )?,
+                        name: s.name,
+                        versioned: s.versioned,
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+            reasons: r
+                .reasons
+                .into_iter()
+                .map(|r| checked_reason(r.code, r.message))
+                .collect::<Result<_, _>>()?,
+        }),
+        Err(r) => Err(checked_reason(r.code, r.message)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_codes_must_be_camel_case_identifiers() {
+        assert!(checked_reason("StrategyNow".into(), "ok".into()).is_ok());
+        for bad in ["", "lower", "Has Space", "Dash-Code", &"A".repeat(65)] {
+            assert!(checked_reason(bad.into(), String::new()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_from_a_policy_are_refused() {
+        let err = list_to_map("label", vec![("a".into(), 1), ("a".into(), 2)]).unwrap_err();
+        assert!(err.contains("duplicate label key \"a\""), "{err}");
+    }
+}

@@ -1,0 +1,63 @@
+//! Every way a policy can fail, as one typed error. Each variant maps to a stable CamelCase
+//! code (shown in conditions, Events and metrics) and never carries Secret data.
+
+use std::time::Duration;
+
+use super::World;
+use super::contract::Reason;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum PolicyError {
+    /// The bytes are not WebAssembly at all.
+    #[error("not a WebAssembly binary: {0}")]
+    NotWasm(String),
+    /// A WebAssembly core module, or a component that does not validate.
+    #[error("not a valid WebAssembly component: {0}")]
+    NotAComponent(String),
+    /// A component, but not of the expected world (missing or mistyped export).
+    #[error("the component does not implement the `{expected}` world of quarks:policy: {detail}")]
+    WrongWorld { expected: World, detail: String },
+    /// Built against a contract major version this host does not know.
+    #[error("the component implements {found}, but this operator speaks quarks:policy@{supported}; rebuild the policy against wit/ of this release")]
+    UnsupportedVersion { found: String, supported: &'static str },
+    /// The component trapped (panic, unreachable, out-of-bounds access, ...).
+    #[error("the policy trapped: {0}")]
+    Trap(String),
+    /// The call ran longer than its CPU budget.
+    #[error("the policy exceeded its time limit of {0:?}")]
+    Timeout(Duration),
+    /// The call tried to use more linear memory than allowed.
+    #[error("the policy exceeded its memory limit of {0} bytes")]
+    MemoryLimit(usize),
+    /// The call returned more data than allowed.
+    #[error("the policy returned {size} bytes, more than the limit of {limit} bytes")]
+    ResultTooLarge { size: usize, limit: usize },
+    /// The call returned something the host refuses (duplicate keys, malformed reasons, ...).
+    #[error("the policy returned an invalid result: {0}")]
+    InvalidResult(String),
+    /// The policy ran fine and answered with an error of its own.
+    #[error("the policy refused: {0}")]
+    Refused(Reason),
+    /// Anything else the engine could not do (should not happen; reported, never a crash).
+    #[error("policy engine error: {0}")]
+    Engine(String),
+}
+
+impl PolicyError {
+    /// A stable CamelCase code for conditions, Events and metric labels.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PolicyError::NotWasm(_) => "PolicyNotWasm",
+            PolicyError::NotAComponent(_) => "PolicyNotAComponent",
+            PolicyError::WrongWorld { .. } => "PolicyWrongWorld",
+            PolicyError::UnsupportedVersion { .. } => "PolicyUnsupportedVersion",
+            PolicyError::Trap(_) => "PolicyTrap",
+            PolicyError::Timeout(_) => "PolicyTimeout",
+            PolicyError::MemoryLimit(_) => "PolicyMemoryLimit",
+            PolicyError::ResultTooLarge { .. } => "PolicyResultTooLarge",
+            PolicyError::InvalidResult(_) => "PolicyInvalidResult",
+            PolicyError::Refused(_) => "PolicyRefused",
+            PolicyError::Engine(_) => "PolicyEngineError",
+        }
+    }
+}
