@@ -1,1 +1,3 @@
 
+pub mod job_controller;
+pub mod kubelet;

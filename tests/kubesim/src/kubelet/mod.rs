@@ -1,0 +1,177 @@
+//! kubesim's kubelet: the one node `kubesim-node`, an ordinary API client that binds
+//! unscheduled pods to itself and runs them as local processes.
+//!
+//! This module owns the watch of Pods and the map of pod workers (one tokio task per pod,
+//! see [`pod`]). Images map to programs via [`images`]; volumes are files under
+//! `state_dir/pods/<uid>` ([`volumes`]) mounted into each container's own mount namespace
+//! ([`mounts`], [`process`]); logs go to [`logs::container_log_path`].
+
+pub mod env;
+pub mod images;
+pub mod logs;
+pub mod mounts;
+mod pod;
+pub mod process;
+pub mod status;
+pub mod volumes;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The name of kubesim's only node.
+pub const NODE_NAME: &str = "kubesim-node";
+
+/// How the kubelet is set up.
+#[derive(Debug, Clone)]
+pub struct KubeletConfig {
+    /// Where pod volumes, staging mounts and logs live (`pods/<uid>`, `logs/...`).
+    pub state_dir: PathBuf,
+    /// The API server URL given to pods (their kubeconfig and `KUBERNETES_SERVICE_*`).
+    pub api_url: String,
+    pub images: images::ImageTable,
+}
+
+/// What every pod worker shares.
+pub(crate) struct Shared {
+    pub(crate) client: Client,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) api_url: String,
+    pub(crate) images: images::ImageTable,
+}
+
+struct Worker {
+    tx: watch::Sender<Pod>,
+    task: JoinHandle<()>,
+}
+
+/// Runs the kubelet until `shutdown`: then stops every container (short grace) and returns.
+pub async fn run_kubelet(client: Client, cfg: KubeletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.state_dir)?;
+    // Resolve symlinks so the state directory can be hidden from containers reliably.
+    let state_dir = std::fs::canonicalize(&cfg.state_dir)?;
+    let shared = Arc::new(Shared { client: client.clone(), state_dir, api_url: cfg.api_url, images: cfg.images });
+    let pods: Api<Pod> = Api::all(client);
+    let mut events = watcher(pods.clone(), watcher::Config::default()).default_backoff().boxed();
+    let mut workers: HashMap<String, Worker> = HashMap::new();
+    let mut listed: HashSet<String> = HashSet::new();
+    loop {
+        let event = tokio::select! {
+            () = shutdown.cancelled() => break,
+            event = events.next() => event,
+        };
+        let Some(event) = event else { break };
+        match event {
+            Ok(watcher::Event::Apply(pod)) => handle_pod(&shared, &pods, &mut workers, &shutdown, pod).await,
+            Ok(watcher::Event::InitApply(pod)) => {
+                listed.insert(pod.metadata.uid.clone().unwrap_or_default());
+                handle_pod(&shared, &pods, &mut workers, &shutdown, pod).await;
+            }
+            Ok(watcher::Event::Delete(pod)) => {
+                // Dropping the sender tells the worker the pod is gone.
+                workers.remove(&pod.metadata.uid.unwrap_or_default());
+            }
+            Ok(watcher::Event::Init) => listed.clear(),
+            Ok(watcher::Event::InitDone) => {
+                workers.retain(|uid, _| listed.contains(uid));
+            }
+            Err(e) => tracing::warn!(error = %e, "kubelet pod watch failed; retrying"),
+        }
+        workers.retain(|_, w| !w.task.is_finished());
+    }
+    let tasks: Vec<_> = workers.into_values().map(|w| w.task).collect();
+    // Workers saw `shutdown` too and are stopping their containers.
+    let _ = tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(tasks)).await;
+    Ok(())
+}
+
+async fn handle_pod(
+    shared: &Arc<Shared>,
+    pods: &Api<Pod>,
+    workers: &mut HashMap<String, Worker>,
+    shutdown: &CancellationToken,
+    pod: Pod,
+) {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    if let Some(worker) = workers.get(&uid) {
+        worker.tx.send_replace(pod);
+        return;
+    }
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());
+    match node {
+        None => {
+            if pod.metadata.deletion_timestamp.is_none() {
+                bind(shared, &pod).await;
+            } else {
+                // Never scheduled and being deleted: nothing runs, the kubelet removes it.
+                remove_unstarted(pods, &pod).await;
+            }
+        }
+        Some(n) if n != NODE_NAME => {}
+        Some(_) => {
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            let finished = matches!(phase, Some("Succeeded" | "Failed"));
+            if finished && pod.metadata.deletion_timestamp.is_none() {
+                // Finished before this kubelet started; nothing to run.
+                return;
+            }
+            let (tx, rx) = watch::channel(pod);
+            let task = tokio::spawn(pod::run_pod(shared.clone(), rx, shutdown.clone()));
+            workers.insert(uid, Worker { tx, task });
+        }
+    }
+}
+
+async fn remove_unstarted(pods: &Api<Pod>, pod: &Pod) {
+    let (Some(name), Some(ns)) = (pod.metadata.name.as_deref(), pod.metadata.namespace.as_deref()) else {
+        return;
+    };
+    let api: Api<Pod> = Api::namespaced(pods.clone().into_client(), ns);
+    let dp = kube::api::DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+    if let Err(e) = api.delete(name, &dp).await {
+        tracing::debug!(pod = name, error = %e, "delete of unscheduled pod failed");
+    }
+}
+
+/// Binds a pod to this node as the scheduler would (`pods/binding`), falling back to setting
+/// `spec.nodeName` if the server does not serve the binding subresource.
+async fn bind(shared: &Shared, pod: &Pod) {
+    let (Some(name), Some(ns)) = (pod.metadata.name.clone(), pod.metadata.namespace.clone()) else {
+        return;
+    };
+    let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
+    let binding = Binding {
+        metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(ns.clone()), ..Default::default() },
+        target: ObjectReference {
+            api_version: Some("v1".to_string()),
+            kind: Some("Node".to_string()),
+            name: Some(NODE_NAME.to_string()),
+            ..Default::default()
+        },
+    };
+    let result: Result<serde_json::Value, _> =
+        api.create_subresource("binding", &name, &PostParams::default(), &binding).await;
+    match result {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 405 => {
+            let patch = serde_json::json!({ "spec": { "nodeName": NODE_NAME } });
+            if let Err(e) = api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                tracing::warn!(pod = %name, namespace = %ns, error = %e, "binding pod failed");
+            }
+        }
+        // 409: already bound (we will see the update).
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => tracing::warn!(pod = %name, namespace = %ns, error = %e, "binding pod failed"),
+    }
+}
