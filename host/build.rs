@@ -44,7 +44,10 @@ fn run() -> Result<(), String> {
     let out_dir = PathBuf::from(env_var("OUT_DIR")?);
 
     for watched in ["policies", "wit", "tests/policy-fixtures"] {
-        println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace.join(watched).display()
+        );
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
 
@@ -65,7 +68,10 @@ fn run() -> Result<(), String> {
 
     let built = target_dir.join(WASM_TARGET).join(PROFILE);
     for name in BUILTINS {
-        copy_if_changed(&component_path(&built, name), &out_dir.join(format!("{name}.wasm")))?;
+        copy_if_changed(
+            &component_path(&built, name),
+            &out_dir.join(format!("{name}.wasm")),
+        )?;
     }
     let fixtures = out_dir.join("fixtures");
     fs::create_dir_all(&fixtures).map_err(|e| format!("creating {}: {e}", fixtures.display()))?;
@@ -76,7 +82,10 @@ fn run() -> Result<(), String> {
             &fixtures.join(format!("{name}.wasm")),
         )?;
     }
-    println!("cargo:rustc-env=QUARKS_POLICY_FIXTURES={}", fixtures.display());
+    println!(
+        "cargo:rustc-env=QUARKS_POLICY_FIXTURES={}",
+        fixtures.display()
+    );
     Ok(())
 }
 
@@ -99,7 +108,13 @@ fn ensure_wasm_target() -> Result<(), String> {
         .output()
         .map_err(|e| format!("running {} --print sysroot: {e}", rustc.to_string_lossy()))?;
     let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
-    let installed = || sysroot.join("lib/rustlib").join(WASM_TARGET).join("lib").is_dir();
+    let installed = || {
+        sysroot
+            .join("lib/rustlib")
+            .join(WASM_TARGET)
+            .join("lib")
+            .is_dir()
+    };
     if installed() {
         return Ok(());
     }
@@ -126,7 +141,11 @@ fn ensure_wasm_target() -> Result<(), String> {
 }
 
 /// Runs the nested cargo build of all policy components in one invocation.
-fn build_components(workspace: &Path, target_dir: &Path, packages: &[String]) -> Result<(), String> {
+fn build_components(
+    workspace: &Path,
+    target_dir: &Path,
+    packages: &[String],
+) -> Result<(), String> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut command = Command::new(&cargo);
     command
@@ -177,7 +196,10 @@ fn build_components(workspace: &Path, target_dir: &Path, packages: &[String]) ->
 /// component does not make rustc re-embed it.
 fn copy_if_changed(from: &Path, to: &Path) -> Result<(), String> {
     let bytes = fs::read(from).map_err(|e| {
-        format!("the nested build succeeded but {} is missing: {e}", from.display())
+        format!(
+            "the nested build succeeded but {} is missing: {e}",
+            from.display()
+        )
     })?;
     if fs::read(to).ok().as_deref() == Some(bytes.as_slice()) {
         return Ok(());

@@ -158,7 +158,7 @@ fn every_row_of_the_spec_table_for_every_event() {
     ];
     for c in cases() {
         for event in &events {
-            let decision = decide(&input(&c, event.clone()));
+            let decision = decide(&input(&c, *event));
             let (run, write, code) = c.expect;
             assert_eq!(decision.run, run, "{}: run ({event:?})", c.name);
             assert_eq!(
