@@ -18,14 +18,18 @@
 //! * errors write nothing for the file: `InvalidJson` (not UTF-8, syntax, duplicate key),
 //!   `NotFlat` (not an object, a value that is not a string), `InvalidSecretKey`,
 //!   `InvalidSecretName` (not a DNS subdomain), `TooLarge` (more than 1 MiB of data in one
-//!   Secret, Kubernetes' limit: the sum of the value sizes).
+//!   Secret, Kubernetes' limit: the sum of the value sizes), `InvalidLabel` (a label key or
+//!   value Kubernetes rejects, e.g. a `REMOTE_ID` with spaces), `InvalidAnnotation`.
 //!
 //! Messages name keys and Secrets but never values: values are Secret data. The logic is
 //! [`transform`], a plain function unit-tested natively; the WebAssembly export delegates.
 
 use quarks_policy_sdk::Reason;
 use quarks_policy_sdk::flat_json::{FlatObject, parse_flat_object, parse_flat_object_str};
-use quarks_policy_sdk::names::{validate_dns_subdomain, validate_secret_key};
+use quarks_policy_sdk::names::{
+    NameKind, validate_dns_subdomain, validate_label_value, validate_qualified_name,
+    validate_secret_key,
+};
 use quarks_policy_sdk::output::{Guest, OutputInput, OutputResult, PersistenceMethod, SecretSpec};
 use quarks_policy_sdk::string_map;
 use quarks_policy_sdk::types::StringMap;
@@ -34,6 +38,8 @@ use quarks_policy_sdk::types::StringMap;
 pub const OUTPUT_TYPE_JSON: &str = "json";
 /// Kubernetes' limit on the data of one Secret (the sum of its values), in bytes.
 pub const MAX_SECRET_DATA_BYTES: usize = 1024 * 1024;
+/// Kubernetes' limit on the total size of an object's annotations (keys and values).
+pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
 /// Label naming the container that wrote the output.
 pub const CONTAINER_NAME_LABEL: &str = "quarks.cloudfoundry.org/container-name";
 /// Label carrying the container's `REMOTE_ID` environment variable.
@@ -76,12 +82,17 @@ pub fn transform(input: &OutputInput) -> Result<OutputResult, Reason> {
     }
     validate_dns_subdomain(&input.file.name).map_err(Reason::from)?;
 
-    let labels = labels(input);
+    let labels = labels(input)?;
+    let annotations = annotations(input)?;
+    let meta = Meta {
+        labels: &labels,
+        annotations: &annotations,
+    };
     let mut reasons = Vec::new();
     let secrets = match input.file.persistence_method {
         PersistenceMethod::OneToOne => {
             let entries = parse_flat_object(&input.content).map_err(Reason::from)?;
-            let secret = secret(input, input.file.name.clone(), entries, &labels)?;
+            let secret = secret(input, input.file.name.clone(), entries, &meta)?;
             reasons.push(Reason::new(
                 "OneToOne",
                 format!(
@@ -94,7 +105,7 @@ pub fn transform(input: &OutputInput) -> Result<OutputResult, Reason> {
             vec![secret]
         }
         PersistenceMethod::FanOut => {
-            let secrets = fan_out(input, &labels)?;
+            let secrets = fan_out(input, &meta)?;
             reasons.push(if secrets.is_empty() {
                 Reason::new(
                     "NothingToFanOut",
@@ -130,18 +141,59 @@ pub fn transform(input: &OutputInput) -> Result<OutputResult, Reason> {
     Ok(OutputResult { secrets, reasons })
 }
 
-/// Labels in spec order; later layers win.
-fn labels(input: &OutputInput) -> StringMap {
+/// Labels in spec order; later layers win. Every key and value must be valid, so that a
+/// bad `REMOTE_ID` or label is reported as such rather than as a failed Secret write.
+fn labels(input: &OutputInput) -> Result<StringMap, Reason> {
     let mut labels = string_map::merge([&input.output.secret_labels, &input.file.secret_labels]);
     string_map::set(&mut labels, CONTAINER_NAME_LABEL, input.container.as_str());
     if let Some(remote_id) = &input.remote_id {
+        validate_label_value(remote_id).map_err(|error| {
+            Reason::new(
+                error.code(),
+                format!(
+                    "the REMOTE_ID of container {:?} cannot be the value of label {REMOTE_ID_LABEL}: {error}",
+                    input.container
+                ),
+            )
+        })?;
         string_map::set(&mut labels, REMOTE_ID_LABEL, remote_id.as_str());
     }
-    labels
+    for (key, value) in &labels {
+        validate_qualified_name(NameKind::LabelKey, key).map_err(Reason::from)?;
+        validate_label_value(value)
+            .map_err(|error| Reason::new(error.code(), format!("label {key:?}: {error}")))?;
+    }
+    Ok(labels)
+}
+
+/// The file's annotations, checked: valid keys and at most 256 KiB in total, as Kubernetes
+/// requires. Values are not quoted in messages.
+fn annotations(input: &OutputInput) -> Result<StringMap, Reason> {
+    let annotations = &input.file.secret_annotations;
+    if let Some(key) = string_map::first_duplicate_key(annotations) {
+        return Err(Reason::new(
+            "InvalidAnnotation",
+            format!("annotation {key:?} is given more than once"),
+        ));
+    }
+    let mut size = 0usize;
+    for (key, value) in annotations {
+        validate_qualified_name(NameKind::AnnotationKey, key).map_err(Reason::from)?;
+        size += key.len() + value.len();
+    }
+    if size > MAX_ANNOTATIONS_BYTES {
+        return Err(Reason::new(
+            "InvalidAnnotation",
+            format!(
+                "annotations take {size} bytes, more than the {MAX_ANNOTATIONS_BYTES} bytes (256 KiB) Kubernetes allows"
+            ),
+        ));
+    }
+    Ok(annotations.clone())
 }
 
 /// One Secret `<name>-<k>` per top-level key `k`.
-fn fan_out(input: &OutputInput, labels: &StringMap) -> Result<Vec<SecretSpec>, Reason> {
+fn fan_out(input: &OutputInput, meta: &Meta<'_>) -> Result<Vec<SecretSpec>, Reason> {
     let outer = parse_flat_object(&input.content).map_err(Reason::from)?;
     let mut secrets = Vec::with_capacity(outer.len());
     for (key, encoded) in outer {
@@ -160,16 +212,22 @@ fn fan_out(input: &OutputInput, labels: &StringMap) -> Result<Vec<SecretSpec>, R
                 ),
             )
         })?;
-        secrets.push(secret(input, name, entries, labels)?);
+        secrets.push(secret(input, name, entries, meta)?);
     }
     Ok(secrets)
+}
+
+/// The metadata every Secret of one file shares.
+struct Meta<'a> {
+    labels: &'a StringMap,
+    annotations: &'a StringMap,
 }
 
 fn secret(
     input: &OutputInput,
     name: String,
     entries: FlatObject,
-    labels: &StringMap,
+    meta: &Meta<'_>,
 ) -> Result<SecretSpec, Reason> {
     let mut size = 0usize;
     for (key, value) in &entries {
@@ -191,8 +249,8 @@ fn secret(
             .into_iter()
             .map(|(key, value)| (key, value.into_bytes()))
             .collect(),
-        labels: labels.clone(),
-        annotations: input.file.secret_annotations.clone(),
+        labels: meta.labels.clone(),
+        annotations: meta.annotations.clone(),
         versioned: input.file.versioned,
     })
 }

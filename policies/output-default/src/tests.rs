@@ -308,3 +308,45 @@ fn the_export_delegates_to_transform() {
         transform(&input)
     );
 }
+
+#[test]
+fn invalid_labels_and_remote_ids_are_reported() {
+    let mut bad_remote = input(br#"{"a": "1"}"#);
+    bad_remote.remote_id = Some("not a label value".into());
+    let reason = transform(&bad_remote).expect_err("bad REMOTE_ID");
+    assert_eq!(reason.code, "InvalidLabel");
+    assert!(
+        reason
+            .message
+            .contains("REMOTE_ID of container \"busybox\""),
+        "{reason:?}"
+    );
+
+    let mut bad_key = input(br#"{"a": "1"}"#);
+    bad_key.output.secret_labels = map(&[("bad key", "v")]);
+    assert_eq!(error_code(&bad_key), "InvalidLabel");
+
+    let mut bad_value = input(br#"{"a": "1"}"#);
+    bad_value.file.secret_labels = map(&[("k", "-v")]);
+    let reason = transform(&bad_value).expect_err("bad label value");
+    assert_eq!(reason.code, "InvalidLabel");
+    assert!(reason.message.contains("label \"k\""), "{reason:?}");
+}
+
+#[test]
+fn invalid_annotations_are_reported() {
+    let mut bad_key = input(br#"{"a": "1"}"#);
+    bad_key.file.secret_annotations = map(&[("a/b/c", "v")]);
+    assert_eq!(error_code(&bad_key), "InvalidAnnotation");
+
+    let mut duplicate = input(br#"{"a": "1"}"#);
+    duplicate.file.secret_annotations = map(&[("a", "1"), ("a", "2")]);
+    assert_eq!(error_code(&duplicate), "InvalidAnnotation");
+
+    let big = "z".repeat(MAX_ANNOTATIONS_BYTES);
+    let mut too_big = input(br#"{"a": "1"}"#);
+    too_big.file.secret_annotations = vec![("note".into(), big)];
+    let reason = transform(&too_big).expect_err("too big");
+    assert_eq!(reason.code, "InvalidAnnotation");
+    assert!(!reason.message.contains("zzz"), "values are not quoted");
+}

@@ -1,5 +1,5 @@
-//! Kubernetes name rules a policy must respect before returning a Secret: Secret data keys
-//! and DNS-subdomain object names. Each check says precisely what is wrong, because the
+//! Kubernetes name rules a policy must respect before returning a Secret: Secret data keys,
+//! DNS-subdomain object names, and label / annotation keys and values. Each check says precisely what is wrong, because the
 //! message ends up in the QuarksJob's status and Events where users fix their output.
 //!
 //! The host validates everything again; these are here so that a policy can fail with a
@@ -9,6 +9,8 @@ use thiserror::Error;
 
 /// The longest DNS subdomain (and Secret key) Kubernetes accepts.
 pub const MAX_SUBDOMAIN_LEN: usize = 253;
+/// The longest label value, and the longest name part of a qualified name.
+pub const MAX_QUALIFIED_NAME_LEN: usize = 63;
 
 /// What kind of name was checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,6 +19,12 @@ pub enum NameKind {
     SecretKey,
     /// An object name that must be a DNS subdomain (RFC 1123), e.g. a Secret's name.
     SecretName,
+    /// A label key: a qualified name, `[prefix/]name`.
+    LabelKey,
+    /// A label value: at most 63 characters, possibly empty.
+    LabelValue,
+    /// An annotation key: a qualified name, like a label key.
+    AnnotationKey,
 }
 
 impl NameKind {
@@ -24,6 +32,9 @@ impl NameKind {
         match self {
             NameKind::SecretKey => "Secret key",
             NameKind::SecretName => "Secret name (DNS subdomain)",
+            NameKind::LabelKey => "label key",
+            NameKind::LabelValue => "label value",
+            NameKind::AnnotationKey => "annotation key",
         }
     }
 }
@@ -38,11 +49,14 @@ pub struct NameError {
 }
 
 impl NameError {
-    /// The reason code: `InvalidSecretKey` or `InvalidSecretName`.
+    /// The reason code: `InvalidSecretKey`, `InvalidSecretName`, `InvalidLabel` or
+    /// `InvalidAnnotation`.
     pub fn code(&self) -> &'static str {
         match self.kind {
             NameKind::SecretKey => "InvalidSecretKey",
             NameKind::SecretName => "InvalidSecretName",
+            NameKind::LabelKey | NameKind::LabelValue => "InvalidLabel",
+            NameKind::AnnotationKey => "InvalidAnnotation",
         }
     }
 }
@@ -143,6 +157,75 @@ pub fn validate_dns_subdomain(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Checks a label key (`NameKind::LabelKey`) or annotation key (`NameKind::AnnotationKey`):
+/// a qualified name `[prefix/]name`, where the optional prefix is a DNS subdomain and the
+/// name is 1 to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or
+/// digit.
+pub fn validate_qualified_name(kind: NameKind, key: &str) -> Result<(), NameError> {
+    let fail = |problem: String| {
+        Err(NameError {
+            kind,
+            name: key.to_string(),
+            problem,
+        })
+    };
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix {
+        if name.contains('/') {
+            return fail("must contain at most one '/'".into());
+        }
+        if let Err(error) = validate_dns_subdomain(prefix) {
+            return fail(format!("the prefix before '/' {}", error.problem));
+        }
+    }
+    if name.is_empty() {
+        return fail("the name part must not be empty".into());
+    }
+    if let Err(problem) = check_qualified_part(name) {
+        return fail(format!("the name part {problem}"));
+    }
+    Ok(())
+}
+
+/// Checks a label value: empty, or at most 63 letters, digits, '-', '_' or '.', starting and
+/// ending with a letter or digit.
+pub fn validate_label_value(value: &str) -> Result<(), NameError> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    check_qualified_part(value).map_err(|problem| NameError {
+        kind: NameKind::LabelValue,
+        name: value.to_string(),
+        problem,
+    })
+}
+
+/// The shared rule of label values and the name part of qualified names.
+fn check_qualified_part(part: &str) -> Result<(), String> {
+    if part.len() > MAX_QUALIFIED_NAME_LEN {
+        return Err(format!(
+            "is {} bytes long, at most {MAX_QUALIFIED_NAME_LEN} are allowed",
+            part.len()
+        ));
+    }
+    if let Some((position, c)) = part
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "contains {c:?} at byte {position}; only letters, digits, '-', '_' and '.' are allowed"
+        ));
+    }
+    let alphanumeric = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !alphanumeric(part.chars().next()) || !alphanumeric(part.chars().last()) {
+        return Err("must start and end with a letter or digit".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +294,53 @@ mod tests {
         }
         let error = validate_dns_subdomain(&"a".repeat(254)).expect_err("too long");
         assert!(error.problem.contains("254 bytes long"), "{error}");
+    }
+
+    #[test]
+    fn label_keys_and_values_kubernetes_accepts() {
+        for key in [
+            "key",
+            "app.kubernetes.io/name",
+            "quarks.cloudfoundry.org/container-name",
+            "A_b.c-1",
+        ] {
+            assert_eq!(
+                validate_qualified_name(NameKind::LabelKey, key),
+                Ok(()),
+                "{key}"
+            );
+        }
+        for value in ["", "value", "remote-7", "A.b_c-9", &"v".repeat(63)] {
+            assert_eq!(validate_label_value(value), Ok(()), "{value}");
+        }
+    }
+
+    #[test]
+    fn label_keys_and_values_kubernetes_rejects_with_the_reason() {
+        let keys = [
+            ("", "name part must not be empty"),
+            ("a/b/c", "at most one '/'"),
+            ("Example.com/x", "prefix before '/' contains 'E'"),
+            ("example.com/", "name part must not be empty"),
+            ("-x", "must start and end"),
+            ("x y", "contains ' ' at byte 1"),
+        ];
+        for (key, problem) in keys {
+            let error = validate_qualified_name(NameKind::LabelKey, key).expect_err(key);
+            assert!(error.problem.contains(problem), "{key}: {error}");
+            assert_eq!(error.code(), "InvalidLabel");
+        }
+        let error = validate_qualified_name(NameKind::AnnotationKey, "a/b/c").expect_err("key");
+        assert_eq!(error.code(), "InvalidAnnotation");
+        for (value, problem) in [
+            ("has space", "contains ' '"),
+            ("-x", "must start and end"),
+            ("x.", "must start and end"),
+            (&"v".repeat(64) as &str, "64 bytes long"),
+        ] {
+            let error = validate_label_value(value).expect_err(value);
+            assert!(error.problem.contains(problem), "{value}: {error}");
+            assert_eq!(error.code(), "InvalidLabel");
+        }
     }
 }
