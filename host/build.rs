@@ -127,6 +127,12 @@ fn ensure_wasm_target() -> Result<(), String> {
     let status = rustup.stdout(Stdio::from(std::io::stderr())).status();
     match status {
         Ok(status) if status.success() && installed() => Ok(()),
+        Ok(status) if status.success() => Err(format!(
+            "`rustup target add {WASM_TARGET}` succeeded, but the standard library for \
+             {WASM_TARGET} is still missing from {} (is RUSTC a different toolchain than \
+             rustup's?)",
+            sysroot.display()
+        )),
         Ok(status) => Err(format!(
             "the {WASM_TARGET} target is missing and `rustup target add {WASM_TARGET}` failed \
              ({status}); install it, then build again"
