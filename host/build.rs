@@ -163,13 +163,26 @@ fn build_components(
         command.args(["-p", package]);
     }
     command.env("CARGO_TARGET_DIR", target_dir);
-    // The outer build's flags are for the host target (and may come from clippy, coverage or
-    // a sanitizer); none of them belong in the WebAssembly build. The jobserver variables are
-    // kept on purpose: the nested cargo then shares the outer build's job tokens instead of
-    // starting as many compilers again.
+    // Panic locations embed source paths. Remapping the machine-specific ones makes a
+    // built-in's bytes, and so its digest (recorded in QuarksJob status), depend only on the
+    // sources and the pinned toolchain, not on where they were checked out or cached.
+    let mut remaps = vec![format!(
+        "--remap-path-prefix={}=/workspace",
+        workspace.display()
+    )];
+    if let Some(cargo_home) = cargo_home() {
+        remaps.push(format!(
+            "--remap-path-prefix={}=/cargo",
+            cargo_home.display()
+        ));
+    }
+    command.env("CARGO_ENCODED_RUSTFLAGS", remaps.join("\x1f"));
+    // The outer build's other flags are for the host target (and may come from clippy,
+    // coverage or a sanitizer); none of them belong in the WebAssembly build. The jobserver
+    // variables are kept on purpose: the nested cargo then shares the outer build's job
+    // tokens instead of starting as many compilers again.
     for name in [
         "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
         "CARGO_BUILD_RUSTFLAGS",
         "CARGO_BUILD_TARGET",
         "CARGO_BUILD_TARGET_DIR",
@@ -196,6 +209,13 @@ fn build_components(
             packages.join(", ")
         ))
     }
+}
+
+/// Where cargo keeps downloaded crates' sources (`$CARGO_HOME`, by default `~/.cargo`).
+fn cargo_home() -> Option<PathBuf> {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
 }
 
 /// Copies `from` to `to` unless `to` already has the same bytes, so that an unchanged
