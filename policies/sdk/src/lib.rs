@@ -86,6 +86,36 @@ pub mod trigger {
 }
 
 /// Bindings of the `output` world, and flat re-exports of everything an output policy uses.
+///
+/// A minimal output policy: every file becomes one Secret holding the raw file under the key
+/// `content`.
+///
+/// ```
+/// use quarks_policy_sdk::Reason;
+/// use quarks_policy_sdk::output::{Guest, OutputInput, OutputResult, SecretSpec};
+///
+/// pub struct RawFile;
+///
+/// impl Guest for RawFile {
+///     fn transform(input: OutputInput) -> Result<OutputResult, Reason> {
+///         quarks_policy_sdk::names::validate_dns_subdomain(&input.file.name)?;
+///         Ok(OutputResult {
+///             secrets: vec![SecretSpec {
+///                 name: input.file.name,
+///                 data: vec![("content".to_string(), input.content)],
+///                 labels: input.file.secret_labels,
+///                 annotations: input.file.secret_annotations,
+///                 versioned: input.file.versioned,
+///             }],
+///             reasons: vec![Reason::new("RawFile", "stored the file as it is")],
+///         })
+///     }
+/// }
+///
+/// #[cfg(target_arch = "wasm32")]
+/// quarks_policy_sdk::export_output!(RawFile);
+/// # fn main() {}
+/// ```
 pub mod output {
     wit_bindgen::generate!({
         world: "output",
