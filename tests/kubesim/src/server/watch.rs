@@ -1,0 +1,216 @@
+//! The watch verb: a chunked stream of `{"type": ..., "object": ...}` lines. Starts from
+//! the current state (synthetic ADDED events, for an unset or `0` resourceVersion), or
+//! replays retained changes after a given resourceVersion (an ERROR event with a 410
+//! Status when they were compacted away), then follows live changes. Selector watches
+//! turn "left the selection" into DELETED and "entered it" into ADDED, like the watch
+//! cache. Supports bookmarks, `sendInitialEvents`, `timeoutSeconds`, Tables, and ends on
+//! server shutdown or when fault injection closes all watches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+
+use super::Cluster;
+use super::error::{ApiError, ApiResult};
+use super::handlers::{Request, selectors};
+use super::http::{Response, stream_response};
+use super::resources::ResourceInfo;
+use super::selectors::{FieldSelector, LabelSelector};
+use super::store::{Change, EventType};
+use super::table;
+
+/// How often a watch that asked for bookmarks gets one.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(1);
+
+struct Filter {
+    key: String,
+    ns: Option<String>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Filter {
+    fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches(obj) && self.fields.matches(obj)
+    }
+
+    /// The event a watcher sees for a change, if any.
+    fn event_for(&self, c: &Change) -> Option<EventType> {
+        if *c.key != *self.key || self.ns.as_ref().is_some_and(|n| *n != c.namespace) {
+            return None;
+        }
+        match c.kind {
+            EventType::Added => self.matches(&c.object).then_some(EventType::Added),
+            EventType::Deleted => self.matches(c.old.as_deref().unwrap_or(&c.object)).then_some(EventType::Deleted),
+            EventType::Modified => {
+                let now = self.matches(&c.object);
+                let before = c.old.as_deref().is_some_and(|o| self.matches(o));
+                match (before, now) {
+                    (true, true) => Some(EventType::Modified),
+                    (false, true) => Some(EventType::Added),
+                    (true, false) => Some(EventType::Deleted),
+                    (false, false) => None,
+                }
+            }
+        }
+    }
+}
+
+struct Encoder {
+    info: ResourceInfo,
+    table: bool,
+    include: String,
+}
+
+impl Encoder {
+    fn object(&self, obj: &Value) -> Value {
+        let mut o = obj.clone();
+        if o.get("apiVersion").and_then(Value::as_str) != Some(self.info.api_version().as_str()) {
+            o["apiVersion"] = json!(self.info.api_version());
+        }
+        if self.table {
+            let rv = o.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
+            return table::table(&self.info, &[&o], &rv, None, &self.include);
+        }
+        o
+    }
+
+    fn line(&self, ty: &str, object: Value) -> Bytes {
+        let mut v = serde_json::to_vec(&json!({"type": ty, "object": object})).unwrap_or_default();
+        v.push(b'\n');
+        Bytes::from(v)
+    }
+
+    fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if initial_end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        self.line("BOOKMARK", json!({"kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": meta}))
+    }
+
+    fn error(&self, e: &ApiError) -> Bytes {
+        self.line("ERROR", e.to_status())
+    }
+}
+
+pub fn serve(cluster: &Arc<Cluster>, req: &Request, info: &ResourceInfo, ns: Option<&str>, name: Option<&str>) -> ApiResult<Response> {
+    let (labels, mut fields) = selectors(req, info)?;
+    if let Some(n) = name {
+        fields = FieldSelector::parse(&format!("metadata.name={n}"), &info.plural)?;
+    }
+    let filter = Filter { key: info.storage_key(), ns: ns.map(String::from), labels, fields };
+    let bookmarks = matches!(req.q("allowWatchBookmarks"), Some("true" | "1"));
+    let send_initial = match req.q("sendInitialEvents") {
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        _ => None,
+    };
+    let timeout = match req.q("timeoutSeconds") {
+        Some(t) => Duration::from_secs(t.parse().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t}")))?),
+        None => Duration::from_secs(1800),
+    };
+    let enc = Encoder { info: info.clone(), table: req.headers.get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("as=Table")), include: req.q("includeObject").unwrap_or("Metadata").to_string() };
+    let rv = req.q("resourceVersion");
+    let (tx, out) = mpsc::channel::<Bytes>(256);
+
+    // Decide the start point synchronously so the subscription precedes the response.
+    let start = match (rv, send_initial) {
+        (None | Some("0"), None | Some(true)) | (_, Some(true)) => {
+            let (items, ws) = cluster.store.watch_now(&filter.key, filter.ns.as_deref());
+            Ok((items, ws))
+        }
+        (None | Some("0"), Some(false)) => Ok((Vec::new(), cluster.store.watch_now(&filter.key, filter.ns.as_deref()).1)),
+        (Some(rv), _) => {
+            let n: u64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv}")))?;
+            cluster.store.watch_from(n).map(|ws| (Vec::new(), ws))
+        }
+    };
+    let cluster = cluster.clone();
+    tokio::spawn(async move {
+        let (initial, ws) = match start {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = tx.send(enc.error(&e)).await;
+                return;
+            }
+        };
+        let mut last = ws.rv;
+        for obj in initial.iter().filter(|o| filter.matches(o)) {
+            if tx.send(enc.line("ADDED", enc.object(obj))).await.is_err() {
+                return;
+            }
+        }
+        if send_initial == Some(true) && tx.send(enc.bookmark(last, true)).await.is_err() {
+            return;
+        }
+        for c in &ws.replay {
+            if !emit(&tx, &enc, &filter, c, &mut last).await {
+                return;
+            }
+        }
+        let mut rx = ws.rx;
+        let mut closer = cluster.faults.watch_closer();
+        closer.borrow_and_update();
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut tick = tokio::time::interval(BOOKMARK_EVERY);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                () = cluster.shutdown.cancelled() => break,
+                () = &mut deadline => break,
+                _ = closer.changed() => break,
+                () = tx.closed() => break,
+                _ = tick.tick(), if bookmarks => {
+                    if tx.send(enc.bookmark(last, false)).await.is_err() {
+                        break;
+                    }
+                }
+                r = rx.recv() => match r {
+                    Ok(c) => {
+                        if !emit(&tx, &enc, &filter, &c, &mut last).await {
+                            break;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Fell behind the live channel: catch up from the retained window.
+                        match cluster.store.changes_since(last) {
+                            Ok(changes) => {
+                                let mut ok = true;
+                                for c in &changes {
+                                    if !emit(&tx, &enc, &filter, c, &mut last).await {
+                                        ok = false;
+                                        break;
+                                    }
+                                }
+                                if !ok {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                let _ = tx.send(enc.error(&e)).await;
+                                break;
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        }
+    });
+    Ok(stream_response("application/json", out))
+}
+
+/// Sends the event for one change if the watcher should see it; false when the client is gone.
+async fn emit(tx: &mpsc::Sender<Bytes>, enc: &Encoder, filter: &Filter, c: &Arc<Change>, last: &mut u64) -> bool {
+    if c.rv <= *last {
+        return true;
+    }
+    *last = c.rv;
+    let Some(ty) = filter.event_for(c) else { return true };
+    tx.send(enc.line(ty.as_str(), enc.object(&c.object))).await.is_ok()
+}
