@@ -234,7 +234,7 @@ fn only_json_output_type_is_supported() {
 #[test]
 fn invalid_content_is_an_error_with_a_precise_code() {
     let cases: [(&[u8], &str, &str); 8] = [
-        (b"{\"a\": ", "InvalidJson", "line 1, column 6"),
+        (b"{\"a\": ", "InvalidJson", "line 1, column 7"),
         (b"{\"a\": \"\xff\xfe\"}", "InvalidJson", "not UTF-8"),
         (
             b"{\"a\": \"1\", \"a\": \"2\"}",

@@ -6,13 +6,16 @@
 //! a top-level value that is not an object, a value that is not a string (naming the key and
 //! what it is instead), or a key that appears twice. Error messages never contain values,
 //! because values are Secret data.
+//!
+//! It is a small hand-written parser (RFC 8259) rather than a general JSON library: it reads
+//! only the one shape it accepts, stops at the first nested value instead of reading it,
+//! copies each string once, and needs nothing beyond `core` and `alloc`, which keeps policy
+//! components free of any WASI import. The tests check it against serde_json.
 
-use std::cell::RefCell;
-use std::collections::BTreeSet;
-use std::fmt;
-
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use thiserror::Error;
+use alloc::collections::BTreeSet;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
 
 /// The entries of a flat object, in the order of the file.
 pub type FlatObject = Vec<(String, String)>;
@@ -41,35 +44,74 @@ impl fmt::Display for JsonKind {
     }
 }
 
-/// Why bytes are not a flat JSON object. Line and column are 1-based, as in editors.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
+/// Why bytes are not a flat JSON object. Line and column are 1-based and count characters,
+/// as editors do; at the end of the input they point just past the last character.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FlatJsonError {
-    #[error("not UTF-8: invalid byte sequence at byte offset {offset}")]
+    /// The bytes are not UTF-8 (JSON must be); `offset` is the first invalid byte.
     NotUtf8 { offset: usize },
-    #[error("not valid JSON: {message} at line {line}, column {column}")]
+    /// The text is not JSON.
     Syntax {
         message: String,
         line: usize,
         column: usize,
     },
-    #[error("the top-level value is {found}, expected an object of strings")]
+    /// The top-level value is valid JSON but not an object.
     NotAnObject { found: JsonKind },
-    #[error(
-        "the value of key {key:?} is {found}, expected a string (line {line}, column {column})"
-    )]
+    /// The value of `key` is not a string; line and column point at the value.
     NotAString {
         key: String,
         found: JsonKind,
         line: usize,
         column: usize,
     },
-    #[error("key {key:?} appears more than once (line {line}, column {column})")]
+    /// `key` appears twice; line and column point at the second occurrence.
     DuplicateKey {
         key: String,
         line: usize,
         column: usize,
     },
 }
+
+impl fmt::Display for FlatJsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FlatJsonError::NotUtf8 { offset } => {
+                write!(
+                    f,
+                    "not UTF-8: invalid byte sequence at byte offset {offset}"
+                )
+            }
+            FlatJsonError::Syntax {
+                message,
+                line,
+                column,
+            } => write!(
+                f,
+                "not valid JSON: {message} at line {line}, column {column}"
+            ),
+            FlatJsonError::NotAnObject { found } => write!(
+                f,
+                "the top-level value is {found}, expected an object of strings"
+            ),
+            FlatJsonError::NotAString {
+                key,
+                found,
+                line,
+                column,
+            } => write!(
+                f,
+                "the value of key {key:?} is {found}, expected a string (line {line}, column {column})"
+            ),
+            FlatJsonError::DuplicateKey { key, line, column } => write!(
+                f,
+                "key {key:?} appears more than once (line {line}, column {column})"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for FlatJsonError {}
 
 impl FlatJsonError {
     /// The reason code: `InvalidJson` when the bytes are not (unambiguous) JSON, `NotFlat`
@@ -86,7 +128,7 @@ impl FlatJsonError {
 
 /// Parses bytes that must be a flat JSON object of strings.
 pub fn parse_flat_object(bytes: &[u8]) -> Result<FlatObject, FlatJsonError> {
-    let text = std::str::from_utf8(bytes).map_err(|error| FlatJsonError::NotUtf8 {
+    let text = core::str::from_utf8(bytes).map_err(|error| FlatJsonError::NotUtf8 {
         offset: error.valid_up_to(),
     })?;
     parse_flat_object_str(text)
@@ -94,178 +136,290 @@ pub fn parse_flat_object(bytes: &[u8]) -> Result<FlatObject, FlatJsonError> {
 
 /// Parses text that must be a flat JSON object of strings.
 pub fn parse_flat_object_str(text: &str) -> Result<FlatObject, FlatJsonError> {
-    // The visitors report shape errors here, structured; serde_json only carries them as
-    // text and adds the position, which is taken from its error afterwards.
-    let shape_error: RefCell<Option<ShapeError>> = RefCell::new(None);
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let parsed = ObjectSeed {
-        shape_error: &shape_error,
-    }
-    .deserialize(&mut deserializer)
-    .and_then(|entries| deserializer.end().map(|()| entries));
-    match parsed {
-        Ok(entries) => Ok(entries),
-        Err(error) => {
-            let (line, column) = (error.line(), error.column());
-            Err(match shape_error.into_inner() {
-                Some(ShapeError::NotAnObject(found)) => FlatJsonError::NotAnObject { found },
-                Some(ShapeError::NotAString { key, found }) => FlatJsonError::NotAString {
-                    key,
-                    found,
-                    line,
-                    column,
-                },
-                Some(ShapeError::DuplicateKey(key)) => {
-                    FlatJsonError::DuplicateKey { key, line, column }
+    Parser { text, pos: 0 }.object()
+}
+
+/// A cursor over the text. `pos` is a byte offset, always on a character boundary: the
+/// parser only stops on ASCII bytes or the end of the text.
+struct Parser<'t> {
+    text: &'t str,
+    pos: usize,
+}
+
+impl Parser<'_> {
+    fn object(mut self) -> Result<FlatObject, FlatJsonError> {
+        self.skip_whitespace();
+        match self.peek() {
+            Some(b'{') => self.pos += 1,
+            Some(_) => {
+                let found = self.value_kind()?;
+                // Only valid JSON counts as "not an object"; `12 garbage` is a syntax error.
+                self.skip_whitespace();
+                if self.peek().is_some() && !matches!(found, JsonKind::Array | JsonKind::Object) {
+                    return Err(self.syntax("trailing characters after the value"));
                 }
-                None => FlatJsonError::Syntax {
-                    message: syntax_message(&error),
-                    line,
-                    column,
-                },
-            })
+                return Err(FlatJsonError::NotAnObject { found });
+            }
+            None => return Err(self.syntax("empty input, expected an object")),
         }
-    }
-}
-
-/// serde_json's message without its own " at line L column C" suffix (we format position).
-fn syntax_message(error: &serde_json::Error) -> String {
-    let text = error.to_string();
-    match text.rfind(" at line ") {
-        Some(cut) => text[..cut].to_string(),
-        None => text,
-    }
-}
-
-enum ShapeError {
-    NotAnObject(JsonKind),
-    NotAString { key: String, found: JsonKind },
-    DuplicateKey(String),
-}
-
-struct ObjectSeed<'s> {
-    shape_error: &'s RefCell<Option<ShapeError>>,
-}
-
-impl ObjectSeed<'_> {
-    fn not_an_object<E: de::Error>(&self, found: JsonKind) -> Result<FlatObject, E> {
-        *self.shape_error.borrow_mut() = Some(ShapeError::NotAnObject(found));
-        Err(E::custom(format!("expected an object, found {found}")))
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for ObjectSeed<'_> {
-    type Value = FlatObject;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<FlatObject, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ObjectSeed<'_> {
-    type Value = FlatObject;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object of strings")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FlatObject, A::Error> {
         let mut entries = FlatObject::new();
         let mut seen = BTreeSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
-                *self.shape_error.borrow_mut() = Some(ShapeError::DuplicateKey(key));
-                return Err(de::Error::custom("duplicate key"));
+        self.skip_whitespace();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+        } else {
+            loop {
+                self.skip_whitespace();
+                let key_at = self.pos;
+                match self.peek() {
+                    Some(b'"') => {}
+                    Some(b'}') if !entries.is_empty() => {
+                        return Err(self.syntax("trailing comma before '}'"));
+                    }
+                    Some(_) => {
+                        return Err(self.syntax("expected a key (a string in double quotes)"));
+                    }
+                    None => return Err(self.syntax("unexpected end of input, expected a key")),
+                }
+                let key = self.string()?;
+                if !seen.insert(key.clone()) {
+                    let (line, column) = self.line_column(key_at);
+                    return Err(FlatJsonError::DuplicateKey { key, line, column });
+                }
+                self.skip_whitespace();
+                match self.peek() {
+                    Some(b':') => self.pos += 1,
+                    Some(_) => return Err(self.syntax("expected ':' after the key")),
+                    None => return Err(self.syntax("unexpected end of input, expected ':'")),
+                }
+                self.skip_whitespace();
+                let value_at = self.pos;
+                if self.peek() == Some(b'"') {
+                    let value = self.string()?;
+                    entries.push((key, value));
+                } else {
+                    let found = self.value_kind()?;
+                    let (line, column) = self.line_column(value_at);
+                    return Err(FlatJsonError::NotAString {
+                        key,
+                        found,
+                        line,
+                        column,
+                    });
+                }
+                self.skip_whitespace();
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b'}') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    Some(_) => return Err(self.syntax("expected ',' or '}' after the value")),
+                    None => return Err(self.syntax("unexpected end of input, expected '}'")),
+                }
             }
-            let value = map.next_value_seed(StringSeed {
-                key: &key,
-                shape_error: self.shape_error,
-            })?;
-            entries.push((key, value));
+        }
+        self.skip_whitespace();
+        if self.peek().is_some() {
+            return Err(self.syntax("trailing characters after the object"));
         }
         Ok(entries)
     }
 
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<FlatObject, E> {
-        self.not_an_object(JsonKind::String)
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<FlatObject, E> {
-        self.not_an_object(JsonKind::Bool)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<FlatObject, E> {
-        self.not_an_object(JsonKind::Number)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<FlatObject, E> {
-        self.not_an_object(JsonKind::Number)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<FlatObject, E> {
-        self.not_an_object(JsonKind::Number)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<FlatObject, E> {
-        self.not_an_object(JsonKind::Null)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<FlatObject, A::Error> {
-        self.not_an_object(JsonKind::Array)
-    }
-}
-
-/// One value of the object: must be a string; anything else is reported with its key.
-struct StringSeed<'k, 's> {
-    key: &'k str,
-    shape_error: &'s RefCell<Option<ShapeError>>,
-}
-
-impl StringSeed<'_, '_> {
-    fn not_a_string<E: de::Error>(&self, found: JsonKind) -> Result<String, E> {
-        *self.shape_error.borrow_mut() = Some(ShapeError::NotAString {
-            key: self.key.to_string(),
-            found,
-        });
-        Err(E::custom(format!("expected a string, found {found}")))
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for StringSeed<'_, '_> {
-    type Value = String;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for StringSeed<'_, '_> {
-    type Value = String;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.pos).copied()
     }
 
-    fn visit_str<E: de::Error>(self, value: &str) -> Result<String, E> {
-        Ok(value.to_string())
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
     }
-    fn visit_string<E: de::Error>(self, value: String) -> Result<String, E> {
+
+    /// Classifies the value at the cursor without reading containers: a non-string value is
+    /// an error for a flat object whatever it holds, so `[[[...` costs nothing. Scalars are
+    /// checked, so that only valid JSON is called "a number" or "a boolean".
+    fn value_kind(&mut self) -> Result<JsonKind, FlatJsonError> {
+        match self.peek() {
+            Some(b'"') => self.string().map(|_| JsonKind::String),
+            Some(b'[') => Ok(JsonKind::Array),
+            Some(b'{') => Ok(JsonKind::Object),
+            Some(b't') => self.literal("true").map(|()| JsonKind::Bool),
+            Some(b'f') => self.literal("false").map(|()| JsonKind::Bool),
+            Some(b'n') => self.literal("null").map(|()| JsonKind::Null),
+            Some(b'-' | b'0'..=b'9') => self.number().map(|()| JsonKind::Number),
+            Some(_) => Err(self.syntax("expected a value")),
+            None => Err(self.syntax("unexpected end of input, expected a value")),
+        }
+    }
+
+    fn literal(&mut self, word: &str) -> Result<(), FlatJsonError> {
+        if self.text[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(self.syntax("invalid literal, expected true, false or null"))
+        }
+    }
+
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+    fn number(&mut self) -> Result<(), FlatJsonError> {
+        let digits = |parser: &mut Self| {
+            let start = parser.pos;
+            while matches!(parser.peek(), Some(b'0'..=b'9')) {
+                parser.pos += 1;
+            }
+            parser.pos > start
+        };
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => {
+                digits(self);
+            }
+            _ => return Err(self.syntax("invalid number")),
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if !digits(self) {
+                return Err(self.syntax("invalid number, expected a digit after '.'"));
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.pos += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.pos += 1;
+            }
+            if !digits(self) {
+                return Err(self.syntax("invalid number, expected a digit in the exponent"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the string at the cursor (which is on its opening quote), unescaping it.
+    fn string(&mut self) -> Result<String, FlatJsonError> {
+        self.pos += 1;
+        let mut out = String::new();
+        loop {
+            // Copy the run up to the next quote, backslash or control character at once;
+            // all three are ASCII, so the slice ends on a character boundary.
+            let rest = &self.text.as_bytes()[self.pos..];
+            let run = rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .unwrap_or(rest.len());
+            out.push_str(&self.text[self.pos..self.pos + run]);
+            self.pos += run;
+            match self.peek() {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    self.escape(&mut out)?;
+                }
+                Some(_) => {
+                    return Err(
+                        self.syntax("control character in a string (escape it, e.g. as \\n)")
+                    );
+                }
+                None => return Err(self.syntax("unexpected end of input inside a string")),
+            }
+        }
+    }
+
+    /// One escape sequence, the cursor just after its backslash.
+    fn escape(&mut self, out: &mut String) -> Result<(), FlatJsonError> {
+        let Some(letter) = self.peek() else {
+            return Err(self.syntax("unexpected end of input inside a string"));
+        };
+        let simple = match letter {
+            b'"' => Some('"'),
+            b'\\' => Some('\\'),
+            b'/' => Some('/'),
+            b'b' => Some('\u{8}'),
+            b'f' => Some('\u{c}'),
+            b'n' => Some('\n'),
+            b'r' => Some('\r'),
+            b't' => Some('\t'),
+            b'u' => None,
+            _ => return Err(self.syntax("invalid escape sequence")),
+        };
+        self.pos += 1;
+        if let Some(c) = simple {
+            out.push(c);
+            return Ok(());
+        }
+        let at = self.pos - 2;
+        let first = self.hex4()?;
+        let code = match first {
+            0xD800..=0xDBFF => {
+                // A high surrogate must be followed by an escaped low surrogate.
+                if !self.text[self.pos..].starts_with("\\u") {
+                    return Err(self.syntax_at(at, "unpaired surrogate in a \\u escape"));
+                }
+                self.pos += 2;
+                let second = self.hex4()?;
+                if !(0xDC00..=0xDFFF).contains(&second) {
+                    return Err(self.syntax_at(at, "unpaired surrogate in a \\u escape"));
+                }
+                0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
+            }
+            0xDC00..=0xDFFF => {
+                return Err(self.syntax_at(at, "unpaired surrogate in a \\u escape"));
+            }
+            _ => first,
+        };
+        match char::from_u32(code) {
+            Some(c) => {
+                out.push(c);
+                Ok(())
+            }
+            None => Err(self.syntax_at(at, "invalid \\u escape")),
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, FlatJsonError> {
+        let mut value = 0;
+        for _ in 0..4 {
+            let digit = match self.peek() {
+                Some(b) => (b as char).to_digit(16),
+                None => None,
+            };
+            match digit {
+                Some(digit) => value = value * 16 + digit,
+                None => {
+                    return Err(self.syntax("invalid \\u escape, expected four hex digits"));
+                }
+            }
+            self.pos += 1;
+        }
         Ok(value)
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<String, E> {
-        self.not_a_string(JsonKind::Bool)
+
+    fn syntax(&self, message: &str) -> FlatJsonError {
+        self.syntax_at(self.pos, message)
     }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<String, E> {
-        self.not_a_string(JsonKind::Number)
+
+    fn syntax_at(&self, pos: usize, message: &str) -> FlatJsonError {
+        let (line, column) = self.line_column(pos);
+        FlatJsonError::Syntax {
+            message: message.to_string(),
+            line,
+            column,
+        }
     }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<String, E> {
-        self.not_a_string(JsonKind::Number)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<String, E> {
-        self.not_a_string(JsonKind::Number)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<String, E> {
-        self.not_a_string(JsonKind::Null)
-    }
-    // Nested containers are rejected as soon as they open: nothing inside them is read, so
-    // deep nesting costs nothing and never reaches serde_json's recursion limit.
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<String, A::Error> {
-        self.not_a_string(JsonKind::Array)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<String, A::Error> {
-        self.not_a_string(JsonKind::Object)
+
+    /// 1-based line and character column of a byte offset.
+    fn line_column(&self, pos: usize) -> (usize, usize) {
+        let before = &self.text[..pos];
+        let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+        let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
+        (line, before[line_start..].chars().count() + 1)
     }
 }
 
@@ -308,7 +462,7 @@ mod tests {
                 message,
             } => {
                 assert_eq!((*line, *column), (3, 7), "{message}");
-                assert!(message.contains("expected `:`"), "{message}");
+                assert!(message.contains("expected ':'"), "{message}");
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -423,5 +577,105 @@ mod tests {
     fn messages_never_contain_values() {
         let error = parse_flat_object(b"{\"a\": \"s3cr3t\", \"b\": 1}").expect_err("not flat");
         assert!(!error.to_string().contains("s3cr3t"), "{error}");
+    }
+
+    #[test]
+    fn escapes_and_surrogate_pairs_are_decoded() {
+        let parsed = parse_flat_object(br#"{"k": "\/\b\f\r\t\\ \ud83d\ude00 \u0041"}"#);
+        assert_eq!(parsed, Ok(pairs(&[("k", "/\u{8}\u{c}\r\t\\ \u{1f600} A")])));
+        for bad in [
+            &br#"{"k": "\ud83d"}"#[..],
+            br#"{"k": "\ude00"}"#,
+            br#"{"k": "\ud83d\u0041"}"#,
+            br#"{"k": "\u12"}"#,
+            br#"{"k": "\x"}"#,
+            b"{\"k\": \"a\tb\"}",
+        ] {
+            let error = parse_flat_object(bad).expect_err("bad escape");
+            assert!(matches!(error, FlatJsonError::Syntax { .. }), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        let error = parse_flat_object("{\"é\": \"ü\" x}".as_bytes()).expect_err("syntax");
+        match error {
+            FlatJsonError::Syntax { line, column, .. } => assert_eq!((line, column), (1, 11)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// A tiny deterministic generator, so the differential test is reproducible.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn next(&mut self, bound: usize) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((self.0 >> 33) as usize) % bound
+        }
+    }
+
+    /// The parser agrees with serde_json on what is a valid object of strings (and on its
+    /// content), over seeds and thousands of mutations of them. serde_json lets a later
+    /// duplicate key win, so there the only allowed difference is our DuplicateKey error.
+    #[test]
+    fn agrees_with_serde_json_on_seeds_and_mutations() {
+        use std::collections::BTreeMap;
+        let seeds: [&str; 8] = [
+            r#"{"foo": "1", "bar": "baz"}"#,
+            r#"{}"#,
+            " {\n\t\"a\" : \"\\u00e9\\n\" ,\r\n \"b\":\"\\ud83d\\ude00\"} ",
+            r#"{"a": 1, "b": -0.5e+3}"#,
+            r#"{"a": [true, false, null], "b": {"c": "d"}}"#,
+            r#"{"k": "v\"q\\", "é": "ü"}"#,
+            r#"["a", "b"]"#,
+            r#""just a string""#,
+        ];
+        let alphabet = b"{}[]:,\"\\ \n0-1.e+tfnu\x7fa\xc3\xa9";
+        let mut random = Lcg(42);
+        let (mut compared, mut accepted) = (0, 0);
+        for seed in seeds {
+            let mut variants = vec![seed.as_bytes().to_vec()];
+            for _ in 0..2_000 {
+                let mut bytes = seed.as_bytes().to_vec();
+                for _ in 0..1 + random.next(3) {
+                    let at = random.next(bytes.len() + 1);
+                    match random.next(3) {
+                        0 if at < bytes.len() => {
+                            bytes.remove(at);
+                        }
+                        1 if at < bytes.len() => bytes[at] = alphabet[random.next(alphabet.len())],
+                        _ => bytes.insert(at, alphabet[random.next(alphabet.len())]),
+                    }
+                }
+                variants.push(bytes);
+            }
+            for bytes in variants {
+                let ours = parse_flat_object(&bytes);
+                let reference = serde_json::from_slice::<BTreeMap<String, String>>(&bytes);
+                match (&ours, &reference) {
+                    (Ok(entries), Ok(map)) => {
+                        let ours: BTreeMap<String, String> = entries.iter().cloned().collect();
+                        assert_eq!(&ours, map, "{:?}", String::from_utf8_lossy(&bytes));
+                        accepted += 1;
+                    }
+                    (Err(FlatJsonError::DuplicateKey { .. }), Ok(_)) | (Err(_), Err(_)) => {}
+                    _ => panic!(
+                        "disagreement on {:?}: ours {ours:?}, serde_json {reference:?}",
+                        String::from_utf8_lossy(&bytes)
+                    ),
+                }
+                compared += 1;
+            }
+        }
+        assert_eq!(compared, seeds.len() * 2_001);
+        // Both outcomes must be well represented, or the comparison proves little.
+        assert!(
+            accepted > 500 && compared - accepted > 5_000,
+            "{accepted} of {compared}"
+        );
     }
 }

@@ -63,6 +63,8 @@
 //! policy-selection ConfigMap. An output policy is the same with [`output::Guest`] and
 //! [`export_output!`].
 
+extern crate alloc;
+
 pub mod flat_json;
 pub mod names;
 pub mod string_map;

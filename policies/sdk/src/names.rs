@@ -5,7 +5,9 @@
 //! The host validates everything again; these are here so that a policy can fail with a
 //! message about the user's file instead of being rejected wholesale by the host.
 
-use thiserror::Error;
+use alloc::format;
+use alloc::string::{String, ToString};
+use core::fmt;
 
 /// The longest DNS subdomain (and Secret key) Kubernetes accepts.
 pub const MAX_SUBDOMAIN_LEN: usize = 253;
@@ -40,13 +42,26 @@ impl NameKind {
 }
 
 /// A name that Kubernetes would reject, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-#[error("{} is not a valid {}: {problem}", shown(name), kind.describe())]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NameError {
     pub kind: NameKind,
     pub name: String,
     pub problem: String,
 }
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} is not a valid {}: {}",
+            shown(&self.name),
+            self.kind.describe(),
+            self.problem
+        )
+    }
+}
+
+impl core::error::Error for NameError {}
 
 impl NameError {
     /// The reason code: `InvalidSecretKey`, `InvalidSecretName`, `InvalidLabel` or

@@ -37,7 +37,7 @@ pub fn merge<'a>(layers: impl IntoIterator<Item = &'a StringMap>) -> StringMap {
 
 /// The first key that appears more than once, if any.
 pub fn first_duplicate_key(map: &StringMap) -> Option<&str> {
-    let mut seen = std::collections::BTreeSet::new();
+    let mut seen = alloc::collections::BTreeSet::new();
     map.iter()
         .map(|(k, _)| k.as_str())
         .find(|k| !seen.insert(*k))
