@@ -24,6 +24,16 @@
 //! Messages name keys and Secrets but never values: values are Secret data. The logic is
 //! [`transform`], a plain function unit-tested natively; the WebAssembly export delegates.
 
+// No std: the component then imports nothing but the contract (see the SDK docs).
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
 use quarks_policy_sdk::Reason;
 use quarks_policy_sdk::flat_json::{FlatObject, parse_flat_object, parse_flat_object_str};
 use quarks_policy_sdk::names::{
@@ -56,6 +66,8 @@ impl Guest for OutputDefault {
 
 #[cfg(target_arch = "wasm32")]
 quarks_policy_sdk::export_output!(OutputDefault);
+
+quarks_policy_sdk::no_std_runtime!();
 
 /// The Secrets of spec.md §4 for one output file.
 pub fn transform(input: &OutputInput) -> Result<OutputResult, Reason> {

@@ -58,12 +58,28 @@
 //! # fn main() {}
 //! ```
 //!
+//! # Policies without std: no WASI imports at all
+//!
+//! On `wasm32-wasip2`, Rust's std makes a component import `wasi:cli` and `wasi:io`
+//! interfaces (for stdio and panic messages) even if the policy never prints. The host links
+//! them to functions that trap, so they are harmless, but a policy that needs only `core` and
+//! `alloc` can avoid them entirely: mark the crate `#![cfg_attr(target_arch = "wasm32",
+//! no_std)]`, write `extern crate alloc;`, and call [`no_std_runtime!`] once. The built-in
+//! policies are written this way; the component then imports only the contract's type
+//! interfaces and exports its one function.
+//!
 //! Build it with `cargo build --target wasm32-wasip2 --release`: the `.wasm` file in
 //! `target/wasm32-wasip2/release/` is the component, ready for `quarks-job policy run` or a
 //! policy-selection ConfigMap. An output policy is the same with [`output::Guest`] and
 //! [`export_output!`].
 
+// The SDK needs only `core` and `alloc`, so that a policy written without std compiles to
+// a component that imports nothing but the contract (see `no_std_runtime!`).
+#![cfg_attr(not(test), no_std)]
+
 extern crate alloc;
+
+use alloc::string::{String, ToString};
 
 pub mod flat_json;
 pub mod names;
@@ -173,5 +189,116 @@ impl From<flat_json::FlatJsonError> for Reason {
 impl From<names::NameError> for Reason {
     fn from(error: names::NameError) -> Self {
         Reason::new(error.code(), error.to_string())
+    }
+}
+
+/// For `#![no_std]` policies on wasm32-wasip2: installs a global allocator and a panic
+/// handler that traps at once. A panic (or a refused allocation) is then a plain
+/// `unreachable` trap that the host reports; nothing is printed, because there is nowhere to
+/// print to. Expands to nothing on other targets, so the same crate still builds and tests
+/// natively with std.
+///
+/// The allocator is wasi-libc's `malloc`, the one std uses on this target: the canonical ABI's
+/// `cabi_realloc` (through which the host passes arguments in) also allocates with it, and
+/// the bindings free those buffers with the global allocator, so the two must be the same.
+///
+/// ```
+/// #![cfg_attr(target_arch = "wasm32", no_std)]
+/// extern crate alloc;
+///
+/// quarks_policy_sdk::no_std_runtime!();
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! no_std_runtime {
+    () => {
+        #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+        #[global_allocator]
+        static QUARKS_POLICY_ALLOCATOR: $crate::__private::LibcAllocator =
+            $crate::__private::LibcAllocator;
+
+        // wasi-libc defines `cabi_realloc`, but only std would otherwise make the linker
+        // pull it in; a used reference from the policy crate itself makes it an export.
+        #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+        #[used]
+        static QUARKS_POLICY_CABI_REALLOC: $crate::__private::CabiRealloc =
+            $crate::__private::cabi_realloc;
+
+        #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+        #[panic_handler]
+        fn quarks_policy_panic(_: &::core::panic::PanicInfo<'_>) -> ! {
+            ::core::arch::wasm32::unreachable()
+        }
+    };
+}
+
+/// Not public API: what `no_std_runtime!` expands to refers to these.
+#[doc(hidden)]
+#[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+pub mod __private {
+    use core::alloc::{GlobalAlloc, Layout};
+
+    // wasi-libc, which the wasm32-wasip2 target ships. Pure functions as far as the host can
+    // tell: malloc grows linear memory, nothing here imports WASI. The same library provides
+    // the `memcpy`, `memcmp`, `memset` and `memmove` the compiler emits calls to.
+    #[link(name = "c")]
+    unsafe extern "C" {
+        fn malloc(size: usize) -> *mut u8;
+        fn aligned_alloc(align: usize, size: usize) -> *mut u8;
+        fn realloc(ptr: *mut u8, size: usize) -> *mut u8;
+        fn free(ptr: *mut u8);
+        pub fn cabi_realloc(
+            ptr: *mut u8,
+            old_size: usize,
+            align: usize,
+            new_size: usize,
+        ) -> *mut u8;
+    }
+
+    pub type CabiRealloc = unsafe extern "C" fn(*mut u8, usize, usize, usize) -> *mut u8;
+
+    /// `malloc` guarantees at least this alignment on wasm32.
+    const MALLOC_ALIGN: usize = 8;
+
+    /// The global allocator of `#![no_std]` policies: wasi-libc's malloc.
+    pub struct LibcAllocator;
+
+    unsafe impl GlobalAlloc for LibcAllocator {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: plain C allocation calls; `aligned_alloc` wants a size that is a
+            // multiple of the alignment, which `pad_to_align` provides.
+            unsafe {
+                if layout.align() <= MALLOC_ALIGN {
+                    malloc(layout.size())
+                } else {
+                    aligned_alloc(layout.align(), layout.pad_to_align().size())
+                }
+            }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+            // SAFETY: `ptr` came from `alloc`/`realloc` above, i.e. from malloc.
+            unsafe { free(ptr) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            if layout.align() <= MALLOC_ALIGN {
+                // SAFETY: `ptr` came from malloc; realloc keeps malloc's alignment.
+                return unsafe { realloc(ptr, new_size) };
+            }
+            // Over-aligned: realloc would not keep the alignment, so move by hand.
+            let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+                return core::ptr::null_mut();
+            };
+            // SAFETY: both blocks are valid for the smaller of the two sizes and distinct.
+            unsafe {
+                let new = self.alloc(new_layout);
+                if !new.is_null() {
+                    core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                    self.dealloc(ptr, layout);
+                }
+                new
+            }
+        }
     }
 }

@@ -4,6 +4,8 @@
 //! shows keys in the order they were chosen; the host rejects duplicate keys in anything a
 //! policy returns. These helpers keep a map free of duplicates while preserving order.
 
+use alloc::string::String;
+
 use crate::types::StringMap;
 
 /// The value of `key`, if present.

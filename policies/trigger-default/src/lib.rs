@@ -16,8 +16,18 @@
 //! The logic is [`decide`], a plain function unit-tested natively; the WebAssembly export
 //! only delegates to it.
 
+// No std: the component then imports nothing but the contract (see the SDK docs).
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::vec;
+
 use quarks_policy_sdk::Reason;
 use quarks_policy_sdk::trigger::{Guest, Strategy, TriggerDecision, TriggerInput};
+
+quarks_policy_sdk::no_std_runtime!();
 
 /// The exported policy.
 pub struct TriggerDefault;
