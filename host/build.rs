@@ -43,7 +43,15 @@ fn run() -> Result<(), String> {
         .to_path_buf();
     let out_dir = PathBuf::from(env_var("OUT_DIR")?);
 
-    for watched in ["policies", "wit", "tests/policy-fixtures"] {
+    // The workspace manifest and lock file hold the `policy` profile and the versions of
+    // wit-bindgen and friends, so they shape the components' bytes too.
+    for watched in [
+        "policies",
+        "wit",
+        "tests/policy-fixtures",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!(
             "cargo:rerun-if-changed={}",
             workspace.join(watched).display()
