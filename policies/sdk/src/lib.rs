@@ -28,7 +28,8 @@
 //! crate-type = ["cdylib", "rlib"]
 //!
 //! [dependencies]
-//! quarks-policy-sdk = "0.1"
+//! # Not published yet: point at a checkout of quarks-job.
+//! quarks-policy-sdk = { path = "../quarks-job/policies/sdk" }
 //! ```
 //!
 //! `src/lib.rs`:
@@ -58,6 +59,11 @@
 //! # fn main() {}
 //! ```
 //!
+//! Build it with `cargo build --target wasm32-wasip2 --release`: the `.wasm` file in
+//! `target/wasm32-wasip2/release/` is the component, ready for `quarks-job policy run` or a
+//! policy-selection ConfigMap. An output policy is the same with [`output::Guest`] and
+//! [`export_output!`].
+//!
 //! # Policies without std: no WASI imports at all
 //!
 //! On `wasm32-wasip2`, Rust's std makes a component import `wasi:cli` and `wasi:io`
@@ -67,11 +73,6 @@
 //! no_std)]`, write `extern crate alloc;`, and call [`no_std_runtime!`] once. The built-in
 //! policies are written this way; the component then imports only the contract's type
 //! interfaces and exports its one function.
-//!
-//! Build it with `cargo build --target wasm32-wasip2 --release`: the `.wasm` file in
-//! `target/wasm32-wasip2/release/` is the component, ready for `quarks-job policy run` or a
-//! policy-selection ConfigMap. An output policy is the same with [`output::Guest`] and
-//! [`export_output!`].
 
 // The SDK needs only `core` and `alloc`, so that a policy written without std compiles to
 // a component that imports nothing but the contract (see `no_std_runtime!`).
