@@ -369,8 +369,15 @@ impl Cluster {
                 };
             }
             if !tracked {
-                match old_meta.get("managedFields") {
-                    Some(v) => meta.insert("managedFields".into(), v.clone()),
+                // Clients may rewrite managedFields (kubectl does, to move client-side
+                // apply ownership to server-side apply); otherwise the stored ones stay.
+                let incoming = meta.get("managedFields").cloned();
+                let base = match incoming {
+                    Some(v) if Some(&v) != old_meta.get("managedFields") => Some(v),
+                    _ => old_meta.get("managedFields").cloned(),
+                };
+                match base {
+                    Some(v) => meta.insert("managedFields".into(), v),
                     None => meta.remove("managedFields"),
                 };
             }

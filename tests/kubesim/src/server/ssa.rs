@@ -340,6 +340,24 @@ pub fn apply(live: &Value, applied: &Value, req: &ApplyRequest) -> ApiResult<Val
             }
         }
     }
+    // kube-apiserver's last-applied manager: when `kubectl` server-side applies, conflicts
+    // on fields that the client-side apply annotation sets (to their live values) are a
+    // user moving from client-side to server-side apply, resolved in the applier's favour.
+    if !conflicts.is_empty()
+        && req.manager == "kubectl"
+        && let Some(last) = live.pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration").and_then(Value::as_str)
+        && let Ok(last) = serde_json::from_str::<Value>(last)
+    {
+        let last_fields = field_set(&last, &req.shape, req.part);
+        if conflicts.iter().all(|(_, p)| last_fields.contains(p) && value_at(&last, p) == value_at(live, p)) {
+            for m in managed.iter_mut().filter(|m| !is_me(m)) {
+                for (_, p) in &conflicts {
+                    m.fields.remove(p);
+                }
+            }
+            conflicts.clear();
+        }
+    }
     if !conflicts.is_empty() {
         if !req.force {
             let causes: Vec<Cause> = conflicts
@@ -414,7 +432,8 @@ pub fn render_path(p: &[String]) -> String {
 /// Records an ordinary write (create/update/patch) by `manager`: fields it changed become
 /// its own (operation `Update`) and are taken away from other managers.
 pub fn track_update(old: Option<&Value>, new: &mut Value, manager: &str, api_version: &str, now: &str, shape: &Shape, part: Part) {
-    let mut managed = old.map(read_managed).unwrap_or_default();
+    // The base ownership is what `new` carries: the stored entries, or ones the client set.
+    let mut managed = read_managed(new);
     let new_fields = field_set(new, shape, part);
     let empty = Value::Object(Map::new());
     let old_obj = old.unwrap_or(&empty);

@@ -277,10 +277,14 @@ impl Store {
         let _ = self.tx.send(change);
     }
 
-    /// Forgets all past events (like an etcd compaction): watches from older versions get 410.
+    /// Forgets all past events (like an etcd compaction).
+    /// The version counter moves past every version handed out so far, so that any watch
+    /// or continue token from before the call answers 410 (a test fault: it forces every
+    /// client to re-list).
     pub fn compact(&self) {
         let mut inner = self.lock();
         inner.window.clear();
+        inner.rv += 1;
         inner.compacted = inner.rv;
     }
 

@@ -1,0 +1,123 @@
+//! CustomResourceDefinitions: served resources, discovery, status subresource, structural
+//! schema pruning/defaulting/validation, printer columns in Tables, big schemas, removal.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+use super::common::{api_err, raw, raw_with, sim};
+
+fn widget_crd(scope: &str) -> CustomResourceDefinition {
+    serde_json::from_value(json!({
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com",
+            "scope": scope,
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"], "categories": ["all"]},
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [{"name": "Size", "type": "integer", "jsonPath": ".spec.size"}],
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "required": ["color"], "properties": {
+                        "color": {"type": "string"},
+                        "size": {"type": "integer", "default": 3},
+                        "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+                    }},
+                    "status": {"type": "object", "properties": {"ready": {"type": "boolean"}}}
+                }}}
+            }]
+        }
+    }))
+    .expect("crd")
+}
+
+fn widgets(client: &Client, ns: Option<&str>) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1", "Widget"), "widgets");
+    match ns {
+        Some(n) => Api::namespaced_with(client.clone(), n, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    }
+}
+
+fn widget(name: &str, spec: Value) -> DynamicObject {
+    serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": name}, "spec": spec})).expect("widget")
+}
+
+#[tokio::test]
+async fn crd_becomes_a_served_resource() {
+    let (sim, client) = sim().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let made = crds.create(&PostParams::default(), &widget_crd("Namespaced")).await.expect("create crd");
+    let conds = made.status.and_then(|s| s.conditions).unwrap_or_default();
+    for t in ["NamesAccepted", "Established"] {
+        assert!(conds.iter().any(|c| c.type_ == t && c.status == "True"), "{t}");
+    }
+    let (code, gv) = raw(&client, "GET", "/apis/example.com/v1", None, None).await;
+    assert_eq!(code, 200);
+    let r = gv["resources"].as_array().expect("r").iter().find(|r| r["name"] == "widgets").cloned().expect("widgets");
+    assert_eq!((r["namespaced"].as_bool(), r["shortNames"][0].as_str()), (Some(true), Some("wd")));
+    let api = widgets(&client, Some("default"));
+    let w = api.create(&PostParams::default(), &widget("w1", json!({"color": "red", "junk": 1, "extra": {"free": {"x": 1}}}))).await.expect("create widget");
+    assert_eq!(w.data["spec"]["size"], 3, "defaulted");
+    assert!(w.data["spec"].get("junk").is_none(), "pruned");
+    assert_eq!(w.data["spec"]["extra"]["free"]["x"], 1, "preserved");
+    assert_eq!(w.metadata.generation, Some(1));
+    let err = api_err(api.create(&PostParams::default(), &widget("w2", json!({"size": "big"}))).await.expect_err("invalid"));
+    assert_eq!(err.code, 422);
+    let fields: Vec<String> = err.details.map(|d| d.causes.into_iter().map(|c| c.field).collect()).unwrap_or_default();
+    assert!(fields.contains(&"spec.color".to_string()) && fields.contains(&"spec.size".to_string()), "{fields:?}");
+    let st = json!({"apiVersion": "example.com/v1", "kind": "Widget", "status": {"ready": true}});
+    let s = api.patch_status("w1", &PatchParams::apply("ctl").force(), &Patch::Apply(&st)).await.expect("status apply");
+    assert_eq!(s.data["status"]["ready"], true);
+    assert_eq!(s.metadata.generation, Some(1), "status writes keep generation");
+    let sp = json!({"spec": {"size": 5}});
+    let s = api.patch("w1", &PatchParams::default(), &Patch::Merge(&sp)).await.expect("spec patch");
+    assert_eq!(s.metadata.generation, Some(2));
+    let (code, _) = raw(&client, "PATCH", "/apis/example.com/v1/namespaces/default/widgets/w1", Some("application/strategic-merge-patch+json"), Some("{}")).await;
+    assert_eq!(code, 415, "no strategic merge for custom resources");
+    let (code, table) = raw_with(&client, "GET", "/apis/example.com/v1/namespaces/default/widgets", None, Some("application/json;as=Table;v=v1;g=meta.k8s.io"), None).await;
+    assert_eq!((code, table["kind"].as_str()), (200, Some("Table")));
+    let cols: Vec<&str> = table["columnDefinitions"].as_array().expect("cols").iter().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(cols, ["Name", "Size", "Age"]);
+    assert_eq!(table["rows"][0]["cells"][1], 5);
+    crds.delete("widgets.example.com", &Default::default()).await.expect("delete crd");
+    let (code, _) = raw(&client, "GET", "/apis/example.com/v1/namespaces/default/widgets", None, None).await;
+    assert_eq!(code, 404, "resource no longer served");
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn cluster_scoped_crd_and_invalid_crd() {
+    let (sim, client) = sim().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &widget_crd("Cluster")).await.expect("create crd");
+    let api = widgets(&client, None);
+    api.create(&PostParams::default(), &widget("c1", json!({"color": "blue"}))).await.expect("cluster widget");
+    assert_eq!(api.get("c1").await.expect("get").metadata.namespace, None);
+    let mut bad = widget_crd("Namespaced");
+    bad.metadata.name = Some("wrong.example.com".into());
+    assert_eq!(api_err(crds.create(&PostParams::default(), &bad).await.expect_err("name must match")).code, 422);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn large_crd_is_accepted() {
+    let (sim, client) = sim().await;
+    // A schema of several hundred KB, like one embedding a full JobTemplateSpec.
+    let mut props = serde_json::Map::new();
+    for i in 0..3000 {
+        props.insert(format!("field{i}"), json!({"type": "object", "description": "x".repeat(100), "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}}));
+    }
+    let mut crd = widget_crd("Namespaced");
+    let mut v = serde_json::to_value(&crd).expect("json");
+    v["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["big"] = json!({"type": "object", "properties": props});
+    assert!(v.to_string().len() > 400_000);
+    crd = serde_json::from_value(v).expect("crd");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &crd).await.expect("big crd accepted");
+    let w = widgets(&client, Some("default")).create(&PostParams::default(), &widget("b", json!({"color": "x", "big": {"field7": {"a": "y", "zz": 1}}}))).await.expect("widget");
+    assert_eq!(w.data["spec"]["big"]["field7"], json!({"a": "y"}));
+    sim.stop().await;
+}

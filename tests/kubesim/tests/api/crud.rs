@@ -1,0 +1,154 @@
+//! Create/get/update/delete semantics: resourceVersion, uid, generation, conflicts,
+//! validation errors, generateName, namespaces, Secrets, dry runs.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{DeleteParams, PostParams};
+use kube::Api;
+use serde_json::json;
+
+use super::common::{api_err, namespace, raw, sim};
+
+fn cm(name: &str, data: &[(&str, &str)]) -> ConfigMap {
+    serde_json::from_value(json!({"metadata": {"name": name}, "data": data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()})).expect("cm")
+}
+
+fn job(name: &str, image: &str) -> Job {
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": image}]}}}})).expect("job")
+}
+
+#[tokio::test]
+async fn create_assigns_identity_and_versions() {
+    let (sim, client) = sim().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let a = api.create(&PostParams::default(), &cm("a", &[("k", "v")])).await.expect("create");
+    let b = api.create(&PostParams::default(), &cm("b", &[])).await.expect("create");
+    let rv = |c: &ConfigMap| c.metadata.resource_version.clone().expect("rv").parse::<u64>().expect("numeric rv");
+    assert!(rv(&b) > rv(&a), "resourceVersion grows");
+    assert!(a.metadata.uid.is_some() && a.metadata.creation_timestamp.is_some());
+    assert_ne!(a.metadata.uid, b.metadata.uid);
+    let got = api.get("a").await.expect("get");
+    assert_eq!(got.data, a.data);
+    let err = api_err(api.create(&PostParams::default(), &cm("a", &[])).await.expect_err("exists"));
+    assert_eq!((err.code, err.reason.as_str()), (409, "AlreadyExists"));
+    let err = api_err(api.get("nope").await.expect_err("missing"));
+    assert_eq!((err.code, err.reason.as_str()), (404, "NotFound"));
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn stale_update_conflicts_and_noop_keeps_version() {
+    let (sim, client) = sim().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let created = api.create(&PostParams::default(), &cm("c", &[("k", "1")])).await.expect("create");
+    let mut first = created.clone();
+    first.data = Some(BTreeMap::from([("k".to_string(), "2".to_string())]));
+    let updated = api.replace("c", &PostParams::default(), &first).await.expect("update");
+    assert_ne!(updated.metadata.resource_version, created.metadata.resource_version);
+    let mut stale = created.clone();
+    stale.data = Some(BTreeMap::from([("k".to_string(), "3".to_string())]));
+    let err = api_err(api.replace("c", &PostParams::default(), &stale).await.expect_err("stale"));
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    assert!(err.message.contains("the object has been modified"), "{}", err.message);
+    // Writing the same content again is a no-op: same resourceVersion.
+    let again = api.replace("c", &PostParams::default(), &updated).await.expect("noop update");
+    assert_eq!(again.metadata.resource_version, updated.metadata.resource_version);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn generation_follows_spec_not_metadata_or_status() {
+    let (sim, client) = sim().await;
+    let api: Api<Job> = Api::namespaced(client.clone(), "default");
+    let j = api.create(&PostParams::default(), &job("g", "busybox")).await.expect("create");
+    assert_eq!(j.metadata.generation, Some(1));
+    // Defaults like the real API server: selector, template labels, backoffLimit.
+    assert_eq!(j.spec.as_ref().and_then(|s| s.backoff_limit), Some(6));
+    let labels = j.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.labels.clone()).expect("template labels");
+    assert_eq!(labels.get("job-name").map(String::as_str), Some("g"));
+    let mut m = j.clone();
+    m.metadata.labels = Some(BTreeMap::from([("x".to_string(), "y".to_string())]));
+    let m = api.replace("g", &PostParams::default(), &m).await.expect("label update");
+    assert_eq!(m.metadata.generation, Some(1), "metadata changes keep generation");
+    let mut s = m.clone();
+    s.status = Some(serde_json::from_value(json!({"active": 1})).expect("status"));
+    let s = api.replace_status("g", &PostParams::default(), &s).await.expect("status update");
+    assert_eq!(s.metadata.generation, Some(1), "status changes keep generation");
+    assert_eq!(s.status.as_ref().and_then(|st| st.active), Some(1));
+    let mut p = s.clone();
+    if let Some(spec) = p.spec.as_mut() {
+        spec.backoff_limit = Some(2);
+    }
+    p.status = None;
+    let p = api.replace("g", &PostParams::default(), &p).await.expect("spec update");
+    assert_eq!(p.metadata.generation, Some(2), "spec change bumps generation");
+    assert_eq!(p.status.as_ref().and_then(|st| st.active), Some(1), "status is ignored on the main resource");
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn names_are_validated_and_generated() {
+    let (sim, client) = sim().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let err = api_err(api.create(&PostParams::default(), &cm("Bad_Name", &[])).await.expect_err("invalid"));
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    let causes = err.details.as_ref().map(|d| d.causes.clone()).unwrap_or_default();
+    assert_eq!(causes.first().map(|c| c.field.as_str()), Some("metadata.name"));
+    let generated: ConfigMap = serde_json::from_value(json!({"metadata": {"generateName": "pre-"}})).expect("cm");
+    let made = api.create(&PostParams::default(), &generated).await.expect("generateName");
+    let name = made.metadata.name.expect("name");
+    assert!(name.starts_with("pre-") && name.len() == 9, "{name}");
+    let err = api_err(Api::<ConfigMap>::namespaced(client.clone(), "absent").create(&PostParams::default(), &cm("x", &[])).await.expect_err("no ns"));
+    assert_eq!(err.code, 404);
+    assert!(err.message.contains("namespaces \"absent\" not found"), "{}", err.message);
+    let bad_job = api_err(Api::<Job>::namespaced(client.clone(), "default").create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}})).expect("job")).await.expect_err("restartPolicy"));
+    assert_eq!(bad_job.code, 422);
+    assert!(bad_job.message.contains("spec.template.spec.restartPolicy"), "{}", bad_job.message);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn secrets_merge_string_data() {
+    let (sim, client) = sim().await;
+    namespace(&client, "sec").await;
+    let api: Api<Secret> = Api::namespaced(client.clone(), "sec");
+    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "s"}, "data": {"a": "YQ=="}, "stringData": {"b": "plain"}})).expect("secret");
+    let made = api.create(&PostParams::default(), &s).await.expect("create");
+    let data = made.data.expect("data");
+    assert_eq!(data.get("a").map(|b| b.0.clone()), Some(b"a".to_vec()));
+    assert_eq!(data.get("b").map(|b| b.0.clone()), Some(b"plain".to_vec()));
+    assert!(made.string_data.is_none(), "stringData is write-only");
+    assert_eq!(made.type_.as_deref(), Some("Opaque"));
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn errors_are_status_objects() {
+    let (sim, client) = sim().await;
+    let (code, body) = raw(&client, "PATCH", "/api/v1/namespaces/default/configmaps/x", Some("application/xml"), Some("{}")).await;
+    assert_eq!((code, body["kind"].as_str(), body["reason"].as_str()), (415, Some("Status"), Some("UnsupportedMediaType")));
+    let (code, body) = raw(&client, "POST", "/api/v1/namespaces/default/configmaps", Some("application/json"), Some("{not json")).await;
+    assert_eq!((code, body["reason"].as_str()), (400, Some("BadRequest")));
+    let (code, body) = raw(&client, "GET", "/api/v1/namespaces/default/widgets", None, None).await;
+    assert_eq!((code, body["kind"].as_str()), (404, Some("Status")));
+    let (code, _) = raw(&client, "POST", "/api/v1/namespaces/default/configmaps", Some("application/json"), Some(r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#)).await;
+    assert_eq!(code, 400, "kind mismatch");
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn dry_run_stores_nothing_and_delete_returns_object() {
+    let (sim, client) = sim().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams { dry_run: true, ..Default::default() };
+    let d = api.create(&pp, &cm("dry", &[])).await.expect("dry create");
+    assert_eq!(d.metadata.name.as_deref(), Some("dry"));
+    assert_eq!(api_err(api.get("dry").await.expect_err("not stored")).code, 404);
+    api.create(&PostParams::default(), &cm("del", &[])).await.expect("create");
+    let gone = api.delete("del", &DeleteParams::default()).await.expect("delete");
+    assert!(gone.left().is_some_and(|c| c.metadata.name.as_deref() == Some("del")));
+    assert_eq!(api_err(api.delete("del", &DeleteParams::default()).await.expect_err("twice")).code, 404);
+    sim.stop().await;
+}

@@ -1,0 +1,41 @@
+//! Discovery documents and the resources kube clients discover.
+
+use super::common::{raw, sim};
+
+#[tokio::test]
+async fn version_and_core_discovery() {
+    let (sim, client) = sim().await;
+    let v = client.apiserver_version().await.expect("version");
+    assert_eq!(v.major, "1");
+    let (code, api) = raw(&client, "GET", "/api", None, None).await;
+    assert_eq!(code, 200);
+    assert_eq!(api["versions"][0], "v1");
+    let (code, core) = raw(&client, "GET", "/api/v1", None, None).await;
+    assert_eq!(code, 200);
+    let names: Vec<&str> = core["resources"].as_array().expect("resources").iter().filter_map(|r| r["name"].as_str()).collect();
+    for want in ["namespaces", "configmaps", "secrets", "serviceaccounts", "pods", "pods/log", "pods/status", "events"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn group_discovery_lists_builtin_groups() {
+    let (sim, client) = sim().await;
+    let (_, apis) = raw(&client, "GET", "/apis", None, None).await;
+    let groups: Vec<&str> = apis["groups"].as_array().expect("groups").iter().filter_map(|g| g["name"].as_str()).collect();
+    for g in ["batch", "apps", "coordination.k8s.io", "rbac.authorization.k8s.io", "events.k8s.io", "apiextensions.k8s.io"] {
+        assert!(groups.contains(&g), "{g} missing");
+        let (code, gv) = raw(&client, "GET", &format!("/apis/{g}/v1"), None, None).await;
+        assert_eq!(code, 200, "{g}/v1");
+        assert_eq!(gv["kind"], "APIResourceList");
+    }
+    let (_, batch) = raw(&client, "GET", "/apis/batch/v1", None, None).await;
+    assert!(batch["resources"].as_array().expect("r").iter().any(|r| r["name"] == "jobs/status"));
+    let (code, missing) = raw(&client, "GET", "/apis/nope.example.com/v1", None, None).await;
+    assert_eq!((code, missing["reason"].as_str()), (404, Some("NotFound")));
+    // kube's discovery client understands the documents.
+    let discovery = kube::Discovery::new(client.clone()).run().await.expect("discovery");
+    assert!(discovery.groups().any(|g| g.name() == "batch"));
+    sim.stop().await;
+}
