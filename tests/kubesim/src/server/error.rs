@@ -25,6 +25,13 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
+    /// Boxed so results carrying an error stay small.
+    pub details: Box<Details>,
+}
+
+/// The `details` of a `Status`.
+#[derive(Debug, Clone, Default)]
+pub struct Details {
     /// `details.group`, `details.kind` (the resource, as kube-apiserver puts it), `details.name`.
     pub group: Option<String>,
     pub kind: Option<String>,
@@ -40,22 +47,13 @@ pub fn qualified(group: &str, resource: &str) -> String {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            reason,
-            message: message.into(),
-            group: None,
-            kind: None,
-            name: None,
-            causes: Vec::new(),
-            retry_after_seconds: None,
-        }
+        ApiError { code, reason, message: message.into(), details: Box::default() }
     }
 
     fn with_target(mut self, group: &str, resource: &str, name: &str) -> Self {
-        self.group = (!group.is_empty()).then(|| group.to_string());
-        self.kind = Some(resource.to_string());
-        self.name = (!name.is_empty()).then(|| name.to_string());
+        self.details.group = (!group.is_empty()).then(|| group.to_string());
+        self.details.kind = Some(resource.to_string());
+        self.details.name = (!name.is_empty()).then(|| name.to_string());
         self
     }
 
@@ -105,7 +103,7 @@ impl ApiError {
             format!("{kind}{} \"{name}\" is invalid: {}", if group.is_empty() { String::new() } else { format!(".{group}") }, list.join(", ")),
         )
         .with_target(group, kind, name);
-        e.causes = causes;
+        e.details.causes = causes;
         e
     }
 
@@ -131,7 +129,7 @@ impl ApiError {
 
     pub fn unavailable(message: impl Into<String>) -> Self {
         let mut e = Self::new(503, "ServiceUnavailable", message);
-        e.retry_after_seconds = Some(1);
+        e.details.retry_after_seconds = Some(1);
         e
     }
 
@@ -151,24 +149,25 @@ impl ApiError {
             "code": self.code,
         });
         let mut details = serde_json::Map::new();
-        if let Some(n) = &self.name {
+        if let Some(n) = &self.details.name {
             details.insert("name".into(), json!(n));
         }
-        if let Some(g) = &self.group {
+        if let Some(g) = &self.details.group {
             details.insert("group".into(), json!(g));
         }
-        if let Some(k) = &self.kind {
+        if let Some(k) = &self.details.kind {
             details.insert("kind".into(), json!(k));
         }
-        if !self.causes.is_empty() {
+        if !self.details.causes.is_empty() {
             let causes: Vec<Value> = self
+                .details
                 .causes
                 .iter()
                 .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
                 .collect();
             details.insert("causes".into(), Value::Array(causes));
         }
-        if let Some(s) = self.retry_after_seconds {
+        if let Some(s) = self.details.retry_after_seconds {
             details.insert("retryAfterSeconds".into(), json!(s));
         }
         if !details.is_empty() {

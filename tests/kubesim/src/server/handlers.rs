@@ -296,7 +296,7 @@ async fn resource_request(cluster: &Arc<Cluster>, req: &Request, rp: &ResPath, v
             410 => ApiError::gone("injected fault: too old resource version"),
             429 => {
                 let mut e = ApiError::new(429, "TooManyRequests", "injected fault: too many requests");
-                e.retry_after_seconds = Some(1);
+                e.details.retry_after_seconds = Some(1);
                 e
             }
             c => ApiError::new(c, "InternalError", format!("Internal error occurred: injected fault ({c})")),

@@ -36,7 +36,7 @@ pub fn json_response(code: u16, v: &Value) -> Response {
 
 pub fn error_response(e: &ApiError) -> Response {
     let mut r = json_response(e.code, &e.to_status());
-    if let Some(s) = e.retry_after_seconds
+    if let Some(s) = e.details.retry_after_seconds
         && let Ok(v) = hyper::header::HeaderValue::from_str(&s.to_string())
     {
         r.headers_mut().insert(hyper::header::RETRY_AFTER, v);

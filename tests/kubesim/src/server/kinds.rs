@@ -188,10 +188,8 @@ pub fn normalize(info: &ResourceInfo, obj: &mut Value) -> Vec<Cause> {
                 }
             }
         }
-        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => {
-            if obj.pointer("/roleRef/name").and_then(Value::as_str).is_none_or(str::is_empty) {
-                causes.push(Cause::new("FieldValueRequired", "roleRef.name", "Required value"));
-            }
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") if obj.pointer("/roleRef/name").and_then(Value::as_str).is_none_or(str::is_empty) => {
+            causes.push(Cause::new("FieldValueRequired", "roleRef.name", "Required value"));
         }
         _ => {}
     }

@@ -448,6 +448,7 @@ impl Cluster {
     }
 
     /// PATCH; returns the object and whether it was created (apply of a missing object).
+    #[allow(clippy::too_many_arguments)]
     pub fn patch(&self, info: &ResourceInfo, ns: &str, name: &str, part: Part, ty: PatchType, body: &Value, force: bool, ctx: &WriteCtx) -> ApiResult<(Arc<Value>, bool)> {
         if ty == PatchType::Strategic && info.crd.is_some() {
             return Err(ApiError::unsupported_media_type("application/strategic-merge-patch+json is not supported for custom resources"));

@@ -35,7 +35,7 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> ApiResult<()> {
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     json_patch::patch(target, &ops).map_err(|e| {
         let mut err = ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"));
-        err.causes.push(super::error::Cause::new("FieldValueInvalid", "", e.to_string()));
+        err.details.causes.push(super::error::Cause::new("FieldValueInvalid", "", e.to_string()));
         err
     })
 }

@@ -143,7 +143,7 @@ fn message(b: &[u8], fields: &[Field]) -> ApiResult<Value> {
         let name = field.name.to_string();
         match (field.ty, raw) {
             // Go's encoder writes empty strings that JSON would omit.
-            (Ty::Str, Raw::Bytes(x)) if x.is_empty() => {}
+            (Ty::Str, Raw::Bytes([])) => {}
             (Ty::Str, Raw::Bytes(x)) => {
                 out.insert(name, json!(text(x)?));
             }

@@ -84,9 +84,9 @@ pub fn authorize(cluster: &Cluster, user: &str, verb: &str, group: &str, resourc
     let what = if name.is_empty() { qualified(group, resource) } else { format!("{} \"{name}\"", qualified(group, resource)) };
     let scope = if ns.is_empty() { "at the cluster scope".to_string() } else { format!("in the namespace \"{ns}\"") };
     let mut e = ApiError::forbidden(format!("{what} is forbidden: User \"{user}\" cannot {verb} resource \"{full}\" in API group \"{group}\" {scope}"));
-    e.group = (!group.is_empty()).then(|| group.to_string());
-    e.kind = Some(resource.to_string());
-    e.name = (!name.is_empty()).then(|| name.to_string());
+    e.details.group = (!group.is_empty()).then(|| group.to_string());
+    e.details.kind = Some(resource.to_string());
+    e.details.name = (!name.is_empty()).then(|| name.to_string());
     Err(e)
 }
 

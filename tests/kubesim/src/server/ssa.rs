@@ -366,7 +366,7 @@ pub fn apply(live: &Value, applied: &Value, req: &ApplyRequest) -> ApiResult<Val
                 .collect();
             let lines: Vec<String> = conflicts.iter().map(|(mgr, p)| format!("conflict with \"{mgr}\": {}", render_path(p))).collect();
             let mut e = ApiError::new(409, "Conflict", format!("Apply failed with {} conflict{}: {}", conflicts.len(), if conflicts.len() == 1 { "" } else { "s" }, lines.join("\n")));
-            e.causes = causes;
+            e.details.causes = causes;
             return Err(e);
         }
         for m in managed.iter_mut().filter(|m| !is_me(m)) {
@@ -494,7 +494,7 @@ mod tests {
         let applied_b = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"k": "b"}});
         let err = apply(&live, &applied_b, &req("b", false)).expect_err("conflict");
         assert_eq!(err.code, 409);
-        assert_eq!(err.causes[0].field, ".data.k");
+        assert_eq!(err.details.causes[0].field, ".data.k");
         let forced = apply(&live, &applied_b, &req("b", true)).expect("forced");
         assert_eq!(forced["data"]["k"], "b");
         let managers = read_managed(&forced);

@@ -335,11 +335,10 @@ fn too_old(rv: u64, compacted: u64) -> ApiError {
     ApiError::gone(format!("too old resource version: {rv} ({compacted})"))
 }
 
-fn list_range<'a>(
-    objects: &'a Objects,
-    ns: Option<&str>,
-    after: Option<&(String, String)>,
-) -> Box<dyn Iterator<Item = (&'a (String, String), &'a Arc<Value>)> + 'a> {
+/// Objects in key order, optionally one namespace, optionally after a key.
+type Entries<'a> = Box<dyn Iterator<Item = (&'a (String, String), &'a Arc<Value>)> + 'a>;
+
+fn list_range<'a>(objects: &'a Objects, ns: Option<&str>, after: Option<&(String, String)>) -> Entries<'a> {
     use std::ops::Bound;
     let lower = match after {
         Some(a) => Bound::Excluded(a.clone()),

@@ -115,9 +115,8 @@ async fn runtime_watcher_lists_then_follows_and_survives_closed_watches_and_410(
     api.create(&PostParams::default(), &cm("after-close", json!({}))).await.expect("after");
     let mut seen = false;
     while !seen {
-        match tokio::time::timeout(T, events.try_next()).await.expect("in time").expect("ok").expect("open") {
-            watcher::Event::Apply(c) => seen = c.metadata.name.as_deref() == Some("after-close"),
-            _ => {}
+        if let watcher::Event::Apply(c) = tokio::time::timeout(T, events.try_next()).await.expect("in time").expect("ok").expect("open") {
+            seen = c.metadata.name.as_deref() == Some("after-close");
         }
     }
     // History compacted while disconnected: 410, then a fresh list that includes everything.
