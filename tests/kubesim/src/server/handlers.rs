@@ -267,6 +267,9 @@ struct ListOut<'a> {
 
 /// The object as seen through the requested version (versions of a CRD share storage).
 fn present(info: &ResourceInfo, obj: &Arc<Value>) -> Arc<Value> {
+    if super::events::is_new_api(info) {
+        return Arc::new(super::events::from_core(obj));
+    }
     let av = info.api_version();
     if obj.get("apiVersion").and_then(Value::as_str) == Some(av.as_str()) {
         return obj.clone();
@@ -427,7 +430,11 @@ fn bind(cluster: &Cluster, req: &Request, info: &ResourceInfo, ns: &str, name: &
 /// Parses the selectors of a list/watch request.
 pub fn selectors(req: &Request, info: &ResourceInfo) -> ApiResult<(LabelSelector, FieldSelector)> {
     let ls = LabelSelector::parse(req.q("labelSelector").unwrap_or(""))?;
-    let fs = FieldSelector::parse(req.q("fieldSelector").unwrap_or(""), &info.plural)?;
+    let mut fields = req.q("fieldSelector").unwrap_or("").to_string();
+    if super::events::is_new_api(info) {
+        fields = super::events::field_selector_to_core(&fields);
+    }
+    let fs = FieldSelector::parse(&fields, &info.plural)?;
     Ok((ls, fs))
 }
 

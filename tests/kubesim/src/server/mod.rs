@@ -7,6 +7,7 @@
 pub mod crd;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod faults;
 pub mod gc;
 pub mod handlers;

@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::Cluster;
 use super::crd;
+use super::events;
 use super::error::{ApiError, ApiResult, Cause};
 use super::kinds;
 use super::meta::{self, NameRule};
@@ -198,6 +199,7 @@ impl Cluster {
         }
         if let Some(av) = body.get("apiVersion").and_then(Value::as_str)
             && av != info.api_version()
+            && av != info.storage_api_version()
         {
             // A different served version of the same group-resource is fine (no conversion needed).
             let group = av.rsplit_once('/').map_or("", |(g, _)| g);
@@ -243,8 +245,11 @@ impl Cluster {
     pub fn create(&self, info: &ResourceInfo, ns: &str, mut body: Value, ctx: &WriteCtx) -> ApiResult<Arc<Value>> {
         self.check_body(info, ns, &body, None)?;
         self.check_namespace(info, ns)?;
+        if events::is_new_api(info) {
+            body = events::to_core(&body);
+        }
         let obj = body.as_object_mut().ok_or_else(|| ApiError::bad_request("object expected"))?;
-        obj.insert("apiVersion".into(), json!(info.api_version()));
+        obj.insert("apiVersion".into(), json!(info.storage_api_version()));
         obj.insert("kind".into(), json!(info.kind));
         let meta = meta_mut(&mut body);
         let mut name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_string();
@@ -328,7 +333,7 @@ impl Cluster {
             return Err(ApiError::bad_request("object expected"));
         }
         if let Some(m) = new.as_object_mut() {
-            m.insert("apiVersion".into(), json!(info.api_version()));
+            m.insert("apiVersion".into(), json!(info.storage_api_version()));
             m.insert("kind".into(), json!(info.kind));
         }
         let new_managed = new.pointer("/metadata/managedFields").cloned();
@@ -444,6 +449,7 @@ impl Cluster {
     /// PUT.
     pub fn update(&self, info: &ResourceInfo, ns: &str, name: &str, part: Part, body: Value, ctx: &WriteCtx) -> ApiResult<Arc<Value>> {
         self.check_body(info, ns, &body, Some(name))?;
+        let body = if events::is_new_api(info) { events::to_core(&body) } else { body };
         self.modify(info, ns, name, part, ctx, |_| Ok((body, false)))
     }
 
@@ -456,8 +462,10 @@ impl Cluster {
         if ty == PatchType::Apply {
             return self.apply(info, ns, name, part, body, force, ctx);
         }
+        let new_events = events::is_new_api(info);
         let obj = self.modify(info, ns, name, part, ctx, |cur| {
-            let mut new = cur.clone();
+            // Patches apply to the object as this API version shows it.
+            let mut new = if new_events { events::from_core(cur) } else { cur.clone() };
             match ty {
                 PatchType::Merge => patch::merge_patch(&mut new, body),
                 PatchType::Json => patch::json_patch(&mut new, body)?,
@@ -470,6 +478,9 @@ impl Cluster {
             if !sent_rv {
                 let rv = cur.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
                 meta_mut(&mut new).insert("resourceVersion".into(), rv);
+            }
+            if new_events {
+                new = events::to_core(&new);
             }
             Ok((new, false))
         })?;
@@ -485,6 +496,13 @@ impl Cluster {
         if body.get("apiVersion").is_none() || body.get("kind").is_none() {
             return Err(ApiError::bad_request("apiVersion and kind must be set in an apply patch"));
         }
+        let converted;
+        let body = if events::is_new_api(info) {
+            converted = events::to_core(body);
+            &converted
+        } else {
+            body
+        };
         let shape = self.shape(info);
         let now = meta::now();
         let req = ssa::ApplyRequest { manager: &ctx.manager, force, part, api_version: &info.api_version(), now: &now, shape };

@@ -42,9 +42,21 @@ impl ResourceInfo {
         if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }
 
-    /// All versions of a group-resource share one storage key.
+    /// All versions of a group-resource share one storage key; events.k8s.io Events
+    /// are stored with core Events.
     pub fn storage_key(&self) -> String {
+        if self.group == "events.k8s.io" && self.plural == "events" {
+            return "events".into();
+        }
         storage_key(&self.group, &self.plural)
+    }
+
+    /// The apiVersion objects are stored with.
+    pub fn storage_api_version(&self) -> String {
+        if self.group == "events.k8s.io" && self.plural == "events" {
+            return "v1".into();
+        }
+        self.api_version()
     }
 
     pub fn has_status(&self) -> bool {

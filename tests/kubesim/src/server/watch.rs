@@ -67,7 +67,7 @@ struct Encoder {
 
 impl Encoder {
     fn object(&self, obj: &Value) -> Value {
-        let mut o = obj.clone();
+        let mut o = if super::events::is_new_api(&self.info) { super::events::from_core(obj) } else { obj.clone() };
         if o.get("apiVersion").and_then(Value::as_str) != Some(self.info.api_version().as_str()) {
             o["apiVersion"] = json!(self.info.api_version());
         }

@@ -152,3 +152,28 @@ async fn dry_run_stores_nothing_and_delete_returns_object() {
     assert_eq!(api_err(api.delete("del", &DeleteParams::default()).await.expect_err("twice")).code, 404);
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn events_are_shared_between_core_and_events_api() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    use kube::api::ListParams;
+    let (sim, client) = sim().await;
+    let new_api: Api<Event> = Api::namespaced(client.clone(), "default");
+    let e: Event = serde_json::from_value(json!({"metadata": {"name": "e1"}, "eventTime": "2024-01-01T00:00:00.000000Z",
+        "regarding": {"kind": "ConfigMap", "name": "cfg", "namespace": "default"}, "note": "hello", "reason": "Created", "type": "Normal",
+        "action": "Create", "reportingController": "ctl", "reportingInstance": "ctl-1"})).expect("event");
+    new_api.create(&PostParams::default(), &e).await.expect("create via events.k8s.io");
+    let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+    let listed = core.list(&ListParams::default().fields("involvedObject.name=cfg,involvedObject.kind=ConfigMap")).await.expect("core list");
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].message.as_deref(), Some("hello"));
+    assert_eq!(listed.items[0].reporting_component.as_deref(), Some("ctl"));
+    let back = new_api.list(&ListParams::default().fields("regarding.name=cfg")).await.expect("new list");
+    assert_eq!(back.items[0].note.as_deref(), Some("hello"));
+    let p = json!({"note": "again"});
+    let patched = new_api.patch("e1", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&p)).await.expect("patch");
+    assert_eq!(patched.note.as_deref(), Some("again"));
+    assert_eq!(core.get("e1").await.expect("core get").message.as_deref(), Some("again"));
+    sim.stop().await;
+}
