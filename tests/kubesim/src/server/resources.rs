@@ -105,7 +105,7 @@ fn builtin(
 /// The built-in kinds kubesim serves.
 pub fn builtins() -> Vec<ResourceInfo> {
     let mut v = vec![
-        builtin("", "v1", "Namespace", "namespaces", false, &["ns"], &["status", "finalize"], false),
+        builtin("", "v1", "Namespace", "namespaces", false, &["ns"], &["status"], false),
         builtin("", "v1", "ConfigMap", "configmaps", true, &["cm"], &[], false),
         builtin("", "v1", "Secret", "secrets", true, &[], &[], false),
         builtin("", "v1", "ServiceAccount", "serviceaccounts", true, &["sa"], &[], false),

@@ -177,3 +177,49 @@ async fn events_are_shared_between_core_and_events_api() {
     assert_eq!(core.get("e1").await.expect("core get").message.as_deref(), Some("again"));
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn deletecollection_and_delete_preconditions() {
+    use kube::api::{ListParams, Preconditions};
+    let (sim, client) = sim().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    for (n, app) in [("x1", "x"), ("x2", "x"), ("y1", "y")] {
+        let c: ConfigMap = serde_json::from_value(json!({"metadata": {"name": n, "labels": {"app": app}}})).expect("cm");
+        api.create(&PostParams::default(), &c).await.expect("create");
+    }
+    api.delete_collection(&DeleteParams::default(), &ListParams::default().labels("app=x")).await.expect("deletecollection");
+    let left: Vec<String> = api.list(&ListParams::default()).await.expect("list").items.into_iter().filter_map(|c| c.metadata.name).collect();
+    assert_eq!(left, ["y1"]);
+    let dp = DeleteParams { preconditions: Some(Preconditions { uid: Some("not-the-uid".into()), resource_version: None }), ..Default::default() };
+    assert_eq!(api_err(api.delete("y1", &dp).await.expect_err("precondition")).code, 409);
+    let err = api_err(api.replace("absent", &PostParams::default(), &cm("absent", &[])).await.expect_err("update of missing"));
+    assert_eq!(err.code, 404);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn bound_pods_are_deleted_gracefully() {
+    use k8s_openapi::api::core::v1::Pod;
+    let (sim, client) = sim().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for n in ["bound", "unbound"] {
+        let p: Pod = serde_json::from_value(json!({"metadata": {"name": n}, "spec": {"containers": [{"name": "c", "image": "i"}]}})).expect("pod");
+        let made = pods.create(&PostParams::default(), &p).await.expect("create");
+        assert_eq!(made.status.and_then(|s| s.phase).as_deref(), Some("Pending"));
+    }
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bound"}, "target": {"apiVersion": "v1", "kind": "Node", "name": "kubesim-node"}});
+    let (code, _) = raw(&client, "POST", "/api/v1/namespaces/default/pods/bound/binding", Some("application/json"), Some(&binding.to_string())).await;
+    assert_eq!(code, 201);
+    let (code, _) = raw(&client, "POST", "/api/v1/namespaces/default/pods/bound/binding", Some("application/json"), Some(&binding.to_string())).await;
+    assert_eq!(code, 409, "already bound");
+    assert_eq!(pods.get("bound").await.expect("get").spec.and_then(|s| s.node_name).as_deref(), Some("kubesim-node"));
+    pods.delete("unbound", &DeleteParams::default()).await.expect("delete unbound");
+    assert!(pods.get_opt("unbound").await.expect("get").is_none(), "unscheduled pods go at once");
+    pods.delete("bound", &DeleteParams::default()).await.expect("delete bound");
+    let terminating = pods.get("bound").await.expect("still there");
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(30));
+    pods.delete("bound", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.expect("force");
+    assert!(pods.get_opt("bound").await.expect("get").is_none(), "the kubelet's grace-0 delete removes it");
+    sim.stop().await;
+}

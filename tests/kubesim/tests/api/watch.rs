@@ -146,3 +146,22 @@ async fn watch_ends_after_timeout_seconds() {
     assert!(started.elapsed() >= Duration::from_millis(900));
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn send_initial_events_ends_with_a_marked_bookmark_and_watches_all_namespaces() {
+    let (sim, client) = sim().await;
+    super::common::namespace(&client, "w1").await;
+    for ns in ["default", "w1"] {
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+        api.create(&PostParams::default(), &cm("i", json!({}))).await.expect("create");
+    }
+    let (code, body) = raw(&client, "GET", "/api/v1/configmaps?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1", None, None).await;
+    assert_eq!(code, 200);
+    let text = body.as_str().map(String::from).unwrap_or_else(|| body.to_string());
+    let events: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("event line")).collect();
+    let added: Vec<&str> = events.iter().filter(|e| e["type"] == "ADDED").filter_map(|e| e["object"]["metadata"]["namespace"].as_str()).collect();
+    assert_eq!(added, ["default", "w1"]);
+    let marker = events.iter().position(|e| e["type"] == "BOOKMARK" && e["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"] == "true").expect("initial-events-end bookmark");
+    assert_eq!(marker, 2, "the marker follows the initial events");
+    sim.stop().await;
+}
