@@ -123,22 +123,31 @@ fn preserves(schema: &Value) -> bool {
     schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true)
 }
 
-/// Prunes unknown fields and applies defaults, the way the structural schema does.
-pub fn prune_and_default(schema: &Value, obj: &mut Value) {
-    let Value::Object(root) = obj else { return };
+/// Prunes unknown fields and applies defaults, the way the structural schema does;
+/// returns the paths of the pruned fields (for `fieldValidation=Strict`).
+pub fn prune_and_default(schema: &Value, obj: &mut Value) -> Vec<String> {
+    let mut pruned = Vec::new();
+    let Value::Object(root) = obj else { return pruned };
     for (k, v) in root.iter_mut() {
         if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
             continue;
         }
         if let Some(sub) = schema.pointer(&format!("/properties/{}", escape(k))) {
-            walk(sub, v);
+            walk(sub, v, k, &mut pruned);
         }
     }
     if !preserves(schema) {
         let known = schema.get("properties").and_then(Value::as_object);
-        root.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata") || known.is_some_and(|p| p.contains_key(k)));
+        root.retain(|k, _| {
+            let keep = matches!(k.as_str(), "apiVersion" | "kind" | "metadata") || known.is_some_and(|p| p.contains_key(k));
+            if !keep {
+                pruned.push(k.clone());
+            }
+            keep
+        });
     }
     apply_defaults(schema, root);
+    pruned
 }
 
 fn escape(k: &str) -> String {
@@ -152,39 +161,49 @@ fn apply_defaults(schema: &Value, m: &mut Map<String, Value>) {
                 && let Some(d) = sub.get("default")
             {
                 let mut d = d.clone();
-                walk(sub, &mut d);
+                walk(sub, &mut d, k, &mut Vec::new());
                 m.insert(k.clone(), d);
             }
         }
     }
 }
 
-fn walk(schema: &Value, v: &mut Value) {
+fn keep_only(m: &mut Map<String, Value>, at: &str, pruned: &mut Vec<String>, keep: &dyn Fn(&str) -> bool) {
+    m.retain(|k, _| {
+        let ok = keep(k);
+        if !ok {
+            pruned.push(format!("{at}.{k}"));
+        }
+        ok
+    });
+}
+
+fn walk(schema: &Value, v: &mut Value, at: &str, pruned: &mut Vec<String>) {
     match v {
         Value::Object(m) => {
             let embedded = schema.get("x-kubernetes-embedded-resource").and_then(Value::as_bool) == Some(true);
             if let Some(props) = schema.get("properties").and_then(Value::as_object) {
                 for (k, child) in m.iter_mut() {
                     if let Some(sub) = props.get(k) {
-                        walk(sub, child);
+                        walk(sub, child, &format!("{at}.{k}"), pruned);
                     }
                 }
                 if !preserves(schema) {
-                    m.retain(|k, _| props.contains_key(k) || (embedded && matches!(k.as_str(), "apiVersion" | "kind" | "metadata")));
+                    keep_only(m, at, pruned, &|k| props.contains_key(k) || (embedded && matches!(k, "apiVersion" | "kind" | "metadata")));
                 }
             } else if let Some(add) = schema.get("additionalProperties").filter(|a| a.is_object()) {
-                for child in m.values_mut() {
-                    walk(add, child);
+                for (k, child) in m.iter_mut() {
+                    walk(add, child, &format!("{at}.{k}"), pruned);
                 }
             } else if !preserves(schema) && schema.get("additionalProperties") != Some(&Value::Bool(true)) {
-                m.retain(|k, _| embedded && matches!(k.as_str(), "apiVersion" | "kind" | "metadata"));
+                keep_only(m, at, pruned, &|k| embedded && matches!(k, "apiVersion" | "kind" | "metadata"));
             }
             apply_defaults(schema, m);
         }
         Value::Array(items) => {
             if let Some(sub) = schema.get("items") {
-                for i in items {
-                    walk(sub, i);
+                for (i, item) in items.iter_mut().enumerate() {
+                    walk(sub, item, &format!("{at}[{i}]"), pruned);
                 }
             }
         }
@@ -296,7 +315,8 @@ mod tests {
         }});
         let mut obj = json!({"apiVersion": "x/v1", "kind": "X", "metadata": {"name": "a"}, "junk": 1,
             "spec": {"unknown": 2, "free": {"any": {"thing": 1}}, "tags": {"a": "b"}}});
-        prune_and_default(&schema, &mut obj);
+        let pruned = prune_and_default(&schema, &mut obj);
+        assert_eq!(pruned, ["spec.unknown", "junk"]);
         assert_eq!(obj, json!({"apiVersion": "x/v1", "kind": "X", "metadata": {"name": "a"},
             "spec": {"replicas": 1, "free": {"any": {"thing": 1}}, "tags": {"a": "b"}}}));
     }

@@ -134,6 +134,12 @@ impl Request {
         self.headers.get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("as=Table"))
     }
 
+    /// `Accept: application/json;as=PartialObjectMetadata(List);g=meta.k8s.io;v=v1`
+    /// (metadata-only gets, lists and watches).
+    pub fn wants_metadata(&self) -> bool {
+        self.headers.get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("as=PartialObjectMetadata"))
+    }
+
     fn content_type(&self) -> String {
         self.headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string()
     }
@@ -166,7 +172,7 @@ impl Request {
                 if prefix.is_empty() { "unknown".to_string() } else { prefix.to_string() }
             }
         };
-        WriteCtx { manager, dry_run: self.q("dryRun") == Some("All") }
+        WriteCtx { manager, dry_run: self.q("dryRun") == Some("All"), strict: self.q("fieldValidation") == Some("Strict") }
     }
 }
 
@@ -279,8 +285,16 @@ fn present(info: &ResourceInfo, obj: &Arc<Value>) -> Arc<Value> {
     Arc::new(o)
 }
 
+/// The metadata-only form of an object.
+pub fn partial(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata").cloned().unwrap_or(json!({}))})
+}
+
 fn object_response(req: &Request, info: &ResourceInfo, code: u16, obj: &Arc<Value>) -> Response {
     let obj = present(info, obj);
+    if req.wants_metadata() {
+        return json_response(code, &partial(&obj));
+    }
     if req.wants_table() {
         let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
         let t = table::table(info, &[obj.as_ref()], &rv, None, req.q("includeObject").unwrap_or("Metadata"));
@@ -521,6 +535,10 @@ fn list(cluster: &Cluster, req: &Request, info: &ResourceInfo, ns: Option<&str>)
         if unfiltered {
             meta["remainingItemCount"] = json!(remaining);
         }
+    }
+    if req.wants_metadata() {
+        let items: Vec<Value> = out.iter().map(|o| partial(o)).collect();
+        return Ok(json_response(200, &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items})));
     }
     let body = ListOut { kind: info.list_kind(), api_version: info.api_version(), metadata: meta, items: out.iter().map(|a| a.as_ref()).collect() };
     let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::internal(e.to_string()))?;

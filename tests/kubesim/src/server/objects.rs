@@ -27,11 +27,13 @@ pub struct WriteCtx {
     /// The field manager (`fieldManager` or derived from the User-Agent).
     pub manager: String,
     pub dry_run: bool,
+    /// `fieldValidation=Strict`: unknown fields of custom resources are a 400, not pruned.
+    pub strict: bool,
 }
 
 impl WriteCtx {
     pub fn system(manager: &str) -> Self {
-        WriteCtx { manager: manager.to_string(), dry_run: false }
+        WriteCtx { manager: manager.to_string(), dry_run: false, strict: false }
     }
 }
 
@@ -224,7 +226,7 @@ impl Cluster {
     }
 
     /// Validation and schema handling common to create and update.
-    fn validate_write(&self, info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
+    fn validate_write(&self, info: &ResourceInfo, obj: &mut Value, ctx: &WriteCtx) -> ApiResult<()> {
         let name = str_at(obj, "/metadata/name").unwrap_or("").to_string();
         let mut causes: Vec<Cause> = Vec::new();
         causes.extend(meta::validate_labels(obj));
@@ -232,7 +234,11 @@ impl Cluster {
         if let Some(c) = &info.crd
             && let Some(schema) = &c.schema
         {
-            crd::prune_and_default(schema, obj);
+            let pruned = crd::prune_and_default(schema, obj);
+            if ctx.strict && !pruned.is_empty() {
+                let list: Vec<String> = pruned.iter().map(|p| format!("unknown field \"{p}\"")).collect();
+                return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))));
+            }
             causes.extend(crd::validate_object(schema, obj));
         }
         if info.plural == "customresourcedefinitions" && info.group == "apiextensions.k8s.io" {
@@ -282,7 +288,7 @@ impl Cluster {
             meta.remove("generation");
         }
         kinds::default_on_create(info, &mut body);
-        self.validate_write(info, &mut body)?;
+        self.validate_write(info, &mut body, ctx)?;
         if info.plural == "customresourcedefinitions" {
             let status = crd::status(&body, &meta::now());
             if let Some(m) = body.as_object_mut() {
@@ -387,7 +393,7 @@ impl Cluster {
                 };
             }
         }
-        self.validate_write(info, &mut new)?;
+        self.validate_write(info, &mut new, ctx)?;
         if info.plural == "customresourcedefinitions" && info.group == "apiextensions.k8s.io" && part != Part::Status {
             let status = crd::status(&new, &meta::now());
             if let Some(m) = new.as_object_mut() {
@@ -527,7 +533,7 @@ impl Cluster {
 
     /// Create with managedFields already computed (server-side apply of a new object).
     fn create_tracked(&self, info: &ResourceInfo, ns: &str, body: Value, managed: Option<Value>, ctx: &WriteCtx) -> ApiResult<Arc<Value>> {
-        let mut obj = self.create(info, ns, body, &WriteCtx { manager: ctx.manager.clone(), dry_run: true })?.as_ref().clone();
+        let mut obj = self.create(info, ns, body, &WriteCtx { dry_run: true, ..ctx.clone() })?.as_ref().clone();
         if let Some(mf) = managed {
             // Apply managed fields, but keep only status-free ownership on the main resource.
             meta_mut(&mut obj).insert("managedFields".into(), mf);

@@ -62,6 +62,7 @@ impl Filter {
 struct Encoder {
     info: ResourceInfo,
     table: bool,
+    metadata_only: bool,
     include: String,
 }
 
@@ -74,6 +75,9 @@ impl Encoder {
         if self.table {
             let rv = o.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
             return table::table(&self.info, &[&o], &rv, None, &self.include);
+        }
+        if self.metadata_only {
+            return super::handlers::partial(&o);
         }
         o
     }
@@ -113,7 +117,7 @@ pub fn serve(cluster: &Arc<Cluster>, req: &Request, info: &ResourceInfo, ns: Opt
         Some(t) => Duration::from_secs(t.parse().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t}")))?),
         None => Duration::from_secs(1800),
     };
-    let enc = Encoder { info: info.clone(), table: req.headers.get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("as=Table")), include: req.q("includeObject").unwrap_or("Metadata").to_string() };
+    let enc = Encoder { info: info.clone(), table: req.headers.get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("as=Table")), metadata_only: req.wants_metadata(), include: req.q("includeObject").unwrap_or("Metadata").to_string() };
     let rv = req.q("resourceVersion");
     let (tx, out) = mpsc::channel::<Bytes>(256);
 

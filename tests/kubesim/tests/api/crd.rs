@@ -121,3 +121,39 @@ async fn large_crd_is_accepted() {
     assert_eq!(w.data["spec"]["big"]["field7"], json!({"a": "y"}));
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn strict_field_validation_rejects_unknown_fields() {
+    let (sim, client) = sim().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &widget_crd("Namespaced")).await.expect("crd");
+    let body = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "s"}, "spec": {"color": "red", "junk": 1}}).to_string();
+    let (code, status) = raw(&client, "POST", "/apis/example.com/v1/namespaces/default/widgets?fieldValidation=Strict", Some("application/json"), Some(&body)).await;
+    assert_eq!(code, 400);
+    assert!(status["message"].as_str().unwrap_or("").contains("unknown field \"spec.junk\""), "{status}");
+    let (code, _) = raw(&client, "POST", "/apis/example.com/v1/namespaces/default/widgets", Some("application/json"), Some(&body)).await;
+    assert_eq!(code, 201, "without Strict unknown fields are pruned");
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn metadata_only_requests() {
+    use futures::TryStreamExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ListParams;
+    let (sim, client) = sim().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let c: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "m", "labels": {"a": "b"}}, "data": {"secret-ish": "x"}})).expect("cm");
+    api.create(&PostParams::default(), &c).await.expect("create");
+    let meta = api.get_metadata("m").await.expect("get_metadata");
+    assert_eq!(meta.metadata.labels.and_then(|l| l.get("a").cloned()).as_deref(), Some("b"));
+    let list = api.list_metadata(&ListParams::default()).await.expect("list_metadata");
+    assert_eq!(list.items.len(), 1);
+    let (_, raw_get) = raw_with(&client, "GET", "/api/v1/namespaces/default/configmaps/m", None, Some("application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"), None).await;
+    assert_eq!(raw_get["kind"], "PartialObjectMetadata");
+    assert!(raw_get.get("data").is_none());
+    let mut events = Box::pin(kube::runtime::metadata_watcher(api.clone(), kube::runtime::watcher::Config::default()));
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), events.try_next()).await.expect("in time").expect("ok");
+    assert!(first.is_some());
+    sim.stop().await;
+}
