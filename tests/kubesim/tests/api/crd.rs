@@ -152,7 +152,8 @@ async fn metadata_only_requests() {
     let (_, raw_get) = raw_with(&client, "GET", "/api/v1/namespaces/default/configmaps/m", None, Some("application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"), None).await;
     assert_eq!(raw_get["kind"], "PartialObjectMetadata");
     assert!(raw_get.get("data").is_none());
-    let mut events = Box::pin(kube::runtime::metadata_watcher(api.clone(), kube::runtime::watcher::Config::default()));
+    let meta_api: Api<kube::core::PartialObjectMeta<ConfigMap>> = Api::namespaced(client.clone(), "default");
+    let mut events = Box::pin(kube::runtime::watcher(meta_api, kube::runtime::watcher::Config::default()));
     let first = tokio::time::timeout(std::time::Duration::from_secs(10), events.try_next()).await.expect("in time").expect("ok");
     assert!(first.is_some());
     sim.stop().await;
