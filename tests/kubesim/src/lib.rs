@@ -191,10 +191,17 @@ impl KubeSim {
     }
 
     /// Stops the kubelet (which stops its containers), the controllers and the server.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.cluster.shutdown.cancel();
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), t).await;
         }
+    }
+}
+
+impl Drop for KubeSim {
+    /// A KubeSim dropped without [`KubeSim::stop`] (a failed test) still asks everything to stop.
+    fn drop(&mut self) {
+        self.cluster.shutdown.cancel();
     }
 }

@@ -70,12 +70,13 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
             // kubectl get events shows no Name column.
             cols.retain(|c| c.name != "Name");
         }
-        "customresourcedefinitions" => cols.push(col("Created At", "date", ".metadata.creationTimestamp")),
+        // kube-apiserver prints the creation time itself here, not an age.
+        "customresourcedefinitions" => cols.push(col("Created At", "date", "#createdat")),
         "leases" => cols.push(col("Holder", "string", ".spec.holderIdentity")),
         "rolebindings" | "clusterrolebindings" => cols.push(col("Role", "string", "#roleref")),
         _ => {}
     }
-    if info.plural != "events" {
+    if info.plural != "events" && info.plural != "customresourcedefinitions" {
         cols.push(col("Age", "date", ".metadata.creationTimestamp"));
     }
     cols
@@ -213,6 +214,7 @@ fn computed(obj: &Value, what: &str) -> Value {
             let name = obj.pointer("/involvedObject/name").and_then(Value::as_str).unwrap_or("");
             json!(format!("{}/{name}", kind.to_lowercase()))
         }
+        "#createdat" => obj.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null),
         "#roleref" => {
             let kind = obj.pointer("/roleRef/kind").and_then(Value::as_str).unwrap_or("");
             let name = obj.pointer("/roleRef/name").and_then(Value::as_str).unwrap_or("");

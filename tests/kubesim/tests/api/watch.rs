@@ -165,3 +165,27 @@ async fn send_initial_events_ends_with_a_marked_bookmark_and_watches_all_namespa
     assert_eq!(marker, 2, "the marker follows the initial events");
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn runtime_watcher_with_streaming_lists() {
+    let (sim, client) = sim().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    api.create(&PostParams::default(), &cm("s1", json!({}))).await.expect("s1");
+    let mut events = watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
+    let mut init = Vec::new();
+    loop {
+        match tokio::time::timeout(T, events.try_next()).await.expect("in time").expect("ok").expect("open") {
+            watcher::Event::Init => {}
+            watcher::Event::InitApply(c) => init.push(c.metadata.name.expect("name")),
+            watcher::Event::InitDone => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(init, ["s1"]);
+    api.create(&PostParams::default(), &cm("s2", json!({}))).await.expect("s2");
+    match tokio::time::timeout(T, events.try_next()).await.expect("in time").expect("ok").expect("open") {
+        watcher::Event::Apply(c) => assert_eq!(c.metadata.name.as_deref(), Some("s2")),
+        other => panic!("unexpected {other:?}"),
+    }
+    sim.stop().await;
+}
