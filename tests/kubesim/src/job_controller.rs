@@ -49,6 +49,8 @@ pub const LABEL_LEGACY_CONTROLLER_UID: &str = "controller-uid";
 pub enum JobControllerError {
     #[error("Job has no {0}")]
     Incomplete(&'static str),
+    #[error("encoding Job status: {0}")]
+    Encode(serde_json::Error),
     #[error("API request failed: {0}")]
     Api(#[from] kube::Error),
 }
@@ -332,7 +334,15 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, JobController
         }
     }
     if job.status.as_ref() != Some(&plan.status) {
-        let patch = serde_json::json!({ "status": plan.status });
+        let mut status = serde_json::to_value(&plan.status).map_err(JobControllerError::Encode)?;
+        // Counters at zero are omitted, as Kubernetes does; a merge patch must null them
+        // explicitly or the old values would stay.
+        if let Some(map) = status.as_object_mut() {
+            for key in ["active", "succeeded", "failed"] {
+                map.entry(key).or_insert(serde_json::Value::Null);
+            }
+        }
+        let patch = serde_json::json!({ "status": status });
         jobs.patch_status(&job.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     }
     Ok(match plan.requeue_after {

@@ -2,3 +2,4 @@
 //! (milliseconds) and talks to it over HTTP with the real kube client or the real kubectl.
 
 mod api;
+mod kubelet;

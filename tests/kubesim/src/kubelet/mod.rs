@@ -122,7 +122,14 @@ async fn handle_pod(
         Some(_) => {
             let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
             let finished = matches!(phase, Some("Succeeded" | "Failed"));
-            if finished && pod.metadata.deletion_timestamp.is_none() {
+            if pod.metadata.deletion_timestamp.is_some() {
+                // Being deleted and not running here (e.g. finished before this kubelet
+                // started): nothing to stop, just remove it.
+                remove_unstarted(pods, &pod).await;
+                let _ = std::fs::remove_dir_all(volumes::PodDir::new(&shared.state_dir, &uid).root());
+                return;
+            }
+            if finished {
                 // Finished before this kubelet started; nothing to run.
                 return;
             }

@@ -124,7 +124,7 @@ pub(crate) async fn run_pod(shared: Arc<Shared>, mut pod_rx: watch::Receiver<Pod
         let shutdown = shutdown.clone();
         let mut rx = pod_rx.clone();
         tokio::spawn(async move {
-            let deadline = worker.deadline();
+            let mut deadline = worker.deadline();
             loop {
                 if let Some(grace) = deletion_grace(&rx.borrow()) {
                     worker.request_stop(StopReason::Deleted, Some(grace));
@@ -140,6 +140,7 @@ pub(crate) async fn run_pod(shared: Arc<Shared>, mut pod_rx: watch::Receiver<Pod
                         return;
                     }
                     () = sleep_until_opt(deadline) => {
+                        deadline = None;
                         worker.request_stop(StopReason::DeadlineExceeded, None);
                         // Keep watching: a deleted pod must still be removed.
                     }

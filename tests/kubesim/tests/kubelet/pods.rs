@@ -1,0 +1,202 @@
+//! Pods run by the kubelet, driven through the API: environment, volumes, isolation,
+//! image pulls, waiting for Secrets, logs, identity and deletion.
+
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
+use kube::api::{DeleteParams, ListParams};
+use serde_json::json;
+
+use super::cluster::{finished_with_log, pod_phase, shell_pod, start, wait_for, wait_gone};
+
+fn config_objects() -> (serde_json::Value, serde_json::Value) {
+    (
+        json!({"metadata": {"name": "settings"}, "data": {"MODE": "fast", "LEVEL": "3", "app.conf": "key=value\n"}}),
+        json!({"metadata": {"name": "creds"}, "stringData": {"PASSWORD": "hunter2", "token": "t0ken"}}),
+    )
+}
+
+#[tokio::test]
+async fn env_env_from_and_value_from_resolve_config_maps_and_secrets() {
+    let cluster = start("pod-env").await;
+    let (cm, secret) = config_objects();
+    cluster.create::<ConfigMap>(cm).await;
+    cluster.create::<Secret>(secret).await;
+    // `$VAR` is the shell's; `$(GREETING)` is expanded by the kubelet before the shell runs.
+    let mut pod = shell_pod("env", "echo \"$CFG_MODE|$PASSWORD|$LEVEL_REF|$TOKEN|$GREETING|$POD_NAME|$POD_NS|$NODE|$APP\"; echo $(GREETING)");
+    pod["metadata"]["labels"] = json!({"app": "envtest"});
+    pod["spec"]["containers"][0]["envFrom"] = json!([
+        {"configMapRef": {"name": "settings"}, "prefix": "CFG_"},
+        {"secretRef": {"name": "creds"}},
+        {"secretRef": {"name": "absent", "optional": true}}
+    ]);
+    pod["spec"]["containers"][0]["env"] = json!([
+        {"name": "LEVEL_REF", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "LEVEL"}}},
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
+        {"name": "MAYBE", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "x", "optional": true}}},
+        {"name": "GREETING", "value": "mode-$(CFG_MODE)"},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}}
+    ]);
+    cluster.create::<Pod>(pod).await;
+    let (pod, log) = finished_with_log(&cluster, "env").await;
+    assert_eq!(pod_phase(&pod), "Succeeded", "{log}");
+    assert_eq!(
+        log,
+        format!("fast|hunter2|3|t0ken|mode-fast|env|{}|kubesim-node|envtest\nmode-fast\n", cluster.namespace)
+    );
+}
+
+#[tokio::test]
+async fn secret_config_map_and_projected_volumes_appear_at_their_paths() {
+    let cluster = start("pod-volumes").await;
+    let (cm, secret) = config_objects();
+    cluster.create::<ConfigMap>(cm).await;
+    cluster.create::<Secret>(secret).await;
+    let script = "cat /etc/creds/PASSWORD; echo; cat /config/app.conf; cat /all/pw /all/MODE; echo; cat /all/podname; echo; \
+                  test ! -e /config/MODE && stat -c %a /etc/creds/PASSWORD && ! touch /etc/creds/new";
+    let mut pod = shell_pod("volumes", script);
+    pod["spec"]["volumes"] = json!([
+        {"name": "creds", "secret": {"secretName": "creds", "defaultMode": 0o400}},
+        {"name": "config", "configMap": {"name": "settings", "items": [{"key": "app.conf", "path": "app.conf"}]}},
+        {"name": "all", "projected": {"sources": [
+            {"secret": {"name": "creds", "items": [{"key": "PASSWORD", "path": "pw"}]}},
+            {"configMap": {"name": "settings", "items": [{"key": "MODE", "path": "MODE"}]}},
+            {"downwardAPI": {"items": [{"path": "podname", "fieldRef": {"fieldPath": "metadata.name"}}]}}
+        ]}}
+    ]);
+    pod["spec"]["containers"][0]["volumeMounts"] = json!([
+        {"name": "creds", "mountPath": "/etc/creds"},
+        {"name": "config", "mountPath": "/config"},
+        {"name": "all", "mountPath": "/all"}
+    ]);
+    cluster.create::<Pod>(pod).await;
+    let (pod, log) = finished_with_log(&cluster, "volumes").await;
+    assert_eq!(pod_phase(&pod), "Succeeded", "{log}");
+    assert!(log.starts_with("hunter2\nkey=value\nhunter2fast\nvolumes\n400\n"), "{log}");
+    for host_path in ["/etc/creds", "/config", "/all"] {
+        assert!(!std::path::Path::new(host_path).exists(), "{host_path} was created on the host");
+    }
+}
+
+#[tokio::test]
+async fn a_container_sees_only_the_empty_dirs_it_mounts() {
+    let cluster = start("pod-isolation").await;
+    let pod = json!({
+        "metadata": {"name": "pair"},
+        "spec": {
+            "restartPolicy": "Never",
+            "volumes": [{"name": "private", "emptyDir": {}}],
+            "containers": [
+                {"name": "writer", "image": "busybox", "command": ["sh", "-c", "echo mine > /mnt/quarks/file; sleep 1"],
+                 "volumeMounts": [{"name": "private", "mountPath": "/mnt/quarks"}]},
+                {"name": "reader", "image": "busybox",
+                 "command": ["sh", "-c", "sleep 0.5; if test -e /mnt/quarks/file; then echo LEAK; exit 1; fi; echo isolated"]}
+            ]
+        }
+    });
+    cluster.create::<Pod>(pod).await;
+    let pods = cluster.api::<Pod>();
+    let pod = wait_for(&pods, "pair", "finished", |p: &Pod| matches!(pod_phase(p), "Succeeded" | "Failed")).await;
+    let log = pods
+        .logs("pair", &kube::api::LogParams { container: Some("reader".into()), ..Default::default() })
+        .await
+        .expect("log");
+    assert_eq!(pod_phase(&pod), "Succeeded", "{log}");
+    assert_eq!(log, "isolated\n");
+}
+
+#[tokio::test]
+async fn an_unknown_image_cannot_be_pulled() {
+    let cluster = start("pod-image").await;
+    let mut pod = shell_pod("nginx", "true");
+    pod["spec"]["containers"][0]["image"] = json!("nginx:1.27");
+    cluster.create::<Pod>(pod).await;
+    let pods = cluster.api::<Pod>();
+    let reason = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.first())
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.reason.clone())
+            .unwrap_or_default()
+    };
+    let pulled = wait_for(&pods, "nginx", "ErrImagePull", |p: &Pod| reason(p) == "ErrImagePull").await;
+    assert_eq!(pod_phase(&pulled), "Pending");
+    let backoff = wait_for(&pods, "nginx", "ImagePullBackOff", |p: &Pod| reason(p) == "ImagePullBackOff").await;
+    assert_eq!(pod_phase(&backoff), "Pending");
+}
+
+#[tokio::test]
+async fn a_missing_secret_holds_the_pod_until_it_is_created() {
+    let cluster = start("pod-wait").await;
+    let mut pod = shell_pod("waiter", "cat /creds/token");
+    pod["spec"]["volumes"] = json!([{"name": "creds", "secret": {"secretName": "late"}}]);
+    pod["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "creds", "mountPath": "/creds"}]);
+    cluster.create::<Pod>(pod).await;
+    let pods = cluster.api::<Pod>();
+    let events = cluster.api::<Event>();
+    // A FailedMount Event says why, and the pod stays Pending in ContainerCreating.
+    let failed_mount = loop {
+        let list = events.list(&ListParams::default()).await.expect("events");
+        if let Some(e) = list.items.into_iter().find(|e| e.reason.as_deref() == Some("FailedMount")) {
+            break e;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(failed_mount.message.unwrap_or_default().contains("secret \"late\" not found"));
+    let pending = pods.get("waiter").await.expect("pod");
+    assert_eq!(pod_phase(&pending), "Pending");
+    let waiting = pending.status.and_then(|s| s.container_statuses).and_then(|c| c[0].state.clone()).and_then(|s| s.waiting);
+    assert_eq!(waiting.and_then(|w| w.reason).as_deref(), Some("ContainerCreating"));
+
+    cluster.create::<Secret>(json!({"metadata": {"name": "late"}, "stringData": {"token": "arrived"}})).await;
+    let (pod, log) = finished_with_log(&cluster, "waiter").await;
+    assert_eq!(pod_phase(&pod), "Succeeded", "{log}");
+    assert_eq!(log, "arrived");
+}
+
+#[tokio::test]
+async fn the_pod_kubeconfig_identity_reaches_the_api_server() {
+    let cluster = start("pod-identity").await;
+    let script = "cat /var/run/secrets/kubernetes.io/serviceaccount/token; echo; \
+                  cat /var/run/secrets/kubernetes.io/serviceaccount/namespace; echo; \
+                  kubectl get pod \"$HOSTNAME\" -o name";
+    cluster.create::<Pod>(shell_pod("whoami", script)).await;
+    let (pod, log) = finished_with_log(&cluster, "whoami").await;
+    let ns = &cluster.namespace;
+    assert_eq!(pod_phase(&pod), "Succeeded", "{log}");
+    assert_eq!(log, format!("kubesim:serviceaccount:{ns}:default\n{ns}\npod/whoami\n"));
+}
+
+#[tokio::test]
+async fn deleting_a_running_pod_stops_it_and_removes_it() {
+    let cluster = start("pod-delete").await;
+    cluster.create::<Pod>(shell_pod("sleeper", "echo started; sleep 300")).await;
+    let pods = cluster.api::<Pod>();
+    wait_for(&pods, "sleeper", "Running", |p: &Pod| pod_phase(p) == "Running").await;
+    pods.delete("sleeper", &DeleteParams::default()).await.expect("delete");
+    wait_gone(&pods, "sleeper").await;
+}
+
+#[tokio::test]
+async fn a_restart_policy_never_pod_reports_exit_codes_and_conditions() {
+    let cluster = start("pod-status").await;
+    cluster.create::<Pod>(shell_pod("exit7", "echo bye >&2; exit 7")).await;
+    let (pod, log) = finished_with_log(&cluster, "exit7").await;
+    assert_eq!(log, "bye\n");
+    assert_eq!(pod_phase(&pod), "Failed");
+    let status = pod.status.expect("status");
+    assert_eq!(status.pod_ip.as_deref(), Some("127.0.0.1"));
+    assert!(status.start_time.is_some());
+    let terminated = status.container_statuses.expect("cs")[0].state.clone().and_then(|s| s.terminated).expect("terminated");
+    assert_eq!((terminated.exit_code, terminated.reason.as_deref()), (7, Some("Error")));
+    assert!(terminated.started_at.is_some() && terminated.finished_at.is_some());
+    let conditions = status.conditions.expect("conditions");
+    let get = |t: &str| conditions.iter().find(|c| c.type_ == t).map(|c| c.status.clone());
+    assert_eq!(get("PodScheduled").as_deref(), Some("True"));
+    assert_eq!(get("Initialized").as_deref(), Some("True"));
+    assert_eq!(get("Ready").as_deref(), Some("False"));
+}
