@@ -470,6 +470,12 @@ fn decode_continue(token: &str) -> ApiResult<(u64, String, String)> {
     ))
 }
 
+fn object_key(o: &Value) -> (String, String) {
+    let ns = o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    (ns, name)
+}
+
 /// All objects matching the request's selectors (no paging).
 fn select(cluster: &Cluster, req: &Request, info: &ResourceInfo, ns: Option<&str>) -> ApiResult<(Vec<Arc<Value>>, u64)> {
     let (ls, fs) = selectors(req, info)?;
@@ -483,22 +489,28 @@ fn list(cluster: &Cluster, req: &Request, info: &ResourceInfo, ns: Option<&str>)
         Some(l) => l.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid limit {l}")))?.max(0) as usize,
         None => 0,
     };
-    if let (Some(rv), Some("Exact")) = (req.q("resourceVersion"), req.q("resourceVersionMatch")) {
-        let n: u64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv}")))?;
-        cluster.store.check_not_compacted(n)?;
-    }
-    let (after, list_rv) = match req.q("continue") {
-        Some(tok) => {
+    let key = info.storage_key();
+    // Exact lists and continue pages are served from the snapshot at their version.
+    let (items, rv) = match (req.q("continue"), req.q("resourceVersion"), req.q("resourceVersionMatch")) {
+        (Some(tok), _, _) => {
             let (rv, cns, cname) = decode_continue(tok)?;
-            cluster.store.check_not_compacted(rv).map_err(|_| {
-                ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.")
+            let all = cluster.store.list_at(&key, ns, rv).map_err(|e| {
+                if e.code == 410 {
+                    ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.")
+                } else {
+                    e
+                }
             })?;
-            (Some((cns, cname)), Some(rv))
+            let after = (cns, cname);
+            let rest: Vec<Arc<Value>> = all.into_iter().filter(|o| object_key(o) > after).collect();
+            (rest, rv)
         }
-        None => (None, None),
+        (None, Some(rv), Some("Exact")) => {
+            let n: u64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv}")))?;
+            (cluster.store.list_at(&key, ns, n)?, n)
+        }
+        _ => cluster.store.list(&key, ns, None),
     };
-    let (items, rv) = cluster.store.list(&info.storage_key(), ns, after.as_ref());
-    let rv = list_rv.unwrap_or(rv);
     let mut out: Vec<Arc<Value>> = Vec::new();
     let mut cont = None;
     let mut remaining = 0usize;

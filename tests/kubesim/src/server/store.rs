@@ -163,6 +163,41 @@ impl Store {
         (items, inner.rv)
     }
 
+    /// The objects of `key` (in `ns`, or everywhere) as they were at resourceVersion `rv`,
+    /// rebuilt by undoing the retained changes after it: exact lists and consistent
+    /// continue pages. 410 when `rv` is older than the retained window; 504 when it is
+    /// in the future.
+    pub fn list_at(&self, key: &str, ns: Option<&str>, rv: u64) -> ApiResult<Vec<Arc<Value>>> {
+        let inner = self.lock();
+        if rv < inner.compacted {
+            return Err(too_old(rv, inner.compacted));
+        }
+        if rv > inner.rv {
+            return Err(ApiError::timeout(format!("Too large resource version: {rv}, current: {}", inner.rv)));
+        }
+        let mut state: BTreeMap<(String, String), Arc<Value>> = inner
+            .objects
+            .get(key)
+            .map(|o| list_range(o, ns, None).map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        for c in inner.window.iter().rev().take_while(|c| c.rv > rv) {
+            if *c.key != *key || ns.is_some_and(|n| n != c.namespace) {
+                continue;
+            }
+            let k = (c.namespace.clone(), c.name.clone());
+            match (c.kind, &c.old) {
+                (EventType::Added, _) => {
+                    state.remove(&k);
+                }
+                (_, Some(old)) => {
+                    state.insert(k, old.clone());
+                }
+                (_, None) => {}
+            }
+        }
+        Ok(state.into_values().collect())
+    }
+
     /// Every namespace-scoped object in `ns`, across all resources (for namespace deletion).
     pub fn all_in_namespace(&self, ns: &str) -> Vec<ObjectRef> {
         let inner = self.lock();
@@ -317,12 +352,6 @@ impl Store {
             return Err(too_old(rv, inner.compacted));
         }
         Ok(inner.window.iter().filter(|c| c.rv > rv).cloned().collect())
-    }
-
-    /// Whether history at `rv` is still retained (lists and continue tokens at an exact rv).
-    pub fn check_not_compacted(&self, rv: u64) -> ApiResult<()> {
-        let inner = self.lock();
-        if rv < inner.compacted { Err(too_old(rv, inner.compacted)) } else { Ok(()) }
     }
 
     /// A receiver of all future changes (the garbage collector's feed).

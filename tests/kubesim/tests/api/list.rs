@@ -91,3 +91,33 @@ async fn paging_with_limit_and_continue() {
     assert_eq!(code, 400);
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn exact_lists_and_pages_are_snapshots() {
+    let (sim, client) = sim().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    for i in 0..4 {
+        let c: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("s{i}")}, "data": {"v": "old"}})).expect("cm");
+        api.create(&PostParams::default(), &c).await.expect("create");
+    }
+    let first = api.list(&ListParams::default().limit(2)).await.expect("page 1");
+    let rv = first.metadata.resource_version.clone().expect("rv");
+    // Changes after the first page: the next page still shows the list's version.
+    api.delete("s3", &Default::default()).await.expect("delete");
+    let p = json!({"data": {"v": "new"}});
+    api.patch("s2", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&p)).await.expect("patch");
+    let c: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "s9"}})).expect("cm");
+    api.create(&PostParams::default(), &c).await.expect("create");
+    let token = first.metadata.continue_.clone().expect("continue");
+    let second = api.list(&ListParams::default().limit(10).continue_token(&token)).await.expect("page 2");
+    let names: Vec<String> = second.items.iter().filter_map(|c| c.metadata.name.clone()).collect();
+    assert_eq!(names, ["s2", "s3"]);
+    assert_eq!(second.items[0].data.as_ref().and_then(|d| d.get("v")).map(String::as_str), Some("old"));
+    let (code, exact) = raw(&client, "GET", &format!("/api/v1/namespaces/default/configmaps?resourceVersion={rv}&resourceVersionMatch=Exact"), None, None).await;
+    assert_eq!(code, 200);
+    assert_eq!(exact["items"].as_array().map(Vec::len), Some(4));
+    assert_eq!(exact["metadata"]["resourceVersion"].as_str(), Some(rv.as_str()));
+    let now = api.list(&ListParams::default()).await.expect("now");
+    assert_eq!(now.items.len(), 4, "s0 s1 s2 s9");
+    sim.stop().await;
+}
