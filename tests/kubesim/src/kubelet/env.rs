@@ -25,15 +25,28 @@ impl ConfigSources {
     /// the ConfigMap is missing.
     pub fn config_map_value(&self, name: &str, key: &str) -> Option<Option<Vec<u8>>> {
         let cm = self.config_maps.get(name)?;
-        let text = cm.data.as_ref().and_then(|d| d.get(key)).map(|v| v.as_bytes().to_vec());
-        let binary = || cm.binary_data.as_ref().and_then(|d| d.get(key)).map(|v| v.0.clone());
+        let text = cm
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|v| v.as_bytes().to_vec());
+        let binary = || {
+            cm.binary_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|v| v.0.clone())
+        };
         Some(text.or_else(binary))
     }
 
     /// The value of `key` in Secret `name`, outer `None` if the Secret is missing.
     pub fn secret_value(&self, name: &str, key: &str) -> Option<Option<Vec<u8>>> {
         let secret = self.secrets.get(name)?;
-        let data = secret.data.as_ref().and_then(|d| d.get(key)).map(|v| v.0.clone());
+        let data = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|v| v.0.clone());
         // stringData is write-only on a real server; honour it in case a server echoes it.
         let string = || {
             secret
@@ -81,9 +94,17 @@ pub enum EnvError {
     #[error("secret \"{0}\" not found")]
     SecretNotFound(String),
     #[error("couldn't find key {key} in ConfigMap {namespace}/{name}")]
-    ConfigMapKeyNotFound { namespace: String, name: String, key: String },
+    ConfigMapKeyNotFound {
+        namespace: String,
+        name: String,
+        key: String,
+    },
     #[error("couldn't find key {key} in Secret {namespace}/{name}")]
-    SecretKeyNotFound { namespace: String, name: String, key: String },
+    SecretKeyNotFound {
+        namespace: String,
+        name: String,
+        key: String,
+    },
     #[error("unsupported fieldPath: {0}")]
     UnsupportedFieldPath(String),
 }
@@ -94,7 +115,10 @@ pub fn field_ref_value(pod: &Pod, selector: &ObjectFieldSelector) -> Result<Stri
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref();
     let subscript = |prefix: &str| -> Option<String> {
-        let rest = path.strip_prefix(prefix)?.strip_prefix("['")?.strip_suffix("']")?;
+        let rest = path
+            .strip_prefix(prefix)?
+            .strip_prefix("['")?
+            .strip_suffix("']")?;
         Some(rest.to_string())
     };
     let value = match path {
@@ -107,12 +131,22 @@ pub fn field_ref_value(pod: &Pod, selector: &ObjectFieldSelector) -> Result<Stri
         "spec.serviceAccountName" => spec
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_else(|| "default".to_string()),
-        "status.hostIP" | "status.hostIPs" | "status.podIP" | "status.podIPs" => NODE_IP.to_string(),
+        "status.hostIP" | "status.hostIPs" | "status.podIP" | "status.podIPs" => {
+            NODE_IP.to_string()
+        }
         _ => {
             if let Some(key) = subscript("metadata.labels") {
-                meta.labels.as_ref().and_then(|l| l.get(&key)).cloned().unwrap_or_default()
+                meta.labels
+                    .as_ref()
+                    .and_then(|l| l.get(&key))
+                    .cloned()
+                    .unwrap_or_default()
             } else if let Some(key) = subscript("metadata.annotations") {
-                meta.annotations.as_ref().and_then(|a| a.get(&key)).cloned().unwrap_or_default()
+                meta.annotations
+                    .as_ref()
+                    .and_then(|a| a.get(&key))
+                    .cloned()
+                    .unwrap_or_default()
             } else {
                 return Err(EnvError::UnsupportedFieldPath(path.to_string()));
             }
@@ -183,7 +217,9 @@ pub fn container_env(
             None => {
                 let defined: BTreeMap<&str, &str> =
                     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                expand(var.value.as_deref().unwrap_or(""), |name| defined.get(name).map(|v| v.to_string()))
+                expand(var.value.as_deref().unwrap_or(""), |name| {
+                    defined.get(name).map(|v| v.to_string())
+                })
             }
             Some(source) => {
                 if let Some(sel) = &source.config_map_key_ref {
@@ -333,11 +369,18 @@ mod tests {
         let mut s = ConfigSources::default();
         s.config_maps.insert(
             "cm".into(),
-            serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"K1": "v1", "K2": "v2"}}))
-                .expect("cm"),
+            serde_json::from_value(
+                json!({"metadata": {"name": "cm"}, "data": {"K1": "v1", "K2": "v2"}}),
+            )
+            .expect("cm"),
         );
-        let mut secret = Secret::default();
-        secret.data = Some(BTreeMap::from([("PASS".to_string(), ByteString(b"s3cret".to_vec()))]));
+        let secret = Secret {
+            data: Some(BTreeMap::from([(
+                "PASS".to_string(),
+                ByteString(b"s3cret".to_vec()),
+            )])),
+            ..Default::default()
+        };
         s.secrets.insert("sec".into(), secret);
         s
     }
@@ -363,7 +406,8 @@ mod tests {
                 {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
             ]
         }));
-        let env = container_env(&pod(), &c, &sources(), &[("BASE".into(), "b".into())]).expect("env");
+        let env =
+            container_env(&pod(), &c, &sources(), &[("BASE".into(), "b".into())]).expect("env");
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("BASE"), Some("b"));
         assert_eq!(get("CM_K1"), Some("overridden"));
@@ -379,7 +423,8 @@ mod tests {
 
     #[test]
     fn missing_references_are_config_errors() {
-        let missing_cm = container(json!({"name": "c", "envFrom": [{"configMapRef": {"name": "nope"}}]}));
+        let missing_cm =
+            container(json!({"name": "c", "envFrom": [{"configMapRef": {"name": "nope"}}]}));
         assert_eq!(
             container_env(&pod(), &missing_cm, &sources(), &[]),
             Err(EnvError::ConfigMapNotFound("nope".into()))
@@ -388,17 +433,35 @@ mod tests {
             {"name": "X", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "nokey"}}}]}));
         assert_eq!(
             container_env(&pod(), &missing_key, &sources(), &[]),
-            Err(EnvError::SecretKeyNotFound { namespace: "ns".into(), name: "sec".into(), key: "nokey".into() })
+            Err(EnvError::SecretKeyNotFound {
+                namespace: "ns".into(),
+                name: "sec".into(),
+                key: "nokey".into()
+            })
         );
-        let optional = container(json!({"name": "c", "envFrom": [{"secretRef": {"name": "nope", "optional": true}}]}));
-        assert_eq!(container_env(&pod(), &optional, &sources(), &[]), Ok(vec![]));
+        let optional = container(
+            json!({"name": "c", "envFrom": [{"secretRef": {"name": "nope", "optional": true}}]}),
+        );
+        assert_eq!(
+            container_env(&pod(), &optional, &sources(), &[]),
+            Ok(vec![])
+        );
     }
 
     #[test]
     fn downward_api_maps_are_quoted_lines() {
-        let sel = ObjectFieldSelector { field_path: "metadata.labels".into(), api_version: None };
-        assert_eq!(field_ref_value(&pod(), &sel).expect("labels"), "app=\"x\"\nb=\"q\\\"uote\"");
-        let bad = ObjectFieldSelector { field_path: "spec.nope".into(), api_version: None };
+        let sel = ObjectFieldSelector {
+            field_path: "metadata.labels".into(),
+            api_version: None,
+        };
+        assert_eq!(
+            field_ref_value(&pod(), &sel).expect("labels"),
+            "app=\"x\"\nb=\"q\\\"uote\""
+        );
+        let bad = ObjectFieldSelector {
+            field_path: "spec.nope".into(),
+            api_version: None,
+        };
         assert!(field_ref_value(&pod(), &bad).is_err());
     }
 }

@@ -82,7 +82,10 @@ impl ImageTable {
     /// `target/debug/deps`, the binary in `target/debug`). The lookup happens at resolve time,
     /// so a binary built after the cluster started is found.
     pub fn with_defaults(quarks_job_bin: Option<PathBuf>) -> Self {
-        Self { explicit: Vec::new(), quarks_job_bin }
+        Self {
+            explicit: Vec::new(),
+            quarks_job_bin,
+        }
     }
 
     /// Adds an explicit entry, checked before the defaults and before entries added later.
@@ -105,7 +108,9 @@ impl ImageTable {
                 self.add(pattern, PathBuf::from(program));
                 Ok(())
             }
-            _ => Err(format!("image mapping {spec:?} is not of the form PATTERN=PROGRAM")),
+            _ => Err(format!(
+                "image mapping {spec:?} is not of the form PATTERN=PROGRAM"
+            )),
         }
     }
 
@@ -125,12 +130,16 @@ impl ImageTable {
             return self
                 .quarks_job_binary()
                 .map(ImageProgram::Entrypoint)
-                .ok_or_else(|| ImageError::QuarksJobBinaryMissing { image: image.to_string() });
+                .ok_or_else(|| ImageError::QuarksJobBinaryMissing {
+                    image: image.to_string(),
+                });
         }
         if HOST_TOOL_IMAGES.contains(&last) {
             return Ok(ImageProgram::HostTools);
         }
-        Err(ImageError::NotMapped { image: image.to_string() })
+        Err(ImageError::NotMapped {
+            image: image.to_string(),
+        })
     }
 
     fn quarks_job_binary(&self) -> Option<PathBuf> {
@@ -178,7 +187,9 @@ impl ImageReference {
         if parts.len() > 1 && parts[0] == "library" {
             parts.remove(0);
         }
-        Self { repository: parts.join("/") }
+        Self {
+            repository: parts.join("/"),
+        }
     }
 }
 
@@ -221,7 +232,10 @@ mod tests {
             ("busybox:1.36", "busybox"),
             ("docker.io/library/busybox:1.36@sha256:abcd", "busybox"),
             ("localhost:5000/team/quarks-job:dev", "team/quarks-job"),
-            ("ghcr.io/cloudfoundry-incubator/quarks-job:v1.0.0", "cloudfoundry-incubator/quarks-job"),
+            (
+                "ghcr.io/cloudfoundry-incubator/quarks-job:v1.0.0",
+                "cloudfoundry-incubator/quarks-job",
+            ),
             ("bitnami/kubectl", "bitnami/kubectl"),
         ];
         for (image, repo) in cases {
@@ -232,7 +246,12 @@ mod tests {
     #[test]
     fn base_images_run_host_tools() {
         let table = ImageTable::with_defaults(None);
-        for image in ["busybox", "alpine:3.20", "docker.io/library/debian:bookworm", "ubuntu@sha256:00"] {
+        for image in [
+            "busybox",
+            "alpine:3.20",
+            "docker.io/library/debian:bookworm",
+            "ubuntu@sha256:00",
+        ] {
             assert_eq!(table.resolve(image), Ok(ImageProgram::HostTools), "{image}");
         }
     }
@@ -240,10 +259,16 @@ mod tests {
     #[test]
     fn quarks_job_images_run_the_configured_binary() {
         let table = ImageTable::with_defaults(Some(PathBuf::from("/opt/bin/quarks-job")));
-        for image in ["quarks-job", "ghcr.io/x/quarks-job:v1", "localhost:5000/cf/quarks-job@sha256:1"] {
+        for image in [
+            "quarks-job",
+            "ghcr.io/x/quarks-job:v1",
+            "localhost:5000/cf/quarks-job@sha256:1",
+        ] {
             assert_eq!(
                 table.resolve(image),
-                Ok(ImageProgram::Entrypoint(PathBuf::from("/opt/bin/quarks-job"))),
+                Ok(ImageProgram::Entrypoint(PathBuf::from(
+                    "/opt/bin/quarks-job"
+                ))),
                 "{image}"
             );
         }
@@ -256,7 +281,9 @@ mod tests {
         let table = ImageTable::with_defaults(None);
         assert_eq!(
             table.resolve("nginx:1.27"),
-            Err(ImageError::NotMapped { image: "nginx:1.27".into() })
+            Err(ImageError::NotMapped {
+                image: "nginx:1.27".into()
+            })
         );
     }
 
@@ -264,7 +291,9 @@ mod tests {
     fn explicit_entries_win_over_defaults() {
         let mut table = ImageTable::with_defaults(None);
         table.add("busybox*", PathBuf::from("/usr/bin/env"));
-        table.add_spec("registry.example/*/tool:*=/bin/true").expect("valid spec");
+        table
+            .add_spec("registry.example/*/tool:*=/bin/true")
+            .expect("valid spec");
         table.add("nginx", PathBuf::from("host"));
         assert_eq!(
             table.resolve("busybox:1"),

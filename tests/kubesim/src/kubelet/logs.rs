@@ -8,7 +8,12 @@ use std::path::{Path, PathBuf};
 /// The log file of one container: `state_dir/logs/<namespace>/<pod>/<container>.log`.
 ///
 /// Restarts of the same container append to the same file (there is no `--previous`).
-pub fn container_log_path(state_dir: &Path, namespace: &str, pod: &str, container: &str) -> PathBuf {
+pub fn container_log_path(
+    state_dir: &Path,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+) -> PathBuf {
     state_dir
         .join("logs")
         .join(namespace)

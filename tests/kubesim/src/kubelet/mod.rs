@@ -57,13 +57,24 @@ struct Worker {
 }
 
 /// Runs the kubelet until `shutdown`: then stops every container (short grace) and returns.
-pub async fn run_kubelet(client: Client, cfg: KubeletConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run_kubelet(
+    client: Client,
+    cfg: KubeletConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.state_dir)?;
     // Resolve symlinks so the state directory can be hidden from containers reliably.
     let state_dir = std::fs::canonicalize(&cfg.state_dir)?;
-    let shared = Arc::new(Shared { client: client.clone(), state_dir, api_url: cfg.api_url, images: cfg.images });
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        state_dir,
+        api_url: cfg.api_url,
+        images: cfg.images,
+    });
     let pods: Api<Pod> = Api::all(client);
-    let mut events = watcher(pods.clone(), watcher::Config::default()).default_backoff().boxed();
+    let mut events = watcher(pods.clone(), watcher::Config::default())
+        .default_backoff()
+        .boxed();
     let mut workers: HashMap<String, Worker> = HashMap::new();
     let mut listed: HashSet<String> = HashSet::new();
     loop {
@@ -73,7 +84,9 @@ pub async fn run_kubelet(client: Client, cfg: KubeletConfig, shutdown: Cancellat
         };
         let Some(event) = event else { break };
         match event {
-            Ok(watcher::Event::Apply(pod)) => handle_pod(&shared, &pods, &mut workers, &shutdown, pod).await,
+            Ok(watcher::Event::Apply(pod)) => {
+                handle_pod(&shared, &pods, &mut workers, &shutdown, pod).await
+            }
             Ok(watcher::Event::InitApply(pod)) => {
                 listed.insert(pod.metadata.uid.clone().unwrap_or_default());
                 handle_pod(&shared, &pods, &mut workers, &shutdown, pod).await;
@@ -108,7 +121,11 @@ async fn handle_pod(
         worker.tx.send_replace(pod);
         return;
     }
-    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());
+    let node = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .filter(|n| !n.is_empty());
     match node {
         None => {
             if pod.metadata.deletion_timestamp.is_none() {
@@ -126,7 +143,8 @@ async fn handle_pod(
                 // Being deleted and not running here (e.g. finished before this kubelet
                 // started): nothing to stop, just remove it.
                 remove_unstarted(pods, &pod).await;
-                let _ = std::fs::remove_dir_all(volumes::PodDir::new(&shared.state_dir, &uid).root());
+                let _ =
+                    std::fs::remove_dir_all(volumes::PodDir::new(&shared.state_dir, &uid).root());
                 return;
             }
             if finished {
@@ -141,11 +159,17 @@ async fn handle_pod(
 }
 
 async fn remove_unstarted(pods: &Api<Pod>, pod: &Pod) {
-    let (Some(name), Some(ns)) = (pod.metadata.name.as_deref(), pod.metadata.namespace.as_deref()) else {
+    let (Some(name), Some(ns)) = (
+        pod.metadata.name.as_deref(),
+        pod.metadata.namespace.as_deref(),
+    ) else {
         return;
     };
     let api: Api<Pod> = Api::namespaced(pods.clone().into_client(), ns);
-    let dp = kube::api::DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+    let dp = kube::api::DeleteParams {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
     if let Err(e) = api.delete(name, &dp).await {
         tracing::debug!(pod = name, error = %e, "delete of unscheduled pod failed");
     }
@@ -159,7 +183,11 @@ async fn bind(shared: &Shared, pod: &Pod) {
     };
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
     let binding = Binding {
-        metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(ns.clone()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
         target: ObjectReference {
             api_version: Some("v1".to_string()),
             kind: Some("Node".to_string()),
@@ -167,13 +195,17 @@ async fn bind(shared: &Shared, pod: &Pod) {
             ..Default::default()
         },
     };
-    let result: Result<serde_json::Value, _> =
-        api.create_subresource("binding", &name, &PostParams::default(), &binding).await;
+    let result: Result<serde_json::Value, _> = api
+        .create_subresource("binding", &name, &PostParams::default(), &binding)
+        .await;
     match result {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 405 => {
             let patch = serde_json::json!({ "spec": { "nodeName": NODE_NAME } });
-            if let Err(e) = api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            if let Err(e) = api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
                 tracing::warn!(pod = %name, namespace = %ns, error = %e, "binding pod failed");
             }
         }

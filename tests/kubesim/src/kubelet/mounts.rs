@@ -52,14 +52,32 @@ pub enum MountError {
 pub enum MountOp {
     /// `mount --make-rprivate /`: nothing we do leaks back to the host.
     MakePrivate,
-    Tmpfs { target: PathBuf },
-    Mkdir { path: PathBuf },
-    Touch { path: PathBuf },
-    Symlink { target: PathBuf, link: PathBuf },
-    Bind { source: PathBuf, target: PathBuf },
-    RemountReadOnly { target: PathBuf },
-    Chroot { new_root: PathBuf },
-    Chdir { path: PathBuf },
+    Tmpfs {
+        target: PathBuf,
+    },
+    Mkdir {
+        path: PathBuf,
+    },
+    Touch {
+        path: PathBuf,
+    },
+    Symlink {
+        target: PathBuf,
+        link: PathBuf,
+    },
+    Bind {
+        source: PathBuf,
+        target: PathBuf,
+    },
+    RemountReadOnly {
+        target: PathBuf,
+    },
+    Chroot {
+        new_root: PathBuf,
+    },
+    Chdir {
+        path: PathBuf,
+    },
 }
 
 impl MountOp {
@@ -69,9 +87,15 @@ impl MountOp {
             MountOp::Tmpfs { target } => format!("mount tmpfs on {}", target.display()),
             MountOp::Mkdir { path } => format!("mkdir {}", path.display()),
             MountOp::Touch { path } => format!("create {}", path.display()),
-            MountOp::Symlink { target, link } => format!("symlink {} -> {}", link.display(), target.display()),
-            MountOp::Bind { source, target } => format!("bind {} on {}", source.display(), target.display()),
-            MountOp::RemountReadOnly { target } => format!("remount {} read-only", target.display()),
+            MountOp::Symlink { target, link } => {
+                format!("symlink {} -> {}", link.display(), target.display())
+            }
+            MountOp::Bind { source, target } => {
+                format!("bind {} on {}", source.display(), target.display())
+            }
+            MountOp::RemountReadOnly { target } => {
+                format!("remount {} read-only", target.display())
+            }
             MountOp::Chroot { new_root } => format!("chroot {}", new_root.display()),
             MountOp::Chdir { path } => format!("chdir {}", path.display()),
         }
@@ -145,14 +169,26 @@ impl PreparedOp {
         // SAFETY: pointers are valid NUL-terminated strings for the duration of the call.
         let rc = unsafe {
             match self.kind {
-                OpKind::MakePrivate => libc::mount(null, a, null, libc::MS_REC | libc::MS_PRIVATE, null.cast()),
+                OpKind::MakePrivate => {
+                    libc::mount(null, a, null, libc::MS_REC | libc::MS_PRIVATE, null.cast())
+                }
                 OpKind::Tmpfs => {
                     let fstype = c"tmpfs".as_ptr();
-                    libc::mount(fstype, a, fstype, libc::MS_NOSUID | libc::MS_NODEV, c"mode=0755".as_ptr().cast())
+                    libc::mount(
+                        fstype,
+                        a,
+                        fstype,
+                        libc::MS_NOSUID | libc::MS_NODEV,
+                        c"mode=0755".as_ptr().cast(),
+                    )
                 }
                 OpKind::Mkdir => {
                     let rc = libc::mkdir(a, 0o755);
-                    if rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) { 0 } else { rc }
+                    if rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) {
+                        0
+                    } else {
+                        rc
+                    }
                 }
                 OpKind::Touch => {
                     let fd = libc::open(a, libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
@@ -182,7 +218,11 @@ impl PreparedOp {
                 OpKind::Chdir => libc::chdir(a),
             }
         };
-        if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 }
 
@@ -203,9 +243,16 @@ fn prepare(op: &MountOp) -> Result<PreparedOp, MountError> {
         MountOp::Chroot { new_root } => (OpKind::Chroot, new_root.as_path(), &empty),
         MountOp::Chdir { path } => (OpKind::Chdir, path.as_path(), &empty),
     };
-    let failure = CString::new(format!("kubesim: container setup failed: {}\n", op.describe()).replace('\0', ""))
-        .map_err(|_| MountError::Nul(a.to_path_buf()))?;
-    Ok(PreparedOp { kind, a: cstring(a)?, b: cstring(b)?, failure })
+    let failure = CString::new(
+        format!("kubesim: container setup failed: {}\n", op.describe()).replace('\0', ""),
+    )
+    .map_err(|_| MountError::Nul(a.to_path_buf()))?;
+    Ok(PreparedOp {
+        kind,
+        a: cstring(a)?,
+        b: cstring(b)?,
+        failure,
+    })
 }
 
 /// Lexically normalises an absolute path (`.` and `..` resolved without touching the disk).
@@ -254,7 +301,11 @@ pub fn plan(
             return Err(MountError::SourceMissing(r.source.clone()));
         }
         let target = planner.canonical_target(&normalize(&r.target));
-        sorted.push(MountRequest { source: r.source.clone(), target, read_only: r.read_only });
+        sorted.push(MountRequest {
+            source: r.source.clone(),
+            target,
+            read_only: r.read_only,
+        });
     }
     sorted.sort_by_key(|r| r.target.components().count());
     let working_dir = planner.canonical_target(&normalize(working_dir));
@@ -264,7 +315,11 @@ pub fn plan(
         .iter()
         .map(|r| &r.target)
         .chain(std::iter::once(&working_dir))
-        .filter(|t| !sorted.iter().any(|m| *t != &m.target && t.starts_with(&m.target)))
+        .filter(|t| {
+            !sorted
+                .iter()
+                .any(|m| *t != &m.target && t.starts_with(&m.target))
+        })
         .any(|t| !t.exists() && deepest_existing(t) == Path::new("/"));
     if needs_root {
         let root = planner.stage_dir()?;
@@ -277,7 +332,10 @@ pub fn plan(
         let is_dir = r.source.is_dir();
         planner.ensure(&r.target, is_dir)?;
         let target = planner.exec_path(&r.target);
-        planner.ops.push(MountOp::Bind { source: r.source.clone(), target: target.clone() });
+        planner.ops.push(MountOp::Bind {
+            source: r.source.clone(),
+            target: target.clone(),
+        });
         if r.read_only {
             planner.ops.push(MountOp::RemountReadOnly { target });
         }
@@ -289,7 +347,9 @@ pub fn plan(
         if h.exists() && planner.mount_of(&h).is_none() {
             let h = fs::canonicalize(&h).unwrap_or(h);
             let target = planner.exec_path(&h);
-            planner.ops.push(MountOp::Tmpfs { target: target.clone() });
+            planner.ops.push(MountOp::Tmpfs {
+                target: target.clone(),
+            });
             planner.ops.push(MountOp::RemountReadOnly { target });
         }
     }
@@ -297,8 +357,15 @@ pub fn plan(
         planner.ops.push(MountOp::Chroot { new_root: root });
     }
     planner.ops.push(MountOp::Chdir { path: working_dir });
-    let prepared = planner.ops.iter().map(prepare).collect::<Result<Vec<_>, _>>()?;
-    Ok(MountPlan { ops: planner.ops, prepared })
+    let prepared = planner
+        .ops
+        .iter()
+        .map(prepare)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(MountPlan {
+        ops: planner.ops,
+        prepared,
+    })
 }
 
 /// The deepest ancestor of `path` (or `path` itself) that exists on the host.
@@ -331,9 +398,16 @@ impl Planner {
     /// so that mounts land where the container will look after a chroot.
     fn canonical_target(&self, target: &Path) -> PathBuf {
         let existing = deepest_existing(target);
-        let rest = target.strip_prefix(&existing).map(Path::to_path_buf).unwrap_or_default();
+        let rest = target
+            .strip_prefix(&existing)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         let canonical = fs::canonicalize(&existing).unwrap_or(existing);
-        if rest.as_os_str().is_empty() { canonical } else { canonical.join(rest) }
+        if rest.as_os_str().is_empty() {
+            canonical
+        } else {
+            canonical.join(rest)
+        }
     }
 
     /// The path the child uses for container path `p` (inside the staging root if any).
@@ -358,7 +432,9 @@ impl Planner {
             return true;
         }
         match self.mount_of(p) {
-            Some((t, source)) => source.join(p.strip_prefix(t).unwrap_or(Path::new(""))).exists(),
+            Some((t, source)) => source
+                .join(p.strip_prefix(t).unwrap_or(Path::new("")))
+                .exists(),
             None => p.exists(),
         }
     }
@@ -366,7 +442,10 @@ impl Planner {
     fn stage_dir(&mut self) -> Result<PathBuf, MountError> {
         let dir = self.staging.join(format!("stage-{}", self.next_stage));
         self.next_stage += 1;
-        fs::create_dir_all(&dir).map_err(|source| MountError::Io { path: dir.clone(), source })?;
+        fs::create_dir_all(&dir).map_err(|source| MountError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         Ok(dir)
     }
 
@@ -399,16 +478,27 @@ impl Planner {
         if !self.shadowed.contains(&ancestor) && !self.created.contains(&ancestor) {
             let stage = self.stage_dir()?;
             self.mirror(&ancestor, &stage)?;
-            self.ops.push(MountOp::Bind { source: stage, target: self.exec_path(&ancestor) });
+            self.ops.push(MountOp::Bind {
+                source: stage,
+                target: self.exec_path(&ancestor),
+            });
             self.shadowed.insert(ancestor.clone());
         }
-        let rest: Vec<_> = target.strip_prefix(&ancestor).unwrap_or(Path::new("")).components().collect();
+        let rest: Vec<_> = target
+            .strip_prefix(&ancestor)
+            .unwrap_or(Path::new(""))
+            .components()
+            .collect();
         let mut cur = ancestor;
         for (i, c) in rest.iter().enumerate() {
             cur.push(c);
             let last = i + 1 == rest.len();
             let path = self.exec_path(&cur);
-            self.ops.push(if last && !is_dir { MountOp::Touch { path } } else { MountOp::Mkdir { path } });
+            self.ops.push(if last && !is_dir {
+                MountOp::Touch { path }
+            } else {
+                MountOp::Mkdir { path }
+            });
             self.created.insert(cur.clone());
         }
         Ok(())
@@ -416,9 +506,17 @@ impl Planner {
 
     /// Fills a tmpfs at `stage` with bind mounts of every entry of host directory `dir`.
     fn mirror(&mut self, dir: &Path, stage: &Path) -> Result<(), MountError> {
-        self.ops.push(MountOp::Tmpfs { target: stage.to_path_buf() });
-        let io = |source| MountError::Io { path: dir.to_path_buf(), source };
-        let mut entries: Vec<_> = fs::read_dir(dir).map_err(io)?.collect::<Result<_, _>>().map_err(io)?;
+        self.ops.push(MountOp::Tmpfs {
+            target: stage.to_path_buf(),
+        });
+        let io = |source| MountError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .map_err(io)?
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
             let from = entry.path();
@@ -429,12 +527,21 @@ impl Planner {
                 self.ops.push(MountOp::Symlink { target, link: to });
             } else if file_type.is_dir() {
                 self.ops.push(MountOp::Mkdir { path: to.clone() });
-                self.ops.push(MountOp::Bind { source: from, target: to });
-            } else if file_type.is_file() || file_type.is_socket() || file_type.is_fifo()
-                || file_type.is_char_device() || file_type.is_block_device()
+                self.ops.push(MountOp::Bind {
+                    source: from,
+                    target: to,
+                });
+            } else if file_type.is_file()
+                || file_type.is_socket()
+                || file_type.is_fifo()
+                || file_type.is_char_device()
+                || file_type.is_block_device()
             {
                 self.ops.push(MountOp::Touch { path: to.clone() });
-                self.ops.push(MountOp::Bind { source: from, target: to });
+                self.ops.push(MountOp::Bind {
+                    source: from,
+                    target: to,
+                });
             }
         }
         Ok(())
@@ -446,7 +553,11 @@ mod tests {
     use super::*;
 
     fn req(source: &Path, target: &str, read_only: bool) -> MountRequest {
-        MountRequest { source: source.to_path_buf(), target: PathBuf::from(target), read_only }
+        MountRequest {
+            source: source.to_path_buf(),
+            target: PathBuf::from(target),
+            read_only,
+        }
     }
 
     #[test]
@@ -468,9 +579,14 @@ mod tests {
             plan.ops(),
             &[
                 MountOp::MakePrivate,
-                MountOp::Bind { source: src, target: target.clone() },
+                MountOp::Bind {
+                    source: src,
+                    target: target.clone()
+                },
                 MountOp::RemountReadOnly { target },
-                MountOp::Chdir { path: PathBuf::from("/") },
+                MountOp::Chdir {
+                    path: PathBuf::from("/")
+                },
             ]
         );
     }
@@ -484,19 +600,45 @@ mod tests {
         fs::write(base.join("sibling"), "x").expect("write");
         let target = base.join("a/b");
         let stage = base.join("stage");
-        let plan = plan(&[req(&src, target.to_str().expect("utf8"), false)], Path::new("/"), &[], &stage)
-            .expect("plan");
+        let plan = plan(
+            &[req(&src, target.to_str().expect("utf8"), false)],
+            Path::new("/"),
+            &[],
+            &stage,
+        )
+        .expect("plan");
         let stage0 = stage.join("stage-0");
         let ops = plan.ops();
-        assert!(ops.contains(&MountOp::Tmpfs { target: stage0.clone() }));
+        assert!(ops.contains(&MountOp::Tmpfs {
+            target: stage0.clone()
+        }));
         // Existing entries of the ancestor stay visible through the mirror...
-        assert!(ops.contains(&MountOp::Bind { source: base.join("sibling"), target: stage0.join("sibling") }));
+        assert!(ops.contains(&MountOp::Bind {
+            source: base.join("sibling"),
+            target: stage0.join("sibling")
+        }));
         // ...the mirror replaces the ancestor, and the missing directories are made in it.
-        let bind_mirror = ops.iter().position(|o| *o == MountOp::Bind { source: stage0.clone(), target: base.clone() });
-        let mkdir_a = ops.iter().position(|o| *o == MountOp::Mkdir { path: base.join("a") });
-        let mkdir_b = ops.iter().position(|o| *o == MountOp::Mkdir { path: target.clone() });
+        let bind_mirror = ops.iter().position(|o| {
+            *o == MountOp::Bind {
+                source: stage0.clone(),
+                target: base.clone(),
+            }
+        });
+        let mkdir_a = ops.iter().position(|o| {
+            *o == MountOp::Mkdir {
+                path: base.join("a"),
+            }
+        });
+        let mkdir_b = ops.iter().position(|o| {
+            *o == MountOp::Mkdir {
+                path: target.clone(),
+            }
+        });
         assert!(bind_mirror < mkdir_a && mkdir_a < mkdir_b, "{ops:#?}");
-        assert!(ops.contains(&MountOp::Bind { source: src, target: target.clone() }));
+        assert!(ops.contains(&MountOp::Bind {
+            source: src,
+            target: target.clone()
+        }));
         // Planning never touches the host outside the staging directory.
         assert!(!base.join("a").exists());
     }
@@ -508,17 +650,29 @@ mod tests {
         fs::create_dir(&src).expect("mkdir");
         let stage = fs::canonicalize(tmp.path()).expect("canon").join("stage");
         let target = "/kubesim-test-does-not-exist/data";
-        let plan = plan(&[req(&src, target, false)], Path::new("/kubesim-test-does-not-exist"), &[], &stage)
-            .expect("plan");
+        let plan = plan(
+            &[req(&src, target, false)],
+            Path::new("/kubesim-test-does-not-exist"),
+            &[],
+            &stage,
+        )
+        .expect("plan");
         let root = stage.join("stage-0");
         let ops = plan.ops();
-        assert!(ops.contains(&MountOp::Mkdir { path: root.join("kubesim-test-does-not-exist") }));
-        assert!(ops.contains(&MountOp::Bind { source: src, target: root.join("kubesim-test-does-not-exist/data") }));
+        assert!(ops.contains(&MountOp::Mkdir {
+            path: root.join("kubesim-test-does-not-exist")
+        }));
+        assert!(ops.contains(&MountOp::Bind {
+            source: src,
+            target: root.join("kubesim-test-does-not-exist/data")
+        }));
         assert_eq!(
             &ops[ops.len() - 2..],
             &[
                 MountOp::Chroot { new_root: root },
-                MountOp::Chdir { path: PathBuf::from("/kubesim-test-does-not-exist") }
+                MountOp::Chdir {
+                    path: PathBuf::from("/kubesim-test-does-not-exist")
+                }
             ]
         );
     }
@@ -533,27 +687,50 @@ mod tests {
         fs::create_dir(&inner).expect("mkdir");
         fs::create_dir(base.join("mnt")).expect("mkdir");
         let plan = plan(
-            &[req(&inner, base.join("mnt/data/sub").to_str().expect("utf8"), false),
-              req(&outer, base.join("mnt/data").to_str().expect("utf8"), false)],
+            &[
+                req(
+                    &inner,
+                    base.join("mnt/data/sub").to_str().expect("utf8"),
+                    false,
+                ),
+                req(&outer, base.join("mnt/data").to_str().expect("utf8"), false),
+            ],
             Path::new("/"),
             &[base.join("outer")],
             &base.join("stage"),
         )
         .expect("plan");
         let ops = plan.ops();
-        let outer_pos = ops.iter().position(|o| matches!(o, MountOp::Bind { source, .. } if *source == outer));
-        let inner_pos = ops.iter().position(|o| matches!(o, MountOp::Bind { source, .. } if *source == inner));
+        let outer_pos = ops
+            .iter()
+            .position(|o| matches!(o, MountOp::Bind { source, .. } if *source == outer));
+        let inner_pos = ops
+            .iter()
+            .position(|o| matches!(o, MountOp::Bind { source, .. } if *source == inner));
         assert!(outer_pos < inner_pos, "shallowest first: {ops:#?}");
-        assert!(outer.join("sub").is_dir(), "mount point made inside the outer volume");
+        assert!(
+            outer.join("sub").is_dir(),
+            "mount point made inside the outer volume"
+        );
         // Hidden paths are covered after the volumes were bound from them.
-        let hide_pos = ops.iter().position(|o| *o == MountOp::Tmpfs { target: outer.clone() });
+        let hide_pos = ops.iter().position(|o| {
+            *o == MountOp::Tmpfs {
+                target: outer.clone(),
+            }
+        });
         assert!(hide_pos > inner_pos, "{ops:#?}");
     }
 
     #[test]
     fn relative_mount_paths_are_rejected() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let err = plan(&[req(tmp.path(), "relative/path", false)], Path::new("/"), &[], tmp.path()).expect_err("relative");
+        let err = plan(
+            &[req(tmp.path(), "relative/path", false)],
+            Path::new("/"),
+            &[],
+            tmp.path(),
+        )
+        .expect_err("relative");
         assert!(matches!(err, MountError::NotAbsolute(_)));
     }
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, Event, EventSource, ObjectReference, Pod, PodCondition, PodIP,
-    HostIP, PodStatus, Secret,
+    ContainerStateWaiting, ContainerStatus, Event, EventSource, HostIP, ObjectReference, Pod,
+    PodCondition, PodIP, PodStatus, Secret,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -29,8 +29,8 @@ use super::mounts::{MountRequest, plan};
 use super::process::{ContainerProcess, ProcessSpec};
 use super::status::{pod_conditions, pod_phase};
 use super::volumes::{
-    KUBECONFIG_FILE, KUBECONFIG_MOUNT_DIR, PodDir, SERVICE_ACCOUNT_MOUNT, materialize, referenced_objects,
-    write_identity,
+    KUBECONFIG_FILE, KUBECONFIG_MOUNT_DIR, PodDir, SERVICE_ACCOUNT_MOUNT, materialize,
+    referenced_objects, write_identity,
 };
 use super::{NODE_NAME, Shared};
 
@@ -95,7 +95,10 @@ struct PodWorker {
 
 fn waiting(reason: &str, message: Option<String>) -> ContainerState {
     ContainerState {
-        waiting: Some(ContainerStateWaiting { reason: Some(reason.to_string()), message }),
+        waiting: Some(ContainerStateWaiting {
+            reason: Some(reason.to_string()),
+            message,
+        }),
         ..Default::default()
     }
 }
@@ -115,7 +118,11 @@ fn new_status(c: &Container, reason: &str) -> ContainerStatus {
 
 /// Runs one pod until it is deleted (or the kubelet stops). `pod_rx` carries every update of
 /// the pod; its sender is dropped when the pod disappears from the API.
-pub(crate) async fn run_pod(shared: Arc<Shared>, mut pod_rx: watch::Receiver<Pod>, shutdown: CancellationToken) {
+pub(crate) async fn run_pod(
+    shared: Arc<Shared>,
+    mut pod_rx: watch::Receiver<Pod>,
+    shutdown: CancellationToken,
+) {
     let pod = pod_rx.borrow_and_update().clone();
     let worker = Arc::new(PodWorker::new(shared, pod));
     // Watch for deletion, the deadline and shutdown; any of them stops the containers.
@@ -171,7 +178,11 @@ pub(crate) async fn run_pod(shared: Arc<Shared>, mut pod_rx: watch::Receiver<Pod
 
 fn deletion_grace(pod: &Pod) -> Option<Duration> {
     pod.metadata.deletion_timestamp.as_ref()?;
-    let secs = pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0);
+    let secs = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .unwrap_or(30)
+        .max(0);
     Some(Duration::from_secs(u64::try_from(secs).unwrap_or(0)))
 }
 
@@ -189,10 +200,23 @@ impl PodWorker {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let spec = pod.spec.clone().unwrap_or_default();
         let has_init = spec.init_containers.as_ref().is_some_and(|i| !i.is_empty());
-        let main_reason = if has_init { "PodInitializing" } else { "ContainerCreating" };
+        let main_reason = if has_init {
+            "PodInitializing"
+        } else {
+            "ContainerCreating"
+        };
         let state = PodState {
-            init_statuses: spec.init_containers.iter().flatten().map(|c| new_status(c, "PodInitializing")).collect(),
-            statuses: spec.containers.iter().map(|c| new_status(c, main_reason)).collect(),
+            init_statuses: spec
+                .init_containers
+                .iter()
+                .flatten()
+                .map(|c| new_status(c, "PodInitializing"))
+                .collect(),
+            statuses: spec
+                .containers
+                .iter()
+                .map(|c| new_status(c, main_reason))
+                .collect(),
             init_done: !has_init,
             init_failed: false,
             forced: None,
@@ -202,8 +226,15 @@ impl PodWorker {
         Self {
             api: Api::namespaced(shared.client.clone(), &namespace),
             dir: PodDir::new(&shared.state_dir, &uid),
-            restart_policy: spec.restart_policy.clone().unwrap_or_else(|| "Always".to_string()),
-            start_time: pod.status.as_ref().and_then(|s| s.start_time.clone()).unwrap_or_else(now),
+            restart_policy: spec
+                .restart_policy
+                .clone()
+                .unwrap_or_else(|| "Always".to_string()),
+            start_time: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.clone())
+                .unwrap_or_else(now),
             shared,
             name,
             namespace,
@@ -228,10 +259,10 @@ impl PodWorker {
     }
 
     fn request_stop(&self, reason: StopReason, grace: Option<Duration>) {
-        if let Ok(mut r) = self.stop_reason.lock() {
-            if r.is_none() || reason == StopReason::Deleted {
-                *r = Some(reason);
-            }
+        if let Ok(mut r) = self.stop_reason.lock()
+            && (r.is_none() || reason == StopReason::Deleted)
+        {
+            *r = Some(reason);
         }
         if let (Some(g), Ok(mut current)) = (grace, self.grace.lock()) {
             *current = (*current).min(g);
@@ -240,7 +271,10 @@ impl PodWorker {
     }
 
     fn grace(&self) -> Duration {
-        self.grace.lock().map(|g| *g).unwrap_or(Duration::from_secs(30))
+        self.grace
+            .lock()
+            .map(|g| *g)
+            .unwrap_or(Duration::from_secs(30))
     }
 
     fn stop_reason(&self) -> Option<StopReason> {
@@ -272,15 +306,27 @@ impl PodWorker {
     async fn pull_images(&self) -> bool {
         let (init, main) = self.spec_containers();
         let mut failures = Vec::new();
-        for (slot, c) in init.iter().enumerate().map(|(i, c)| (Slot::Init(i), c)).chain(main.iter().enumerate().map(|(i, c)| (Slot::Main(i), c))) {
-            if let Err(e) = self.shared.images.resolve(c.image.as_deref().unwrap_or_default()) {
+        for (slot, c) in init
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (Slot::Init(i), c))
+            .chain(main.iter().enumerate().map(|(i, c)| (Slot::Main(i), c)))
+        {
+            if let Err(e) = self
+                .shared
+                .images
+                .resolve(c.image.as_deref().unwrap_or_default())
+            {
                 failures.push((slot, e.to_string()));
             }
         }
         if failures.is_empty() {
             return true;
         }
-        for (reason, pause) in [("ErrImagePull", Duration::from_millis(500)), ("ImagePullBackOff", Duration::MAX)] {
+        for (reason, pause) in [
+            ("ErrImagePull", Duration::from_millis(500)),
+            ("ImagePullBackOff", Duration::MAX),
+        ] {
             {
                 let mut state = self.state.lock().await;
                 for (slot, message) in &failures {
@@ -320,7 +366,8 @@ impl PodWorker {
                 Ok(sources) => materialize(&self.dir, &self.pod, &sources)
                     .map_err(|e| e.to_string())
                     .and_then(|_| {
-                        write_identity(&self.dir, &self.pod, &self.shared.api_url).map_err(|e| e.to_string())
+                        write_identity(&self.dir, &self.pod, &self.shared.api_url)
+                            .map_err(|e| e.to_string())
                     }),
                 Err(e) => Err(format!("fetching referenced objects: {e}")),
             };
@@ -369,11 +416,20 @@ impl PodWorker {
                 let me = self.clone();
                 let c = c.clone();
                 let stop = sidecar_stop.clone();
-                sidecars.push(tokio::spawn(async move { me.run_container(Slot::Init(i), &c, "Always", &stop).await }));
+                sidecars.push(tokio::spawn(async move {
+                    me.run_container(Slot::Init(i), &c, "Always", &stop).await
+                }));
                 continue;
             }
-            let policy = if self.restart_policy == "Never" { "Never" } else { "OnFailure" };
-            match self.run_container(Slot::Init(i), c, policy, &self.stop).await {
+            let policy = if self.restart_policy == "Never" {
+                "Never"
+            } else {
+                "OnFailure"
+            };
+            match self
+                .run_container(Slot::Init(i), c, policy, &self.stop)
+                .await
+            {
                 Outcome::Exited(0) => {}
                 Outcome::Exited(_) => {
                     self.state.lock().await.init_failed = true;
@@ -390,7 +446,12 @@ impl PodWorker {
         self.state.lock().await.init_done = true;
         self.flush().await;
         let policy = self.restart_policy.clone();
-        join_all(main.iter().enumerate().map(|(i, c)| self.run_container(Slot::Main(i), c, &policy, &self.stop))).await;
+        join_all(
+            main.iter()
+                .enumerate()
+                .map(|(i, c)| self.run_container(Slot::Main(i), c, &policy, &self.stop)),
+        )
+        .await;
         sidecar_stop.cancel();
         for s in sidecars {
             let _ = s.await;
@@ -404,7 +465,13 @@ impl PodWorker {
     }
 
     /// Runs one container, restarting it per `policy`, until it stays down or `stop` fires.
-    async fn run_container(&self, slot: Slot, c: &Container, policy: &str, stop: &CancellationToken) -> Outcome {
+    async fn run_container(
+        &self,
+        slot: Slot,
+        c: &Container,
+        policy: &str,
+        stop: &CancellationToken,
+    ) -> Outcome {
         let mut restarts: u32 = 0;
         loop {
             if stop.is_cancelled() || self.stop.is_cancelled() {
@@ -413,7 +480,8 @@ impl PodWorker {
             let mut process = match self.start_container(slot, c).await {
                 Ok(p) => p,
                 Err(StartFailure::Config(message)) => {
-                    self.set_state(slot, waiting("CreateContainerConfigError", Some(message))).await;
+                    self.set_state(slot, waiting("CreateContainerConfigError", Some(message)))
+                        .await;
                     tokio::select! {
                         () = tokio::time::sleep(RETRY_INTERVAL) => continue,
                         () = stop.cancelled() => return Outcome::Stopped,
@@ -430,7 +498,10 @@ impl PodWorker {
                         finished_at: Some(at),
                         ..Default::default()
                     };
-                    match self.after_exit(slot, c, policy, terminated, &mut restarts, stop).await {
+                    match self
+                        .after_exit(slot, c, policy, terminated, &mut restarts, stop)
+                        .await
+                    {
                         Some(outcome) => return outcome,
                         None => continue,
                     }
@@ -442,7 +513,9 @@ impl PodWorker {
                 let mut state = self.state.lock().await;
                 let status = state.slot_mut(slot);
                 status.state = Some(ContainerState {
-                    running: Some(ContainerStateRunning { started_at: Some(started_at.clone()) }),
+                    running: Some(ContainerStateRunning {
+                        started_at: Some(started_at.clone()),
+                    }),
                     ..Default::default()
                 });
                 status.started = Some(true);
@@ -477,7 +550,10 @@ impl PodWorker {
                 self.set_terminated(slot, terminated).await;
                 return Outcome::Stopped;
             }
-            match self.after_exit(slot, c, policy, terminated, &mut restarts, stop).await {
+            match self
+                .after_exit(slot, c, policy, terminated, &mut restarts, stop)
+                .await
+            {
                 Some(outcome) => return outcome,
                 None => continue,
             }
@@ -511,7 +587,10 @@ impl PodWorker {
         {
             let mut state = self.state.lock().await;
             let status = state.slot_mut(slot);
-            status.last_state = Some(ContainerState { terminated: Some(terminated), ..Default::default() });
+            status.last_state = Some(ContainerState {
+                terminated: Some(terminated),
+                ..Default::default()
+            });
             status.restart_count += 1;
             status.ready = false;
             status.started = Some(false);
@@ -544,23 +623,44 @@ impl PodWorker {
         {
             let mut state = self.state.lock().await;
             let status = state.slot_mut(slot);
-            status.state = Some(ContainerState { terminated: Some(terminated), ..Default::default() });
+            status.state = Some(ContainerState {
+                terminated: Some(terminated),
+                ..Default::default()
+            });
             status.ready = false;
             status.started = Some(false);
         }
         self.flush().await;
     }
 
-    async fn start_container(&self, slot: Slot, c: &Container) -> Result<ContainerProcess, StartFailure> {
+    async fn start_container(
+        &self,
+        slot: Slot,
+        c: &Container,
+    ) -> Result<ContainerProcess, StartFailure> {
         let image = c.image.clone().unwrap_or_default();
-        let program = self.shared.images.resolve(&image).map_err(|e| StartFailure::Start(e.to_string()))?;
-        let sources = self.fetch_sources().await.map_err(|e| StartFailure::Config(e.to_string()))?;
+        let program = self
+            .shared
+            .images
+            .resolve(&image)
+            .map_err(|e| StartFailure::Start(e.to_string()))?;
+        let sources = self
+            .fetch_sources()
+            .await
+            .map_err(|e| StartFailure::Config(e.to_string()))?;
         let automount = self.automount_identity(c);
         let env = container_env(&self.pod, c, &sources, &self.base_env(automount))
             .map_err(|e| StartFailure::Config(e.to_string()))?;
         let argv = container_argv(&program, c, &env);
-        let mounts = self.mount_requests(c, automount).map_err(StartFailure::Start)?;
-        let working_dir = PathBuf::from(c.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into()));
+        let mounts = self
+            .mount_requests(c, automount)
+            .map_err(StartFailure::Start)?;
+        let working_dir = PathBuf::from(
+            c.working_dir
+                .clone()
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| "/".into()),
+        );
         let staging = self.dir.staging(&format!(
             "{}-{}",
             match slot {
@@ -571,16 +671,27 @@ impl PodWorker {
         ));
         // A previous attempt's staging directories are still there; plan afresh.
         let _ = std::fs::remove_dir_all(&staging);
-        let plan = plan(&mounts, &working_dir, std::slice::from_ref(&self.shared.state_dir), &staging)
-            .map_err(|e| StartFailure::Start(e.to_string()))?;
-        let log_path = container_log_path(&self.shared.state_dir, &self.namespace, &self.name, &c.name);
+        let plan = plan(
+            &mounts,
+            &working_dir,
+            std::slice::from_ref(&self.shared.state_dir),
+            &staging,
+        )
+        .map_err(|e| StartFailure::Start(e.to_string()))?;
+        let log_path =
+            container_log_path(&self.shared.state_dir, &self.namespace, &self.name, &c.name);
         let image_id = match &program {
             ImageProgram::HostTools => "kubesim://host-tools".to_string(),
             ImageProgram::Entrypoint(p) => format!("kubesim://{}", p.display()),
         };
         self.state.lock().await.slot_mut(slot).image_id = image_id;
-        ContainerProcess::spawn(ProcessSpec { argv, env, mounts: plan, log_path })
-            .map_err(|e| StartFailure::Start(format!("failed to start container \"{}\": {e}", c.name)))
+        ContainerProcess::spawn(ProcessSpec {
+            argv,
+            env,
+            mounts: plan,
+            log_path,
+        })
+        .map_err(|e| StartFailure::Start(format!("failed to start container \"{}\": {e}", c.name)))
     }
 
     /// Whether the pod gets the service-account and kubeconfig mounts (and whether this
@@ -604,22 +715,33 @@ impl PodWorker {
             ("HOME".to_string(), "/root".to_string()),
             ("KUBERNETES_SERVICE_HOST".to_string(), host.clone()),
             ("KUBERNETES_SERVICE_PORT".to_string(), port.clone()),
-            ("KUBERNETES_PORT".to_string(), format!("tcp://{host}:{port}")),
+            (
+                "KUBERNETES_PORT".to_string(),
+                format!("tcp://{host}:{port}"),
+            ),
         ];
         if automount {
-            env.push(("KUBECONFIG".to_string(), format!("{KUBECONFIG_MOUNT_DIR}/{KUBECONFIG_FILE}")));
+            env.push((
+                "KUBECONFIG".to_string(),
+                format!("{KUBECONFIG_MOUNT_DIR}/{KUBECONFIG_FILE}"),
+            ));
         }
         env
     }
 
     fn mount_requests(&self, c: &Container, automount: bool) -> Result<Vec<MountRequest>, String> {
         let spec = self.pod.spec.clone().unwrap_or_default();
-        let volumes: BTreeMap<String, _> = spec.volumes.unwrap_or_default().into_iter().map(|v| (v.name.clone(), v)).collect();
+        let volumes: BTreeMap<String, _> = spec
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| (v.name.clone(), v))
+            .collect();
         let mut out = Vec::new();
         for m in c.volume_mounts.iter().flatten() {
-            let volume = volumes
-                .get(&m.name)
-                .ok_or_else(|| format!("volumeMount {:?} refers to no volume of the pod", m.name))?;
+            let volume = volumes.get(&m.name).ok_or_else(|| {
+                format!("volumeMount {:?} refers to no volume of the pod", m.name)
+            })?;
             let mut source = if let Some(host) = &volume.host_path {
                 PathBuf::from(&host.path)
             } else {
@@ -627,12 +749,15 @@ impl PodWorker {
             };
             if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
                 if !super::volumes::is_safe_relative(sub) {
-                    return Err(format!("subPath {sub:?} must be a relative path without '..'"));
+                    return Err(format!(
+                        "subPath {sub:?} must be a relative path without '..'"
+                    ));
                 }
                 source = source.join(sub);
                 if !source.exists() {
                     // Like the kubelet: a missing subPath of a writable volume is created.
-                    std::fs::create_dir_all(&source).map_err(|e| format!("creating subPath {sub:?}: {e}"))?;
+                    std::fs::create_dir_all(&source)
+                        .map_err(|e| format!("creating subPath {sub:?}: {e}"))?;
                 }
             }
             // Secret, configMap, downwardAPI and projected volumes are always read-only.
@@ -666,7 +791,25 @@ impl PodWorker {
         let mut state = self.state.lock().await;
         let phase = match &state.forced {
             Some(_) => "Failed",
-            None => pod_phase(&self.restart_policy, state.init_done, state.init_failed, &state.statuses),
+            None => pod_phase(
+                &self.restart_policy,
+                state.init_done,
+                state.init_failed,
+                &state.statuses,
+            ),
+        };
+        // A pod is not finished while a (sidecar) init container still runs; the kubelet
+        // stops sidecars once the containers are done, and only then is the phase final.
+        let sidecar_running = state.init_statuses.iter().any(|s| {
+            s.state
+                .as_ref()
+                .and_then(|st| st.running.as_ref())
+                .is_some()
+        });
+        let phase = if sidecar_running && matches!(phase, "Succeeded" | "Failed") {
+            "Running"
+        } else {
+            phase
         };
         let t = now();
         let conditions = pod_conditions(
@@ -683,12 +826,17 @@ impl PodWorker {
             phase: Some(phase.to_string()),
             conditions: Some(conditions),
             host_ip: Some(NODE_IP.to_string()),
-            host_ips: Some(vec![HostIP { ip: NODE_IP.to_string() }]),
+            host_ips: Some(vec![HostIP {
+                ip: NODE_IP.to_string(),
+            }]),
             pod_ip: Some(NODE_IP.to_string()),
-            pod_ips: Some(vec![PodIP { ip: NODE_IP.to_string() }]),
+            pod_ips: Some(vec![PodIP {
+                ip: NODE_IP.to_string(),
+            }]),
             start_time: Some(self.start_time.clone()),
             qos_class: Some("BestEffort".to_string()),
-            init_container_statuses: (!state.init_statuses.is_empty()).then(|| state.init_statuses.clone()),
+            init_container_statuses: (!state.init_statuses.is_empty())
+                .then(|| state.init_statuses.clone()),
             container_statuses: Some(state.statuses.clone()),
             reason: state.forced.as_ref().map(|f| f.0.clone()),
             message: state.forced.as_ref().map(|f| f.1.clone()),
@@ -696,7 +844,11 @@ impl PodWorker {
         };
         let patch = serde_json::json!({ "status": status });
         // Held across the write so that concurrent containers' updates land in order.
-        if let Err(e) = self.api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        if let Err(e) = self
+            .api
+            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             tracing::debug!(pod = %self.name, namespace = %self.namespace, error = %e, "pod status update failed");
         }
         drop(state);
@@ -722,7 +874,10 @@ impl PodWorker {
             reason: Some(reason.to_string()),
             message: Some(message.to_string()),
             type_: Some(type_.to_string()),
-            source: Some(EventSource { component: Some("kubelet".to_string()), host: Some(NODE_NAME.to_string()) }),
+            source: Some(EventSource {
+                component: Some("kubelet".to_string()),
+                host: Some(NODE_NAME.to_string()),
+            }),
             reporting_component: Some("kubelet".to_string()),
             reporting_instance: Some(NODE_NAME.to_string()),
             first_timestamp: Some(t.clone()),
@@ -739,19 +894,28 @@ impl PodWorker {
     async fn remove_from_api(&self) {
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions { uid: Some(self.uid.clone()), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: Some(self.uid.clone()),
+                resource_version: None,
+            }),
             ..Default::default()
         };
         match self.api.delete(&self.name, &dp).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(e) => tracing::warn!(pod = %self.name, namespace = %self.namespace, error = %e, "final pod delete failed"),
+            Err(e) => {
+                tracing::warn!(pod = %self.name, namespace = %self.namespace, error = %e, "final pod delete failed")
+            }
         }
     }
 
     fn clean_up(&self) {
         let _ = std::fs::remove_dir_all(self.dir.root());
-        let _ = std::fs::remove_dir_all(pod_log_dir(&self.shared.state_dir, &self.namespace, &self.name));
+        let _ = std::fs::remove_dir_all(pod_log_dir(
+            &self.shared.state_dir,
+            &self.namespace,
+            &self.name,
+        ));
     }
 }
 
@@ -773,9 +937,18 @@ enum StartFailure {
 
 /// `argv` for a container: Kubernetes' command/args over the image's entrypoint, with
 /// `$(VAR)` expanded from the container environment.
-pub(crate) fn container_argv(program: &ImageProgram, c: &Container, env: &[(String, String)]) -> Vec<String> {
+pub(crate) fn container_argv(
+    program: &ImageProgram,
+    c: &Container,
+    env: &[(String, String)],
+) -> Vec<String> {
     let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let command: Vec<String> = c.command.iter().flatten().map(|s| expand(s, lookup)).collect();
+    let command: Vec<String> = c
+        .command
+        .iter()
+        .flatten()
+        .map(|s| expand(s, lookup))
+        .collect();
     let args: Vec<String> = c.args.iter().flatten().map(|s| expand(s, lookup)).collect();
     match program {
         // Base images have no entrypoint and `sh` as their default command.
@@ -800,9 +973,15 @@ pub(crate) fn container_argv(program: &ImageProgram, c: &Container, env: &[(Stri
 fn host_port(api_url: &str) -> (String, String) {
     let rest = api_url.split("://").nth(1).unwrap_or(api_url);
     let authority = rest.split('/').next().unwrap_or(rest);
-    let default_port = if api_url.starts_with("https") { "443" } else { "80" };
+    let default_port = if api_url.starts_with("https") {
+        "443"
+    } else {
+        "80"
+    };
     match authority.rsplit_once(':') {
-        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h.to_string(), p.to_string()),
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            (h.to_string(), p.to_string())
+        }
         _ => (authority.to_string(), default_port.to_string()),
     }
 }
@@ -820,21 +999,43 @@ mod tests {
     fn argv_follows_command_args_and_the_image() {
         let env = vec![("WHO".to_string(), "world".to_string())];
         let host = ImageProgram::HostTools;
-        let c = container(json!({"name": "c", "command": ["sh", "-c"], "args": ["echo $(WHO) $$(WHO) $(NOPE)"]}));
-        assert_eq!(container_argv(&host, &c, &env), ["sh", "-c", "echo world $(WHO) $(NOPE)"]);
+        let c = container(
+            json!({"name": "c", "command": ["sh", "-c"], "args": ["echo $(WHO) $$(WHO) $(NOPE)"]}),
+        );
+        assert_eq!(
+            container_argv(&host, &c, &env),
+            ["sh", "-c", "echo world $(WHO) $(NOPE)"]
+        );
         let only_args = container(json!({"name": "c", "args": ["echo", "hi"]}));
         assert_eq!(container_argv(&host, &only_args, &env), ["echo", "hi"]);
-        assert_eq!(container_argv(&host, &container(json!({"name": "c"})), &env), ["sh"]);
+        assert_eq!(
+            container_argv(&host, &container(json!({"name": "c"})), &env),
+            ["sh"]
+        );
         let bin = ImageProgram::Entrypoint(PathBuf::from("/t/quarks-job"));
-        let qj = container(json!({"name": "c", "command": ["/usr/bin/quarks-job", "persist-output"], "args": ["--x=$(WHO)"]}));
-        assert_eq!(container_argv(&bin, &qj, &env), ["/t/quarks-job", "persist-output", "--x=world"]);
+        let qj = container(
+            json!({"name": "c", "command": ["/usr/bin/quarks-job", "persist-output"], "args": ["--x=$(WHO)"]}),
+        );
+        assert_eq!(
+            container_argv(&bin, &qj, &env),
+            ["/t/quarks-job", "persist-output", "--x=world"]
+        );
         let qj_args = container(json!({"name": "c", "args": ["run"]}));
-        assert_eq!(container_argv(&bin, &qj_args, &env), ["/t/quarks-job", "run"]);
+        assert_eq!(
+            container_argv(&bin, &qj_args, &env),
+            ["/t/quarks-job", "run"]
+        );
     }
 
     #[test]
     fn api_url_gives_service_host_and_port() {
-        assert_eq!(host_port("http://127.0.0.1:6443"), ("127.0.0.1".into(), "6443".into()));
-        assert_eq!(host_port("https://example.com/base"), ("example.com".into(), "443".into()));
+        assert_eq!(
+            host_port("http://127.0.0.1:6443"),
+            ("127.0.0.1".into(), "6443".into())
+        );
+        assert_eq!(
+            host_port("https://example.com/base"),
+            ("example.com".into(), "443".into())
+        );
     }
 }

@@ -52,7 +52,10 @@ impl ContainerProcess {
     /// the program is missing, or the mount namespace could not be built (details in the log).
     pub fn spawn(spec: ProcessSpec) -> io::Result<Self> {
         let Some(program) = spec.argv.first() else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "container has no command"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "container has no command",
+            ));
         };
         let log = open_log(&spec.log_path)?;
         let mut cmd = tokio::process::Command::new(program);
@@ -118,7 +121,13 @@ fn exit_of(status: std::process::ExitStatus) -> Exit {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => Exit { code, signal: None },
-        (None, Some(sig)) => Exit { code: 128 + sig, signal: Some(sig) },
-        (None, None) => Exit { code: 255, signal: None },
+        (None, Some(sig)) => Exit {
+            code: 128 + sig,
+            signal: Some(sig),
+        },
+        (None, None) => Exit {
+            code: 255,
+            signal: None,
+        },
     }
 }

@@ -34,8 +34,15 @@ pub enum VolumeError {
     SecretNotFound { volume: String, name: String },
     #[error("MountVolume.SetUp failed for volume \"{volume}\" : configmap \"{name}\" not found")]
     ConfigMapNotFound { volume: String, name: String },
-    #[error("MountVolume.SetUp failed for volume \"{volume}\" : couldn't find key {key} in {kind} {name}")]
-    KeyNotFound { volume: String, kind: &'static str, name: String, key: String },
+    #[error(
+        "MountVolume.SetUp failed for volume \"{volume}\" : couldn't find key {key} in {kind} {name}"
+    )]
+    KeyNotFound {
+        volume: String,
+        kind: &'static str,
+        name: String,
+        key: String,
+    },
     #[error("MountVolume.SetUp failed for volume \"{volume}\" : {source}")]
     Field { volume: String, source: EnvError },
     #[error("MountVolume.SetUp failed for volume \"{volume}\" : invalid path {path:?}")]
@@ -72,7 +79,11 @@ pub fn referenced_objects(pod: &Pod) -> (BTreeSet<String>, BTreeSet<String>) {
             }
         }
     }
-    let containers = spec.init_containers.iter().flatten().chain(spec.containers.iter());
+    let containers = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter());
     for c in containers {
         for from in c.env_from.iter().flatten() {
             if let Some(cm) = &from.config_map_ref {
@@ -103,7 +114,11 @@ pub fn service_account_token(namespace: &str, service_account: &str) -> String {
 pub fn service_account_name(pod: &Pod) -> String {
     pod.spec
         .as_ref()
-        .and_then(|s| s.service_account_name.clone().or_else(|| s.service_account.clone()))
+        .and_then(|s| {
+            s.service_account_name
+                .clone()
+                .or_else(|| s.service_account.clone())
+        })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "default".to_string())
 }
@@ -132,7 +147,9 @@ pub struct PodDir {
 
 impl PodDir {
     pub fn new(state_dir: &Path, pod_uid: &str) -> Self {
-        Self { root: state_dir.join("pods").join(pod_uid) }
+        Self {
+            root: state_dir.join("pods").join(pod_uid),
+        }
     }
     pub fn root(&self) -> &Path {
         &self.root
@@ -158,14 +175,26 @@ pub fn write_identity(dir: &PodDir, pod: &Pod, api_url: &str) -> io::Result<()> 
     let sa = service_account_name(pod);
     let sa_dir = dir.service_account();
     fs::create_dir_all(&sa_dir)?;
-    write_file(&sa_dir.join("token"), service_account_token(&namespace, &sa).as_bytes(), DEFAULT_MODE)?;
-    write_file(&sa_dir.join("namespace"), namespace.as_bytes(), DEFAULT_MODE)?;
+    write_file(
+        &sa_dir.join("token"),
+        service_account_token(&namespace, &sa).as_bytes(),
+        DEFAULT_MODE,
+    )?;
+    write_file(
+        &sa_dir.join("namespace"),
+        namespace.as_bytes(),
+        DEFAULT_MODE,
+    )?;
     // The server speaks plain http, so there is no CA; the file exists because clients
     // expect it.
     write_file(&sa_dir.join("ca.crt"), b"", DEFAULT_MODE)?;
     let kc_dir = dir.kubeconfig_dir();
     fs::create_dir_all(&kc_dir)?;
-    write_file(&kc_dir.join(KUBECONFIG_FILE), kubeconfig_yaml(api_url, &namespace, &sa).as_bytes(), 0o600)?;
+    write_file(
+        &kc_dir.join(KUBECONFIG_FILE),
+        kubeconfig_yaml(api_url, &namespace, &sa).as_bytes(),
+        0o600,
+    )?;
     Ok(())
 }
 
@@ -191,7 +220,10 @@ fn materialize_one(
     volume: &Volume,
 ) -> Result<PathBuf, VolumeError> {
     let name = volume.name.as_str();
-    let io_err = |source| VolumeError::Io { volume: name.to_string(), source };
+    let io_err = |source| VolumeError::Io {
+        volume: name.to_string(),
+        source,
+    };
     let target = dir.volume(name);
     if volume.empty_dir.is_some() {
         fs::create_dir_all(&target).map_err(io_err)?;
@@ -210,7 +242,10 @@ fn materialize_one(
                 fs::write(&path, b"").map_err(io_err)?;
             }
             _ if !path.exists() => {
-                return Err(VolumeError::HostPathMissing { volume: name.into(), path: host.path.clone() });
+                return Err(VolumeError::HostPathMissing {
+                    volume: name.into(),
+                    path: host.path.clone(),
+                });
             }
             _ => {}
         }
@@ -222,42 +257,108 @@ fn materialize_one(
         let secret_name = secret.secret_name.clone().unwrap_or_default();
         let mode = mode_or(secret.default_mode, DEFAULT_MODE);
         match sources.secret_entries(&secret_name) {
-            Some(entries) => {
-                project(name, "Secret", &secret_name, &entries, secret.items.as_deref(), secret.optional, mode, &mut files)?
-            }
+            Some(entries) => project(
+                name,
+                "Secret",
+                &secret_name,
+                &entries,
+                secret.items.as_deref(),
+                secret.optional,
+                mode,
+                &mut files,
+            )?,
             None if secret.optional == Some(true) => {}
-            None => return Err(VolumeError::SecretNotFound { volume: name.into(), name: secret_name }),
+            None => {
+                return Err(VolumeError::SecretNotFound {
+                    volume: name.into(),
+                    name: secret_name,
+                });
+            }
         }
     } else if let Some(cm) = &volume.config_map {
         let mode = mode_or(cm.default_mode, DEFAULT_MODE);
         match sources.config_map_entries(&cm.name) {
-            Some(entries) => project(name, "ConfigMap", &cm.name, &entries, cm.items.as_deref(), cm.optional, mode, &mut files)?,
+            Some(entries) => project(
+                name,
+                "ConfigMap",
+                &cm.name,
+                &entries,
+                cm.items.as_deref(),
+                cm.optional,
+                mode,
+                &mut files,
+            )?,
             None if cm.optional == Some(true) => {}
-            None => return Err(VolumeError::ConfigMapNotFound { volume: name.into(), name: cm.name.clone() }),
+            None => {
+                return Err(VolumeError::ConfigMapNotFound {
+                    volume: name.into(),
+                    name: cm.name.clone(),
+                });
+            }
         }
     } else if let Some(dapi) = &volume.downward_api {
         let mode = mode_or(dapi.default_mode, DEFAULT_MODE);
-        downward_files(name, pod, dapi.items.as_deref().unwrap_or_default(), mode, &mut files)?;
+        downward_files(
+            name,
+            pod,
+            dapi.items.as_deref().unwrap_or_default(),
+            mode,
+            &mut files,
+        )?;
     } else if let Some(projected) = &volume.projected {
         let mode = mode_or(projected.default_mode, DEFAULT_MODE);
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         for source in projected.sources.iter().flatten() {
             if let Some(s) = &source.secret {
                 match sources.secret_entries(&s.name) {
-                    Some(entries) => project(name, "Secret", &s.name, &entries, s.items.as_deref(), s.optional, mode, &mut files)?,
+                    Some(entries) => project(
+                        name,
+                        "Secret",
+                        &s.name,
+                        &entries,
+                        s.items.as_deref(),
+                        s.optional,
+                        mode,
+                        &mut files,
+                    )?,
                     None if s.optional == Some(true) => {}
-                    None => return Err(VolumeError::SecretNotFound { volume: name.into(), name: s.name.clone() }),
+                    None => {
+                        return Err(VolumeError::SecretNotFound {
+                            volume: name.into(),
+                            name: s.name.clone(),
+                        });
+                    }
                 }
             }
             if let Some(cm) = &source.config_map {
                 match sources.config_map_entries(&cm.name) {
-                    Some(entries) => project(name, "ConfigMap", &cm.name, &entries, cm.items.as_deref(), cm.optional, mode, &mut files)?,
+                    Some(entries) => project(
+                        name,
+                        "ConfigMap",
+                        &cm.name,
+                        &entries,
+                        cm.items.as_deref(),
+                        cm.optional,
+                        mode,
+                        &mut files,
+                    )?,
                     None if cm.optional == Some(true) => {}
-                    None => return Err(VolumeError::ConfigMapNotFound { volume: name.into(), name: cm.name.clone() }),
+                    None => {
+                        return Err(VolumeError::ConfigMapNotFound {
+                            volume: name.into(),
+                            name: cm.name.clone(),
+                        });
+                    }
                 }
             }
             if let Some(d) = &source.downward_api {
-                downward_files(name, pod, d.items.as_deref().unwrap_or_default(), mode, &mut files)?;
+                downward_files(
+                    name,
+                    pod,
+                    d.items.as_deref().unwrap_or_default(),
+                    mode,
+                    &mut files,
+                )?;
             }
             if let Some(token) = &source.service_account_token {
                 let value = service_account_token(&namespace, &service_account_name(pod));
@@ -265,7 +366,9 @@ fn materialize_one(
             }
         }
     } else {
-        return Err(VolumeError::Unsupported { volume: name.into() });
+        return Err(VolumeError::Unsupported {
+            volume: name.into(),
+        });
     }
     if target.exists() {
         fs::remove_dir_all(&target).map_err(io_err)?;
@@ -273,7 +376,10 @@ fn materialize_one(
     fs::create_dir_all(&target).map_err(io_err)?;
     for (rel, content, mode) in files {
         if !is_safe_relative(&rel) {
-            return Err(VolumeError::InvalidPath { volume: name.into(), path: rel });
+            return Err(VolumeError::InvalidPath {
+                volume: name.into(),
+                path: rel,
+            });
         }
         let path = target.join(&rel);
         if let Some(parent) = path.parent() {
@@ -285,7 +391,8 @@ fn materialize_one(
 }
 
 fn mode_or(mode: Option<i32>, default: u32) -> u32 {
-    mode.and_then(|m| u32::try_from(m).ok()).map_or(default, |m| m & 0o777)
+    mode.and_then(|m| u32::try_from(m).ok())
+        .map_or(default, |m| m & 0o777)
 }
 
 /// Keys (or `items`) of one object as files. A missing key listed in `items` is an error
@@ -310,7 +417,11 @@ fn project(
         Some(items) => {
             for item in items {
                 match entries.get(&item.key) {
-                    Some(v) => files.push((item.path.clone(), v.clone(), mode_or(item.mode, default_mode))),
+                    Some(v) => files.push((
+                        item.path.clone(),
+                        v.clone(),
+                        mode_or(item.mode, default_mode),
+                    )),
                     None if optional == Some(true) => {}
                     None => {
                         return Err(VolumeError::KeyNotFound {
@@ -339,16 +450,25 @@ fn downward_files(
             // resourceFieldRef: kubesim has no resource model; documented gap.
             continue;
         };
-        let value = field_ref_value(pod, field)
-            .map_err(|source| VolumeError::Field { volume: volume.into(), source })?;
-        files.push((item.path.clone(), value.into_bytes(), mode_or(item.mode, default_mode)));
+        let value = field_ref_value(pod, field).map_err(|source| VolumeError::Field {
+            volume: volume.into(),
+            source,
+        })?;
+        files.push((
+            item.path.clone(),
+            value.into_bytes(),
+            mode_or(item.mode, default_mode),
+        ));
     }
     Ok(())
 }
 
 /// A relative path with no `..`, as the API server validates item paths.
 pub fn is_safe_relative(path: &str) -> bool {
-    !path.is_empty() && Path::new(path).components().all(|c| matches!(c, Component::Normal(_)))
+    !path.is_empty()
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
 }
 
 fn write_file(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
@@ -375,11 +495,17 @@ mod tests {
         let mut s = ConfigSources::default();
         s.config_maps.insert(
             "cm".into(),
-            serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"a.conf": "A", "b.conf": "B"}})).expect("cm"),
+            serde_json::from_value(
+                json!({"metadata": {"name": "cm"}, "data": {"a.conf": "A", "b.conf": "B"}}),
+            )
+            .expect("cm"),
         );
         s.secrets.insert(
             "sec".into(),
-            serde_json::from_value(json!({"metadata": {"name": "sec"}, "data": {"password": "aHVudGVyMg=="}})).expect("secret"),
+            serde_json::from_value(
+                json!({"metadata": {"name": "sec"}, "data": {"password": "aHVudGVyMg=="}}),
+            )
+            .expect("secret"),
         );
         s
     }
@@ -392,7 +518,10 @@ mod tests {
         ]));
         let (cms, secrets) = referenced_objects(&p);
         assert_eq!(cms.into_iter().collect::<Vec<_>>(), ["cm"]);
-        assert_eq!(secrets.into_iter().collect::<Vec<_>>(), ["env-secret", "other", "sec"]);
+        assert_eq!(
+            secrets.into_iter().collect::<Vec<_>>(),
+            ["env-secret", "other", "sec"]
+        );
     }
 
     #[test]
@@ -414,7 +543,8 @@ mod tests {
         ]));
         let vols = materialize(&dir, &p, &sources()).expect("materialize");
         let read = |v: &str, f: &str| fs::read_to_string(vols[v].join(f)).expect(f);
-        let mode = |v: &str, f: &str| fs::metadata(vols[v].join(f)).expect(f).permissions().mode() & 0o777;
+        let mode =
+            |v: &str, f: &str| fs::metadata(vols[v].join(f)).expect(f).permissions().mode() & 0o777;
         assert!(vols["scratch"].is_dir());
         assert_eq!(read("creds", "password"), "hunter2");
         assert_eq!(mode("creds", "password"), 0o400);
@@ -441,11 +571,24 @@ mod tests {
         let missing = pod(json!([{"name": "creds", "secret": {"secretName": "absent"}}]));
         let err = materialize(&dir, &missing, &sources()).expect_err("missing secret");
         assert!(matches!(err, VolumeError::SecretNotFound { .. }), "{err}");
-        assert_eq!(err.to_string(), "MountVolume.SetUp failed for volume \"creds\" : secret \"absent\" not found");
-        let bad_key = pod(json!([{"name": "c", "configMap": {"name": "cm", "items": [{"key": "zzz", "path": "z"}]}}]));
-        assert!(matches!(materialize(&dir, &bad_key, &sources()), Err(VolumeError::KeyNotFound { .. })));
-        let escape = pod(json!([{"name": "c", "configMap": {"name": "cm", "items": [{"key": "a.conf", "path": "../x"}]}}]));
-        assert!(matches!(materialize(&dir, &escape, &sources()), Err(VolumeError::InvalidPath { .. })));
+        assert_eq!(
+            err.to_string(),
+            "MountVolume.SetUp failed for volume \"creds\" : secret \"absent\" not found"
+        );
+        let bad_key = pod(
+            json!([{"name": "c", "configMap": {"name": "cm", "items": [{"key": "zzz", "path": "z"}]}}]),
+        );
+        assert!(matches!(
+            materialize(&dir, &bad_key, &sources()),
+            Err(VolumeError::KeyNotFound { .. })
+        ));
+        let escape = pod(
+            json!([{"name": "c", "configMap": {"name": "cm", "items": [{"key": "a.conf", "path": "../x"}]}}]),
+        );
+        assert!(matches!(
+            materialize(&dir, &escape, &sources()),
+            Err(VolumeError::InvalidPath { .. })
+        ));
     }
 
     #[test]
@@ -455,10 +598,18 @@ mod tests {
         write_identity(&dir, &pod(json!([])), "http://127.0.0.1:1234").expect("identity");
         let token = fs::read_to_string(dir.service_account().join("token")).expect("token");
         assert_eq!(token, "kubesim:serviceaccount:ns:runner");
-        let kc: serde_json::Value =
-            serde_json::from_str(&fs::read_to_string(dir.kubeconfig_dir().join(KUBECONFIG_FILE)).expect("kc")).expect("json");
-        assert_eq!(kc["clusters"][0]["cluster"]["server"], "http://127.0.0.1:1234");
-        assert_eq!(kc["users"][0]["user"]["token"], "kubesim:serviceaccount:ns:runner");
+        let kc: serde_json::Value = serde_json::from_str(
+            &fs::read_to_string(dir.kubeconfig_dir().join(KUBECONFIG_FILE)).expect("kc"),
+        )
+        .expect("json");
+        assert_eq!(
+            kc["clusters"][0]["cluster"]["server"],
+            "http://127.0.0.1:1234"
+        );
+        assert_eq!(
+            kc["users"][0]["user"]["token"],
+            "kubesim:serviceaccount:ns:runner"
+        );
         assert_eq!(kc["contexts"][0]["context"]["namespace"], "ns");
     }
 }

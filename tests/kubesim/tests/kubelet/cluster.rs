@@ -26,12 +26,25 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// Starts kubesim and creates a namespace unique to the calling test.
 pub async fn start(tag: &str) -> Cluster {
-    let sim = KubeSim::start(KubeSimOptions::default()).await.expect("kubesim starts");
+    start_with(tag, KubeSimOptions::default()).await
+}
+
+/// [`start`] with options (extra images, ...).
+pub async fn start_with(tag: &str, options: KubeSimOptions) -> Cluster {
+    let sim = KubeSim::start(options).await.expect("kubesim starts");
     let client = sim.client().await.expect("admin client");
     let namespace = format!("{tag}-{}", NEXT.fetch_add(1, Ordering::Relaxed));
-    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).expect("ns");
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("namespace created");
-    Cluster { _sim: sim, client, namespace }
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).expect("ns");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace created");
+    Cluster {
+        _sim: sim,
+        client,
+        namespace,
+    }
 }
 
 impl Cluster {
@@ -52,7 +65,10 @@ impl Cluster {
             + serde::Serialize,
     {
         let object: K = serde_json::from_value(value).expect("valid object");
-        self.api::<K>().create(&PostParams::default(), &object).await.expect("created")
+        self.api::<K>()
+            .create(&PostParams::default(), &object)
+            .await
+            .expect("created")
     }
 
     /// The pods of a Job, by its name label.
@@ -70,8 +86,11 @@ pub async fn wait_for<K>(api: &Api<K>, name: &str, what: &str, cond: impl Fn(&K)
 where
     K: Clone + Debug + Send + DeserializeOwned + Resource + 'static,
 {
-    let found = tokio::time::timeout(WAIT, await_condition(api.clone(), name, move |o: Option<&K>| o.is_some_and(&cond)))
-        .await;
+    let found = tokio::time::timeout(
+        WAIT,
+        await_condition(api.clone(), name, move |o: Option<&K>| o.is_some_and(&cond)),
+    )
+    .await;
     match found {
         Ok(Ok(Some(object))) => object,
         Ok(other) => panic!("waiting for {name} to be {what}: {other:?}"),
@@ -87,7 +106,11 @@ pub async fn wait_gone<K>(api: &Api<K>, name: &str)
 where
     K: Clone + Debug + Send + DeserializeOwned + Resource + 'static,
 {
-    let gone = tokio::time::timeout(WAIT, await_condition(api.clone(), name, |o: Option<&K>| o.is_none())).await;
+    let gone = tokio::time::timeout(
+        WAIT,
+        await_condition(api.clone(), name, |o: Option<&K>| o.is_none()),
+    )
+    .await;
     if !matches!(gone, Ok(Ok(_))) {
         let last = api.get_opt(name).await;
         panic!("{name} still exists after {WAIT:?}: {last:#?}");
@@ -95,10 +118,16 @@ where
 }
 
 pub fn pod_phase(pod: &Pod) -> &str {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
-pub fn job_condition(job: &k8s_openapi::api::batch::v1::Job, type_: &str) -> Option<k8s_openapi::api::batch::v1::JobCondition> {
+pub fn job_condition(
+    job: &k8s_openapi::api::batch::v1::Job,
+    type_: &str,
+) -> Option<k8s_openapi::api::batch::v1::JobCondition> {
     job.status
         .as_ref()?
         .conditions
@@ -122,7 +151,10 @@ pub fn shell_pod(name: &str, script: &str) -> serde_json::Value {
 /// Waits until the pod finished and returns it with the main container's log.
 pub async fn finished_with_log(cluster: &Cluster, name: &str) -> (Pod, String) {
     let pods = cluster.api::<Pod>();
-    let pod = wait_for(&pods, name, "finished", |p: &Pod| matches!(pod_phase(p), "Succeeded" | "Failed")).await;
+    let pod = wait_for(&pods, name, "finished", |p: &Pod| {
+        matches!(pod_phase(p), "Succeeded" | "Failed")
+    })
+    .await;
     let log = pods.logs(name, &Default::default()).await.expect("logs");
     (pod, log)
 }

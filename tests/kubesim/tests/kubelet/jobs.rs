@@ -32,13 +32,26 @@ fn job(name: &str, restart: &str, backoff_limit: i32, script: &str) -> serde_jso
 async fn a_job_writing_to_an_empty_dir_completes_and_its_pods_go_with_it() {
     let cluster = start("job-ok").await;
     let jobs = cluster.api::<Job>();
-    cluster.create::<Job>(job("writer", "Never", 6, "echo written > /mnt/quarks/out && cat /mnt/quarks/out")).await;
-    let done = wait_for(&jobs, "writer", "Complete", |j: &Job| job_condition(j, "Complete").is_some()).await;
+    cluster
+        .create::<Job>(job(
+            "writer",
+            "Never",
+            6,
+            "echo written > /mnt/quarks/out && cat /mnt/quarks/out",
+        ))
+        .await;
+    let done = wait_for(&jobs, "writer", "Complete", |j: &Job| {
+        job_condition(j, "Complete").is_some()
+    })
+    .await;
     let status = done.status.clone().expect("status");
     assert_eq!(status.succeeded, Some(1));
     assert!(status.completion_time.is_some() && status.start_time.is_some());
     assert!(job_condition(&done, "SuccessCriteriaMet").is_some());
-    assert!(!std::path::Path::new("/mnt/quarks").exists(), "the host has no /mnt/quarks");
+    assert!(
+        !std::path::Path::new("/mnt/quarks").exists(),
+        "the host has no /mnt/quarks"
+    );
 
     let pods = cluster.job_pods("writer").await;
     assert_eq!(pods.len(), 1);
@@ -49,10 +62,18 @@ async fn a_job_writing_to_an_empty_dir_completes_and_its_pods_go_with_it() {
     assert_eq!(labels.get("job-name").map(String::as_str), Some("writer"));
     assert_eq!(labels.get("app").map(String::as_str), Some("test"));
     assert_eq!(pod_phase(pod), "Succeeded");
-    let log = cluster.api::<Pod>().logs(&name, &LogParams::default()).await.expect("logs");
+    let log = cluster
+        .api::<Pod>()
+        .logs(&name, &LogParams::default())
+        .await
+        .expect("logs");
     assert_eq!(log, "written\n");
 
-    cluster.api::<Job>().delete("writer", &DeleteParams::background()).await.expect("delete job");
+    cluster
+        .api::<Job>()
+        .delete("writer", &DeleteParams::background())
+        .await
+        .expect("delete job");
     wait_gone(&cluster.api::<Pod>(), &name).await;
 }
 
@@ -60,8 +81,13 @@ async fn a_job_writing_to_an_empty_dir_completes_and_its_pods_go_with_it() {
 async fn a_failing_job_with_backoff_limit_1_fails_after_two_pods() {
     let cluster = start("job-fail").await;
     let jobs = cluster.api::<Job>();
-    cluster.create::<Job>(job("failer", "Never", 1, "echo trying; exit 1")).await;
-    let failed = wait_for(&jobs, "failer", "Failed", |j: &Job| job_condition(j, "Failed").is_some()).await;
+    cluster
+        .create::<Job>(job("failer", "Never", 1, "echo trying; exit 1"))
+        .await;
+    let failed = wait_for(&jobs, "failer", "Failed", |j: &Job| {
+        job_condition(j, "Failed").is_some()
+    })
+    .await;
     let condition = job_condition(&failed, "Failed").expect("Failed");
     assert_eq!(condition.reason.as_deref(), Some("BackoffLimitExceeded"));
     assert_eq!(failed.status.as_ref().and_then(|s| s.failed), Some(2));
@@ -69,12 +95,19 @@ async fn a_failing_job_with_backoff_limit_1_fails_after_two_pods() {
     assert_eq!(pods.len(), 2, "one pod per attempt");
     for pod in &pods {
         assert_eq!(pod_phase(pod), "Failed");
-        let state = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).expect("statuses")[0]
+        let state = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .expect("statuses")[0]
             .state
             .clone()
             .and_then(|s| s.terminated)
             .expect("terminated");
-        assert_eq!((state.exit_code, state.reason.as_deref()), (1, Some("Error")));
+        assert_eq!(
+            (state.exit_code, state.reason.as_deref()),
+            (1, Some("Error"))
+        );
     }
 }
 
@@ -83,13 +116,19 @@ async fn on_failure_restarts_the_container_in_the_same_pod_until_the_limit() {
     let cluster = start("job-onfailure").await;
     let jobs = cluster.api::<Job>();
     let pods = cluster.api::<Pod>();
-    cluster.create::<Job>(job("restarter", "OnFailure", 2, "exit 3")).await;
+    cluster
+        .create::<Job>(job("restarter", "OnFailure", 2, "exit 3"))
+        .await;
     // While it runs, the one pod's container restarts.
     let restarted = loop {
         let found = cluster.job_pods("restarter").await;
         let restarts = found
             .iter()
-            .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+            .flat_map(|p| {
+                p.status
+                    .iter()
+                    .flat_map(|s| s.container_statuses.iter().flatten())
+            })
             .map(|c| c.restart_count)
             .max()
             .unwrap_or(0);
@@ -99,8 +138,14 @@ async fn on_failure_restarts_the_container_in_the_same_pod_until_the_limit() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     assert_eq!(restarted.len(), 1, "OnFailure restarts in place");
-    let failed = wait_for(&jobs, "restarter", "Failed", |j: &Job| job_condition(j, "Failed").is_some()).await;
-    assert_eq!(job_condition(&failed, "Failed").and_then(|c| c.reason), Some("BackoffLimitExceeded".into()));
+    let failed = wait_for(&jobs, "restarter", "Failed", |j: &Job| {
+        job_condition(j, "Failed").is_some()
+    })
+    .await;
+    assert_eq!(
+        job_condition(&failed, "Failed").and_then(|c| c.reason),
+        Some("BackoffLimitExceeded".into())
+    );
     // The controller removed the still-restarting pod.
     wait_gone(&pods, restarted[0].metadata.name.as_deref().expect("name")).await;
 }
@@ -112,9 +157,21 @@ async fn active_deadline_seconds_fails_a_job_that_runs_too_long() {
     let mut spec = job("sleeper", "Never", 6, "sleep 300");
     spec["spec"]["activeDeadlineSeconds"] = json!(2);
     cluster.create::<Job>(spec).await;
-    let failed = wait_for(&jobs, "sleeper", "Failed", |j: &Job| job_condition(j, "Failed").is_some()).await;
-    assert_eq!(job_condition(&failed, "Failed").and_then(|c| c.reason), Some("DeadlineExceeded".into()));
-    assert!(cluster.job_pods("sleeper").await.iter().all(|p| p.metadata.deletion_timestamp.is_some() || pod_phase(p) != "Running"));
+    let failed = wait_for(&jobs, "sleeper", "Failed", |j: &Job| {
+        job_condition(j, "Failed").is_some()
+    })
+    .await;
+    assert_eq!(
+        job_condition(&failed, "Failed").and_then(|c| c.reason),
+        Some("DeadlineExceeded".into())
+    );
+    assert!(
+        cluster
+            .job_pods("sleeper")
+            .await
+            .iter()
+            .all(|p| p.metadata.deletion_timestamp.is_some() || pod_phase(p) != "Running")
+    );
 }
 
 #[tokio::test]
@@ -138,15 +195,32 @@ async fn init_containers_run_first_and_share_volumes() {
             }}}
         }))
         .await;
-    wait_for(&jobs, "init", "Complete", |j: &Job| job_condition(j, "Complete").is_some()).await;
+    wait_for(&jobs, "init", "Complete", |j: &Job| {
+        job_condition(j, "Complete").is_some()
+    })
+    .await;
     let pod = cluster.job_pods("init").await.remove(0);
     let name = pod.metadata.name.clone().expect("name");
     let log = cluster
         .api::<Pod>()
-        .logs(&name, &LogParams { container: Some("main".into()), ..Default::default() })
+        .logs(
+            &name,
+            &LogParams {
+                container: Some("main".into()),
+                ..Default::default()
+            },
+        )
         .await
         .expect("log");
     assert_eq!(log, "one\ntwo\n");
-    let inits = pod.status.and_then(|s| s.init_container_statuses).expect("init statuses");
-    assert!(inits.iter().all(|s| s.state.as_ref().and_then(|st| st.terminated.as_ref()).is_some_and(|t| t.exit_code == 0)));
+    let inits = pod
+        .status
+        .and_then(|s| s.init_container_statuses)
+        .expect("init statuses");
+    assert!(inits.iter().all(|s| {
+        s.state
+            .as_ref()
+            .and_then(|st| st.terminated.as_ref())
+            .is_some_and(|t| t.exit_code == 0)
+    }));
 }

@@ -5,7 +5,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
 use kube::api::{DeleteParams, ListParams};
 use serde_json::json;
 
-use super::cluster::{finished_with_log, pod_phase, shell_pod, start, wait_for, wait_gone};
+use super::cluster::{
+    finished_with_log, pod_phase, shell_pod, start, start_with, wait_for, wait_gone,
+};
 
 fn config_objects() -> (serde_json::Value, serde_json::Value) {
     (
@@ -21,7 +23,10 @@ async fn env_env_from_and_value_from_resolve_config_maps_and_secrets() {
     cluster.create::<ConfigMap>(cm).await;
     cluster.create::<Secret>(secret).await;
     // `$VAR` is the shell's; `$(GREETING)` is expanded by the kubelet before the shell runs.
-    let mut pod = shell_pod("env", "echo \"$CFG_MODE|$PASSWORD|$LEVEL_REF|$TOKEN|$GREETING|$POD_NAME|$POD_NS|$NODE|$APP\"; echo $(GREETING)");
+    let mut pod = shell_pod(
+        "env",
+        "echo \"$CFG_MODE|$PASSWORD|$LEVEL_REF|$TOKEN|$GREETING|$POD_NAME|$POD_NS|$NODE|$APP\"; echo $(GREETING)",
+    );
     pod["metadata"]["labels"] = json!({"app": "envtest"});
     pod["spec"]["containers"][0]["envFrom"] = json!([
         {"configMapRef": {"name": "settings"}, "prefix": "CFG_"},
@@ -43,7 +48,10 @@ async fn env_env_from_and_value_from_resolve_config_maps_and_secrets() {
     assert_eq!(pod_phase(&pod), "Succeeded", "{log}");
     assert_eq!(
         log,
-        format!("fast|hunter2|3|t0ken|mode-fast|env|{}|kubesim-node|envtest\nmode-fast\n", cluster.namespace)
+        format!(
+            "fast|hunter2|3|t0ken|mode-fast|env|{}|kubesim-node|envtest\nmode-fast\n",
+            cluster.namespace
+        )
     );
 }
 
@@ -73,9 +81,15 @@ async fn secret_config_map_and_projected_volumes_appear_at_their_paths() {
     cluster.create::<Pod>(pod).await;
     let (pod, log) = finished_with_log(&cluster, "volumes").await;
     assert_eq!(pod_phase(&pod), "Succeeded", "{log}");
-    assert!(log.starts_with("hunter2\nkey=value\nhunter2fast\nvolumes\n400\n"), "{log}");
+    assert!(
+        log.starts_with("hunter2\nkey=value\nhunter2fast\nvolumes\n400\n"),
+        "{log}"
+    );
     for host_path in ["/etc/creds", "/config", "/all"] {
-        assert!(!std::path::Path::new(host_path).exists(), "{host_path} was created on the host");
+        assert!(
+            !std::path::Path::new(host_path).exists(),
+            "{host_path} was created on the host"
+        );
     }
 }
 
@@ -97,9 +111,18 @@ async fn a_container_sees_only_the_empty_dirs_it_mounts() {
     });
     cluster.create::<Pod>(pod).await;
     let pods = cluster.api::<Pod>();
-    let pod = wait_for(&pods, "pair", "finished", |p: &Pod| matches!(pod_phase(p), "Succeeded" | "Failed")).await;
+    let pod = wait_for(&pods, "pair", "finished", |p: &Pod| {
+        matches!(pod_phase(p), "Succeeded" | "Failed")
+    })
+    .await;
     let log = pods
-        .logs("pair", &kube::api::LogParams { container: Some("reader".into()), ..Default::default() })
+        .logs(
+            "pair",
+            &kube::api::LogParams {
+                container: Some("reader".into()),
+                ..Default::default()
+            },
+        )
         .await
         .expect("log");
     assert_eq!(pod_phase(&pod), "Succeeded", "{log}");
@@ -123,9 +146,15 @@ async fn an_unknown_image_cannot_be_pulled() {
             .and_then(|w| w.reason.clone())
             .unwrap_or_default()
     };
-    let pulled = wait_for(&pods, "nginx", "ErrImagePull", |p: &Pod| reason(p) == "ErrImagePull").await;
+    let pulled = wait_for(&pods, "nginx", "ErrImagePull", |p: &Pod| {
+        reason(p) == "ErrImagePull"
+    })
+    .await;
     assert_eq!(pod_phase(&pulled), "Pending");
-    let backoff = wait_for(&pods, "nginx", "ImagePullBackOff", |p: &Pod| reason(p) == "ImagePullBackOff").await;
+    let backoff = wait_for(&pods, "nginx", "ImagePullBackOff", |p: &Pod| {
+        reason(p) == "ImagePullBackOff"
+    })
+    .await;
     assert_eq!(pod_phase(&backoff), "Pending");
 }
 
@@ -134,25 +163,44 @@ async fn a_missing_secret_holds_the_pod_until_it_is_created() {
     let cluster = start("pod-wait").await;
     let mut pod = shell_pod("waiter", "cat /creds/token");
     pod["spec"]["volumes"] = json!([{"name": "creds", "secret": {"secretName": "late"}}]);
-    pod["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "creds", "mountPath": "/creds"}]);
+    pod["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "creds", "mountPath": "/creds"}]);
     cluster.create::<Pod>(pod).await;
     let pods = cluster.api::<Pod>();
     let events = cluster.api::<Event>();
     // A FailedMount Event says why, and the pod stays Pending in ContainerCreating.
     let failed_mount = loop {
         let list = events.list(&ListParams::default()).await.expect("events");
-        if let Some(e) = list.items.into_iter().find(|e| e.reason.as_deref() == Some("FailedMount")) {
+        if let Some(e) = list
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("FailedMount"))
+        {
             break e;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    assert!(failed_mount.message.unwrap_or_default().contains("secret \"late\" not found"));
+    assert!(
+        failed_mount
+            .message
+            .unwrap_or_default()
+            .contains("secret \"late\" not found")
+    );
     let pending = pods.get("waiter").await.expect("pod");
     assert_eq!(pod_phase(&pending), "Pending");
-    let waiting = pending.status.and_then(|s| s.container_statuses).and_then(|c| c[0].state.clone()).and_then(|s| s.waiting);
-    assert_eq!(waiting.and_then(|w| w.reason).as_deref(), Some("ContainerCreating"));
+    let waiting = pending
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|c| c[0].state.clone())
+        .and_then(|s| s.waiting);
+    assert_eq!(
+        waiting.and_then(|w| w.reason).as_deref(),
+        Some("ContainerCreating")
+    );
 
-    cluster.create::<Secret>(json!({"metadata": {"name": "late"}, "stringData": {"token": "arrived"}})).await;
+    cluster
+        .create::<Secret>(json!({"metadata": {"name": "late"}, "stringData": {"token": "arrived"}}))
+        .await;
     let (pod, log) = finished_with_log(&cluster, "waiter").await;
     assert_eq!(pod_phase(&pod), "Succeeded", "{log}");
     assert_eq!(log, "arrived");
@@ -168,35 +216,108 @@ async fn the_pod_kubeconfig_identity_reaches_the_api_server() {
     let (pod, log) = finished_with_log(&cluster, "whoami").await;
     let ns = &cluster.namespace;
     assert_eq!(pod_phase(&pod), "Succeeded", "{log}");
-    assert_eq!(log, format!("kubesim:serviceaccount:{ns}:default\n{ns}\npod/whoami\n"));
+    assert_eq!(
+        log,
+        format!("kubesim:serviceaccount:{ns}:default\n{ns}\npod/whoami\n")
+    );
 }
 
 #[tokio::test]
 async fn deleting_a_running_pod_stops_it_and_removes_it() {
     let cluster = start("pod-delete").await;
-    cluster.create::<Pod>(shell_pod("sleeper", "echo started; sleep 300")).await;
+    cluster
+        .create::<Pod>(shell_pod("sleeper", "echo started; sleep 300"))
+        .await;
     let pods = cluster.api::<Pod>();
-    wait_for(&pods, "sleeper", "Running", |p: &Pod| pod_phase(p) == "Running").await;
-    pods.delete("sleeper", &DeleteParams::default()).await.expect("delete");
+    wait_for(&pods, "sleeper", "Running", |p: &Pod| {
+        pod_phase(p) == "Running"
+    })
+    .await;
+    pods.delete("sleeper", &DeleteParams::default())
+        .await
+        .expect("delete");
     wait_gone(&pods, "sleeper").await;
 }
 
 #[tokio::test]
 async fn a_restart_policy_never_pod_reports_exit_codes_and_conditions() {
     let cluster = start("pod-status").await;
-    cluster.create::<Pod>(shell_pod("exit7", "echo bye >&2; exit 7")).await;
+    cluster
+        .create::<Pod>(shell_pod("exit7", "echo bye >&2; exit 7"))
+        .await;
     let (pod, log) = finished_with_log(&cluster, "exit7").await;
     assert_eq!(log, "bye\n");
     assert_eq!(pod_phase(&pod), "Failed");
     let status = pod.status.expect("status");
     assert_eq!(status.pod_ip.as_deref(), Some("127.0.0.1"));
     assert!(status.start_time.is_some());
-    let terminated = status.container_statuses.expect("cs")[0].state.clone().and_then(|s| s.terminated).expect("terminated");
-    assert_eq!((terminated.exit_code, terminated.reason.as_deref()), (7, Some("Error")));
+    let terminated = status.container_statuses.expect("cs")[0]
+        .state
+        .clone()
+        .and_then(|s| s.terminated)
+        .expect("terminated");
+    assert_eq!(
+        (terminated.exit_code, terminated.reason.as_deref()),
+        (7, Some("Error"))
+    );
     assert!(terminated.started_at.is_some() && terminated.finished_at.is_some());
     let conditions = status.conditions.expect("conditions");
-    let get = |t: &str| conditions.iter().find(|c| c.type_ == t).map(|c| c.status.clone());
+    let get = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .map(|c| c.status.clone())
+    };
     assert_eq!(get("PodScheduled").as_deref(), Some("True"));
     assert_eq!(get("Initialized").as_deref(), Some("True"));
     assert_eq!(get("Ready").as_deref(), Some("False"));
+}
+
+#[tokio::test]
+async fn an_image_mapped_to_a_program_runs_it_as_the_entrypoint() {
+    let options = kubesim::KubeSimOptions {
+        extra_images: vec![("registry.example/tools/*".into(), "/bin/echo".into())],
+        ..Default::default()
+    };
+    let cluster = start_with("pod-entrypoint", options).await;
+    let mut pod = shell_pod("echoer", "unused");
+    pod["spec"]["containers"][0]["image"] = json!("registry.example/tools/echo:1.0");
+    // command[0] names the image's program; the rest and args follow it.
+    pod["spec"]["containers"][0]["command"] = json!(["/usr/local/bin/whatever", "from-command"]);
+    pod["spec"]["containers"][0]["args"] = json!(["$(WHO)"]);
+    pod["spec"]["containers"][0]["env"] = json!([{"name": "WHO", "value": "world"}]);
+    cluster.create::<Pod>(pod).await;
+    let (pod, log) = finished_with_log(&cluster, "echoer").await;
+    assert_eq!(pod_phase(&pod), "Succeeded", "{log}");
+    assert_eq!(log, "from-command world\n");
+}
+
+#[tokio::test]
+async fn a_native_sidecar_runs_alongside_and_stops_when_the_containers_finish() {
+    let cluster = start("pod-sidecar").await;
+    let mut pod = shell_pod("sidecar", "sleep 0.5; cat /shared/ready");
+    pod["spec"]["volumes"] = json!([{"name": "shared", "emptyDir": {}}]);
+    pod["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "shared", "mountPath": "/shared"}]);
+    pod["spec"]["initContainers"] = json!([{
+        "name": "helper", "image": "busybox", "restartPolicy": "Always",
+        "command": ["sh", "-c", "echo up > /shared/ready; exec sleep 300"],
+        "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]
+    }]);
+    cluster.create::<Pod>(pod).await;
+    let (pod, log) = finished_with_log(&cluster, "sidecar").await;
+    assert_eq!(pod_phase(&pod), "Succeeded", "{log}");
+    assert_eq!(log, "up\n");
+    let helper = pod
+        .status
+        .and_then(|s| s.init_container_statuses)
+        .expect("init statuses");
+    assert!(
+        helper[0]
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .is_some(),
+        "{helper:?}"
+    );
 }
