@@ -16,8 +16,51 @@ use crate::policy::{Limits, PolicyEngine, World, builtin};
 #[derive(Parser, Debug)]
 #[command(name = "quarks-job", version = crate::VERSION, about = "Runs Jobs when something interesting happens and stores their output in Secrets; every decision is made by a WebAssembly policy.")]
 pub struct Cli {
+    /// Without a sub-command, `quarks-job` runs the operator.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+}
+
+/// Flags of the operator (upstream-compatible names and environment variables).
+#[derive(Args, Debug, Clone)]
+pub struct OperatorArgs {
+    /// Path to a kubeconfig; by default in-cluster configuration or ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG", global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Act only in namespaces labelled quarks.cloudfoundry.org/monitored=<id>.
+    #[arg(long, env = "MONITORED_ID", default_value = "default")]
+    pub monitored_id: String,
+    /// Create or update the QuarksJob CRD at start-up.
+    #[arg(long, env = "APPLY_CRD", default_value_t = false)]
+    pub apply_crd: bool,
+    /// How many QuarksJobs are reconciled at once.
+    #[arg(long, env = "MAX_WORKERS", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_workers: u16,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter directive.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+    /// Address of the /healthz, /readyz and /metrics endpoints.
+    #[arg(long, env = "LISTEN_ADDRESS", default_value = "0.0.0.0:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Elect a leader through a Lease so that only one replica acts (needed with replicas > 1).
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = false)]
+    pub leader_election: bool,
+    /// The operator's own namespace (holds the leader-election Lease).
+    #[arg(long, env = "OPERATOR_NAMESPACE", default_value = "default")]
+    pub operator_namespace: String,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -97,6 +140,7 @@ impl LimitArgs {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(&cli.operator);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -108,7 +152,10 @@ pub fn main() -> ExitCode {
 
 /// Runs one parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        return run_operator(cli.operator);
+    };
+    match command {
         Command::Crd => {
             print_stdout(&crate::crd::crd_yaml()?)
         }
@@ -121,6 +168,34 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Policy(PolicyCommand::Run(args)) => policy_run(args),
     }
+}
+
+fn init_logging(args: &OperatorArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
+    let config = crate::operator::OperatorConfig {
+        kubeconfig: args.kubeconfig,
+        monitored_id: args.monitored_id,
+        apply_crd: args.apply_crd,
+        max_workers: args.max_workers,
+        listen: args.listen,
+        leader_election: args.leader_election,
+        operator_namespace: args.operator_namespace,
+        limits: args.limits.limits(),
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(crate::operator::run(config))
 }
 
 /// Where a policy's bytes come from.

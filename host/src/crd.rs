@@ -170,6 +170,10 @@ pub struct QuarksJobStatus {
     /// The `metadata.generation` this status was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The strategy the operator saw when it last reconciled; a different `spec` strategy
+    /// means a user changed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_strategy: Option<Strategy>,
     /// How many runs have been started.
     #[serde(default)]
     pub run_count: i64,

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod crd;
+pub mod operator;
 pub mod policy;
 
 /// The operator's version, as `quarks-job version` prints it.

@@ -1,0 +1,103 @@
+//! What every reconcile shares: the API client, the policy engine and the trigger policy,
+//! the set of monitored namespaces, metrics, the Event recorder and per-object backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use tracing::warn;
+
+use super::metrics::{Metrics, PolicyLabels};
+use super::namespaces::MonitoredNamespaces;
+use crate::crd::QuarksJob;
+use crate::policy::contract::{TriggerDecision, TriggerInput};
+use crate::policy::{LoadedPolicy, PolicyEngine, PolicyError, World};
+
+pub struct Context {
+    pub client: kube::Client,
+    pub engine: Arc<PolicyEngine>,
+    pub trigger_policy: Arc<LoadedPolicy>,
+    pub monitored: MonitoredNamespaces,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub backoff: Backoff,
+    /// How often a QuarksJob is re-evaluated without any event (a safety net; every real
+    /// trigger is watch-driven).
+    pub resync: Duration,
+}
+
+impl Context {
+    pub fn new(
+        client: kube::Client,
+        engine: Arc<PolicyEngine>,
+        trigger_policy: Arc<LoadedPolicy>,
+        monitored: MonitoredNamespaces,
+        metrics: Arc<Metrics>,
+        instance: String,
+    ) -> Self {
+        let reporter = Reporter { controller: "quarks-job".into(), instance: Some(instance) };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            engine,
+            trigger_policy,
+            monitored,
+            metrics,
+            backoff: Backoff::default(),
+            resync: Duration::from_secs(300),
+        }
+    }
+
+    /// Runs the trigger policy on a blocking thread (policy calls are CPU-bound) and measures it.
+    pub async fn call_trigger_policy(&self, input: TriggerInput) -> Result<TriggerDecision, PolicyError> {
+        let engine = self.engine.clone();
+        let policy = self.trigger_policy.clone();
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || engine.decide(&policy, input))
+            .await
+            .unwrap_or_else(|e| Err(PolicyError::Engine(format!("policy call did not finish: {e}"))));
+        self.metrics
+            .policy_call_seconds
+            .get_or_create(&PolicyLabels { world: World::Trigger.as_str() })
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Publishes an Event on the QuarksJob. Failing to publish is logged, never fatal.
+    pub async fn event(&self, qjob: &QuarksJob, type_: EventType, reason: &str, action: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &qjob.object_ref(&())).await {
+            warn!(name = %qjob.name_any(), %error, reason, "could not publish Event");
+        }
+    }
+}
+
+/// Per-object exponential backoff for failed reconciles: 500 ms doubling up to 60 s.
+#[derive(Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<ObjectRef<QuarksJob>, u32>>,
+}
+
+impl Backoff {
+    pub fn next(&self, qjob: &QuarksJob) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let count = failures.entry(ObjectRef::from_obj(qjob)).or_insert(0);
+        *count = count.saturating_add(1);
+        let millis = 500u64.saturating_mul(1u64 << (*count - 1).min(7));
+        Duration::from_millis(millis.min(60_000))
+    }
+
+    pub fn reset(&self, qjob: &QuarksJob) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.remove(&ObjectRef::from_obj(qjob));
+    }
+}

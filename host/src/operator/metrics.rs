@@ -1,0 +1,105 @@
+//! Prometheus metrics of the operator. Names follow controller-runtime's where one exists, so
+//! existing dashboards work; labels never name individual objects.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub controller: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub world: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyErrorLabels {
+    pub world: &'static str,
+    pub code: &'static str,
+}
+
+pub const CONTROLLER: &str = "quarksjob";
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconcile_total: Family<ReconcileLabels, Counter>,
+    pub reconcile_errors_total: Family<ControllerLabels, Counter>,
+    pub reconcile_time_seconds: Family<ControllerLabels, Histogram>,
+    pub runs_started_total: Counter,
+    pub runs_succeeded_total: Counter,
+    pub runs_failed_total: Counter,
+    pub policy_call_seconds: Family<PolicyLabels, Histogram>,
+    pub policy_errors_total: Family<PolicyErrorLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let reconcile_total = Family::<ReconcileLabels, Counter>::default();
+        let reconcile_errors_total = Family::<ControllerLabels, Counter>::default();
+        let reconcile_time_seconds = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        let policy_call_seconds = Family::<PolicyLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_005, 2.0, 18))
+        });
+        let policy_errors_total = Family::<PolicyErrorLabels, Counter>::default();
+        let runs_started_total = Counter::default();
+        let runs_succeeded_total = Counter::default();
+        let runs_failed_total = Counter::default();
+        registry.register("controller_runtime_reconcile", "Reconciliations per controller and result", reconcile_total.clone());
+        registry.register("controller_runtime_reconcile_errors", "Reconciliation errors per controller", reconcile_errors_total.clone());
+        registry.register("controller_runtime_reconcile_time_seconds", "Time per reconciliation", reconcile_time_seconds.clone());
+        registry.register("quarks_job_runs_started", "Jobs started for QuarksJobs", runs_started_total.clone());
+        registry.register("quarks_job_runs_succeeded", "Runs whose Job succeeded", runs_succeeded_total.clone());
+        registry.register("quarks_job_runs_failed", "Runs whose Job failed", runs_failed_total.clone());
+        registry.register("quarks_job_policy_call_seconds", "Time per policy call, by world", policy_call_seconds.clone());
+        registry.register("quarks_job_policy_errors", "Policy call failures, by world and error code", policy_errors_total.clone());
+        Metrics {
+            registry,
+            reconcile_total,
+            reconcile_errors_total,
+            reconcile_time_seconds,
+            runs_started_total,
+            runs_succeeded_total,
+            runs_failed_total,
+            policy_call_seconds,
+            policy_errors_total,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_reconcile(&self, took: Duration, ok: bool) {
+        let controller = CONTROLLER;
+        self.reconcile_time_seconds
+            .get_or_create(&ControllerLabels { controller })
+            .observe(took.as_secs_f64());
+        let result = if ok { "success" } else { "error" };
+        self.reconcile_total.get_or_create(&ReconcileLabels { controller, result }).inc();
+        if !ok {
+            self.reconcile_errors_total.get_or_create(&ControllerLabels { controller }).inc();
+        }
+    }
+
+    /// The text exposition format served at /metrics.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,272 @@
+//! The operator: watches QuarksJobs (and the Jobs, ConfigMaps, Secrets and Namespaces that
+//! concern them), asks the trigger policy, runs Jobs and records status.
+//!
+//! * pure core: [`naming`], [`references`], [`versioned`], [`digest`], [`job_builder`], [`plan`];
+//! * API reads: [`observe`]; API effects on QuarksJobs and Jobs: [`reconcile`];
+//! * wiring: [`run`] (this file), [`context`], [`namespaces`], [`leader`], [`http`], [`metrics`].
+
+pub mod context;
+pub mod digest;
+pub mod http;
+pub mod job_builder;
+pub mod leader;
+pub mod metrics;
+pub mod namespaces;
+pub mod naming;
+pub mod observe;
+pub mod plan;
+pub mod reconcile;
+pub mod references;
+pub mod versioned;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PartialObjectMeta};
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::crd::QuarksJob;
+use crate::policy::{Limits, PolicyEngine, World, builtin};
+use context::Context;
+use namespaces::{MonitoredNamespaces, monitored_selector};
+use references::{ConfigKind, referenced_config};
+
+/// How the operator runs (from the command line; see `cli`).
+#[derive(Clone, Debug)]
+pub struct OperatorConfig {
+    pub kubeconfig: Option<std::path::PathBuf>,
+    pub monitored_id: String,
+    pub apply_crd: bool,
+    pub max_workers: u16,
+    pub listen: SocketAddr,
+    pub leader_election: bool,
+    pub operator_namespace: String,
+    pub limits: Limits,
+}
+
+/// Runs the operator until SIGINT/SIGTERM.
+pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
+    info!(
+        "Starting quarks-job {}, monitoring namespaces labeled with '{}'",
+        crate::VERSION,
+        config.monitored_id
+    );
+    let client = client(&config).await?;
+    if config.apply_crd {
+        apply_crd(&client).await?;
+    }
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+
+    let metrics = Arc::new(metrics::Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let http = tokio::spawn(http::serve(
+        config.listen,
+        http::HttpState { metrics: metrics.clone(), ready: ready.clone() },
+        shutdown.clone(),
+    ));
+
+    let identity = format!("{}-{}", hostname(), std::process::id());
+    let elector = config.leader_election.then(|| leader::LeaderElection {
+        api: Api::namespaced(client.clone(), &config.operator_namespace),
+        lease_name: format!("quarks-job-{}", config.monitored_id),
+        identity: identity.clone(),
+        lease_duration: Duration::from_secs(15),
+    });
+    if let Some(elector) = &elector {
+        // A standby replica is healthy and ready; it just does not act.
+        ready.store(true, Ordering::Relaxed);
+        tokio::select! {
+            acquired = elector.acquire() => acquired?,
+            () = shutdown.cancelled() => return Ok(()),
+        }
+        ready.store(false, Ordering::Relaxed);
+    }
+
+    let engine = Arc::new(PolicyEngine::new(config.limits)?);
+    let trigger_policy = engine.load(builtin::TRIGGER_DEFAULT.bytes, World::Trigger)?;
+
+    let (ns_store, ns_writer) = reflector::store::<Namespace>();
+    let monitored = MonitoredNamespaces::new(ns_store);
+    let ctx = Arc::new(Context::new(client.clone(), engine, trigger_policy, monitored.clone(), metrics, identity));
+
+    let qjobs: Api<QuarksJob> = Api::all(client.clone());
+    let controller = Controller::new(qjobs, watcher::Config::default().any_semantic())
+        .with_config(ControllerConfig::default().concurrency(config.max_workers));
+    let qjob_store = controller.store();
+
+    let namespaces = reflector::reflector(
+        ns_writer,
+        watcher(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default().labels(&monitored_selector(&config.monitored_id)),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let in_namespace = {
+        let store = qjob_store.clone();
+        move |ns: Namespace| qjobs_in(&store, &ns.name_any())
+    };
+    let config_maps = watcher(Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    let secrets = watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    let referencing_map = {
+        let store = qjob_store.clone();
+        move |cm: PartialObjectMeta<ConfigMap>| referencing(&store, ConfigKind::ConfigMap, &cm)
+    };
+    let referencing_secret = {
+        let store = qjob_store.clone();
+        move |s: PartialObjectMeta<Secret>| referencing(&store, ConfigKind::Secret, &s)
+    };
+
+    let controller = controller
+        .owns(
+            Api::<Job>::all(client.clone()),
+            watcher::Config::default().labels(naming::QJOB_NAME_LABEL),
+        )
+        .watches_stream(namespaces, in_namespace)
+        .watches_stream(config_maps, referencing_map)
+        .watches_stream(secrets, referencing_secret)
+        .graceful_shutdown_on({
+            let shutdown = shutdown.clone();
+            async move { shutdown.cancelled().await }
+        });
+
+    // Ready once both caches the decisions depend on are synced.
+    tokio::spawn({
+        let ready = ready.clone();
+        let store = qjob_store.clone();
+        async move {
+            if store.wait_until_ready().await.is_ok() && monitored.wait_until_ready().await.is_ok() {
+                ready.store(true, Ordering::Relaxed);
+                info!("caches synced; ready");
+            }
+        }
+    });
+
+    let run = controller
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "controller event");
+            }
+        });
+    match &elector {
+        Some(elector) => {
+            tokio::select! {
+                () = run => {}
+                () = elector.keep_renewing() => {
+                    error!("leadership lost; exiting so that only the leader acts");
+                    shutdown.cancel();
+                    anyhow::bail!("leadership lost");
+                }
+            }
+        }
+        None => run.await,
+    }
+    shutdown.cancel();
+    let _ = http.await;
+    info!("stopped");
+    Ok(())
+}
+
+/// QuarksJobs in a namespace (a namespace became monitored: all of them need a look).
+fn qjobs_in(store: &Store<QuarksJob>, namespace: &str) -> Vec<ObjectRef<QuarksJob>> {
+    store
+        .state()
+        .iter()
+        .filter(|q| q.namespace().as_deref() == Some(namespace))
+        .map(|q| ObjectRef::from_obj(q.as_ref()))
+        .collect()
+}
+
+/// QuarksJobs whose pod template references this ConfigMap/Secret — by name, or as another
+/// version of the same versioned secret.
+fn referencing<K: kube::Resource>(store: &Store<QuarksJob>, kind: ConfigKind, object: &K) -> Vec<ObjectRef<QuarksJob>> {
+    let namespace = object.meta().namespace.as_deref();
+    let name = object.meta().name.as_deref().unwrap_or_default();
+    let prefix = versioned::parse_versioned_name(name).map(|v| v.prefix);
+    store
+        .state()
+        .iter()
+        .filter(|q| q.namespace().as_deref() == namespace)
+        .filter(|q| {
+            let Some(pod) = q.spec.template.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
+                return false;
+            };
+            referenced_config(pod).iter().any(|r| {
+                r.kind == kind
+                    && (r.name == name
+                        || (prefix.is_some()
+                            && versioned::parse_versioned_name(&r.name).map(|v| v.prefix) == prefix))
+            })
+        })
+        .map(|q| ObjectRef::from_obj(q.as_ref()))
+        .collect()
+}
+
+async fn client(config: &OperatorConfig) -> anyhow::Result<kube::Client> {
+    let kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(kube_config)?)
+}
+
+/// Creates or updates the CRD (server-side apply) and waits until it is served.
+async fn apply_crd(client: &kube::Client) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = crate::crd::crd();
+    let name = crd.name_any();
+    api.patch(&name, &PatchParams::apply(reconcile::FIELD_MANAGER).force(), &Patch::Apply(&crd))
+        .await?;
+    let established = kube::runtime::wait::await_condition(api, &name, kube::runtime::wait::conditions::is_crd_established());
+    tokio::time::timeout(Duration::from_secs(30), established).await??;
+    info!(crd = %name, "CRD applied and established");
+    Ok(())
+}
+
+fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            () = term => {}
+        }
+        info!("shutdown requested");
+        shutdown.cancel();
+    });
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_owned()))
+        .unwrap_or_else(|_| "quarks-job".to_owned())
+}

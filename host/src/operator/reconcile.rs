@@ -1,0 +1,279 @@
+//! Reconciling one QuarksJob, as a pipeline: observe (Jobs, referenced config) → settle a
+//! finished run → ask the trigger policy → create the run's Job → record status → write the
+//! strategy back. Each step is idempotent, so a crash or conflict anywhere is repaired by the
+//! next reconcile; every API effect of the operator on QuarksJobs and Jobs happens here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use tracing::{info, instrument, warn};
+
+use super::context::Context;
+use super::job_builder::{RunPlan, build_job, run_plan_of};
+use super::naming::job_name;
+use super::observe::{referenced_config_now, run_jobs};
+use super::plan::{
+    CONDITION_FAILED, CONDITION_READY, CONDITION_RUNNING, JobState, job_failure, job_state,
+    set_condition, strategy_to_write, trigger_event, trigger_input,
+};
+use crate::crd::{PolicyDigests, QuarksJob, QuarksJobStatus, Strategy};
+use crate::policy::contract::{JobOutcome, TriggerDecision};
+use crate::policy::{PolicyError, World};
+
+/// The field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "quarks-job";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("building the Job: {0}")]
+    Build(#[from] super::job_builder::BuildError),
+    #[error("serializing status: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// Entry point for the controller: one QuarksJob, with metrics around it.
+pub async fn reconcile(qjob: Arc<QuarksJob>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let result = reconcile_inner(&qjob, &ctx).await;
+    ctx.metrics.observe_reconcile(started.elapsed(), result.is_ok());
+    if result.is_ok() {
+        ctx.backoff.reset(&qjob);
+    }
+    result
+}
+
+/// Per-object exponential backoff: one failing QuarksJob never delays the others.
+pub fn error_policy(qjob: Arc<QuarksJob>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.next(&qjob);
+    warn!(name = %qjob.name_any(), namespace = ?qjob.namespace(), %error, ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+#[instrument(skip_all, fields(namespace = %qjob.namespace().unwrap_or_default(), name = %qjob.name_any()))]
+async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, ReconcileError> {
+    let namespace = qjob.namespace().unwrap_or_default();
+    if !ctx.monitored.contains(&namespace) || qjob.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let mut status = qjob.status.clone().unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let generation = qjob.metadata.generation;
+    let jobs = run_jobs(&ctx.client, qjob).await?;
+
+    // A Job created for the next run but not recorded (crash or conflict after creating it):
+    // adopt it, exactly as if this reconcile had created it.
+    if let Some(next) = &jobs.next {
+        if let Some(plan) = run_plan_of(next) {
+            info!(job = %next.name_any(), "adopting the Job of an unrecorded run");
+            return record_run_started(ctx, qjob, status, &plan, &now).await;
+        }
+    }
+
+    // Settle a run whose Job finished since we last looked.
+    let mut finished_now = None;
+    if let Some(job) = &jobs.current {
+        let state = job_state(job);
+        let recorded = status.last_run_finished_at.is_some();
+        match state {
+            JobState::Succeeded if !recorded => {
+                finished_now = Some(JobOutcome::Succeeded);
+                status.completed = true;
+                status.last_run_finished_at = Some(now.clone());
+                status.last_failure = None;
+                set_condition(&mut status, CONDITION_RUNNING, false, "JobSucceeded", &format!("Job {} succeeded", job.name_any()), generation, &now);
+                set_condition(&mut status, CONDITION_FAILED, false, "JobSucceeded", "the last run succeeded", generation, &now);
+                ctx.metrics.runs_succeeded_total.inc();
+                ctx.event(qjob, EventType::Normal, "RunSucceeded", "Run", format!("Job {} succeeded; deleting it with its pods", job.name_any())).await;
+            }
+            JobState::Failed if !recorded => {
+                finished_now = Some(JobOutcome::Failed);
+                let why = job_failure(job);
+                status.completed = false;
+                status.last_run_finished_at = Some(now.clone());
+                status.last_failure = Some(why.clone());
+                set_condition(&mut status, CONDITION_RUNNING, false, "JobFailed", &format!("Job {} failed", job.name_any()), generation, &now);
+                set_condition(&mut status, CONDITION_FAILED, true, "JobFailed", &format!("Job {} failed: {why}; it is kept for inspection", job.name_any()), generation, &now);
+                ctx.metrics.runs_failed_total.inc();
+                ctx.event(qjob, EventType::Warning, "RunFailed", "Run", format!("Job {} failed: {why}", job.name_any())).await;
+            }
+            _ => {}
+        }
+        if finished_now.is_some() {
+            // Record before deleting: a crash in between leaves a recorded, succeeded Job that
+            // the next reconcile deletes.
+            write_status(ctx, qjob, &status).await?;
+        }
+        if state == JobState::Succeeded {
+            delete_job(ctx, job).await?;
+        }
+    }
+    let run_active = jobs.current.as_ref().is_some_and(|j| job_state(j) == JobState::Active);
+
+    // Ask the trigger policy.
+    let config = referenced_config_now(&ctx.client, qjob).await?;
+    let event = trigger_event(qjob, finished_now, config.digest.as_deref());
+    let input = trigger_input(qjob, event, config.digest.clone(), config.missing.clone(), run_active);
+    let policy = ctx.trigger_policy.clone();
+    let decision = match ctx.call_trigger_policy(input).await {
+        Ok(decision) => decision,
+        Err(error) => return policy_failed(ctx, qjob, status, error, &now).await,
+    };
+    tracing::debug!(?event, run = decision.run, "trigger decision");
+
+    if decision.run {
+        let run = u64::try_from(status.run_count).unwrap_or_default() + 1;
+        let plan = RunPlan {
+            run,
+            write_strategy: strategy_to_write(qjob, decision.write_strategy),
+            config_digest: config.digest.clone(),
+            trigger_policy: policy.digest().to_string(),
+        };
+        let job = build_job(qjob, &plan, &config.newest_versions)?;
+        let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+        match jobs_api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &job).await {
+            Ok(_) => {}
+            // The same run's Job exists already (a retried create): it is this run.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        ctx.metrics.runs_started_total.inc();
+        let reasons = reasons_text(&decision);
+        ctx.event(qjob, EventType::Normal, "RunStarted", "Run", format!("created Job {} (run {run}): {reasons}", job_name(&qjob.name_any(), run))).await;
+        return record_run_started(ctx, qjob, status, &plan, &now).await;
+    }
+
+    // No run: record why, and the config baseline of a one-off that never recorded one.
+    let reason = decision.reasons.first().map(|r| r.code.as_str()).unwrap_or("NoRun");
+    let waiting = !config.missing.is_empty();
+    set_condition(&mut status, CONDITION_READY, !waiting, reason, &reasons_text(&decision), generation, &now);
+    if waiting && qjob.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == CONDITION_READY)).is_none_or(|c| c.reason != reason) {
+        ctx.event(qjob, EventType::Normal, reason, "Decide", reasons_text(&decision)).await;
+    }
+    if status.config_digest.is_none() && qjob.spec.trigger.strategy == Strategy::Done {
+        status.config_digest = config.digest.clone();
+    }
+    status.observed_generation = generation;
+    status.observed_strategy = Some(qjob.spec.trigger.strategy);
+    if let Some(policy_status) = status.policies.as_mut() {
+        policy_status.trigger = Some(policy.digest().to_string());
+    } else {
+        status.policies = Some(PolicyDigests { trigger: Some(policy.digest().to_string()), output: None });
+    }
+    if Some(&status) != qjob.status.as_ref() {
+        write_status(ctx, qjob, &status).await?;
+    }
+    if let Some(strategy) = strategy_to_write(qjob, decision.write_strategy) {
+        write_strategy(ctx, qjob, strategy).await?;
+    }
+    Ok(Action::requeue(ctx.resync))
+}
+
+/// Records a started run in status, then writes the strategy back (the order spec.md asks:
+/// only once the run's Job exists).
+async fn record_run_started(
+    ctx: &Context,
+    qjob: &QuarksJob,
+    mut status: QuarksJobStatus,
+    plan: &RunPlan,
+    now: &Time,
+) -> Result<Action, ReconcileError> {
+    let generation = qjob.metadata.generation;
+    let job = job_name(&qjob.name_any(), plan.run);
+    status.run_count = i64::try_from(plan.run).unwrap_or(i64::MAX);
+    status.last_job_name = Some(job.clone());
+    status.last_run_started_at = Some(now.clone());
+    status.last_run_finished_at = None;
+    status.completed = false;
+    status.config_digest = plan.config_digest.clone();
+    status.observed_generation = generation;
+    status.observed_strategy = Some(qjob.spec.trigger.strategy);
+    status.policies = Some(PolicyDigests {
+        trigger: Some(plan.trigger_policy.clone()),
+        output: status.policies.as_ref().and_then(|p| p.output.clone()),
+    });
+    set_condition(&mut status, CONDITION_RUNNING, true, "JobCreated", &format!("Job {job} is running (run {})", plan.run), generation, now);
+    set_condition(&mut status, CONDITION_READY, true, "RunStarted", &format!("run {} started", plan.run), generation, now);
+    write_status(ctx, qjob, &status).await?;
+    if let Some(strategy) = plan.write_strategy.filter(|s| *s != qjob.spec.trigger.strategy) {
+        write_strategy(ctx, qjob, strategy).await?;
+    }
+    Ok(Action::requeue(ctx.resync))
+}
+
+/// Fail closed: no run, the reason on the QuarksJob (condition + Event) and in metrics.
+async fn policy_failed(
+    ctx: &Context,
+    qjob: &QuarksJob,
+    mut status: QuarksJobStatus,
+    error: PolicyError,
+    now: &Time,
+) -> Result<Action, ReconcileError> {
+    let code = error.code();
+    ctx.metrics
+        .policy_errors_total
+        .get_or_create(&super::metrics::PolicyErrorLabels { world: World::Trigger.as_str(), code })
+        .inc();
+    let message = format!("trigger policy {}: {error}", ctx.trigger_policy.digest());
+    let already = qjob.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == CONDITION_READY)).is_some_and(|c| c.reason == code);
+    set_condition(&mut status, CONDITION_READY, false, code, &message, qjob.metadata.generation, now);
+    if !already {
+        ctx.event(qjob, EventType::Warning, code, "Decide", message).await;
+    }
+    write_status(ctx, qjob, &status).await?;
+    Ok(Action::requeue(Duration::from_secs(30)))
+}
+
+fn reasons_text(decision: &TriggerDecision) -> String {
+    decision.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+/// Server-side apply of the whole status, owned by one field manager: fields we stop setting
+/// (for example `lastFailure` after a success) are removed.
+async fn write_status(ctx: &Context, qjob: &QuarksJob, status: &QuarksJobStatus) -> Result<(), ReconcileError> {
+    let api: Api<QuarksJob> = Api::namespaced(ctx.client.clone(), &qjob.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": QuarksJob::api_version(&()),
+        "kind": QuarksJob::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&qjob.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
+/// Writes `spec.trigger.strategy` back, only if it is still what this reconcile acted on (a
+/// JSON patch `test`): a user's change in between wins and is decided on next.
+async fn write_strategy(ctx: &Context, qjob: &QuarksJob, strategy: Strategy) -> Result<(), ReconcileError> {
+    let api: Api<QuarksJob> = Api::namespaced(ctx.client.clone(), &qjob.namespace().unwrap_or_default());
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        {"op": "test", "path": "/spec/trigger/strategy", "value": qjob.spec.trigger.strategy},
+        {"op": "replace", "path": "/spec/trigger/strategy", "value": strategy},
+    ]))?;
+    match api.patch(&qjob.name_any(), &PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &Patch::Json::<()>(patch)).await {
+        Ok(_) => {
+            info!(from = qjob.spec.trigger.strategy.as_str(), to = strategy.as_str(), "strategy written back");
+            Ok(())
+        }
+        // The strategy changed meanwhile: leave it to the user's newer intent.
+        Err(kube::Error::Api(e)) if e.code == 422 || e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes a succeeded Job with its pods.
+async fn delete_job(ctx: &Context, job: &Job) -> Result<(), ReconcileError> {
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
+    let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+    match api.delete(&job.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
