@@ -1,0 +1,185 @@
+//! Test harness: a cluster (kubesim or a given kubeconfig), a namespace of the test's own,
+//! operator processes, and polling helpers with deadlines (never fixed sleeps for outcomes).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use kubesim::{KubeSim, KubeSimOptions};
+use quarks_job::crd::QuarksJob;
+use tokio::process::{Child, Command};
+
+/// Generous deadline for anything the operator should do "at once" (CI machines are slow).
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub struct Cluster {
+    pub client: kube::Client,
+    pub kubeconfig: PathBuf,
+    /// Set when the test runs on its own kubesim.
+    pub sim: Option<KubeSim>,
+    pub namespace: String,
+    pub monitored_id: String,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Cluster {
+    /// A cluster with a fresh namespace labelled for a fresh monitored id.
+    pub async fn start() -> Cluster {
+        let (client, kubeconfig, sim) = match std::env::var_os("QUARKS_TEST_KUBECONFIG") {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                let kc = kube::config::Kubeconfig::read_from(&path).expect("kubeconfig");
+                let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("config");
+                (kube::Client::try_from(config).expect("client"), path, None)
+            }
+            None => {
+                let sim = KubeSim::start(KubeSimOptions {
+                    quarks_job_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_quarks-job"))),
+                    ..Default::default()
+                })
+                .await
+                .expect("kubesim starts");
+                let client = sim.client().await.expect("client");
+                (client, sim.kubeconfig_path().to_path_buf(), Some(sim))
+            }
+        };
+        let cluster = Cluster {
+            client,
+            kubeconfig,
+            sim,
+            namespace: unique("qjob-test"),
+            monitored_id: unique("id"),
+        };
+        cluster.create_namespace(&cluster.namespace, Some(&cluster.monitored_id)).await;
+        cluster
+    }
+
+    pub async fn create_namespace(&self, name: &str, monitored_id: Option<&str>) {
+        let mut ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}
+        }))
+        .unwrap();
+        if let Some(id) = monitored_id {
+            ns.metadata.labels = Some([(quarks_job::operator::namespaces::MONITORED_LABEL.to_owned(), id.to_owned())].into());
+        }
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn qjobs(&self) -> Api<QuarksJob> {
+        self.api()
+    }
+
+    /// Starts an operator process for this test's monitored id.
+    pub async fn operator(&self) -> OperatorProcess {
+        self.operator_with(&self.monitored_id, &[]).await
+    }
+
+    pub async fn operator_with(&self, monitored_id: &str, extra: &[&str]) -> OperatorProcess {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_quarks-job"))
+            .args(["--kubeconfig", self.kubeconfig.to_str().unwrap(), "--monitored-id", monitored_id, "--apply-crd", "--listen", "127.0.0.1:0", "--log-level", "info,quarks_job=debug"])
+            .args(extra)
+            .env_remove("KUBECONFIG")
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start quarks-job");
+        let process = OperatorProcess { child, log };
+        // The CRD must exist before tests create QuarksJobs.
+        wait_for("the CRD to be established", || async {
+            let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(self.client.clone());
+            crds.get_opt("quarksjobs.quarks.cloudfoundry.org").await.ok().flatten().and_then(|c| c.status).and_then(|s| s.conditions).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+        })
+        .await;
+        process
+    }
+
+    /// Applies a QuarksJob (or any namespaced object) from YAML into the test's namespace.
+    pub async fn create_qjob(&self, yaml: &str) -> QuarksJob {
+        let qjob: QuarksJob = serde_yaml::from_str(yaml).expect("QuarksJob YAML");
+        self.qjobs().create(&PostParams::default(), &qjob).await.expect("create QuarksJob")
+    }
+}
+
+pub struct OperatorProcess {
+    pub child: Child,
+    pub log: tempfile::NamedTempFile,
+}
+
+impl OperatorProcess {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Stops the operator as Kubernetes would (SIGTERM) and waits for it to exit.
+    pub async fn stop(mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            // SAFETY-free: plain kill(2) through the `kill` command keeps this test dependency-free.
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        }
+        tokio::time::timeout(DEADLINE, self.child.wait()).await.expect("operator stops on SIGTERM").expect("wait")
+    }
+}
+
+/// Polls `check` until it is true, or panics after [`DEADLINE`] naming `what`.
+pub async fn wait_for<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A QuarksJob manifest running `script` in a busybox container.
+pub fn qjob_yaml(name: &str, strategy: &str, script: &str) -> String {
+    format!(
+        r#"
+apiVersion: quarks.cloudfoundry.org/v1alpha1
+kind: QuarksJob
+metadata:
+  name: {name}
+spec:
+  trigger:
+    strategy: {strategy}
+  template:
+    spec:
+      backoffLimit: 0
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+          - name: busybox
+            image: busybox
+            command: ["sh", "-c", {script:?}]
+"#
+    )
+}

@@ -1,0 +1,11 @@
+//! Cluster-level tests: the real `quarks-job` binary against a cluster, through the API.
+//!
+//! By default each test starts its own in-process kubesim (API server, Job controller and a
+//! kubelet running pods as local processes). With `QUARKS_TEST_KUBECONFIG=<path>` the same tests
+//! run against that cluster instead (kind, k3d, ...): each test then uses its own namespace and
+//! its own monitored id, and needs the CRD installable by the operator (`--apply-crd`).
+
+mod harness;
+mod operator;
+
+pub use harness::*;
