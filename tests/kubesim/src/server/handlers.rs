@@ -91,13 +91,15 @@ fn route(path: &str) -> Route {
 
 /// System identities that are always authorized (the built-in controllers).
 pub fn privileged(user: &str) -> bool {
-    matches!(user, "kubesim:admin" | "system:serviceaccount:kube-system:job-controller" | "system:serviceaccount:kube-system:kubelet")
+    matches!(user, "kubesim:admin" | "system:unsecured" | "system:serviceaccount:kube-system:job-controller" | "system:serviceaccount:kube-system:kubelet")
 }
 
 /// The user a bearer token stands for; `Err` for a token kubesim never issued.
 pub fn authenticate(headers: &HeaderMap) -> Result<String, ApiError> {
+    // client-go (kubectl) never sends bearer tokens over plain HTTP, so credential-less
+    // requests are treated like kube-apiserver's old insecure local port: fully trusted.
     let Some(auth) = headers.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return Ok("system:anonymous".into());
+        return Ok("system:unsecured".into());
     };
     let token = auth.strip_prefix("Bearer ").unwrap_or("").trim();
     if token == "kubesim:admin" {
@@ -194,6 +196,19 @@ pub async fn handle(cluster: Arc<Cluster>, req: hyper::Request<Incoming>) -> Res
             cluster.record(record);
             return error_response(&e);
         }
+    };
+    // Impersonation (`kubectl --as`): only the admin may act as someone else.
+    let user = match parts.headers.get("impersonate-user").and_then(|v| v.to_str().ok()) {
+        Some(as_user) if privileged(&user) => as_user.to_string(),
+        Some(as_user) => {
+            let e = ApiError::forbidden(format!("users \"{as_user}\" is forbidden: User \"{user}\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"));
+            record.user = user;
+            record.code = 403;
+            record.verb = "impersonate".into();
+            cluster.record(record);
+            return error_response(&e);
+        }
+        None => user,
     };
     record.user = user.clone();
     let latency = cluster.faults.latency();
@@ -331,7 +346,11 @@ async fn resource_request(cluster: &Arc<Cluster>, req: &Request, rp: &ResPath, v
     {
         return Err(ApiError::no_route(path));
     }
-    if cluster.enforce_rbac {
+    if super::resources::is_review(&info.group, &info.plural) && verb != "create" {
+        return Err(ApiError::method_not_allowed(verb));
+    }
+    // Everyone may ask what they themselves may do (system:basic-user in Kubernetes).
+    if cluster.enforce_rbac && info.plural != "selfsubjectaccessreviews" {
         super::rbac::authorize(cluster, &req.user, verb, &info.group, &info.plural, rp.sub.as_deref().unwrap_or(""), rp.namespace.as_deref().unwrap_or(""), rp.name.as_deref().unwrap_or(""))?;
     }
     let ns = rp.namespace.clone().unwrap_or_default();
@@ -349,6 +368,10 @@ async fn resource_request(cluster: &Arc<Cluster>, req: &Request, rp: &ResPath, v
         }
         "list" => list(cluster, req, &info, rp.namespace.as_deref()),
         "watch" => super::watch::serve(cluster, req, &info, rp.namespace.as_deref(), rp.name.as_deref()),
+        "create" if super::resources::is_review(&info.group, &info.plural) => {
+            let body = req.json_body()?;
+            Ok(json_response(201, &super::rbac::review(cluster, &info.kind, &req.user, &ns, body)))
+        }
         "create" if rp.sub.as_deref() == Some("binding") => bind(cluster, req, &info, &ns, &name),
         "create" if rp.sub.is_some() => Err(ApiError::method_not_allowed("create")),
         "create" => {

@@ -41,7 +41,8 @@ use self::store::{Mutation, Store};
 /// One served request, for tests that check who did what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestRecord {
-    /// `kubesim:admin`, `system:serviceaccount:<ns>:<name>` or `system:anonymous`.
+    /// `kubesim:admin`, `system:serviceaccount:<ns>:<name>`, or `system:unsecured` for
+    /// requests without credentials (kubectl over plain HTTP).
     pub user: String,
     /// Kubernetes verb: get, list, watch, create, update, patch, delete, deletecollection.
     pub verb: String,

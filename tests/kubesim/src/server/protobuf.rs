@@ -1,6 +1,6 @@
 //! Decoding of Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`)
 //! for the few built-in kinds kubectl's typed clients write (`kubectl create secret`,
-//! `create configmap`, `create namespace`, `create serviceaccount`): the `k8s\0`
+//! `create configmap`, `create namespace`, `create serviceaccount`, `auth can-i`): the `k8s\0`
 //! envelope, `runtime.Unknown`, and per-kind field tables from the Kubernetes
 //! `generated.proto` files, turned into the JSON object the rest of the server handles.
 //! Other kinds sent as protobuf get 415, like a server that does not speak it.
@@ -56,6 +56,26 @@ const NAMESPACE: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META)), f(2, "spec
 const LOCAL_REF: &[Field] = &[f(1, "name", Ty::Str)];
 const OBJECT_REF: &[Field] = &[f(1, "kind", Ty::Str), f(2, "namespace", Ty::Str), f(3, "name", Ty::Str), f(4, "uid", Ty::Str), f(5, "apiVersion", Ty::Str)];
 const SERVICE_ACCOUNT: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META)), f(2, "secrets", Ty::RepMsg(OBJECT_REF)), f(3, "imagePullSecrets", Ty::RepMsg(LOCAL_REF)), f(4, "automountServiceAccountToken", Ty::Bool)];
+const RESOURCE_ATTRIBUTES: &[Field] = &[
+    f(1, "namespace", Ty::Str),
+    f(2, "verb", Ty::Str),
+    f(3, "group", Ty::Str),
+    f(4, "version", Ty::Str),
+    f(5, "resource", Ty::Str),
+    f(6, "subresource", Ty::Str),
+    f(7, "name", Ty::Str),
+];
+const NON_RESOURCE_ATTRIBUTES: &[Field] = &[f(1, "path", Ty::Str), f(2, "verb", Ty::Str)];
+const SELF_REVIEW_SPEC: &[Field] = &[f(1, "resourceAttributes", Ty::Msg(RESOURCE_ATTRIBUTES)), f(2, "nonResourceAttributes", Ty::Msg(NON_RESOURCE_ATTRIBUTES))];
+const REVIEW_SPEC: &[Field] = &[
+    f(1, "resourceAttributes", Ty::Msg(RESOURCE_ATTRIBUTES)),
+    f(2, "nonResourceAttributes", Ty::Msg(NON_RESOURCE_ATTRIBUTES)),
+    f(3, "user", Ty::Str),
+    f(4, "groups", Ty::RepStr),
+    f(6, "uid", Ty::Str),
+];
+const SELF_REVIEW: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META)), f(2, "spec", Ty::Msg(SELF_REVIEW_SPEC))];
+const REVIEW: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META)), f(2, "spec", Ty::Msg(REVIEW_SPEC))];
 const TYPE_META: &[Field] = &[f(1, "apiVersion", Ty::Str), f(2, "kind", Ty::Str)];
 
 fn bad(msg: &str) -> ApiError {
@@ -210,6 +230,8 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
         ("v1", "ConfigMap") => CONFIG_MAP,
         ("v1", "Namespace") => NAMESPACE,
         ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SELF_REVIEW,
+        ("authorization.k8s.io/v1", "SubjectAccessReview" | "LocalSubjectAccessReview") => REVIEW,
         _ => return Err(ApiError::unsupported_media_type(&format!("application/vnd.kubernetes.protobuf ({api_version} {kind} is only accepted as JSON)"))),
     };
     let mut obj = message(raw, fields)?;

@@ -1,4 +1,5 @@
-//! RBAC authorization, enforced only when a test asks for it: service-account users get
+//! RBAC authorization, enforced only when a test asks for it (access reviews and
+//! `kubectl auth can-i` always answer from RBAC): service-account users get
 //! exactly what their (Cluster)RoleBindings grant, evaluated like the Kubernetes RBAC
 //! authorizer (apiGroups, resources incl. `resource/subresource`, verbs, resourceNames,
 //! `*`); the admin identity is always allowed. Denials are 403 Status objects worded like
@@ -88,6 +89,25 @@ pub fn authorize(cluster: &Cluster, user: &str, verb: &str, group: &str, resourc
     e.details.kind = Some(resource.to_string());
     e.details.name = (!name.is_empty()).then(|| name.to_string());
     Err(e)
+}
+
+/// Answers a SubjectAccessReview / SelfSubjectAccessReview / LocalSubjectAccessReview.
+pub fn review(cluster: &Cluster, kind: &str, requester: &str, url_ns: &str, mut body: Value) -> Value {
+    let spec = body.get("spec").cloned().unwrap_or(Value::Null);
+    let user = if kind == "SelfSubjectAccessReview" { requester.to_string() } else { spec.get("user").and_then(Value::as_str).unwrap_or("").to_string() };
+    let allowed = match spec.get("resourceAttributes") {
+        Some(ra) => {
+            let s = |k: &str| ra.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            let ns = if kind == "LocalSubjectAccessReview" { url_ns.to_string() } else { s("namespace") };
+            authorize(cluster, &user, &s("verb"), &s("group"), &s("resource"), &s("subresource"), &ns, &s("name")).is_ok()
+        }
+        // Non-resource URLs (discovery, /version, /healthz) are open to everyone here.
+        None => true,
+    };
+    body["apiVersion"] = serde_json::json!("authorization.k8s.io/v1");
+    body["kind"] = serde_json::json!(kind);
+    body["status"] = if allowed { serde_json::json!({"allowed": true, "reason": "kubesim RBAC"}) } else { serde_json::json!({"allowed": false}) };
+    body
 }
 
 #[cfg(test)]

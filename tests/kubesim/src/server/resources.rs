@@ -68,8 +68,16 @@ impl ResourceInfo {
     }
 
     pub fn verbs(&self) -> Vec<&'static str> {
+        if is_review(&self.group, &self.plural) {
+            return vec!["create"];
+        }
         vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
     }
+}
+
+/// Access reviews (authorization.k8s.io) are answered, never stored.
+pub fn is_review(group: &str, plural: &str) -> bool {
+    group == "authorization.k8s.io" && matches!(plural, "subjectaccessreviews" | "selfsubjectaccessreviews" | "localsubjectaccessreviews")
 }
 
 pub fn storage_key(group: &str, plural: &str) -> String {
@@ -126,6 +134,9 @@ pub fn builtins() -> Vec<ResourceInfo> {
         builtin("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, &[], &[], false),
         builtin("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false, &[], &[], false),
         builtin("events.k8s.io", "v1", "Event", "events", true, &["ev"], &[], false),
+        builtin("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews", false, &[], &[], false),
+        builtin("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", false, &[], &[], false),
+        builtin("authorization.k8s.io", "v1", "LocalSubjectAccessReview", "localsubjectaccessreviews", true, &[], &[], false),
         builtin("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", false, &["crd", "crds"], &["status"], true),
     ];
     for r in &mut v {
