@@ -185,9 +185,9 @@ impl KubeSim {
         self.cluster.faults.clone()
     }
 
-    /// Every request served so far.
+    /// The requests served so far (the most recent 200 000), oldest first.
     pub fn request_log(&self) -> Vec<RequestRecord> {
-        self.cluster.log.lock().map(|l| l.clone()).unwrap_or_default()
+        self.cluster.log.lock().map(|l| l.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// Stops the kubelet (which stops its containers), the controllers and the server.

@@ -27,6 +27,7 @@ pub mod store;
 pub mod table;
 pub mod watch;
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -55,6 +56,9 @@ pub struct RequestRecord {
     pub code: u16,
 }
 
+/// How many requests the request log keeps.
+pub const REQUEST_LOG_CAP: usize = 200_000;
+
 /// How many past changes are kept for watch replay.
 pub const WATCH_WINDOW: usize = 50_000;
 
@@ -63,7 +67,8 @@ pub struct Cluster {
     pub store: Store,
     pub registry: Registry,
     pub faults: Faults,
-    pub log: Mutex<Vec<RequestRecord>>,
+    /// The most recent [`REQUEST_LOG_CAP`] requests.
+    pub log: Mutex<VecDeque<RequestRecord>>,
     pub state_dir: PathBuf,
     pub enforce_rbac: bool,
     pub shutdown: CancellationToken,
@@ -77,7 +82,7 @@ impl Cluster {
             store: Store::new(WATCH_WINDOW),
             registry: Registry::new(),
             faults,
-            log: Mutex::new(Vec::new()),
+            log: Mutex::new(VecDeque::new()),
             state_dir,
             enforce_rbac,
             shutdown: CancellationToken::new(),
@@ -145,7 +150,11 @@ impl Cluster {
 
     pub fn record(&self, rec: RequestRecord) {
         if let Ok(mut log) = self.log.lock() {
-            log.push(rec);
+            // Bounded so a long-running dev cluster does not grow without end.
+            if log.len() >= REQUEST_LOG_CAP {
+                log.pop_front();
+            }
+            log.push_back(rec);
         }
     }
 }

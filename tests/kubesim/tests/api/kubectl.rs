@@ -156,3 +156,21 @@ async fn jobs_complete_fail_and_log_with_the_kubelet() {
     assert!(Path::new(sim.kubeconfig_path()).exists());
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn describe_shows_events_recorded_through_events_api() {
+    use k8s_openapi::api::events::v1::Event;
+    use kube::api::PostParams;
+    let sim = api_only().await;
+    let client = sim.client().await.expect("client");
+    ok_stdin(&sim, &["apply", "-f", "-"], MANIFEST).await;
+    let uid = ok(&sim, &["get", "configmap", "cfg", "-o", "jsonpath={.metadata.uid}"]).await;
+    let e: Event = serde_json::from_value(serde_json::json!({"metadata": {"name": "cfg.1"}, "eventTime": "2024-01-01T00:00:00.000000Z",
+        "regarding": {"apiVersion": "v1", "kind": "ConfigMap", "name": "cfg", "namespace": "default", "uid": uid},
+        "note": "reconciled the thing", "reason": "Reconciled", "type": "Normal", "action": "Reconcile",
+        "reportingController": "quarks-job", "reportingInstance": "quarks-job-0"})).expect("event");
+    kube::Api::<Event>::namespaced(client, "default").create(&PostParams::default(), &e).await.expect("event");
+    let described = ok(&sim, &["describe", "configmap", "cfg"]).await;
+    assert!(described.contains("Reconciled") && described.contains("reconciled the thing"), "{described}");
+    sim.stop().await;
+}
