@@ -1,8 +1,8 @@
 //! Discovery documents: `/version`, `/api`, `/apis`, `/apis/G`, and the group-version
 //! resource lists (with subresources, short names and categories), built from the
 //! [`super::resources::Registry`] so CRD groups appear as soon as they are established.
-//! Aggregated discovery (apidiscovery.k8s.io/v2) is not served; clients fall back to
-//! these legacy documents because the response's Content-Type is plain JSON.
+//! Aggregated discovery (apidiscovery.k8s.io/v2, one document for `/api` and one for
+//! `/apis`) is served to clients that ask for it, as kubectl does.
 
 use serde_json::{Value, json};
 
@@ -133,4 +133,58 @@ pub fn openapi_v3_group_version(reg: &Registry, group: &str, version: &str) -> O
         );
     }
     Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0-kubesim"}, "paths": paths, "components": {}}))
+}
+
+/// The media type of aggregated discovery (apidiscovery.k8s.io/v2), which kubectl asks
+/// for first.
+pub const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Aggregated discovery for `/api` (`core`) or `/apis`: every group, version and
+/// resource in one document.
+pub fn aggregated(reg: &Registry, core: bool) -> Value {
+    let mut items = Vec::new();
+    for (g, vs) in reg.groups() {
+        if g.is_empty() != core {
+            continue;
+        }
+        let mut versions = Vec::new();
+        for v in &vs {
+            let mut resources = Vec::new();
+            for r in reg.all().into_iter().filter(|r| r.group == g && &r.version == v) {
+                let kind = |k: &str| json!({"group": r.group, "version": r.version, "kind": k});
+                let subs: Vec<Value> = r
+                    .subresources
+                    .iter()
+                    .map(|sub| {
+                        let (k, verbs): (&str, Vec<&str>) = match sub.as_str() {
+                            "log" => ("Pod", vec!["get"]),
+                            "binding" => ("Binding", vec!["create"]),
+                            _ => (r.kind.as_str(), vec!["get", "patch", "update"]),
+                        };
+                        json!({"subresource": sub, "responseKind": kind(k), "verbs": verbs})
+                    })
+                    .collect();
+                let mut e = json!({
+                    "resource": r.plural,
+                    "responseKind": kind(&r.kind),
+                    "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                    "singularResource": r.singular,
+                    "verbs": r.verbs(),
+                });
+                if !r.short_names.is_empty() {
+                    e["shortNames"] = json!(r.short_names);
+                }
+                if !r.categories.is_empty() {
+                    e["categories"] = json!(r.categories);
+                }
+                if !subs.is_empty() {
+                    e["subresources"] = json!(subs);
+                }
+                resources.push(e);
+            }
+            versions.push(json!({"version": v, "resources": resources, "freshness": "Current"}));
+        }
+        items.push(json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": versions}));
+    }
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }

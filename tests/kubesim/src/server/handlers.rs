@@ -142,6 +142,11 @@ impl Request {
         self.headers.get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("as=PartialObjectMetadata"))
     }
 
+    /// Whether the client accepts aggregated discovery (apidiscovery.k8s.io/v2).
+    fn wants_aggregated(&self) -> bool {
+        self.headers.get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.split(',').any(|m| m.trim() == discovery::AGGREGATED_V2))
+    }
+
     fn content_type(&self) -> String {
         self.headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string()
     }
@@ -176,6 +181,12 @@ impl Request {
         };
         WriteCtx { manager, dry_run: self.q("dryRun") == Some("All"), strict: self.q("fieldValidation") == Some("Strict") }
     }
+}
+
+fn aggregated_response(v: &Value) -> Response {
+    let mut r = json_response(200, v);
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(discovery::AGGREGATED_V2));
+    r
 }
 
 /// The entry point for every HTTP request.
@@ -223,6 +234,8 @@ pub async fn handle(cluster: Arc<Cluster>, req: hyper::Request<Incoming>) -> Res
             r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain"));
             r
         }
+        Route::Api if request.wants_aggregated() => aggregated_response(&discovery::aggregated(&cluster.registry, true)),
+        Route::Apis if request.wants_aggregated() => aggregated_response(&discovery::aggregated(&cluster.registry, false)),
         Route::Api => json_response(200, &discovery::core_versions(&cluster.address)),
         Route::Apis => json_response(200, &discovery::group_list(&cluster.registry)),
         Route::Group(g) => match discovery::group(&cluster.registry, &g) {

@@ -39,3 +39,18 @@ async fn group_discovery_lists_builtin_groups() {
     assert!(discovery.groups().any(|g| g.name() == "batch"));
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn aggregated_discovery_when_asked() {
+    let (sim, client) = sim().await;
+    let accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+    let (code, apis) = super::common::raw_with(&client, "GET", "/apis", None, Some(accept), None).await;
+    assert_eq!((code, apis["kind"].as_str()), (200, Some("APIGroupDiscoveryList")));
+    let batch = apis["items"].as_array().expect("items").iter().find(|g| g["metadata"]["name"] == "batch").expect("batch");
+    let jobs = batch["versions"][0]["resources"].as_array().expect("resources").iter().find(|r| r["resource"] == "jobs").expect("jobs");
+    assert_eq!((jobs["scope"].as_str(), jobs["responseKind"]["kind"].as_str()), (Some("Namespaced"), Some("Job")));
+    assert_eq!(jobs["subresources"][0]["subresource"], "status");
+    let (_, core) = super::common::raw_with(&client, "GET", "/api", None, Some(accept), None).await;
+    assert_eq!(core["items"][0]["metadata"]["name"], "");
+    sim.stop().await;
+}
