@@ -176,6 +176,13 @@ pub fn serve(cluster: &Arc<Cluster>, req: &Request, info: &ResourceInfo, ns: Opt
                 }
                 r = rx.recv() => match r {
                     Ok(c) => {
+                        // A custom resource's watches end with its CRD, as in Kubernetes.
+                        if c.kind == EventType::Deleted
+                            && &*c.key == "customresourcedefinitions.apiextensions.k8s.io"
+                            && enc.info.crd.as_ref().is_some_and(|d| d.crd_name == c.name)
+                        {
+                            break;
+                        }
                         if !emit(&tx, &enc, &filter, &c, &mut last).await {
                             break;
                         }

@@ -158,3 +158,18 @@ async fn metadata_only_requests() {
     assert!(first.is_some());
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn watches_of_custom_resources_end_with_their_crd() {
+    use futures::TryStreamExt;
+    use kube::api::WatchParams;
+    let (sim, client) = sim().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &widget_crd("Namespaced")).await.expect("crd");
+    let api = widgets(&client, Some("default"));
+    let mut stream = Box::pin(api.watch(&WatchParams::default().timeout(30), "0").await.expect("watch"));
+    crds.delete("widgets.example.com", &Default::default()).await.expect("delete crd");
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), stream.try_next()).await.expect("watch ends in time");
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    sim.stop().await;
+}
