@@ -1,5 +1,6 @@
 //! Tests of kubesim's API server, one module per area.
 
+mod binary;
 mod common;
 mod crd;
 mod crud;
