@@ -239,3 +239,61 @@ pub fn default_propagation(info: &ResourceInfo) -> &'static str {
         _ => "Background",
     }
 }
+
+fn without(v: Option<&Value>, drop: &dyn Fn(&mut Value)) -> Value {
+    let mut c = v.cloned().unwrap_or(Value::Null);
+    drop(&mut c);
+    c
+}
+
+/// Immutability rules checked on updates of the main resource (not status).
+pub fn validate_update(info: &ResourceInfo, old: &Value, new: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    if info.crd.is_some() {
+        return causes;
+    }
+    match (info.group.as_str(), info.plural.as_str()) {
+        ("batch", "jobs") => {
+            for field in ["template", "selector", "completionMode"] {
+                let ptr = format!("/spec/{field}");
+                if old.pointer(&ptr) != new.pointer(&ptr) {
+                    causes.push(Cause::new("FieldValueInvalid", format!("spec.{field}"), "Invalid value: field is immutable"));
+                }
+            }
+        }
+        ("", "pods") => {
+            // Only images, activeDeadlineSeconds and tolerations may change (and nodeName
+            // through the binding subresource).
+            let strip = |spec: &mut Value| {
+                if let Some(m) = spec.as_object_mut() {
+                    for k in ["activeDeadlineSeconds", "tolerations", "nodeName"] {
+                        m.remove(k);
+                    }
+                    for list in ["containers", "initContainers"] {
+                        if let Some(Value::Array(cs)) = m.get_mut(list) {
+                            for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                                c.remove("image");
+                            }
+                        }
+                    }
+                }
+            };
+            if without(old.get("spec"), &strip) != without(new.get("spec"), &strip) {
+                causes.push(Cause::new(
+                    "FieldValueForbidden",
+                    "spec",
+                    "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+                ));
+            }
+        }
+        ("", "secrets" | "configmaps") if old.get("immutable") == Some(&Value::Bool(true)) => {
+            for field in ["data", "binaryData", "immutable"] {
+                if old.get(field) != new.get(field) {
+                    causes.push(Cause::new("FieldValueForbidden", field, "Forbidden: field is immutable when `immutable` is set"));
+                }
+            }
+        }
+        _ => {}
+    }
+    causes
+}

@@ -394,6 +394,12 @@ impl Cluster {
             }
         }
         self.validate_write(info, &mut new, ctx)?;
+        if part != Part::Status {
+            let causes = kinds::validate_update(info, old, &new);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(&info.group, &info.kind, &name, causes));
+            }
+        }
         if info.plural == "customresourcedefinitions" && info.group == "apiextensions.k8s.io" && part != Part::Status {
             let status = crd::status(&new, &meta::now());
             if let Some(m) = new.as_object_mut() {

@@ -223,3 +223,33 @@ async fn bound_pods_are_deleted_gracefully() {
     assert!(pods.get_opt("bound").await.expect("get").is_none(), "the kubelet's grace-0 delete removes it");
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn immutable_fields_are_rejected() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Patch, PatchParams};
+    let (sim, client) = sim().await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    jobs.create(&PostParams::default(), &job("im", "busybox")).await.expect("job");
+    let p = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "other"}]}}}});
+    let err = api_err(jobs.patch("im", &PatchParams::default(), &Patch::Strategic(&p)).await.expect_err("template is immutable"));
+    assert_eq!(err.code, 422);
+    assert!(err.message.contains("spec.template"), "{}", err.message);
+    let p = json!({"spec": {"backoffLimit": 1}});
+    jobs.patch("im", &PatchParams::default(), &Patch::Merge(&p)).await.expect("backoffLimit may change");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "ip"}, "spec": {"containers": [{"name": "c", "image": "a"}]}})).expect("pod");
+    pods.create(&PostParams::default(), &pod).await.expect("pod");
+    let image = json!({"spec": {"containers": [{"name": "c", "image": "b"}]}});
+    pods.patch("ip", &PatchParams::default(), &Patch::Strategic(&image)).await.expect("image may change");
+    let cmd = json!({"spec": {"containers": [{"name": "c", "command": ["x"]}]}});
+    assert_eq!(api_err(pods.patch("ip", &PatchParams::default(), &Patch::Strategic(&cmd)).await.expect_err("command may not")).code, 422);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "frozen"}, "immutable": true, "stringData": {"a": "1"}})).expect("secret");
+    secrets.create(&PostParams::default(), &s).await.expect("secret");
+    let change = json!({"stringData": {"a": "2"}});
+    assert_eq!(api_err(secrets.patch("frozen", &PatchParams::default(), &Patch::Merge(&change)).await.expect_err("immutable secret")).code, 422);
+    let label = json!({"metadata": {"labels": {"ok": "yes"}}});
+    secrets.patch("frozen", &PatchParams::default(), &Patch::Merge(&label)).await.expect("metadata may change");
+    sim.stop().await;
+}

@@ -1,7 +1,7 @@
 //! PATCH in all its types, server-side apply ownership, and the status subresource.
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
@@ -10,27 +10,30 @@ use super::common::{api_err, raw, sim};
 
 #[tokio::test]
 async fn merge_json_and_strategic_patches() {
+    use k8s_openapi::api::apps::v1::Deployment;
     let (sim, client) = sim().await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {
+        "metadata": {"labels": {"app": "d"}}, "spec": {"containers": [
         {"name": "a", "image": "busybox", "env": [{"name": "X", "value": "1"}]},
-        {"name": "b", "image": "busybox"}]}})).expect("pod");
-    pods.create(&PostParams::default(), &pod).await.expect("create");
-    let sm = json!({"spec": {"containers": [{"name": "a", "env": [{"name": "Y", "value": "2"}]}]}});
-    let p = pods.patch("p", &PatchParams::default(), &Patch::Strategic(&sm)).await.expect("strategic");
-    let containers = p.spec.expect("spec").containers;
+        {"name": "b", "image": "busybox"}]}}}})).expect("deployment");
+    deploys.create(&PostParams::default(), &d).await.expect("create");
+    let sm = json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "env": [{"name": "Y", "value": "2"}]}]}}}});
+    let p = deploys.patch("d", &PatchParams::default(), &Patch::Strategic(&sm)).await.expect("strategic");
+    let containers = p.spec.expect("spec").template.spec.expect("pod spec").containers;
     assert_eq!(containers.len(), 2, "merged by name, not replaced");
     assert_eq!(containers[0].env.as_ref().map(Vec::len), Some(2));
+    assert_eq!(p.metadata.generation, Some(2), "a template change bumps generation");
     let mp = json!({"metadata": {"labels": {"l": "v"}}});
-    let p = pods.patch("p", &PatchParams::default(), &Patch::Merge(&mp)).await.expect("merge");
+    let p = deploys.patch("d", &PatchParams::default(), &Patch::Merge(&mp)).await.expect("merge");
     assert_eq!(p.metadata.labels.and_then(|l| l.get("l").cloned()).as_deref(), Some("v"));
     let jp: json_patch::Patch = serde_json::from_value(json!([{"op": "replace", "path": "/metadata/labels/l", "value": "w"}])).expect("jp");
-    let p = pods.patch("p", &PatchParams::default(), &Patch::Json::<()>(jp)).await.expect("json patch");
+    let p = deploys.patch("d", &PatchParams::default(), &Patch::Json::<()>(jp)).await.expect("json patch");
     assert_eq!(p.metadata.labels.and_then(|l| l.get("l").cloned()).as_deref(), Some("w"));
     let failing: json_patch::Patch = serde_json::from_value(json!([{"op": "test", "path": "/metadata/name", "value": "other"}])).expect("jp");
-    let err = api_err(pods.patch("p", &PatchParams::default(), &Patch::Json::<()>(failing)).await.expect_err("test op"));
+    let err = api_err(deploys.patch("d", &PatchParams::default(), &Patch::Json::<()>(failing)).await.expect_err("test op"));
     assert_eq!(err.code, 422);
-    let (code, _) = raw(&client, "PATCH", "/api/v1/namespaces/default/pods/p", Some("text/plain"), Some("{}")).await;
+    let (code, _) = raw(&client, "PATCH", "/apis/apps/v1/namespaces/default/deployments/d", Some("text/plain"), Some("{}")).await;
     assert_eq!(code, 415);
     sim.stop().await;
 }
