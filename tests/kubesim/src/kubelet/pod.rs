@@ -291,13 +291,6 @@ impl PodWorker {
         if !self.stop.is_cancelled() && self.pull_images().await && self.set_up_volumes().await {
             self.run_containers().await;
         }
-        if self.stop_reason() == Some(StopReason::DeadlineExceeded) {
-            let mut state = self.state.lock().await;
-            state.forced = Some((
-                "DeadlineExceeded".to_string(),
-                "Pod was active on the node longer than the specified deadline".to_string(),
-            ));
-        }
         self.flush().await;
     }
 
@@ -789,6 +782,13 @@ impl PodWorker {
     /// Writes the pod status (whole, as a merge patch: the kubelet owns it).
     async fn flush(&self) {
         let mut state = self.state.lock().await;
+        // Like the kubelet, the deadline fails the pod at once; containers are then stopped.
+        if state.forced.is_none() && self.stop_reason() == Some(StopReason::DeadlineExceeded) {
+            state.forced = Some((
+                "DeadlineExceeded".to_string(),
+                "Pod was active on the node longer than the specified deadline".to_string(),
+            ));
+        }
         let phase = match &state.forced {
             Some(_) => "Failed",
             None => pod_phase(

@@ -224,3 +224,26 @@ async fn init_containers_run_first_and_share_volumes() {
             .is_some_and(|t| t.exit_code == 0)
     }));
 }
+
+#[tokio::test]
+async fn completions_run_with_bounded_parallelism() {
+    let cluster = start("job-parallel").await;
+    let jobs = cluster.api::<Job>();
+    let mut spec = job("batch", "Never", 6, "sleep 0.2");
+    spec["spec"]["completions"] = json!(3);
+    spec["spec"]["parallelism"] = json!(2);
+    cluster.create::<Job>(spec).await;
+    // Never more than `parallelism` pods at once.
+    let mut max_active = 0;
+    let done = loop {
+        let job = jobs.get("batch").await.expect("job");
+        max_active = max_active.max(job.status.as_ref().and_then(|s| s.active).unwrap_or(0));
+        if job_condition(&job, "Complete").is_some() {
+            break job;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(done.status.as_ref().and_then(|s| s.succeeded), Some(3));
+    assert!(max_active <= 2, "{max_active}");
+    assert_eq!(cluster.job_pods("batch").await.len(), 3);
+}

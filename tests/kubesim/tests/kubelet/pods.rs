@@ -321,3 +321,49 @@ async fn a_native_sidecar_runs_alongside_and_stops_when_the_containers_finish() 
         "{helper:?}"
     );
 }
+
+#[tokio::test]
+async fn a_pod_past_its_active_deadline_is_failed_by_the_kubelet() {
+    let cluster = start("pod-deadline").await;
+    let mut pod = shell_pod("late", "sleep 300");
+    pod["spec"]["activeDeadlineSeconds"] = json!(1);
+    cluster.create::<Pod>(pod).await;
+    let pods = cluster.api::<Pod>();
+    let failed = wait_for(&pods, "late", "Failed", |p: &Pod| pod_phase(p) == "Failed").await;
+    let status = failed.status.expect("status");
+    assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
+    let terminated = status.container_statuses.expect("cs")[0]
+        .state
+        .clone()
+        .and_then(|s| s.terminated)
+        .expect("terminated");
+    assert_eq!(terminated.exit_code, 143, "SIGTERM ends the shell");
+}
+
+#[tokio::test]
+async fn a_missing_env_secret_is_a_config_error_until_it_exists() {
+    let cluster = start("pod-env-wait").await;
+    let mut pod = shell_pod("envwait", "echo $KEY");
+    pod["spec"]["containers"][0]["env"] =
+        json!([{"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "later", "key": "k"}}}]);
+    cluster.create::<Pod>(pod).await;
+    let pods = cluster.api::<Pod>();
+    let reason = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs[0].state.as_ref()?.waiting.as_ref()?.reason.clone())
+            .unwrap_or_default()
+    };
+    let waiting = wait_for(&pods, "envwait", "CreateContainerConfigError", |p: &Pod| {
+        reason(p) == "CreateContainerConfigError"
+    })
+    .await;
+    assert_eq!(pod_phase(&waiting), "Pending");
+    cluster
+        .create::<Secret>(json!({"metadata": {"name": "later"}, "stringData": {"k": "v"}}))
+        .await;
+    let (pod, log) = finished_with_log(&cluster, "envwait").await;
+    assert_eq!(pod_phase(&pod), "Succeeded", "{log}");
+    assert_eq!(log, "v\n");
+}
