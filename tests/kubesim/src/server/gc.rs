@@ -1,7 +1,8 @@
 //! The in-process controllers that real clusters run in kube-controller-manager and
 //! kube-apiserver: the garbage collector (ownerReferences with background, foreground and
 //! orphan propagation), the namespace controller (deleting a namespace's contents, then
-//! the namespace), and dangling-owner cleanup. Event-driven from the store's change feed,
+//! the namespace), the service-account controller (a `default` ServiceAccount in every
+//! new namespace), and dangling-owner cleanup. Event-driven from the store's change feed,
 //! plus a periodic resync so nothing is missed if the feed lags.
 
 use std::sync::Arc;
@@ -63,6 +64,10 @@ fn on_change(cluster: &Cluster, c: &Change) {
             }
         }
         EventType::Added | EventType::Modified => {
+            // The service-account controller: every new namespace gets `default`.
+            if c.kind == EventType::Added && &*c.key == "namespaces" {
+                cluster.ensure_default_service_account(&c.name);
+            }
             if c.object.pointer("/metadata/deletionTimestamp").is_some() {
                 process_terminating(cluster, &c.object);
             }

@@ -390,9 +390,6 @@ async fn resource_request(cluster: &Arc<Cluster>, req: &Request, rp: &ResPath, v
         "create" => {
             let body = req.json_body()?;
             let obj = cluster.create(&info, &ns, body, &req.write_ctx())?;
-            if info.plural == "namespaces" && !req.write_ctx().dry_run {
-                cluster.ensure_default_service_account(obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(""));
-            }
             Ok(object_response(req, &info, 201, &obj))
         }
         "update" => {

@@ -253,3 +253,21 @@ async fn immutable_fields_are_rejected() {
     secrets.patch("frozen", &PatchParams::default(), &Patch::Merge(&label)).await.expect("metadata may change");
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn new_namespaces_get_a_default_service_account() {
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use kube::api::{Patch, PatchParams};
+    let (sim, client) = sim().await;
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "applied"}});
+    Api::<Namespace>::all(client.clone()).patch("applied", &PatchParams::apply("t"), &Patch::Apply(&ns)).await.expect("apply namespace");
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "applied");
+    for _ in 0..100 {
+        if sas.get_opt("default").await.expect("get").is_some() {
+            sim.stop().await;
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no default service account");
+}
