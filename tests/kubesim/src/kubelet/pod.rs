@@ -501,6 +501,7 @@ impl PodWorker {
                 }
             };
             let started_at = now();
+            self.container_started_events(slot, c);
             let container_id = format!("kubesim://{}/{}/{}", self.uid, c.name, process.pid());
             {
                 let mut state = self.state.lock().await;
@@ -856,8 +857,50 @@ impl PodWorker {
 
     async fn event(&self, type_: &str, reason: &str, message: &str) {
         let api: Api<Event> = Api::namespaced(self.shared.client.clone(), &self.namespace);
+        let event = self.build_event(None, type_, reason, message);
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
+            tracing::debug!(pod = %self.name, error = %e, "event not recorded");
+        }
+    }
+
+    /// Records the Normal events of a container start (`Pulled`, `Created`, `Started`, as
+    /// `kubectl describe` shows them) in the background, so they never delay the container.
+    fn container_started_events(&self, slot: Slot, c: &Container) {
+        let field_path = match slot {
+            Slot::Init(_) => format!("spec.initContainers{{{}}}", c.name),
+            Slot::Main(_) => format!("spec.containers{{{}}}", c.name),
+        };
+        let image = c.image.clone().unwrap_or_default();
+        let events = [
+            (
+                "Pulled",
+                format!("Container image \"{image}\" already present on machine"),
+            ),
+            ("Created", format!("Created container: {}", c.name)),
+            ("Started", format!("Started container {}", c.name)),
+        ]
+        .map(|(reason, message)| {
+            self.build_event(Some(field_path.clone()), "Normal", reason, &message)
+        });
+        let api: Api<Event> = Api::namespaced(self.shared.client.clone(), &self.namespace);
+        tokio::spawn(async move {
+            for event in events {
+                if let Err(e) = api.create(&PostParams::default(), &event).await {
+                    tracing::debug!(error = %e, "event not recorded");
+                }
+            }
+        });
+    }
+
+    fn build_event(
+        &self,
+        field_path: Option<String>,
+        type_: &str,
+        reason: &str,
+        message: &str,
+    ) -> Event {
         let t = now();
-        let event = Event {
+        Event {
             metadata: ObjectMeta {
                 generate_name: Some(format!("{}.", self.name)),
                 namespace: Some(self.namespace.clone()),
@@ -869,6 +912,7 @@ impl PodWorker {
                 name: Some(self.name.clone()),
                 namespace: Some(self.namespace.clone()),
                 uid: Some(self.uid.clone()),
+                field_path,
                 ..Default::default()
             },
             reason: Some(reason.to_string()),
@@ -884,9 +928,6 @@ impl PodWorker {
             last_timestamp: Some(t),
             count: Some(1),
             ..Default::default()
-        };
-        if let Err(e) = api.create(&PostParams::default(), &event).await {
-            tracing::debug!(pod = %self.name, error = %e, "event not recorded");
         }
     }
 

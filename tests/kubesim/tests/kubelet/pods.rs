@@ -271,6 +271,27 @@ async fn a_restart_policy_never_pod_reports_exit_codes_and_conditions() {
     assert_eq!(get("PodScheduled").as_deref(), Some("True"));
     assert_eq!(get("Initialized").as_deref(), Some("True"));
     assert_eq!(get("Ready").as_deref(), Some("False"));
+    // The container's life is told in Events, as `kubectl describe` shows them.
+    let events = cluster.api::<Event>();
+    let mut reasons = Vec::new();
+    for _ in 0..100 {
+        let lp = ListParams::default().fields("involvedObject.name=exit7");
+        reasons = events
+            .list(&lp)
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect();
+        if reasons.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Listed by name (generated), not in creation order.
+    reasons.sort();
+    assert_eq!(reasons, ["Created", "Pulled", "Started"]);
 }
 
 #[tokio::test]
