@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::api::{ListParams, PostParams, WatchEvent, WatchParams};
 use kube::Api;
+use kube::api::{ListParams, PostParams, WatchEvent, WatchParams};
 use kubesim::{KubeSim, KubeSimOptions};
 use serde_json::json;
 
@@ -40,16 +40,25 @@ fn rss_mib() -> f64 {
 
 fn row(name: &str, n: usize, v: Vec<Duration>) {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("| {name:<28} | {n:>6} | {:>8.3} | {:>8.3} |", ms(pct(v.clone(), 0.5)), ms(pct(v, 0.99)));
+    println!(
+        "| {name:<28} | {n:>6} | {:>8.3} | {:>8.3} |",
+        ms(pct(v.clone(), 0.5)),
+        ms(pct(v, 0.99))
+    );
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let sim = KubeSim::start(KubeSimOptions { run_kubelet: false, ..Default::default() }).await?;
+    let sim = KubeSim::start(KubeSimOptions {
+        run_kubelet: false,
+        ..Default::default()
+    })
+    .await?;
     let client = sim.client().await?;
     let nss: Api<Namespace> = Api::all(client.clone());
     for i in 0..NAMESPACES {
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": format!("ns{i}")}}))?;
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": format!("ns{i}")}}))?;
         nss.create(&PostParams::default(), &ns).await?;
     }
     let rss_before = rss_mib();
@@ -60,14 +69,24 @@ async fn main() -> anyhow::Result<()> {
     let mut watchers = Vec::new();
     for i in 0..NAMESPACES {
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), &format!("ns{i}"));
-        let rv = api.list(&ListParams::default()).await?.metadata.resource_version.unwrap_or_default();
-        let mut stream = api.watch(&WatchParams::default().timeout(290), &rv).await?.boxed();
+        let rv = api
+            .list(&ListParams::default())
+            .await?
+            .metadata
+            .resource_version
+            .unwrap_or_default();
+        let mut stream = api
+            .watch(&WatchParams::default().timeout(290), &rv)
+            .await?
+            .boxed();
         let (sent, delivered) = (sent.clone(), delivered.clone());
         watchers.push(tokio::spawn(async move {
             let per_ns = OBJECTS / NAMESPACES;
             let mut seen = 0;
             while seen < per_ns {
-                let Ok(Some(ev)) = stream.try_next().await else { break };
+                let Ok(Some(ev)) = stream.try_next().await else {
+                    break;
+                };
                 if let WatchEvent::Added(cm) = ev {
                     let now = Instant::now();
                     let name = cm.metadata.name.unwrap_or_default();
@@ -117,7 +136,11 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..2000 {
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), &format!("ns{}", i % NAMESPACES));
         let t = Instant::now();
-        api.get(&format!("cm{}", (i * 7919) % OBJECTS / NAMESPACES * NAMESPACES + i % NAMESPACES)).await?;
+        api.get(&format!(
+            "cm{}",
+            (i * 7919) % OBJECTS / NAMESPACES * NAMESPACES + i % NAMESPACES
+        ))
+        .await?;
         get_lat.push(t.elapsed());
     }
     let mut list_ns = Vec::new();
@@ -140,12 +163,15 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..50 {
         let api: Api<ConfigMap> = Api::all(client.clone());
         let t = Instant::now();
-        api.list(&ListParams::default().labels(&format!("n={}", i % 10))).await?;
+        api.list(&ListParams::default().labels(&format!("n={}", i % 10)))
+            .await?;
         list_sel.push(t.elapsed());
     }
     let delivered = delivered.lock().map(|d| d.clone()).unwrap_or_default();
 
-    println!("kubesim scale bench: {OBJECTS} ConfigMaps in {NAMESPACES} namespaces, {NAMESPACES} watches, {CREATORS} concurrent creators");
+    println!(
+        "kubesim scale bench: {OBJECTS} ConfigMaps in {NAMESPACES} namespaces, {NAMESPACES} watches, {CREATORS} concurrent creators"
+    );
     println!("| operation                    |      n | p50 (ms) | p99 (ms) |");
     println!("|------------------------------|--------|----------|----------|");
     row("create", create_lat.len(), create_lat);
@@ -154,8 +180,14 @@ async fn main() -> anyhow::Result<()> {
     row("list all (10 000)", list_all.len(), list_all);
     row("list all, label selector", list_sel.len(), list_sel);
     row("watch delivery (send→event)", delivered.len(), delivered);
-    println!("create throughput: {:.0} objects/s", OBJECTS as f64 / create_wall.as_secs_f64());
-    println!("RSS: {rss_before:.1} MiB before objects, {:.1} MiB after (server and client in one process)", rss_mib());
+    println!(
+        "create throughput: {:.0} objects/s",
+        OBJECTS as f64 / create_wall.as_secs_f64()
+    );
+    println!(
+        "RSS: {rss_before:.1} MiB before objects, {:.1} MiB after (server and client in one process)",
+        rss_mib()
+    );
     sim.stop().await;
     Ok(())
 }

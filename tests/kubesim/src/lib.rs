@@ -17,9 +17,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use server::Cluster;
 pub use server::RequestRecord;
 pub use server::faults::Faults;
-use server::Cluster;
 
 /// The admin bearer token written into the kubeconfig.
 pub const ADMIN_TOKEN: &str = "kubesim:admin";
@@ -78,7 +78,10 @@ pub struct KubeSim {
 
 impl std::fmt::Debug for KubeSim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeSim").field("url", &self.url).field("state_dir", &self.state_dir).finish_non_exhaustive()
+        f.debug_struct("KubeSim")
+            .field("url", &self.url)
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -100,7 +103,9 @@ impl KubeSim {
     /// Starts the API server (and, with `run_kubelet`, the Job controller and kubelet);
     /// returns once the server accepts requests and the kubeconfig is written.
     pub async fn start(opts: KubeSimOptions) -> anyhow::Result<KubeSim> {
-        let listener = TcpListener::bind(opts.listen).await.with_context(|| format!("binding {}", opts.listen))?;
+        let listener = TcpListener::bind(opts.listen)
+            .await
+            .with_context(|| format!("binding {}", opts.listen))?;
         let addr = listener.local_addr()?;
         let url = format!("http://{addr}");
         let (temp, state_dir) = match &opts.state_dir {
@@ -115,7 +120,12 @@ impl KubeSim {
             }
         };
         let faults = Faults::new();
-        let cluster = Arc::new(Cluster::new(state_dir.clone(), opts.enforce_rbac, addr.to_string(), faults.clone()));
+        let cluster = Arc::new(Cluster::new(
+            state_dir.clone(),
+            opts.enforce_rbac,
+            addr.to_string(),
+            faults.clone(),
+        ));
         let weak = Arc::downgrade(&cluster);
         faults.set_compactor(Arc::new(move || {
             if let Some(c) = weak.upgrade() {
@@ -135,11 +145,16 @@ impl KubeSim {
                     tracing::error!(error = %e, "job controller stopped");
                 }
             }));
-            let mut images = kubelet::images::ImageTable::with_defaults(opts.quarks_job_bin.clone());
+            let mut images =
+                kubelet::images::ImageTable::with_defaults(opts.quarks_job_bin.clone());
             for (pattern, program) in &opts.extra_images {
                 images.add(pattern, program.clone());
             }
-            let cfg = kubelet::KubeletConfig { state_dir: state_dir.clone(), api_url: url.clone(), images };
+            let cfg = kubelet::KubeletConfig {
+                state_dir: state_dir.clone(),
+                api_url: url.clone(),
+                images,
+            };
             let kc = client_for(&url, KUBELET_TOKEN).await?;
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = kubelet::run_kubelet(kc, cfg, shutdown).await {
@@ -147,7 +162,10 @@ impl KubeSim {
                 }
             }));
         }
-        let kubeconfig = opts.kubeconfig.clone().unwrap_or_else(|| state_dir.join("kubeconfig"));
+        let kubeconfig = opts
+            .kubeconfig
+            .clone()
+            .unwrap_or_else(|| state_dir.join("kubeconfig"));
         if let Some(parent) = kubeconfig.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -155,7 +173,14 @@ impl KubeSim {
         let tmp = kubeconfig.with_extension("tmp");
         std::fs::write(&tmp, kubeconfig_yaml(&url))?;
         std::fs::rename(&tmp, &kubeconfig)?;
-        Ok(KubeSim { url, state_dir, kubeconfig, cluster, tasks, _temp: temp })
+        Ok(KubeSim {
+            url,
+            state_dir,
+            kubeconfig,
+            cluster,
+            tasks,
+            _temp: temp,
+        })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -173,7 +198,11 @@ impl KubeSim {
     }
 
     /// A client authenticating as a service account (what a pod would use).
-    pub async fn service_account_client(&self, namespace: &str, name: &str) -> anyhow::Result<kube::Client> {
+    pub async fn service_account_client(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<kube::Client> {
         client_for(&self.url, &service_account_token(namespace, name)).await
     }
 
@@ -187,7 +216,11 @@ impl KubeSim {
 
     /// The requests served so far (the most recent 200 000), oldest first.
     pub fn request_log(&self) -> Vec<RequestRecord> {
-        self.cluster.log.lock().map(|l| l.iter().cloned().collect()).unwrap_or_default()
+        self.cluster
+            .log
+            .lock()
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Stops the kubelet (which stops its containers), the controllers and the server.

@@ -37,11 +37,18 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
     let mut extra_images = Vec::new();
     for i in &args.images {
-        let (pattern, program) = i.split_once('=').with_context(|| format!("--image {i}: expected PATTERN=PROGRAM"))?;
+        let (pattern, program) = i
+            .split_once('=')
+            .with_context(|| format!("--image {i}: expected PATTERN=PROGRAM"))?;
         extra_images.push((pattern.to_string(), PathBuf::from(program)));
     }
     let sim = KubeSim::start(KubeSimOptions {

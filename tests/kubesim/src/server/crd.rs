@@ -15,7 +15,13 @@ fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array).map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default()
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The 422 causes of an invalid CRD.
@@ -25,25 +31,56 @@ pub fn validate(crd: &Value) -> Vec<Cause> {
     let plural = s(crd, "/spec/names/plural");
     let name = s(crd, "/metadata/name");
     if group.is_empty() || !group.contains('.') {
-        causes.push(Cause::new("FieldValueInvalid", "spec.group", format!("Invalid value: \"{group}\": should be a domain with at least one dot")));
+        causes.push(Cause::new(
+            "FieldValueInvalid",
+            "spec.group",
+            format!("Invalid value: \"{group}\": should be a domain with at least one dot"),
+        ));
     }
     if plural.is_empty() {
-        causes.push(Cause::new("FieldValueRequired", "spec.names.plural", "Required value"));
+        causes.push(Cause::new(
+            "FieldValueRequired",
+            "spec.names.plural",
+            "Required value",
+        ));
     }
     if s(crd, "/spec/names/kind").is_empty() {
-        causes.push(Cause::new("FieldValueRequired", "spec.names.kind", "Required value"));
+        causes.push(Cause::new(
+            "FieldValueRequired",
+            "spec.names.kind",
+            "Required value",
+        ));
     }
     if name != format!("{plural}.{group}") {
-        causes.push(Cause::new("FieldValueInvalid", "metadata.name", format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group")));
+        causes.push(Cause::new(
+            "FieldValueInvalid",
+            "metadata.name",
+            format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
+        ));
     }
     if !matches!(s(crd, "/spec/scope"), "Namespaced" | "Cluster") {
-        causes.push(Cause::new("FieldValueNotSupported", "spec.scope", "Unsupported value: supported values: \"Cluster\", \"Namespaced\""));
+        causes.push(Cause::new(
+            "FieldValueNotSupported",
+            "spec.scope",
+            "Unsupported value: supported values: \"Cluster\", \"Namespaced\"",
+        ));
     }
-    let versions = crd.pointer("/spec/versions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let versions = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if versions.is_empty() {
-        causes.push(Cause::new("FieldValueInvalid", "spec.versions", "Invalid value: must have exactly one version marked as storage version"));
+        causes.push(Cause::new(
+            "FieldValueInvalid",
+            "spec.versions",
+            "Invalid value: must have exactly one version marked as storage version",
+        ));
     }
-    let storage = versions.iter().filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true)).count();
+    let storage = versions
+        .iter()
+        .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+        .count();
     if !versions.is_empty() && storage != 1 {
         causes.push(Cause::new("FieldValueInvalid", "spec.versions", format!("Invalid value: must have exactly one version marked as storage version (found {storage})")));
     }
@@ -55,12 +92,21 @@ pub fn status(crd: &Value, now: &str) -> Value {
     let names = crd.pointer("/spec/names").cloned().unwrap_or(json!({}));
     let mut accepted = names.as_object().cloned().unwrap_or_default();
     let kind = s(crd, "/spec/names/kind").to_string();
-    accepted.entry("singular").or_insert_with(|| json!(kind.to_lowercase()));
-    accepted.entry("listKind").or_insert_with(|| json!(format!("{kind}List")));
+    accepted
+        .entry("singular")
+        .or_insert_with(|| json!(kind.to_lowercase()));
+    accepted
+        .entry("listKind")
+        .or_insert_with(|| json!(format!("{kind}List")));
     let stored: Vec<String> = crd
         .pointer("/spec/versions")
         .and_then(Value::as_array)
-        .map(|vs| vs.iter().filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true)).filter_map(|v| v.get("name").and_then(Value::as_str).map(String::from)).collect())
+        .map(|vs| {
+            vs.iter()
+                .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+                .filter_map(|v| v.get("name").and_then(Value::as_str).map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let cond = |t: &str, reason: &str, msg: &str| json!({"type": t, "status": "True", "lastTransitionTime": now, "reason": reason, "message": msg});
     json!({
@@ -86,7 +132,11 @@ pub fn resources(crd: &Value) -> Vec<ResourceInfo> {
     let namespaced = s(crd, "/spec/scope") == "Namespaced";
     let short_names = strings(crd.pointer("/spec/names/shortNames"));
     let categories = strings(crd.pointer("/spec/names/categories"));
-    let versions = crd.pointer("/spec/versions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let versions = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     versions
         .iter()
         .filter(|v| v.get("served").and_then(Value::as_bool).unwrap_or(false))
@@ -111,7 +161,11 @@ pub fn resources(crd: &Value) -> Vec<ResourceInfo> {
                 has_generation: true,
                 crd: Some(Arc::new(CrdVersion {
                     schema: v.pointer("/schema/openAPIV3Schema").cloned(),
-                    printer_columns: v.get("additionalPrinterColumns").and_then(Value::as_array).cloned().unwrap_or_default(),
+                    printer_columns: v
+                        .get("additionalPrinterColumns")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
                     crd_name: name.clone(),
                 })),
             }
@@ -120,14 +174,19 @@ pub fn resources(crd: &Value) -> Vec<ResourceInfo> {
 }
 
 fn preserves(schema: &Value) -> bool {
-    schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true)
+    schema
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        == Some(true)
 }
 
 /// Prunes unknown fields and applies defaults, the way the structural schema does;
 /// returns the paths of the pruned fields (for `fieldValidation=Strict`).
 pub fn prune_and_default(schema: &Value, obj: &mut Value) -> Vec<String> {
     let mut pruned = Vec::new();
-    let Value::Object(root) = obj else { return pruned };
+    let Value::Object(root) = obj else {
+        return pruned;
+    };
     for (k, v) in root.iter_mut() {
         if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
             continue;
@@ -139,7 +198,8 @@ pub fn prune_and_default(schema: &Value, obj: &mut Value) -> Vec<String> {
     if !preserves(schema) {
         let known = schema.get("properties").and_then(Value::as_object);
         root.retain(|k, _| {
-            let keep = matches!(k.as_str(), "apiVersion" | "kind" | "metadata") || known.is_some_and(|p| p.contains_key(k));
+            let keep = matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
+                || known.is_some_and(|p| p.contains_key(k));
             if !keep {
                 pruned.push(k.clone());
             }
@@ -168,7 +228,12 @@ fn apply_defaults(schema: &Value, m: &mut Map<String, Value>) {
     }
 }
 
-fn keep_only(m: &mut Map<String, Value>, at: &str, pruned: &mut Vec<String>, keep: &dyn Fn(&str) -> bool) {
+fn keep_only(
+    m: &mut Map<String, Value>,
+    at: &str,
+    pruned: &mut Vec<String>,
+    keep: &dyn Fn(&str) -> bool,
+) {
     m.retain(|k, _| {
         let ok = keep(k);
         if !ok {
@@ -181,7 +246,10 @@ fn keep_only(m: &mut Map<String, Value>, at: &str, pruned: &mut Vec<String>, kee
 fn walk(schema: &Value, v: &mut Value, at: &str, pruned: &mut Vec<String>) {
     match v {
         Value::Object(m) => {
-            let embedded = schema.get("x-kubernetes-embedded-resource").and_then(Value::as_bool) == Some(true);
+            let embedded = schema
+                .get("x-kubernetes-embedded-resource")
+                .and_then(Value::as_bool)
+                == Some(true);
             if let Some(props) = schema.get("properties").and_then(Value::as_object) {
                 for (k, child) in m.iter_mut() {
                     if let Some(sub) = props.get(k) {
@@ -189,14 +257,21 @@ fn walk(schema: &Value, v: &mut Value, at: &str, pruned: &mut Vec<String>) {
                     }
                 }
                 if !preserves(schema) {
-                    keep_only(m, at, pruned, &|k| props.contains_key(k) || (embedded && matches!(k, "apiVersion" | "kind" | "metadata")));
+                    keep_only(m, at, pruned, &|k| {
+                        props.contains_key(k)
+                            || (embedded && matches!(k, "apiVersion" | "kind" | "metadata"))
+                    });
                 }
             } else if let Some(add) = schema.get("additionalProperties").filter(|a| a.is_object()) {
                 for (k, child) in m.iter_mut() {
                     walk(add, child, &format!("{at}.{k}"), pruned);
                 }
-            } else if !preserves(schema) && schema.get("additionalProperties") != Some(&Value::Bool(true)) {
-                keep_only(m, at, pruned, &|k| embedded && matches!(k, "apiVersion" | "kind" | "metadata"));
+            } else if !preserves(schema)
+                && schema.get("additionalProperties") != Some(&Value::Bool(true))
+            {
+                keep_only(m, at, pruned, &|k| {
+                    embedded && matches!(k, "apiVersion" | "kind" | "metadata")
+                });
             }
             apply_defaults(schema, m);
         }
@@ -231,7 +306,11 @@ pub fn validate_object(schema: &Value, obj: &Value) -> Vec<Cause> {
 fn required(schema: &Value, v: &Value, at: &str, causes: &mut Vec<Cause>) {
     for r in strings(schema.get("required")) {
         if v.get(&r).is_none() {
-            let field = if at.is_empty() { r.clone() } else { format!("{at}.{r}") };
+            let field = if at.is_empty() {
+                r.clone()
+            } else {
+                format!("{at}.{r}")
+            };
             causes.push(Cause::new("FieldValueRequired", field, "Required value"));
         }
     }
@@ -240,11 +319,18 @@ fn required(schema: &Value, v: &Value, at: &str, causes: &mut Vec<Cause>) {
 fn check(schema: &Value, v: &Value, at: &str, causes: &mut Vec<Cause>) {
     if v.is_null() {
         if schema.get("nullable").and_then(Value::as_bool) != Some(true) {
-            causes.push(Cause::new("FieldValueTypeInvalid", at, "Invalid value: \"null\": must not be null"));
+            causes.push(Cause::new(
+                "FieldValueTypeInvalid",
+                at,
+                "Invalid value: \"null\": must not be null",
+            ));
         }
         return;
     }
-    let int_or_string = schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true);
+    let int_or_string = schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(Value::as_bool)
+        == Some(true);
     let ty = schema.get("type").and_then(Value::as_str).unwrap_or("");
     let ok = match ty {
         "string" => v.is_string(),
@@ -264,14 +350,25 @@ fn check(schema: &Value, v: &Value, at: &str, causes: &mut Vec<Cause>) {
             Value::Object(_) => "object",
             Value::Null => "null",
         };
-        causes.push(Cause::new("FieldValueTypeInvalid", at, format!("Invalid value: \"{got}\": {at} in body must be of type {ty}: \"{got}\"")));
+        causes.push(Cause::new(
+            "FieldValueTypeInvalid",
+            at,
+            format!("Invalid value: \"{got}\": {at} in body must be of type {ty}: \"{got}\""),
+        ));
         return;
     }
     if let Some(Value::Array(allowed)) = schema.get("enum")
         && !allowed.contains(v)
     {
         let list: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
-        causes.push(Cause::new("FieldValueNotSupported", at, format!("Unsupported value: {v}: supported values: {}", list.join(", "))));
+        causes.push(Cause::new(
+            "FieldValueNotSupported",
+            at,
+            format!(
+                "Unsupported value: {v}: supported values: {}",
+                list.join(", ")
+            ),
+        ));
     }
     match v {
         Value::Object(m) => {
@@ -317,8 +414,11 @@ mod tests {
             "spec": {"unknown": 2, "free": {"any": {"thing": 1}}, "tags": {"a": "b"}}});
         let pruned = prune_and_default(&schema, &mut obj);
         assert_eq!(pruned, ["spec.unknown", "junk"]);
-        assert_eq!(obj, json!({"apiVersion": "x/v1", "kind": "X", "metadata": {"name": "a"},
-            "spec": {"replicas": 1, "free": {"any": {"thing": 1}}, "tags": {"a": "b"}}}));
+        assert_eq!(
+            obj,
+            json!({"apiVersion": "x/v1", "kind": "X", "metadata": {"name": "a"},
+            "spec": {"replicas": 1, "free": {"any": {"thing": 1}}, "tags": {"a": "b"}}})
+        );
     }
 
     #[test]
@@ -327,6 +427,11 @@ mod tests {
             "image": {"type": "string"}, "replicas": {"type": "integer"}, "mode": {"type": "string", "enum": ["a", "b"]}}}}});
         let causes = validate_object(&schema, &json!({"spec": {"replicas": "x", "mode": "c"}}));
         let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
-        assert!(fields.contains(&"spec.image") && fields.contains(&"spec.replicas") && fields.contains(&"spec.mode"), "{causes:?}");
+        assert!(
+            fields.contains(&"spec.image")
+                && fields.contains(&"spec.replicas")
+                && fields.contains(&"spec.mode"),
+            "{causes:?}"
+        );
     }
 }

@@ -31,12 +31,20 @@ pub fn core_versions(addr: &str) -> Value {
 }
 
 fn group_json(name: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+        .collect();
     json!({"name": name, "versions": vs, "preferredVersion": vs.first().cloned().unwrap_or(Value::Null)})
 }
 
 pub fn group_list(reg: &Registry) -> Value {
-    let groups: Vec<Value> = reg.groups().iter().filter(|(g, _)| !g.is_empty()).map(|(g, vs)| group_json(g, vs)).collect();
+    let groups: Vec<Value> = reg
+        .groups()
+        .iter()
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, vs)| group_json(g, vs))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -50,7 +58,11 @@ pub fn group(reg: &Registry, name: &str) -> Option<Value> {
 }
 
 pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value> {
-    let infos: Vec<_> = reg.all().into_iter().filter(|r| r.group == group && r.version == version).collect();
+    let infos: Vec<_> = reg
+        .all()
+        .into_iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
     if infos.is_empty() {
         return None;
     }
@@ -86,8 +98,14 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
             resources.push(se);
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 /// `/openapi/v3`: one entry per served group-version.
@@ -95,8 +113,15 @@ pub fn openapi_v3_root(reg: &Registry) -> Value {
     let mut paths = serde_json::Map::new();
     for (g, vs) in reg.groups() {
         for v in vs {
-            let p = if g.is_empty() { format!("api/{v}") } else { format!("apis/{g}/{v}") };
-            paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}")}));
+            let p = if g.is_empty() {
+                format!("api/{v}")
+            } else {
+                format!("apis/{g}/{v}")
+            };
+            paths.insert(
+                p.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{p}")}),
+            );
         }
     }
     json!({"paths": paths})
@@ -108,14 +133,26 @@ pub fn openapi_v3_root(reg: &Registry) -> Value {
 /// computes strategic merge patches from its compiled-in types, and `kubectl explain`
 /// has nothing to show (a documented gap).
 pub fn openapi_v3_group_version(reg: &Registry, group: &str, version: &str) -> Option<Value> {
-    let infos: Vec<_> = reg.all().into_iter().filter(|r| r.group == group && r.version == version).collect();
+    let infos: Vec<_> = reg
+        .all()
+        .into_iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
     if infos.is_empty() {
         return None;
     }
-    let prefix = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+    let prefix = if group.is_empty() {
+        format!("/api/{version}")
+    } else {
+        format!("/apis/{group}/{version}")
+    };
     let mut paths = serde_json::Map::new();
     for r in infos {
-        let path = if r.namespaced { format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", r.plural) } else { format!("{prefix}/{}/{{name}}", r.plural) };
+        let path = if r.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+        } else {
+            format!("{prefix}/{}/{{name}}", r.plural)
+        };
         paths.insert(
             path,
             json!({"patch": {
@@ -132,12 +169,15 @@ pub fn openapi_v3_group_version(reg: &Registry, group: &str, version: &str) -> O
             }}),
         );
     }
-    Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0-kubesim"}, "paths": paths, "components": {}}))
+    Some(
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0-kubesim"}, "paths": paths, "components": {}}),
+    )
 }
 
 /// The media type of aggregated discovery (apidiscovery.k8s.io/v2), which kubectl asks
 /// for first.
-pub const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_V2: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 /// Aggregated discovery for `/api` (`core`) or `/apis`: every group, version and
 /// resource in one document.
@@ -150,7 +190,11 @@ pub fn aggregated(reg: &Registry, core: bool) -> Value {
         let mut versions = Vec::new();
         for v in &vs {
             let mut resources = Vec::new();
-            for r in reg.all().into_iter().filter(|r| r.group == g && &r.version == v) {
+            for r in reg
+                .all()
+                .into_iter()
+                .filter(|r| r.group == g && &r.version == v)
+            {
                 let kind = |k: &str| json!({"group": r.group, "version": r.version, "kind": k});
                 let subs: Vec<Value> = r
                     .subresources
@@ -184,7 +228,9 @@ pub fn aggregated(reg: &Registry, core: bool) -> Value {
             }
             versions.push(json!({"version": v, "resources": resources, "freshness": "Current"}));
         }
-        items.push(json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": versions}));
+        items.push(
+            json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": versions}),
+        );
     }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }

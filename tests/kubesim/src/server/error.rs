@@ -14,7 +14,11 @@ pub struct Cause {
 
 impl Cause {
     pub fn new(reason: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Cause { reason, field: field.into(), message: message.into() }
+        Cause {
+            reason,
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -42,12 +46,21 @@ pub struct Details {
 
 /// `configmaps` or `jobs.batch`: how kube-apiserver names a group-resource in messages.
 pub fn qualified(group: &str, resource: &str) -> String {
-    if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") }
+    if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    }
 }
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: Box::default() }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: Box::default(),
+        }
     }
 
     fn with_target(mut self, group: &str, resource: &str, name: &str) -> Self {
@@ -62,18 +75,30 @@ impl ApiError {
     }
 
     pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{name}\" not found", qualified(group, resource)))
-            .with_target(group, resource, name)
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", qualified(group, resource)),
+        )
+        .with_target(group, resource, name)
     }
 
     /// A URL that names no known resource (kube-apiserver answers a bare 404 Status).
     pub fn no_route(path: &str) -> Self {
-        Self::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))
+        Self::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
     }
 
     pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", qualified(group, resource)))
-            .with_target(group, resource, name)
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", qualified(group, resource)),
+        )
+        .with_target(group, resource, name)
     }
 
     /// The optimistic-concurrency failure, worded exactly as kube-apiserver words it.
@@ -81,7 +106,10 @@ impl ApiError {
         Self::new(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {} \"{name}\": {why}", qualified(group, resource)),
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {why}",
+                qualified(group, resource)
+            ),
         )
         .with_target(group, resource, name)
     }
@@ -96,11 +124,22 @@ impl ApiError {
     }
 
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
-        let list: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+        let list: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
         let mut e = Self::new(
             422,
             "Invalid",
-            format!("{kind}{} \"{name}\" is invalid: {}", if group.is_empty() { String::new() } else { format!(".{group}") }, list.join(", ")),
+            format!(
+                "{kind}{} \"{name}\" is invalid: {}",
+                if group.is_empty() {
+                    String::new()
+                } else {
+                    format!(".{group}")
+                },
+                list.join(", ")
+            ),
         )
         .with_target(group, kind, name);
         e.details.causes = causes;
@@ -116,15 +155,29 @@ impl ApiError {
     }
 
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"
+            ),
+        )
     }
 
     pub fn method_not_allowed(verb: &str) -> Self {
-        Self::new(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource ({verb})"))
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource ({verb})"),
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {

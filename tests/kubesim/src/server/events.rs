@@ -24,7 +24,9 @@ pub fn is_new_api(info: &ResourceInfo) -> bool {
 }
 
 fn rename(v: &Value, api_version: &str, to_core: bool) -> Value {
-    let Value::Object(m) = v else { return v.clone() };
+    let Value::Object(m) = v else {
+        return v.clone();
+    };
     let mut out = Map::new();
     for (k, val) in m {
         let renamed = RENAMES.iter().find_map(|(new, core)| {
@@ -80,6 +82,9 @@ mod tests {
         assert_eq!(core["message"], "hi");
         assert_eq!(core["apiVersion"], "v1");
         assert_eq!(from_core(&core), new);
-        assert_eq!(field_selector_to_core("regarding.name=x,reason=R"), "involvedObject.name=x,reason=R");
+        assert_eq!(
+            field_selector_to_core("regarding.name=x,reason=R"),
+            "involvedObject.name=x,reason=R"
+        );
     }
 }

@@ -28,7 +28,10 @@ struct Inner {
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Faults").field("rules", &self.rules).field("latency_ms", &self.latency_ms).finish_non_exhaustive()
+        f.debug_struct("Faults")
+            .field("rules", &self.rules)
+            .field("latency_ms", &self.latency_ms)
+            .finish_non_exhaustive()
     }
 }
 
@@ -47,7 +50,14 @@ impl Default for Faults {
 impl Faults {
     pub fn new() -> Self {
         let (tx, _) = watch::channel(0);
-        Faults { inner: Arc::new(Inner { rules: Mutex::new(Vec::new()), latency_ms: AtomicU64::new(0), close_watches: tx, compactor: Mutex::new(None) }) }
+        Faults {
+            inner: Arc::new(Inner {
+                rules: Mutex::new(Vec::new()),
+                latency_ms: AtomicU64::new(0),
+                close_watches: tx,
+                compactor: Mutex::new(None),
+            }),
+        }
     }
 
     /// Ends every watch that is open now (clients see the stream end and re-watch).
@@ -60,13 +70,21 @@ impl Faults {
     /// e.g. `configmaps`, or `*`) with `code` (409, 500, 503, ...).
     pub fn fail_next(&self, verb: &str, resource: &str, code: u16, count: u32) {
         if let Ok(mut rules) = self.inner.rules.lock() {
-            rules.push(FailRule { verb: verb.into(), resource: resource.into(), code, remaining: count });
+            rules.push(FailRule {
+                verb: verb.into(),
+                resource: resource.into(),
+                code,
+                remaining: count,
+            });
         }
     }
 
     /// Adds this latency to every request (zero turns it off).
     pub fn set_latency(&self, latency: Duration) {
-        self.inner.latency_ms.store(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.inner.latency_ms.store(
+            u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// Forgets the retained watch history, as an etcd compaction does: watches and
@@ -99,7 +117,11 @@ impl Faults {
     /// The injected failure code for this request, consuming one count of the rule.
     pub(crate) fn take_failure(&self, verb: &str, resource: &str) -> Option<u16> {
         let mut rules = self.inner.rules.lock().ok()?;
-        let idx = rules.iter().position(|r| (r.verb == "*" || r.verb == verb) && (r.resource == "*" || r.resource == resource) && r.remaining > 0)?;
+        let idx = rules.iter().position(|r| {
+            (r.verb == "*" || r.verb == verb)
+                && (r.resource == "*" || r.resource == resource)
+                && r.remaining > 0
+        })?;
         let rule = &mut rules[idx];
         rule.remaining -= 1;
         let code = rule.code;

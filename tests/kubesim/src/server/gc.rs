@@ -40,7 +40,10 @@ fn s<'a>(v: &'a Value, p: &str) -> &'a str {
 }
 
 fn owner_refs(obj: &Value) -> Vec<Value> {
-    obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default()
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn on_change(cluster: &Cluster, c: &Change) {
@@ -52,7 +55,10 @@ fn on_change(cluster: &Cluster, c: &Change) {
                 process_dependent(cluster, &dep);
             }
             for o in owner_refs(old) {
-                if let Some((_, owner)) = cluster.store.by_uid(o.get("uid").and_then(Value::as_str).unwrap_or("")) {
+                if let Some((_, owner)) = cluster
+                    .store
+                    .by_uid(o.get("uid").and_then(Value::as_str).unwrap_or(""))
+                {
                     process_terminating(cluster, &owner);
                 }
             }
@@ -72,19 +78,34 @@ fn on_change(cluster: &Cluster, c: &Change) {
                 process_terminating(cluster, &c.object);
             }
             if c.kind == EventType::Added && !owner_refs(&c.object).is_empty() {
-                process_dependent(cluster, &(c.key.clone(), c.namespace.clone(), c.name.clone()));
+                process_dependent(
+                    cluster,
+                    &(c.key.clone(), c.namespace.clone(), c.name.clone()),
+                );
             }
         }
     }
 }
 
 fn resync(cluster: &Cluster) {
-    for obj in cluster.store.scan(|o| o.pointer("/metadata/deletionTimestamp").is_some()) {
+    for obj in cluster
+        .store
+        .scan(|o| o.pointer("/metadata/deletionTimestamp").is_some())
+    {
         process_terminating(cluster, &obj);
     }
-    for obj in cluster.store.scan(|o| o.pointer("/metadata/ownerReferences").is_some()) {
-        let Some(info) = cluster.info_for(&obj) else { continue };
-        let r: ObjectRef = (Arc::from(info.storage_key().as_str()), s(&obj, "/metadata/namespace").to_string(), s(&obj, "/metadata/name").to_string());
+    for obj in cluster
+        .store
+        .scan(|o| o.pointer("/metadata/ownerReferences").is_some())
+    {
+        let Some(info) = cluster.info_for(&obj) else {
+            continue;
+        };
+        let r: ObjectRef = (
+            Arc::from(info.storage_key().as_str()),
+            s(&obj, "/metadata/namespace").to_string(),
+            s(&obj, "/metadata/name").to_string(),
+        );
         process_dependent(cluster, &r);
     }
 }
@@ -105,16 +126,27 @@ fn owner_exists(cluster: &Cluster, owner: &Value, dep_ns: &str) -> bool {
 
 /// A dependent whose owners are all gone is deleted; dangling references are removed.
 fn process_dependent(cluster: &Cluster, dep: &ObjectRef) {
-    let Some(obj) = cluster.store.get(&dep.0, &dep.1, &dep.2) else { return };
+    let Some(obj) = cluster.store.get(&dep.0, &dep.1, &dep.2) else {
+        return;
+    };
     let refs = owner_refs(&obj);
     if refs.is_empty() {
         return;
     }
-    let alive: Vec<&Value> = refs.iter().filter(|o| owner_exists(cluster, o, &dep.1)).collect();
-    let Some(info) = info_of(cluster, &obj) else { return };
+    let alive: Vec<&Value> = refs
+        .iter()
+        .filter(|o| owner_exists(cluster, o, &dep.1))
+        .collect();
+    let Some(info) = info_of(cluster, &obj) else {
+        return;
+    };
     if alive.is_empty() {
         if obj.pointer("/metadata/deletionTimestamp").is_none() {
-            let opts = DeleteOpts { propagation: Some("Background".into()), precondition_uid: Some(s(&obj, "/metadata/uid").to_string()), ..Default::default() };
+            let opts = DeleteOpts {
+                propagation: Some("Background".into()),
+                precondition_uid: Some(s(&obj, "/metadata/uid").to_string()),
+                ..Default::default()
+            };
             if let Err(e) = cluster.delete(&info, &dep.1, &dep.2, &opts)
                 && e.code != 404
                 && e.code != 409
@@ -123,16 +155,30 @@ fn process_dependent(cluster: &Cluster, dep: &ObjectRef) {
             }
         }
     } else if alive.len() < refs.len() {
-        let keep: Vec<String> = alive.iter().filter_map(|o| o.get("uid").and_then(Value::as_str).map(String::from)).collect();
-        remove_owner_refs(cluster, &info, &dep.1, &dep.2, |uid| !keep.iter().any(|k| k == uid));
+        let keep: Vec<String> = alive
+            .iter()
+            .filter_map(|o| o.get("uid").and_then(Value::as_str).map(String::from))
+            .collect();
+        remove_owner_refs(cluster, &info, &dep.1, &dep.2, |uid| {
+            !keep.iter().any(|k| k == uid)
+        });
     }
 }
 
-fn remove_owner_refs(cluster: &Cluster, info: &ResourceInfo, ns: &str, name: &str, drop: impl Fn(&str) -> bool) {
+fn remove_owner_refs(
+    cluster: &Cluster,
+    info: &ResourceInfo,
+    ns: &str,
+    name: &str,
+    drop: impl Fn(&str) -> bool,
+) {
     let ctx = WriteCtx::system("generic-garbage-collector");
     let res = cluster.modify(info, ns, name, Part::All, &ctx, |cur| {
         let mut new = cur.clone();
-        let refs: Vec<Value> = owner_refs(cur).into_iter().filter(|o| !drop(o.get("uid").and_then(Value::as_str).unwrap_or(""))).collect();
+        let refs: Vec<Value> = owner_refs(cur)
+            .into_iter()
+            .filter(|o| !drop(o.get("uid").and_then(Value::as_str).unwrap_or("")))
+            .collect();
         let meta = meta_mut(&mut new);
         if refs.is_empty() {
             meta.remove("ownerReferences");
@@ -153,7 +199,9 @@ fn process_terminating(cluster: &Cluster, obj: &Value) {
     if obj.pointer("/metadata/deletionTimestamp").is_none() {
         return;
     }
-    let Some(info) = info_of(cluster, obj) else { return };
+    let Some(info) = info_of(cluster, obj) else {
+        return;
+    };
     let uid = s(obj, "/metadata/uid").to_string();
     let ns = s(obj, "/metadata/namespace").to_string();
     let name = s(obj, "/metadata/name").to_string();
@@ -172,13 +220,23 @@ fn process_terminating(cluster: &Cluster, obj: &Value) {
     if fins.iter().any(|f| f == "foregroundDeletion") {
         let mut blocking = false;
         for dep in cluster.store.dependents_of(&uid) {
-            let Some(dobj) = cluster.store.get(&dep.0, &dep.1, &dep.2) else { continue };
-            let Some(dinfo) = info_of(cluster, &dobj) else { continue };
-            if owner_refs(&dobj).iter().any(|o| o.get("uid").and_then(Value::as_str) == Some(uid.as_str()) && o.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true)) {
+            let Some(dobj) = cluster.store.get(&dep.0, &dep.1, &dep.2) else {
+                continue;
+            };
+            let Some(dinfo) = info_of(cluster, &dobj) else {
+                continue;
+            };
+            if owner_refs(&dobj).iter().any(|o| {
+                o.get("uid").and_then(Value::as_str) == Some(uid.as_str())
+                    && o.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true)
+            }) {
                 blocking = true;
             }
             if dobj.pointer("/metadata/deletionTimestamp").is_none() {
-                let opts = DeleteOpts { propagation: Some("Foreground".into()), ..Default::default() };
+                let opts = DeleteOpts {
+                    propagation: Some("Foreground".into()),
+                    ..Default::default()
+                };
                 if let Err(e) = cluster.delete(&dinfo, &dep.1, &dep.2, &opts)
                     && e.code != 404
                 {
@@ -192,18 +250,28 @@ fn process_terminating(cluster: &Cluster, obj: &Value) {
         return;
     }
     if info.group.is_empty() && info.plural == "namespaces" {
-        let pending = obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+        let pending = obj
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
         if !pending {
             return;
         }
         let contents = cluster.store.all_in_namespace(&name);
         for (key, ons, oname) in &contents {
-            let Some(o) = cluster.store.get(key, ons, oname) else { continue };
+            let Some(o) = cluster.store.get(key, ons, oname) else {
+                continue;
+            };
             if o.pointer("/metadata/deletionTimestamp").is_some() {
                 continue;
             }
-            let Some(oinfo) = info_of(cluster, &o) else { continue };
-            let opts = DeleteOpts { propagation: Some("Background".into()), ..Default::default() };
+            let Some(oinfo) = info_of(cluster, &o) else {
+                continue;
+            };
+            let opts = DeleteOpts {
+                propagation: Some("Background".into()),
+                ..Default::default()
+            };
             if let Err(e) = cluster.delete(&oinfo, ons, oname, &opts)
                 && e.code != 404
             {

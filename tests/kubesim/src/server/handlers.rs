@@ -46,8 +46,14 @@ enum Route {
 }
 
 fn parse_rest(group: &str, version: &str, rest: &[&str]) -> Route {
-    let mut rp = ResPath { group: group.into(), version: version.into(), ..Default::default() };
-    let namespaced_path = rest.first() == Some(&"namespaces") && rest.len() >= 3 && !(rest.len() == 3 && matches!(rest[2], "status" | "finalize"));
+    let mut rp = ResPath {
+        group: group.into(),
+        version: version.into(),
+        ..Default::default()
+    };
+    let namespaced_path = rest.first() == Some(&"namespaces")
+        && rest.len() >= 3
+        && !(rest.len() == 3 && matches!(rest[2], "status" | "finalize"));
     let rest = if namespaced_path {
         rp.namespace = Some(rest[1].to_string());
         &rest[2..]
@@ -91,14 +97,23 @@ fn route(path: &str) -> Route {
 
 /// System identities that are always authorized (the built-in controllers).
 pub fn privileged(user: &str) -> bool {
-    matches!(user, "kubesim:admin" | "system:unsecured" | "system:serviceaccount:kube-system:job-controller" | "system:serviceaccount:kube-system:kubelet")
+    matches!(
+        user,
+        "kubesim:admin"
+            | "system:unsecured"
+            | "system:serviceaccount:kube-system:job-controller"
+            | "system:serviceaccount:kube-system:kubelet"
+    )
 }
 
 /// The user a bearer token stands for; `Err` for a token kubesim never issued.
 pub fn authenticate(headers: &HeaderMap) -> Result<String, ApiError> {
     // client-go (kubectl) never sends bearer tokens over plain HTTP, so credential-less
     // requests are treated like kube-apiserver's old insecure local port: fully trusted.
-    let Some(auth) = headers.get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    let Some(auth) = headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Ok("system:unsecured".into());
     };
     let token = auth.strip_prefix("Bearer ").unwrap_or("").trim();
@@ -125,7 +140,10 @@ pub struct Request {
 
 impl Request {
     pub fn q(&self, k: &str) -> Option<&str> {
-        self.query.get(k).map(String::as_str).filter(|s| !s.is_empty())
+        self.query
+            .get(k)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
 
     fn flag(&self, k: &str) -> bool {
@@ -133,22 +151,35 @@ impl Request {
     }
 
     fn wants_table(&self) -> bool {
-        self.headers.get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("as=Table"))
+        self.headers
+            .get(hyper::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("as=Table"))
     }
 
     /// `Accept: application/json;as=PartialObjectMetadata(List);g=meta.k8s.io;v=v1`
     /// (metadata-only gets, lists and watches).
     pub fn wants_metadata(&self) -> bool {
-        self.headers.get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("as=PartialObjectMetadata"))
+        self.headers
+            .get(hyper::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("as=PartialObjectMetadata"))
     }
 
     /// Whether the client accepts aggregated discovery (apidiscovery.k8s.io/v2).
     fn wants_aggregated(&self) -> bool {
-        self.headers.get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.split(',').any(|m| m.trim() == discovery::AGGREGATED_V2))
+        self.headers
+            .get(hyper::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.split(',').any(|m| m.trim() == discovery::AGGREGATED_V2))
     }
 
     fn content_type(&self) -> String {
-        self.headers.get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string()
+        self.headers
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_string()
     }
 
     /// The body as JSON (or YAML, which kubectl uses for apply patches).
@@ -164,28 +195,47 @@ impl Request {
             return Err(ApiError::unsupported_media_type(&ct));
         }
         if ct.contains("yaml") {
-            let v: serde_yaml::Value = serde_yaml::from_slice(&self.body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
-            return serde_json::to_value(v).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")));
+            let v: serde_yaml::Value = serde_yaml::from_slice(&self.body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+            return serde_json::to_value(v)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")));
         }
-        serde_json::from_slice(&self.body).map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))
+        serde_json::from_slice(&self.body).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        })
     }
 
     fn write_ctx(&self) -> WriteCtx {
         let manager = match self.q("fieldManager") {
             Some(m) => m.to_string(),
             None => {
-                let ua = self.headers.get(hyper::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+                let ua = self
+                    .headers
+                    .get(hyper::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
                 let prefix = ua.split('/').next().unwrap_or("").trim();
-                if prefix.is_empty() { "unknown".to_string() } else { prefix.to_string() }
+                if prefix.is_empty() {
+                    "unknown".to_string()
+                } else {
+                    prefix.to_string()
+                }
             }
         };
-        WriteCtx { manager, dry_run: self.q("dryRun") == Some("All"), strict: self.q("fieldValidation") == Some("Strict") }
+        WriteCtx {
+            manager,
+            dry_run: self.q("dryRun") == Some("All"),
+            strict: self.q("fieldValidation") == Some("Strict"),
+        }
     }
 }
 
 fn aggregated_response(v: &Value) -> Response {
     let mut r = json_response(200, v);
-    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(discovery::AGGREGATED_V2));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(discovery::AGGREGATED_V2),
+    );
     r
 }
 
@@ -196,9 +246,22 @@ pub async fn handle(cluster: Arc<Cluster>, req: hyper::Request<Incoming>) -> Res
         Ok(b) => b.to_bytes(),
         Err(e) => return error_response(&ApiError::bad_request(format!("reading body: {e}"))),
     };
-    let query: HashMap<String, String> = parts.uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+    let query: HashMap<String, String> = parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
     let path = parts.uri.path().to_string();
-    let mut record = RequestRecord { user: String::new(), verb: String::new(), group: String::new(), resource: String::new(), subresource: String::new(), namespace: String::new(), name: String::new(), code: 0 };
+    let mut record = RequestRecord {
+        user: String::new(),
+        verb: String::new(),
+        group: String::new(),
+        resource: String::new(),
+        subresource: String::new(),
+        namespace: String::new(),
+        name: String::new(),
+        code: 0,
+    };
     let user = match authenticate(&parts.headers) {
         Ok(u) => u,
         Err(e) => {
@@ -209,10 +272,16 @@ pub async fn handle(cluster: Arc<Cluster>, req: hyper::Request<Incoming>) -> Res
         }
     };
     // Impersonation (`kubectl --as`): only the admin may act as someone else.
-    let user = match parts.headers.get("impersonate-user").and_then(|v| v.to_str().ok()) {
+    let user = match parts
+        .headers
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(as_user) if privileged(&user) => as_user.to_string(),
         Some(as_user) => {
-            let e = ApiError::forbidden(format!("users \"{as_user}\" is forbidden: User \"{user}\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"));
+            let e = ApiError::forbidden(format!(
+                "users \"{as_user}\" is forbidden: User \"{user}\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"
+            ));
             record.user = user;
             record.code = 403;
             record.verb = "impersonate".into();
@@ -226,16 +295,29 @@ pub async fn handle(cluster: Arc<Cluster>, req: hyper::Request<Incoming>) -> Res
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let request = Request { method: parts.method.clone(), headers: parts.headers, query, body, user };
+    let request = Request {
+        method: parts.method.clone(),
+        headers: parts.headers,
+        query,
+        body,
+        user,
+    };
     let response = match route(&path) {
         Route::Version => json_response(200, &discovery::version()),
         Route::Health => {
             let mut r = hyper::Response::new(super::http::full("ok"));
-            r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain"));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain"),
+            );
             r
         }
-        Route::Api if request.wants_aggregated() => aggregated_response(&discovery::aggregated(&cluster.registry, true)),
-        Route::Apis if request.wants_aggregated() => aggregated_response(&discovery::aggregated(&cluster.registry, false)),
+        Route::Api if request.wants_aggregated() => {
+            aggregated_response(&discovery::aggregated(&cluster.registry, true))
+        }
+        Route::Apis if request.wants_aggregated() => {
+            aggregated_response(&discovery::aggregated(&cluster.registry, false))
+        }
         Route::Api => json_response(200, &discovery::core_versions(&cluster.address)),
         Route::Apis => json_response(200, &discovery::group_list(&cluster.registry)),
         Route::Group(g) => match discovery::group(&cluster.registry, &g) {
@@ -248,10 +330,12 @@ pub async fn handle(cluster: Arc<Cluster>, req: hyper::Request<Incoming>) -> Res
         },
         Route::NotFound => error_response(&ApiError::no_route(&path)),
         Route::OpenApiV3Root => json_response(200, &discovery::openapi_v3_root(&cluster.registry)),
-        Route::OpenApiV3(g, v) => match discovery::openapi_v3_group_version(&cluster.registry, &g, &v) {
-            Some(doc) => json_response(200, &doc),
-            None => error_response(&ApiError::no_route(&path)),
-        },
+        Route::OpenApiV3(g, v) => {
+            match discovery::openapi_v3_group_version(&cluster.registry, &g, &v) {
+                Some(doc) => json_response(200, &doc),
+                None => error_response(&ApiError::no_route(&path)),
+            }
+        }
         Route::Resource(rp) => {
             record.group = rp.group.clone();
             record.resource = rp.resource.clone();
@@ -324,15 +408,34 @@ fn object_response(req: &Request, info: &ResourceInfo, code: u16, obj: &Arc<Valu
         return json_response(code, &partial(&obj));
     }
     if req.wants_table() {
-        let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
-        let t = table::table(info, &[obj.as_ref()], &rv, None, req.q("includeObject").unwrap_or("Metadata"));
+        let rv = obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let t = table::table(
+            info,
+            &[obj.as_ref()],
+            &rv,
+            None,
+            req.q("includeObject").unwrap_or("Metadata"),
+        );
         return json_response(code, &t);
     }
     json_response(code, &obj)
 }
 
-async fn resource_request(cluster: &Arc<Cluster>, req: &Request, rp: &ResPath, verb: &str, path: &str) -> ApiResult<Response> {
-    let info = cluster.registry.get(&rp.group, &rp.version, &rp.resource).ok_or_else(|| ApiError::no_route(path))?;
+async fn resource_request(
+    cluster: &Arc<Cluster>,
+    req: &Request,
+    rp: &ResPath,
+    verb: &str,
+    path: &str,
+) -> ApiResult<Response> {
+    let info = cluster
+        .registry
+        .get(&rp.group, &rp.version, &rp.resource)
+        .ok_or_else(|| ApiError::no_route(path))?;
     if let Some(code) = cluster.faults.take_failure(verb, &info.plural) {
         let name = rp.name.as_deref().unwrap_or("");
         let e = match code {
@@ -340,11 +443,16 @@ async fn resource_request(cluster: &Arc<Cluster>, req: &Request, rp: &ResPath, v
             503 => ApiError::unavailable("injected fault: service unavailable"),
             410 => ApiError::gone("injected fault: too old resource version"),
             429 => {
-                let mut e = ApiError::new(429, "TooManyRequests", "injected fault: too many requests");
+                let mut e =
+                    ApiError::new(429, "TooManyRequests", "injected fault: too many requests");
                 e.details.retry_after_seconds = Some(1);
                 e
             }
-            c => ApiError::new(c, "InternalError", format!("Internal error occurred: injected fault ({c})")),
+            c => ApiError::new(
+                c,
+                "InternalError",
+                format!("Internal error occurred: injected fault ({c})"),
+            ),
         };
         return Err(e);
     }
@@ -364,7 +472,16 @@ async fn resource_request(cluster: &Arc<Cluster>, req: &Request, rp: &ResPath, v
     }
     // Everyone may ask what they themselves may do (system:basic-user in Kubernetes).
     if cluster.enforce_rbac && info.plural != "selfsubjectaccessreviews" {
-        super::rbac::authorize(cluster, &req.user, verb, &info.group, &info.plural, rp.sub.as_deref().unwrap_or(""), rp.namespace.as_deref().unwrap_or(""), rp.name.as_deref().unwrap_or(""))?;
+        super::rbac::authorize(
+            cluster,
+            &req.user,
+            verb,
+            &info.group,
+            &info.plural,
+            rp.sub.as_deref().unwrap_or(""),
+            rp.namespace.as_deref().unwrap_or(""),
+            rp.name.as_deref().unwrap_or(""),
+        )?;
     }
     let ns = rp.namespace.clone().unwrap_or_default();
     let name = rp.name.clone().unwrap_or_default();
@@ -374,16 +491,27 @@ async fn resource_request(cluster: &Arc<Cluster>, req: &Request, rp: &ResPath, v
         _ => Part::All,
     };
     match verb {
-        "get" if rp.sub.as_deref() == Some("log") => super::podlog::serve(cluster, req, &ns, &name).await,
+        "get" if rp.sub.as_deref() == Some("log") => {
+            super::podlog::serve(cluster, req, &ns, &name).await
+        }
         "get" => {
             let obj = cluster.get_object(&info, &ns, &name)?;
             Ok(object_response(req, &info, 200, &obj))
         }
         "list" => list(cluster, req, &info, rp.namespace.as_deref()),
-        "watch" => super::watch::serve(cluster, req, &info, rp.namespace.as_deref(), rp.name.as_deref()),
+        "watch" => super::watch::serve(
+            cluster,
+            req,
+            &info,
+            rp.namespace.as_deref(),
+            rp.name.as_deref(),
+        ),
         "create" if super::resources::is_review(&info.group, &info.plural) => {
             let body = req.json_body()?;
-            Ok(json_response(201, &super::rbac::review(cluster, &info.kind, &req.user, &ns, body)))
+            Ok(json_response(
+                201,
+                &super::rbac::review(cluster, &info.kind, &req.user, &ns, body),
+            ))
         }
         "create" if rp.sub.as_deref() == Some("binding") => bind(cluster, req, &info, &ns, &name),
         "create" if rp.sub.is_some() => Err(ApiError::method_not_allowed("create")),
@@ -402,10 +530,18 @@ async fn resource_request(cluster: &Arc<Cluster>, req: &Request, rp: &ResPath, v
             let body = req.json_body()?;
             let force = req.flag("force");
             if force && ty != PatchType::Apply {
-                return Err(ApiError::bad_request("force may not be specified for non-apply patch"));
+                return Err(ApiError::bad_request(
+                    "force may not be specified for non-apply patch",
+                ));
             }
-            let (obj, created) = cluster.patch(&info, &ns, &name, part, ty, &body, force, &req.write_ctx())?;
-            Ok(object_response(req, &info, if created { 201 } else { 200 }, &obj))
+            let (obj, created) =
+                cluster.patch(&info, &ns, &name, part, ty, &body, force, &req.write_ctx())?;
+            Ok(object_response(
+                req,
+                &info,
+                if created { 201 } else { 200 },
+                &obj,
+            ))
         }
         "delete" => {
             let opts = delete_opts(req)?;
@@ -417,16 +553,30 @@ async fn resource_request(cluster: &Arc<Cluster>, req: &Request, rp: &ResPath, v
             let (items, _) = select(cluster, req, &info, rp.namespace.as_deref())?;
             let mut deleted = Vec::new();
             for obj in items {
-                let ons = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
-                let on = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+                let ons = obj
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let on = obj
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 match cluster.delete(&info, ons, on, &opts) {
                     Ok(d) => deleted.push(d.object),
                     Err(e) if e.code == 404 => {}
                     Err(e) => return Err(e),
                 }
             }
-            let out = ListOut { kind: info.list_kind(), api_version: info.api_version(), metadata: json!({"resourceVersion": cluster.store.current_rv().to_string()}), items: deleted.iter().map(|a| a.as_ref()).collect() };
-            Ok(json_response(200, &serde_json::to_value(&out).map_err(|e| ApiError::internal(e.to_string()))?))
+            let out = ListOut {
+                kind: info.list_kind(),
+                api_version: info.api_version(),
+                metadata: json!({"resourceVersion": cluster.store.current_rv().to_string()}),
+                items: deleted.iter().map(|a| a.as_ref()).collect(),
+            };
+            Ok(json_response(
+                200,
+                &serde_json::to_value(&out).map_err(|e| ApiError::internal(e.to_string()))?,
+            ))
         }
         _ => Err(ApiError::method_not_allowed(req.method.as_str())),
     }
@@ -439,7 +589,10 @@ fn delete_opts(req: &Request) -> ApiResult<DeleteOpts> {
         opts.propagation = Some(p.to_string());
     }
     if let Some(g) = req.q("gracePeriodSeconds") {
-        opts.grace_period_seconds = Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g}")))?);
+        opts.grace_period_seconds = Some(
+            g.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g}")))?,
+        );
     }
     if req.q("dryRun") == Some("All") {
         opts.dry_run = true;
@@ -447,17 +600,40 @@ fn delete_opts(req: &Request) -> ApiResult<DeleteOpts> {
     if opts.propagation.is_none()
         && let Some(o) = req.q("orphanDependents")
     {
-        opts.propagation = Some(if o == "true" { "Orphan".into() } else { "Background".into() });
+        opts.propagation = Some(if o == "true" {
+            "Orphan".into()
+        } else {
+            "Background".into()
+        });
     }
     Ok(opts)
 }
 
 /// The `pods/binding` subresource: what the scheduler calls to put a pod on a node.
-fn bind(cluster: &Cluster, req: &Request, info: &ResourceInfo, ns: &str, name: &str) -> ApiResult<Response> {
+fn bind(
+    cluster: &Cluster,
+    req: &Request,
+    info: &ResourceInfo,
+    ns: &str,
+    name: &str,
+) -> ApiResult<Response> {
     let body = req.json_body()?;
-    let node = body.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let node = body
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if node.is_empty() {
-        return Err(ApiError::invalid("", "Binding", name, vec![super::error::Cause::new("FieldValueRequired", "target.name", "Required value")]));
+        return Err(ApiError::invalid(
+            "",
+            "Binding",
+            name,
+            vec![super::error::Cause::new(
+                "FieldValueRequired",
+                "target.name",
+                "Required value",
+            )],
+        ));
     }
     let ctx = req.write_ctx();
     cluster.modify(info, ns, name, Part::All, &ctx, |cur| {
@@ -471,7 +647,10 @@ fn bind(cluster: &Cluster, req: &Request, info: &ResourceInfo, ns: &str, name: &
         }
         Ok((new, false))
     })?;
-    Ok(json_response(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+    Ok(json_response(
+        201,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }
 
 /// Parses the selectors of a list/watch request.
@@ -488,43 +667,87 @@ pub fn selectors(req: &Request, info: &ResourceInfo) -> ApiResult<(LabelSelector
 /// Continue tokens: base64 JSON of the list's rv and the last returned key.
 fn encode_continue(rv: u64, ns: &str, name: &str) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"rv": rv, "ns": ns, "name": name}).to_string())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"rv": rv, "ns": ns, "name": name}).to_string())
 }
 
 fn decode_continue(token: &str) -> ApiResult<(u64, String, String)> {
     use base64::Engine;
-    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.trim_end_matches('=')).map_err(|_| bad())?;
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     Ok((
         v.get("rv").and_then(Value::as_u64).ok_or_else(bad)?,
-        v.get("ns").and_then(Value::as_str).unwrap_or("").to_string(),
-        v.get("name").and_then(Value::as_str).unwrap_or("").to_string(),
+        v.get("ns")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        v.get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
     ))
 }
 
 fn object_key(o: &Value) -> (String, String) {
-    let ns = o.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string();
-    let name = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let ns = o
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let name = o
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     (ns, name)
 }
 
 /// All objects matching the request's selectors (no paging).
-fn select(cluster: &Cluster, req: &Request, info: &ResourceInfo, ns: Option<&str>) -> ApiResult<(Vec<Arc<Value>>, u64)> {
+fn select(
+    cluster: &Cluster,
+    req: &Request,
+    info: &ResourceInfo,
+    ns: Option<&str>,
+) -> ApiResult<(Vec<Arc<Value>>, u64)> {
     let (ls, fs) = selectors(req, info)?;
     let (items, rv) = cluster.store.list(&info.storage_key(), ns, None);
-    Ok((items.into_iter().filter(|o| ls.matches(o) && fs.matches(o)).collect(), rv))
+    Ok((
+        items
+            .into_iter()
+            .filter(|o| ls.matches(o) && fs.matches(o))
+            .collect(),
+        rv,
+    ))
 }
 
-fn list(cluster: &Cluster, req: &Request, info: &ResourceInfo, ns: Option<&str>) -> ApiResult<Response> {
+fn list(
+    cluster: &Cluster,
+    req: &Request,
+    info: &ResourceInfo,
+    ns: Option<&str>,
+) -> ApiResult<Response> {
     let (ls, fs) = selectors(req, info)?;
     let limit: usize = match req.q("limit") {
-        Some(l) => l.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid limit {l}")))?.max(0) as usize,
+        Some(l) => l
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit {l}")))?
+            .max(0) as usize,
         None => 0,
     };
     let key = info.storage_key();
     // Exact lists and continue pages are served from the snapshot at their version.
-    let (items, rv) = match (req.q("continue"), req.q("resourceVersion"), req.q("resourceVersionMatch")) {
+    let (items, rv) = match (
+        req.q("continue"),
+        req.q("resourceVersion"),
+        req.q("resourceVersionMatch"),
+    ) {
         (Some(tok), _, _) => {
             let (rv, cns, cname) = decode_continue(tok)?;
             let all = cluster.store.list_at(&key, ns, rv).map_err(|e| {
@@ -539,7 +762,9 @@ fn list(cluster: &Cluster, req: &Request, info: &ResourceInfo, ns: Option<&str>)
             (rest, rv)
         }
         (None, Some(rv), Some("Exact")) => {
-            let n: u64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv}")))?;
+            let n: u64 = rv
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv}")))?;
             (cluster.store.list_at(&key, ns, n)?, n)
         }
         _ => cluster.store.list(&key, ns, None),
@@ -556,8 +781,14 @@ fn list(cluster: &Cluster, req: &Request, info: &ResourceInfo, ns: Option<&str>)
             if cont.is_none()
                 && let Some(last) = out.last()
             {
-                let lns = last.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
-                let lname = last.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+                let lns = last
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let lname = last
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 cont = Some(encode_continue(rv, lns, lname));
             }
             remaining += 1;
@@ -571,7 +802,13 @@ fn list(cluster: &Cluster, req: &Request, info: &ResourceInfo, ns: Option<&str>)
     let rv_s = rv.to_string();
     if req.wants_table() {
         let refs: Vec<&Value> = out.iter().map(|a| a.as_ref()).collect();
-        let t = table::table(info, &refs, &rv_s, cont.as_deref(), req.q("includeObject").unwrap_or("Metadata"));
+        let t = table::table(
+            info,
+            &refs,
+            &rv_s,
+            cont.as_deref(),
+            req.q("includeObject").unwrap_or("Metadata"),
+        );
         return Ok(json_response(200, &t));
     }
     let mut meta = json!({"resourceVersion": rv_s});
@@ -583,11 +820,22 @@ fn list(cluster: &Cluster, req: &Request, info: &ResourceInfo, ns: Option<&str>)
     }
     if req.wants_metadata() {
         let items: Vec<Value> = out.iter().map(|o| partial(o)).collect();
-        return Ok(json_response(200, &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items})));
+        return Ok(json_response(
+            200,
+            &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}),
+        ));
     }
-    let body = ListOut { kind: info.list_kind(), api_version: info.api_version(), metadata: meta, items: out.iter().map(|a| a.as_ref()).collect() };
+    let body = ListOut {
+        kind: info.list_kind(),
+        api_version: info.api_version(),
+        metadata: meta,
+        items: out.iter().map(|a| a.as_ref()).collect(),
+    };
     let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::internal(e.to_string()))?;
     let mut r = hyper::Response::new(super::http::full(bytes));
-    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     Ok(r)
 }

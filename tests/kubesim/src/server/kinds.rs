@@ -11,7 +11,9 @@ use super::resources::ResourceInfo;
 
 fn obj_mut<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
     let m = v.as_object_mut()?;
-    let e = m.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
+    let e = m
+        .entry(key.to_string())
+        .or_insert_with(|| Value::Object(Map::new()));
     if !e.is_object() {
         *e = Value::Object(Map::new());
     }
@@ -27,8 +29,16 @@ pub fn default_on_create(info: &ResourceInfo, obj: &mut Value) {
     if !info.group.is_empty() && info.crd.is_some() {
         return;
     }
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-    let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let uid = obj
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     match (info.group.as_str(), info.plural.as_str()) {
         ("", "namespaces") => {
             if let Some(meta) = obj_mut(obj, "metadata") {
@@ -51,7 +61,10 @@ pub fn default_on_create(info: &ResourceInfo, obj: &mut Value) {
                 default(spec, "dnsPolicy", json!("ClusterFirst"));
                 default(spec, "schedulerName", json!("default-scheduler"));
                 default(spec, "serviceAccountName", json!("default"));
-                let sa = spec.get("serviceAccountName").cloned().unwrap_or(json!("default"));
+                let sa = spec
+                    .get("serviceAccountName")
+                    .cloned()
+                    .unwrap_or(json!("default"));
                 default(spec, "serviceAccount", sa);
                 default(spec, "securityContext", json!({}));
                 default(spec, "enableServiceLinks", json!(true));
@@ -63,8 +76,13 @@ pub fn default_on_create(info: &ResourceInfo, obj: &mut Value) {
                             default(c, "terminationMessagePath", json!("/dev/termination-log"));
                             default(c, "terminationMessagePolicy", json!("File"));
                             let image = c.get("image").and_then(Value::as_str).unwrap_or("");
-                            let tagless = !image.rsplit('/').next().unwrap_or("").contains(':') && !image.contains('@');
-                            let policy = if tagless || image.ends_with(":latest") { "Always" } else { "IfNotPresent" };
+                            let tagless = !image.rsplit('/').next().unwrap_or("").contains(':')
+                                && !image.contains('@');
+                            let policy = if tagless || image.ends_with(":latest") {
+                                "Always"
+                            } else {
+                                "IfNotPresent"
+                            };
                             default(c, "imagePullPolicy", json!(policy));
                             default(c, "resources", json!({}));
                         }
@@ -73,7 +91,10 @@ pub fn default_on_create(info: &ResourceInfo, obj: &mut Value) {
             }
             // Status is reset on create: only the kubelet reports it.
             if let Some(m) = obj.as_object_mut() {
-                m.insert("status".into(), json!({"phase": "Pending", "qosClass": "BestEffort"}));
+                m.insert(
+                    "status".into(),
+                    json!({"phase": "Pending", "qosClass": "BestEffort"}),
+                );
             }
         }
         ("batch", "jobs") => {
@@ -88,14 +109,25 @@ pub fn default_on_create(info: &ResourceInfo, obj: &mut Value) {
                 default(spec, "completionMode", json!("NonIndexed"));
                 default(spec, "suspend", json!(false));
                 default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
-                manual = spec.get("manualSelector").and_then(Value::as_bool).unwrap_or(false);
+                manual = spec
+                    .get("manualSelector")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
                 if !manual {
-                    spec.insert("selector".into(), json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}));
+                    spec.insert(
+                        "selector".into(),
+                        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+                    );
                 }
             }
             if !manual
-                && let Some(tmeta) = obj.pointer_mut("/spec/template").and_then(|t| obj_mut(t, "metadata"))
-                && let Some(labels) = tmeta.entry("labels").or_insert_with(|| json!({})).as_object_mut()
+                && let Some(tmeta) = obj
+                    .pointer_mut("/spec/template")
+                    .and_then(|t| obj_mut(t, "metadata"))
+                && let Some(labels) = tmeta
+                    .entry("labels")
+                    .or_insert_with(|| json!({}))
+                    .as_object_mut()
             {
                 labels.insert("controller-uid".into(), json!(uid));
                 labels.insert("batch.kubernetes.io/controller-uid".into(), json!(uid));
@@ -139,7 +171,10 @@ pub fn normalize(info: &ResourceInfo, obj: &mut Value) -> Vec<Cause> {
             {
                 for (k, v) in sd {
                     let s = v.as_str().unwrap_or_default();
-                    data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(s)));
+                    data.insert(
+                        k,
+                        json!(base64::engine::general_purpose::STANDARD.encode(s)),
+                    );
                 }
             }
             if let Some(Value::Object(data)) = obj.get("data") {
@@ -147,9 +182,15 @@ pub fn normalize(info: &ResourceInfo, obj: &mut Value) -> Vec<Cause> {
                     if !valid_data_key(k) {
                         causes.push(Cause::new("FieldValueInvalid", format!("data[{k}]"), format!("Invalid value: \"{k}\": a valid config key must consist of alphanumeric characters, '-', '_' or '.'")));
                     }
-                    let ok = v.as_str().is_some_and(|s| base64::engine::general_purpose::STANDARD.decode(s).is_ok());
+                    let ok = v.as_str().is_some_and(|s| {
+                        base64::engine::general_purpose::STANDARD.decode(s).is_ok()
+                    });
                     if !ok {
-                        causes.push(Cause::new("FieldValueInvalid", format!("data[{k}]"), "Invalid value: illegal base64 data"));
+                        causes.push(Cause::new(
+                            "FieldValueInvalid",
+                            format!("data[{k}]"),
+                            "Invalid value: illegal base64 data",
+                        ));
                     }
                 }
             }
@@ -162,7 +203,11 @@ pub fn normalize(info: &ResourceInfo, obj: &mut Value) -> Vec<Cause> {
                             causes.push(Cause::new("FieldValueInvalid", format!("{field}[{k}]"), format!("Invalid value: \"{k}\": a valid config key must consist of alphanumeric characters, '-', '_' or '.'")));
                         }
                         if !v.is_string() {
-                            causes.push(Cause::new("FieldValueInvalid", format!("{field}[{k}]"), "Invalid value: must be a string"));
+                            causes.push(Cause::new(
+                                "FieldValueInvalid",
+                                format!("{field}[{k}]"),
+                                "Invalid value: must be a string",
+                            ));
                         }
                     }
                 }
@@ -172,24 +217,54 @@ pub fn normalize(info: &ResourceInfo, obj: &mut Value) -> Vec<Cause> {
         ("batch", "jobs") => {
             let tspec = obj.pointer("/spec/template/spec");
             validate_pod_spec(tspec, "spec.template.spec", &mut causes);
-            let rp = tspec.and_then(|s| s.get("restartPolicy")).and_then(Value::as_str);
+            let rp = tspec
+                .and_then(|s| s.get("restartPolicy"))
+                .and_then(Value::as_str);
             if !matches!(rp, Some("Never" | "OnFailure")) {
                 let msg = match rp {
                     None => "Required value: valid values: \"OnFailure\", \"Never\"".to_string(),
-                    Some(v) => format!("Unsupported value: \"{v}\": supported values: \"OnFailure\", \"Never\""),
+                    Some(v) => format!(
+                        "Unsupported value: \"{v}\": supported values: \"OnFailure\", \"Never\""
+                    ),
                 };
-                causes.push(Cause::new(if rp.is_none() { "FieldValueRequired" } else { "FieldValueNotSupported" }, "spec.template.spec.restartPolicy", msg));
+                causes.push(Cause::new(
+                    if rp.is_none() {
+                        "FieldValueRequired"
+                    } else {
+                        "FieldValueNotSupported"
+                    },
+                    "spec.template.spec.restartPolicy",
+                    msg,
+                ));
             }
-            for f in ["backoffLimit", "completions", "parallelism", "activeDeadlineSeconds"] {
+            for f in [
+                "backoffLimit",
+                "completions",
+                "parallelism",
+                "activeDeadlineSeconds",
+            ] {
                 if let Some(n) = obj.pointer(&format!("/spec/{f}")).and_then(Value::as_i64)
                     && (n < 0 || (f == "activeDeadlineSeconds" && n == 0))
                 {
-                    causes.push(Cause::new("FieldValueInvalid", format!("spec.{f}"), format!("Invalid value: {n}: must be greater than or equal to 0")));
+                    causes.push(Cause::new(
+                        "FieldValueInvalid",
+                        format!("spec.{f}"),
+                        format!("Invalid value: {n}: must be greater than or equal to 0"),
+                    ));
                 }
             }
         }
-        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") if obj.pointer("/roleRef/name").and_then(Value::as_str).is_none_or(str::is_empty) => {
-            causes.push(Cause::new("FieldValueRequired", "roleRef.name", "Required value"));
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings")
+            if obj
+                .pointer("/roleRef/name")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty) =>
+        {
+            causes.push(Cause::new(
+                "FieldValueRequired",
+                "roleRef.name",
+                "Required value",
+            ));
         }
         _ => {}
     }
@@ -197,28 +272,60 @@ pub fn normalize(info: &ResourceInfo, obj: &mut Value) -> Vec<Cause> {
 }
 
 fn valid_data_key(k: &str) -> bool {
-    !k.is_empty() && k.len() <= 253 && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) && k != "." && k != ".."
+    !k.is_empty()
+        && k.len() <= 253
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && k != "."
+        && k != ".."
 }
 
 fn validate_pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
-    let containers = spec.and_then(|s| s.get("containers")).and_then(Value::as_array);
+    let containers = spec
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array);
     match containers {
-        None => causes.push(Cause::new("FieldValueRequired", format!("{at}.containers"), "Required value")),
-        Some(cs) if cs.is_empty() => causes.push(Cause::new("FieldValueRequired", format!("{at}.containers"), "Required value")),
+        None => causes.push(Cause::new(
+            "FieldValueRequired",
+            format!("{at}.containers"),
+            "Required value",
+        )),
+        Some(cs) if cs.is_empty() => causes.push(Cause::new(
+            "FieldValueRequired",
+            format!("{at}.containers"),
+            "Required value",
+        )),
         Some(_) => {}
     }
     for list in ["initContainers", "containers"] {
-        let Some(cs) = spec.and_then(|s| s.get(list)).and_then(Value::as_array) else { continue };
+        let Some(cs) = spec.and_then(|s| s.get(list)).and_then(Value::as_array) else {
+            continue;
+        };
         let mut seen = std::collections::HashSet::new();
         for (i, c) in cs.iter().enumerate() {
             let name = c.get("name").and_then(Value::as_str).unwrap_or("");
             if name.is_empty() {
-                causes.push(Cause::new("FieldValueRequired", format!("{at}.{list}[{i}].name"), "Required value"));
+                causes.push(Cause::new(
+                    "FieldValueRequired",
+                    format!("{at}.{list}[{i}].name"),
+                    "Required value",
+                ));
             } else if !seen.insert(name.to_string()) {
-                causes.push(Cause::new("FieldValueDuplicate", format!("{at}.{list}[{i}].name"), format!("Duplicate value: \"{name}\"")));
+                causes.push(Cause::new(
+                    "FieldValueDuplicate",
+                    format!("{at}.{list}[{i}].name"),
+                    format!("Duplicate value: \"{name}\""),
+                ));
             }
-            if c.get("image").and_then(Value::as_str).is_none_or(str::is_empty) {
-                causes.push(Cause::new("FieldValueRequired", format!("{at}.{list}[{i}].image"), "Required value"));
+            if c.get("image")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                causes.push(Cause::new(
+                    "FieldValueRequired",
+                    format!("{at}.{list}[{i}].image"),
+                    "Required value",
+                ));
             }
         }
     }
@@ -226,8 +333,14 @@ fn validate_pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
 
 /// Whether a pod deletion is immediate (unscheduled or finished pods need no kubelet).
 pub fn pod_needs_graceful_delete(pod: &Value) -> bool {
-    let bound = pod.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+    let bound = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     bound && !matches!(phase, "Succeeded" | "Failed")
 }
 
@@ -257,7 +370,11 @@ pub fn validate_update(info: &ResourceInfo, old: &Value, new: &Value) -> Vec<Cau
             for field in ["template", "selector", "completionMode"] {
                 let ptr = format!("/spec/{field}");
                 if old.pointer(&ptr) != new.pointer(&ptr) {
-                    causes.push(Cause::new("FieldValueInvalid", format!("spec.{field}"), "Invalid value: field is immutable"));
+                    causes.push(Cause::new(
+                        "FieldValueInvalid",
+                        format!("spec.{field}"),
+                        "Invalid value: field is immutable",
+                    ));
                 }
             }
         }
@@ -289,7 +406,11 @@ pub fn validate_update(info: &ResourceInfo, old: &Value, new: &Value) -> Vec<Cau
         ("", "secrets" | "configmaps") if old.get("immutable") == Some(&Value::Bool(true)) => {
             for field in ["data", "binaryData", "immutable"] {
                 if old.get(field) != new.get(field) {
-                    causes.push(Cause::new("FieldValueForbidden", field, "Forbidden: field is immutable when `immutable` is set"));
+                    causes.push(Cause::new(
+                        "FieldValueForbidden",
+                        field,
+                        "Forbidden: field is immutable when `immutable` is set",
+                    ));
                 }
             }
         }

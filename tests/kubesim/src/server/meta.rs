@@ -12,14 +12,20 @@ pub fn now() -> String {
 }
 
 pub fn now_plus(secs: i64) -> String {
-    let t = Timestamp::now().round(Unit::Second).unwrap_or_else(|_| Timestamp::now());
-    let t = t.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(secs)).unwrap_or(t);
+    let t = Timestamp::now()
+        .round(Unit::Second)
+        .unwrap_or_else(|_| Timestamp::now());
+    let t = t
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(secs))
+        .unwrap_or(t);
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// `metav1.MicroTime` (used by Leases and events.k8s.io Events).
 pub fn now_micro() -> String {
-    Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string()
+    Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S.%6fZ")
+        .to_string()
 }
 
 pub fn new_uid() -> String {
@@ -30,13 +36,18 @@ pub fn new_uid() -> String {
 pub fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let bytes = uuid::Uuid::new_v4().into_bytes();
-    bytes.iter().take(5).map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect()
+    bytes
+        .iter()
+        .take(5)
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
 }
 
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -65,45 +76,74 @@ pub fn name_rule(resource: &str) -> NameRule {
 /// Validates a name, returning the 422 cause kube-apiserver would report.
 pub fn validate_name(name: &str, rule: NameRule) -> Option<Cause> {
     if name.is_empty() {
-        return Some(Cause::new("FieldValueRequired", "metadata.name", "Required value: name or generateName is required"));
+        return Some(Cause::new(
+            "FieldValueRequired",
+            "metadata.name",
+            "Required value: name or generateName is required",
+        ));
     }
     let ok = match rule {
         NameRule::Label => is_dns_label(name),
         NameRule::Subdomain => is_dns_subdomain(name),
-        NameRule::PathSegment => name != "." && name != ".." && !name.contains('/') && !name.contains('%'),
+        NameRule::PathSegment => {
+            name != "." && name != ".." && !name.contains('/') && !name.contains('%')
+        }
     };
     if ok {
         return None;
     }
     let msg = match rule {
-        NameRule::Label => "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
-        NameRule::Subdomain => "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+        NameRule::Label => {
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+        }
+        NameRule::Subdomain => {
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+        }
         NameRule::PathSegment => "may not contain '/' or '%' and may not be '.' or '..'",
     };
-    Some(Cause::new("FieldValueInvalid", "metadata.name", format!("Invalid value: \"{name}\": {msg}")))
+    Some(Cause::new(
+        "FieldValueInvalid",
+        "metadata.name",
+        format!("Invalid value: \"{name}\": {msg}"),
+    ))
 }
 
 /// Validates label keys and values (qualified names, 63-char values).
 pub fn validate_labels(obj: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
-    let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) else { return causes };
+    let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) else {
+        return causes;
+    };
     for (k, v) in labels {
         let name = k.rsplit('/').next().unwrap_or(k);
         let key_ok = !name.is_empty()
             && name.len() <= 63
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-            && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_ascii_alphanumeric());
         if !key_ok {
             causes.push(Cause::new("FieldValueInvalid", "metadata.labels", format!("Invalid value: \"{k}\": name part must consist of alphanumeric characters, '-', '_' or '.'")));
         }
         let Some(v) = v.as_str() else {
-            causes.push(Cause::new("FieldValueInvalid", "metadata.labels", format!("Invalid value: label {k} must be a string")));
+            causes.push(Cause::new(
+                "FieldValueInvalid",
+                "metadata.labels",
+                format!("Invalid value: label {k} must be a string"),
+            ));
             continue;
         };
         let val_ok = v.is_empty()
             || (v.len() <= 63
-                && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
                 && v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
                 && v.chars().last().is_some_and(|c| c.is_ascii_alphanumeric()));
         if !val_ok {

@@ -95,7 +95,9 @@ impl Cluster {
     /// The objects every cluster starts with: namespaces `default`, `kube-system`,
     /// `kube-public` and their default service accounts.
     fn bootstrap(&self) {
-        let Some(ns_info) = self.registry.get("", "v1", "namespaces") else { return };
+        let Some(ns_info) = self.registry.get("", "v1", "namespaces") else {
+            return;
+        };
         let ctx = WriteCtx::system("kube-apiserver");
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
@@ -115,13 +117,19 @@ impl Cluster {
 
     /// What the service-account controller does for each new namespace.
     pub fn ensure_default_service_account(&self, ns: &str) {
-        let Some(info) = self.registry.get("", "v1", "serviceaccounts") else { return };
+        let Some(info) = self.registry.get("", "v1", "serviceaccounts") else {
+            return;
+        };
         if self.store.get("serviceaccounts", ns, "default").is_some() {
             return;
         }
         let body = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}});
-        if let Err(e) = self.create(&info, ns, body, &WriteCtx::system("kube-controller-manager"))
-            && e.code != 409
+        if let Err(e) = self.create(
+            &info,
+            ns,
+            body,
+            &WriteCtx::system("kube-controller-manager"),
+        ) && e.code != 409
         {
             tracing::debug!(error = %e, namespace = ns, "default service account");
         }
@@ -129,18 +137,39 @@ impl Cluster {
 
     /// Registers or unregisters the resources of a CRD after it was written.
     pub fn crd_changed(&self, crd: &Value, deleted: bool) {
-        let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+        let name = crd
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if deleted {
-            let infos: Vec<_> = self.registry.all().into_iter().filter(|r| r.crd.as_ref().is_some_and(|c| c.crd_name == name)).collect();
+            let infos: Vec<_> = self
+                .registry
+                .all()
+                .into_iter()
+                .filter(|r| r.crd.as_ref().is_some_and(|c| c.crd_name == name))
+                .collect();
             self.registry.remove_crd(&name);
             // The CRD's objects go with it (kube-apiserver's customresourcecleanup finalizer).
             if let Some(info) = infos.first() {
                 let key = info.storage_key();
                 let (items, _) = self.store.list(&key, None, None);
                 for obj in items {
-                    let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
-                    let n = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
-                    let _ = self.store.mutate(&key, ns, n, |cur| Ok(if cur.is_some() { Mutation::Delete } else { Mutation::Keep }));
+                    let ns = obj
+                        .pointer("/metadata/namespace")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    let n = obj
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    let _ = self.store.mutate(&key, ns, n, |cur| {
+                        Ok(if cur.is_some() {
+                            Mutation::Delete
+                        } else {
+                            Mutation::Keep
+                        })
+                    });
                 }
             }
         } else {

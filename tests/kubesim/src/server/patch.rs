@@ -34,8 +34,16 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> ApiResult<()> {
     let ops: json_patch::Patch = serde_json::from_value(patch.clone())
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     json_patch::patch(target, &ops).map_err(|e| {
-        let mut err = ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"));
-        err.details.causes.push(super::error::Cause::new("FieldValueInvalid", "", e.to_string()));
+        let mut err = ApiError::new(
+            422,
+            "Invalid",
+            format!("the server rejected our request due to an error in our request: {e}"),
+        );
+        err.details.causes.push(super::error::Cause::new(
+            "FieldValueInvalid",
+            "",
+            e.to_string(),
+        ));
         err
     })
 }
@@ -62,12 +70,18 @@ fn strategic_object(target: &mut Value, patch: &Value, shape: &Shape) -> ApiResu
             return Ok(());
         }
         Some("merge") | None => {}
-        Some(other) => return Err(ApiError::bad_request(format!("unknown patch type: {other}"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "unknown patch type: {other}"
+            )));
+        }
     }
     if !target.is_object() {
         *target = Value::Object(Map::new());
     }
-    let Value::Object(t) = target else { return Ok(()) };
+    let Value::Object(t) = target else {
+        return Ok(());
+    };
     // Directives naming sibling lists are handled before ordinary keys.
     for (k, v) in p {
         if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
@@ -114,11 +128,29 @@ fn strategic_object(target: &mut Value, patch: &Value, shape: &Shape) -> ApiResu
 fn strategic_list(current: Option<&Value>, patch: &[Value], shape: &Shape) -> ApiResult<Value> {
     let Some(key) = shape.strategic_key() else {
         // Lists without a merge strategy are replaced, minus directive entries.
-        return Ok(Value::Array(patch.iter().filter(|i| i.get("$patch").is_none()).cloned().collect()));
+        return Ok(Value::Array(
+            patch
+                .iter()
+                .filter(|i| i.get("$patch").is_none())
+                .cloned()
+                .collect(),
+        ));
     };
-    let mut out: Vec<Value> = current.and_then(Value::as_array).cloned().unwrap_or_default();
-    if patch.iter().any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace")) {
-        return Ok(Value::Array(patch.iter().filter(|i| i.get("$patch").is_none()).cloned().collect()));
+    let mut out: Vec<Value> = current
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if patch
+        .iter()
+        .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"))
+    {
+        return Ok(Value::Array(
+            patch
+                .iter()
+                .filter(|i| i.get("$patch").is_none())
+                .cloned()
+                .collect(),
+        ));
     }
     if key.is_empty() {
         // Primitive list with merge strategy: union, keeping existing order.
@@ -131,7 +163,9 @@ fn strategic_list(current: Option<&Value>, patch: &[Value], shape: &Shape) -> Ap
     }
     for item in patch {
         let Some(k) = item.get(&key) else {
-            return Err(ApiError::bad_request(format!("map: {item} does not contain declared merge key: {key}")));
+            return Err(ApiError::bad_request(format!(
+                "map: {item} does not contain declared merge key: {key}"
+            )));
         };
         let pos = out.iter().position(|o| o.get(&key) == Some(k));
         let directive = item.get("$patch").and_then(Value::as_str);
@@ -169,13 +203,19 @@ mod tests {
             {"name": "a", "image": "x", "env": [{"name": "E1", "value": "1"}]},
             {"name": "b", "image": "y"}
         ]}});
-        strategic_merge(&mut pod, &json!({"spec": {"containers": [
-            {"name": "a", "env": [{"name": "E2", "value": "2"}]},
-            {"name": "c", "image": "z"}
-        ]}}))
+        strategic_merge(
+            &mut pod,
+            &json!({"spec": {"containers": [
+                {"name": "a", "env": [{"name": "E2", "value": "2"}]},
+                {"name": "c", "image": "z"}
+            ]}}),
+        )
         .expect("patch");
         assert_eq!(pod["spec"]["containers"][0]["image"], "x");
-        assert_eq!(pod["spec"]["containers"][0]["env"].as_array().map(Vec::len), Some(2));
+        assert_eq!(
+            pod["spec"]["containers"][0]["env"].as_array().map(Vec::len),
+            Some(2)
+        );
         assert_eq!(pod["spec"]["containers"][2]["name"], "c");
         assert_eq!(pod["spec"]["containers"].as_array().map(Vec::len), Some(3));
     }
@@ -191,23 +231,36 @@ mod tests {
         assert_eq!(pod["metadata"]["finalizers"], json!(["a", "b"]));
         assert_eq!(pod["spec"]["containers"], json!([{"name": "b"}]));
         assert_eq!(pod["spec"]["volumes"], json!([{"name": "w"}]));
-        strategic_merge(&mut pod, &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}})).expect("patch");
+        strategic_merge(
+            &mut pod,
+            &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}),
+        )
+        .expect("patch");
         assert_eq!(pod["metadata"]["finalizers"], json!(["b"]));
     }
 
     #[test]
     fn strategic_replaces_plain_lists() {
         let mut o = json!({"spec": {"containers": [{"name": "a", "args": ["1", "2"]}]}});
-        strategic_merge(&mut o, &json!({"spec": {"containers": [{"name": "a", "args": ["3"]}]}})).expect("patch");
+        strategic_merge(
+            &mut o,
+            &json!({"spec": {"containers": [{"name": "a", "args": ["3"]}]}}),
+        )
+        .expect("patch");
         assert_eq!(o["spec"]["containers"][0]["args"], json!(["3"]));
     }
 
     #[test]
     fn json_patch_test_failure_is_invalid() {
         let mut o = json!({"a": 1});
-        let err = json_patch(&mut o, &json!([{"op": "test", "path": "/a", "value": 2}])).expect_err("must fail");
+        let err = json_patch(&mut o, &json!([{"op": "test", "path": "/a", "value": 2}]))
+            .expect_err("must fail");
         assert_eq!(err.code, 422);
-        json_patch(&mut o, &json!([{"op": "replace", "path": "/a", "value": 2}])).expect("patch");
+        json_patch(
+            &mut o,
+            &json!([{"op": "replace", "path": "/a", "value": 2}]),
+        )
+        .expect("patch");
         assert_eq!(o["a"], 2);
     }
 }

@@ -20,20 +20,32 @@ use super::http::{Response, stream_response};
 fn container_names(pod: &Value) -> Vec<String> {
     let mut names = Vec::new();
     for list in ["containers", "initContainers"] {
-        if let Some(cs) = pod.pointer(&format!("/spec/{list}")).and_then(Value::as_array) {
-            names.extend(cs.iter().filter_map(|c| c.get("name").and_then(Value::as_str).map(String::from)));
+        if let Some(cs) = pod
+            .pointer(&format!("/spec/{list}"))
+            .and_then(Value::as_array)
+        {
+            names.extend(
+                cs.iter()
+                    .filter_map(|c| c.get("name").and_then(Value::as_str).map(String::from)),
+            );
         }
     }
     names
 }
 
 fn terminated(pod: &Value, container: &str) -> bool {
-    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if matches!(phase, "Succeeded" | "Failed") {
         return true;
     }
     for list in ["containerStatuses", "initContainerStatuses"] {
-        if let Some(ss) = pod.pointer(&format!("/status/{list}")).and_then(Value::as_array) {
+        if let Some(ss) = pod
+            .pointer(&format!("/status/{list}"))
+            .and_then(Value::as_array)
+        {
             for s in ss {
                 if s.get("name").and_then(Value::as_str) == Some(container) {
                     return s.pointer("/state/terminated").is_some();
@@ -61,38 +73,69 @@ fn tail(bytes: &[u8], lines: usize) -> &[u8] {
     bytes
 }
 
-pub async fn serve(cluster: &Arc<Cluster>, req: &Request, ns: &str, name: &str) -> ApiResult<Response> {
-    let pod = cluster.store.get("pods", ns, name).ok_or_else(|| ApiError::not_found("", "pods", name))?;
+pub async fn serve(
+    cluster: &Arc<Cluster>,
+    req: &Request,
+    ns: &str,
+    name: &str,
+) -> ApiResult<Response> {
+    let pod = cluster
+        .store
+        .get("pods", ns, name)
+        .ok_or_else(|| ApiError::not_found("", "pods", name))?;
     let names = container_names(&pod);
     let container = match req.q("container") {
         Some(c) => {
             if !names.iter().any(|n| n == c) {
-                return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}")));
+                return Err(ApiError::bad_request(format!(
+                    "container {c} is not valid for pod {name}"
+                )));
             }
             c.to_string()
         }
         None => {
-            let main: Vec<String> = pod.pointer("/spec/containers").and_then(Value::as_array).map(|cs| cs.iter().filter_map(|c| c.get("name").and_then(Value::as_str).map(String::from)).collect()).unwrap_or_default();
+            let main: Vec<String> = pod
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map(|cs| {
+                    cs.iter()
+                        .filter_map(|c| c.get("name").and_then(Value::as_str).map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
             match main.as_slice() {
                 [one] => one.clone(),
-                _ => return Err(ApiError::bad_request(format!("a container name must be specified for pod {name}, choose one of: [{}]", main.join(" ")))),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "a container name must be specified for pod {name}, choose one of: [{}]",
+                        main.join(" ")
+                    )));
+                }
             }
         }
     };
     if matches!(req.q("previous"), Some("true")) {
-        return Err(ApiError::bad_request(format!("previous terminated container \"{container}\" in pod \"{name}\" not found")));
+        return Err(ApiError::bad_request(format!(
+            "previous terminated container \"{container}\" in pod \"{name}\" not found"
+        )));
     }
-    let path: PathBuf = crate::kubelet::logs::container_log_path(&cluster.state_dir, ns, name, &container);
+    let path: PathBuf =
+        crate::kubelet::logs::container_log_path(&cluster.state_dir, ns, name, &container);
     let tail_lines: Option<usize> = req.q("tailLines").and_then(|t| t.parse().ok());
     let limit: Option<usize> = req.q("limitBytes").and_then(|t| t.parse().ok());
     let follow = matches!(req.q("follow"), Some("true" | "1"));
     let content = match tokio::fs::read(&path).await {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Pending");
+            let phase = pod
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .unwrap_or("Pending");
             if !follow {
                 if phase == "Pending" {
-                    return Err(ApiError::bad_request(format!("container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating")));
+                    return Err(ApiError::bad_request(format!(
+                        "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
+                    )));
                 }
                 Vec::new()
             } else {
@@ -110,7 +153,10 @@ pub async fn serve(cluster: &Arc<Cluster>, req: &Request, ns: &str, name: &str) 
     }
     if !follow {
         let mut r = hyper::Response::new(super::http::full(first));
-        r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain"));
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/plain"),
+        );
         return Ok(r);
     }
     let (tx, rx) = mpsc::channel::<Bytes>(64);

@@ -35,7 +35,14 @@ const fn f(num: u64, name: &'static str, ty: Ty) -> Field {
     Field { num, name, ty }
 }
 
-const OWNER_REF: &[Field] = &[f(5, "apiVersion", Ty::Str), f(1, "kind", Ty::Str), f(3, "name", Ty::Str), f(4, "uid", Ty::Str), f(6, "controller", Ty::Bool), f(7, "blockOwnerDeletion", Ty::Bool)];
+const OWNER_REF: &[Field] = &[
+    f(5, "apiVersion", Ty::Str),
+    f(1, "kind", Ty::Str),
+    f(3, "name", Ty::Str),
+    f(4, "uid", Ty::Str),
+    f(6, "controller", Ty::Bool),
+    f(7, "blockOwnerDeletion", Ty::Bool),
+];
 const OBJECT_META: &[Field] = &[
     f(1, "name", Ty::Str),
     f(2, "generateName", Ty::Str),
@@ -49,13 +56,38 @@ const OBJECT_META: &[Field] = &[
     f(13, "ownerReferences", Ty::RepMsg(OWNER_REF)),
     f(14, "finalizers", Ty::RepStr),
 ];
-const SECRET: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META)), f(2, "data", Ty::MapStrBytes), f(3, "type", Ty::Str), f(4, "stringData", Ty::MapStrStr), f(5, "immutable", Ty::Bool)];
-const CONFIG_MAP: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META)), f(2, "data", Ty::MapStrStr), f(3, "binaryData", Ty::MapStrBytes), f(4, "immutable", Ty::Bool)];
+const SECRET: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(2, "data", Ty::MapStrBytes),
+    f(3, "type", Ty::Str),
+    f(4, "stringData", Ty::MapStrStr),
+    f(5, "immutable", Ty::Bool),
+];
+const CONFIG_MAP: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(2, "data", Ty::MapStrStr),
+    f(3, "binaryData", Ty::MapStrBytes),
+    f(4, "immutable", Ty::Bool),
+];
 const NAMESPACE_SPEC: &[Field] = &[f(1, "finalizers", Ty::RepStr)];
-const NAMESPACE: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META)), f(2, "spec", Ty::Msg(NAMESPACE_SPEC))];
+const NAMESPACE: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(2, "spec", Ty::Msg(NAMESPACE_SPEC)),
+];
 const LOCAL_REF: &[Field] = &[f(1, "name", Ty::Str)];
-const OBJECT_REF: &[Field] = &[f(1, "kind", Ty::Str), f(2, "namespace", Ty::Str), f(3, "name", Ty::Str), f(4, "uid", Ty::Str), f(5, "apiVersion", Ty::Str)];
-const SERVICE_ACCOUNT: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META)), f(2, "secrets", Ty::RepMsg(OBJECT_REF)), f(3, "imagePullSecrets", Ty::RepMsg(LOCAL_REF)), f(4, "automountServiceAccountToken", Ty::Bool)];
+const OBJECT_REF: &[Field] = &[
+    f(1, "kind", Ty::Str),
+    f(2, "namespace", Ty::Str),
+    f(3, "name", Ty::Str),
+    f(4, "uid", Ty::Str),
+    f(5, "apiVersion", Ty::Str),
+];
+const SERVICE_ACCOUNT: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(2, "secrets", Ty::RepMsg(OBJECT_REF)),
+    f(3, "imagePullSecrets", Ty::RepMsg(LOCAL_REF)),
+    f(4, "automountServiceAccountToken", Ty::Bool),
+];
 const RESOURCE_ATTRIBUTES: &[Field] = &[
     f(1, "namespace", Ty::Str),
     f(2, "verb", Ty::Str),
@@ -66,7 +98,10 @@ const RESOURCE_ATTRIBUTES: &[Field] = &[
     f(7, "name", Ty::Str),
 ];
 const NON_RESOURCE_ATTRIBUTES: &[Field] = &[f(1, "path", Ty::Str), f(2, "verb", Ty::Str)];
-const SELF_REVIEW_SPEC: &[Field] = &[f(1, "resourceAttributes", Ty::Msg(RESOURCE_ATTRIBUTES)), f(2, "nonResourceAttributes", Ty::Msg(NON_RESOURCE_ATTRIBUTES))];
+const SELF_REVIEW_SPEC: &[Field] = &[
+    f(1, "resourceAttributes", Ty::Msg(RESOURCE_ATTRIBUTES)),
+    f(2, "nonResourceAttributes", Ty::Msg(NON_RESOURCE_ATTRIBUTES)),
+];
 const REVIEW_SPEC: &[Field] = &[
     f(1, "resourceAttributes", Ty::Msg(RESOURCE_ATTRIBUTES)),
     f(2, "nonResourceAttributes", Ty::Msg(NON_RESOURCE_ATTRIBUTES)),
@@ -74,8 +109,14 @@ const REVIEW_SPEC: &[Field] = &[
     f(4, "groups", Ty::RepStr),
     f(6, "uid", Ty::Str),
 ];
-const SELF_REVIEW: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META)), f(2, "spec", Ty::Msg(SELF_REVIEW_SPEC))];
-const REVIEW: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META)), f(2, "spec", Ty::Msg(REVIEW_SPEC))];
+const SELF_REVIEW: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(2, "spec", Ty::Msg(SELF_REVIEW_SPEC)),
+];
+const REVIEW: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(2, "spec", Ty::Msg(REVIEW_SPEC)),
+];
 const TYPE_META: &[Field] = &[f(1, "apiVersion", Ty::Str), f(2, "kind", Ty::Str)];
 
 fn bad(msg: &str) -> ApiError {
@@ -91,7 +132,10 @@ impl<'a> Reader<'a> {
     fn varint(&mut self) -> ApiResult<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
-            let b = *self.buf.get(self.pos).ok_or_else(|| bad("truncated varint"))?;
+            let b = *self
+                .buf
+                .get(self.pos)
+                .ok_or_else(|| bad("truncated varint"))?;
             self.pos += 1;
             v |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
@@ -103,7 +147,11 @@ impl<'a> Reader<'a> {
 
     fn bytes(&mut self) -> ApiResult<&'a [u8]> {
         let len = usize::try_from(self.varint()?).map_err(|_| bad("length"))?;
-        let end = self.pos.checked_add(len).filter(|e| *e <= self.buf.len()).ok_or_else(|| bad("truncated field"))?;
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or_else(|| bad("truncated field"))?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -159,7 +207,9 @@ fn message(b: &[u8], fields: &[Field]) -> ApiResult<Value> {
     let mut out = Map::new();
     let mut r = Reader { buf: b, pos: 0 };
     while let Some((n, raw)) = r.next()? {
-        let Some(field) = fields.iter().find(|x| x.num == n) else { continue };
+        let Some(field) = fields.iter().find(|x| x.num == n) else {
+            continue;
+        };
         let name = field.name.to_string();
         match (field.ty, raw) {
             // Go's encoder writes empty strings that JSON would omit.
@@ -204,7 +254,12 @@ fn message(b: &[u8], fields: &[Field]) -> ApiResult<Value> {
                     a.push(item);
                 }
             }
-            _ => return Err(bad(&format!("unexpected wire type for field {}", field.name))),
+            _ => {
+                return Err(bad(&format!(
+                    "unexpected wire type for field {}",
+                    field.name
+                )));
+            }
         }
     }
     Ok(Value::Object(out))
@@ -212,9 +267,14 @@ fn message(b: &[u8], fields: &[Field]) -> ApiResult<Value> {
 
 /// Decodes a protobuf-encoded object of a supported kind into its JSON form.
 pub fn decode(body: &[u8]) -> ApiResult<Value> {
-    let payload = body.strip_prefix(b"k8s\x00").ok_or_else(|| bad("missing k8s envelope"))?;
+    let payload = body
+        .strip_prefix(b"k8s\x00")
+        .ok_or_else(|| bad("missing k8s envelope"))?;
     // runtime.Unknown: typeMeta = 1, raw = 2 (decoded by hand so `raw` stays bytes).
-    let mut r = Reader { buf: payload, pos: 0 };
+    let mut r = Reader {
+        buf: payload,
+        pos: 0,
+    };
     let (mut tm, mut raw) = (Value::Null, &[][..]);
     while let Some((n, v)) = r.next()? {
         match (n, v) {
@@ -223,8 +283,16 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
             _ => {}
         }
     }
-    let api_version = tm.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
-    let kind = tm.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+    let api_version = tm
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let kind = tm
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let fields = match (api_version.as_str(), kind.as_str()) {
         ("v1", "Secret") => SECRET,
         ("v1", "ConfigMap") => CONFIG_MAP,
@@ -232,7 +300,11 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
         ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SELF_REVIEW,
         ("authorization.k8s.io/v1", "SubjectAccessReview" | "LocalSubjectAccessReview") => REVIEW,
-        _ => return Err(ApiError::unsupported_media_type(&format!("application/vnd.kubernetes.protobuf ({api_version} {kind} is only accepted as JSON)"))),
+        _ => {
+            return Err(ApiError::unsupported_media_type(&format!(
+                "application/vnd.kubernetes.protobuf ({api_version} {kind} is only accepted as JSON)"
+            )));
+        }
     };
     let mut obj = message(raw, fields)?;
     obj["apiVersion"] = json!(api_version);
@@ -259,7 +331,10 @@ mod tests {
         let body = [b"k8s\x00".to_vec(), field(1, &tm), field(2, &secret)].concat();
         let v = decode(&body).expect("decode");
         assert_eq!(v["metadata"]["name"], "s1");
-        assert_eq!(v["data"]["pw"], base64::engine::general_purpose::STANDARD.encode("secret"));
+        assert_eq!(
+            v["data"]["pw"],
+            base64::engine::general_purpose::STANDARD.encode("secret")
+        );
         assert_eq!(v["kind"], "Secret");
     }
 }

@@ -39,7 +39,11 @@ pub struct ResourceInfo {
 
 impl ResourceInfo {
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     /// All versions of a group-resource share one storage key; events.k8s.io Events
@@ -71,17 +75,34 @@ impl ResourceInfo {
         if is_review(&self.group, &self.plural) {
             return vec!["create"];
         }
-        vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        vec![
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ]
     }
 }
 
 /// Access reviews (authorization.k8s.io) are answered, never stored.
 pub fn is_review(group: &str, plural: &str) -> bool {
-    group == "authorization.k8s.io" && matches!(plural, "subjectaccessreviews" | "selfsubjectaccessreviews" | "localsubjectaccessreviews")
+    group == "authorization.k8s.io"
+        && matches!(
+            plural,
+            "subjectaccessreviews" | "selfsubjectaccessreviews" | "localsubjectaccessreviews"
+        )
 }
 
 pub fn storage_key(group: &str, plural: &str) -> String {
-    if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") }
+    if group.is_empty() {
+        plural.to_string()
+    } else {
+        format!("{plural}.{group}")
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -113,34 +134,242 @@ fn builtin(
 /// The built-in kinds kubesim serves.
 pub fn builtins() -> Vec<ResourceInfo> {
     let mut v = vec![
-        builtin("", "v1", "Namespace", "namespaces", false, &["ns"], &["status"], false),
-        builtin("", "v1", "ConfigMap", "configmaps", true, &["cm"], &[], false),
+        builtin(
+            "",
+            "v1",
+            "Namespace",
+            "namespaces",
+            false,
+            &["ns"],
+            &["status"],
+            false,
+        ),
+        builtin(
+            "",
+            "v1",
+            "ConfigMap",
+            "configmaps",
+            true,
+            &["cm"],
+            &[],
+            false,
+        ),
         builtin("", "v1", "Secret", "secrets", true, &[], &[], false),
-        builtin("", "v1", "ServiceAccount", "serviceaccounts", true, &["sa"], &[], false),
-        builtin("", "v1", "Pod", "pods", true, &["po"], &["status", "log", "binding"], false),
+        builtin(
+            "",
+            "v1",
+            "ServiceAccount",
+            "serviceaccounts",
+            true,
+            &["sa"],
+            &[],
+            false,
+        ),
+        builtin(
+            "",
+            "v1",
+            "Pod",
+            "pods",
+            true,
+            &["po"],
+            &["status", "log", "binding"],
+            false,
+        ),
         builtin("", "v1", "Event", "events", true, &["ev"], &[], false),
-        builtin("", "v1", "Service", "services", true, &["svc"], &["status"], false),
-        builtin("", "v1", "Node", "nodes", false, &["no"], &["status"], false),
-        builtin("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", true, &["pvc"], &["status"], false),
+        builtin(
+            "",
+            "v1",
+            "Service",
+            "services",
+            true,
+            &["svc"],
+            &["status"],
+            false,
+        ),
+        builtin(
+            "",
+            "v1",
+            "Node",
+            "nodes",
+            false,
+            &["no"],
+            &["status"],
+            false,
+        ),
+        builtin(
+            "",
+            "v1",
+            "PersistentVolumeClaim",
+            "persistentvolumeclaims",
+            true,
+            &["pvc"],
+            &["status"],
+            false,
+        ),
         builtin("batch", "v1", "Job", "jobs", true, &[], &["status"], true),
-        builtin("batch", "v1", "CronJob", "cronjobs", true, &["cj"], &["status"], true),
-        builtin("apps", "v1", "Deployment", "deployments", true, &["deploy"], &["status"], true),
-        builtin("apps", "v1", "ReplicaSet", "replicasets", true, &["rs"], &["status"], true),
-        builtin("apps", "v1", "StatefulSet", "statefulsets", true, &["sts"], &["status"], true),
-        builtin("apps", "v1", "DaemonSet", "daemonsets", true, &["ds"], &["status"], true),
-        builtin("coordination.k8s.io", "v1", "Lease", "leases", true, &[], &[], false),
-        builtin("rbac.authorization.k8s.io", "v1", "Role", "roles", true, &[], &[], false),
-        builtin("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, &[], &[], false),
-        builtin("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, &[], &[], false),
-        builtin("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false, &[], &[], false),
-        builtin("events.k8s.io", "v1", "Event", "events", true, &["ev"], &[], false),
-        builtin("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews", false, &[], &[], false),
-        builtin("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", false, &[], &[], false),
-        builtin("authorization.k8s.io", "v1", "LocalSubjectAccessReview", "localsubjectaccessreviews", true, &[], &[], false),
-        builtin("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", false, &["crd", "crds"], &["status"], true),
+        builtin(
+            "batch",
+            "v1",
+            "CronJob",
+            "cronjobs",
+            true,
+            &["cj"],
+            &["status"],
+            true,
+        ),
+        builtin(
+            "apps",
+            "v1",
+            "Deployment",
+            "deployments",
+            true,
+            &["deploy"],
+            &["status"],
+            true,
+        ),
+        builtin(
+            "apps",
+            "v1",
+            "ReplicaSet",
+            "replicasets",
+            true,
+            &["rs"],
+            &["status"],
+            true,
+        ),
+        builtin(
+            "apps",
+            "v1",
+            "StatefulSet",
+            "statefulsets",
+            true,
+            &["sts"],
+            &["status"],
+            true,
+        ),
+        builtin(
+            "apps",
+            "v1",
+            "DaemonSet",
+            "daemonsets",
+            true,
+            &["ds"],
+            &["status"],
+            true,
+        ),
+        builtin(
+            "coordination.k8s.io",
+            "v1",
+            "Lease",
+            "leases",
+            true,
+            &[],
+            &[],
+            false,
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "Role",
+            "roles",
+            true,
+            &[],
+            &[],
+            false,
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            true,
+            &[],
+            &[],
+            false,
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            false,
+            &[],
+            &[],
+            false,
+        ),
+        builtin(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+            &[],
+            &[],
+            false,
+        ),
+        builtin(
+            "events.k8s.io",
+            "v1",
+            "Event",
+            "events",
+            true,
+            &["ev"],
+            &[],
+            false,
+        ),
+        builtin(
+            "authorization.k8s.io",
+            "v1",
+            "SubjectAccessReview",
+            "subjectaccessreviews",
+            false,
+            &[],
+            &[],
+            false,
+        ),
+        builtin(
+            "authorization.k8s.io",
+            "v1",
+            "SelfSubjectAccessReview",
+            "selfsubjectaccessreviews",
+            false,
+            &[],
+            &[],
+            false,
+        ),
+        builtin(
+            "authorization.k8s.io",
+            "v1",
+            "LocalSubjectAccessReview",
+            "localsubjectaccessreviews",
+            true,
+            &[],
+            &[],
+            false,
+        ),
+        builtin(
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            false,
+            &["crd", "crds"],
+            &["status"],
+            true,
+        ),
     ];
     for r in &mut v {
-        if matches!(r.plural.as_str(), "pods" | "services" | "deployments" | "replicasets" | "statefulsets" | "daemonsets" | "jobs" | "cronjobs") {
+        if matches!(
+            r.plural.as_str(),
+            "pods"
+                | "services"
+                | "deployments"
+                | "replicasets"
+                | "statefulsets"
+                | "daemonsets"
+                | "jobs"
+                | "cronjobs"
+        ) {
             r.categories = vec!["all".into()];
         }
         if r.plural == "customresourcedefinitions" {
@@ -161,14 +390,21 @@ impl Registry {
     pub fn new() -> Self {
         let mut served = BTreeMap::new();
         for r in builtins() {
-            served.insert((r.group.clone(), r.version.clone(), r.plural.clone()), Arc::new(r));
+            served.insert(
+                (r.group.clone(), r.version.clone(), r.plural.clone()),
+                Arc::new(r),
+            );
         }
-        Registry { served: RwLock::new(served) }
+        Registry {
+            served: RwLock::new(served),
+        }
     }
 
     pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceInfo>> {
         let served = self.served.read().ok()?;
-        served.get(&(group.to_string(), version.to_string(), plural.to_string())).cloned()
+        served
+            .get(&(group.to_string(), version.to_string(), plural.to_string()))
+            .cloned()
     }
 
     /// Finds a resource by group and kind (any version), preferring `version` if served.
@@ -187,7 +423,10 @@ impl Registry {
     }
 
     pub fn all(&self) -> Vec<Arc<ResourceInfo>> {
-        self.served.read().map(|s| s.values().cloned().collect()).unwrap_or_default()
+        self.served
+            .read()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Every served group with its versions, in a stable order (built-in core first).
@@ -214,7 +453,10 @@ impl Registry {
         if let Ok(mut served) = self.served.write() {
             served.retain(|_, r| r.crd.as_ref().is_none_or(|c| c.crd_name != crd_name));
             for r in infos {
-                served.insert((r.group.clone(), r.version.clone(), r.plural.clone()), Arc::new(r));
+                served.insert(
+                    (r.group.clone(), r.version.clone(), r.plural.clone()),
+                    Arc::new(r),
+                );
             }
         }
     }

@@ -42,7 +42,8 @@ fn split_top(s: &str) -> Vec<&str> {
 fn valid_label_key(k: &str) -> bool {
     !k.is_empty()
         && k.len() <= 317
-        && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
 }
 
 fn parse_set(rest: &str, raw: &str) -> ApiResult<Vec<String>> {
@@ -50,8 +51,16 @@ fn parse_set(rest: &str, raw: &str) -> ApiResult<Vec<String>> {
         .trim()
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| ApiError::bad_request(format!("unable to parse requirement: found '{raw}', expected: '('")))?;
-    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unable to parse requirement: found '{raw}', expected: '('"
+            ))
+        })?;
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect())
 }
 
 impl LabelSelector {
@@ -62,7 +71,11 @@ impl LabelSelector {
             if part.is_empty() {
                 continue;
             }
-            let bad = |k: &str| ApiError::bad_request(format!("unable to parse requirement: invalid label key \"{k}\""));
+            let bad = |k: &str| {
+                ApiError::bad_request(format!(
+                    "unable to parse requirement: invalid label key \"{k}\""
+                ))
+            };
             let req = if let Some(k) = part.strip_prefix('!') {
                 let k = k.trim();
                 if !valid_label_key(k) {
@@ -76,9 +89,15 @@ impl LabelSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 LabelReq::Eq(k.trim().into(), v.trim().into())
             } else if let Some(idx) = part.find(" notin ") {
-                LabelReq::NotIn(part[..idx].trim().into(), parse_set(&part[idx + 7..], part)?)
+                LabelReq::NotIn(
+                    part[..idx].trim().into(),
+                    parse_set(&part[idx + 7..], part)?,
+                )
             } else if let Some(idx) = part.find(" in ") {
-                LabelReq::In(part[..idx].trim().into(), parse_set(&part[idx + 4..], part)?)
+                LabelReq::In(
+                    part[..idx].trim().into(),
+                    parse_set(&part[idx + 4..], part)?,
+                )
             } else {
                 if !valid_label_key(part) {
                     return Err(bad(part));
@@ -86,7 +105,12 @@ impl LabelSelector {
                 LabelReq::Exists(part.into())
             };
             let key = match &req {
-                LabelReq::Eq(k, _) | LabelReq::NotEq(k, _) | LabelReq::In(k, _) | LabelReq::NotIn(k, _) | LabelReq::Exists(k) | LabelReq::NotExists(k) => k,
+                LabelReq::Eq(k, _)
+                | LabelReq::NotEq(k, _)
+                | LabelReq::In(k, _)
+                | LabelReq::NotIn(k, _)
+                | LabelReq::Exists(k)
+                | LabelReq::NotExists(k) => k,
             };
             if !valid_label_key(key) {
                 return Err(bad(key));
@@ -126,10 +150,30 @@ fn supported_field(resource: &str, field: &str) -> bool {
     match resource {
         "pods" => matches!(
             field,
-            "spec.nodeName" | "spec.restartPolicy" | "spec.schedulerName" | "spec.serviceAccountName" | "spec.hostNetwork" | "status.phase" | "status.podIP" | "status.nominatedNodeName"
+            "spec.nodeName"
+                | "spec.restartPolicy"
+                | "spec.schedulerName"
+                | "spec.serviceAccountName"
+                | "spec.hostNetwork"
+                | "status.phase"
+                | "status.podIP"
+                | "status.nominatedNodeName"
         ),
         "secrets" => field == "type",
-        "events" => field.starts_with("involvedObject.") || matches!(field, "reason" | "source" | "type" | "reportingComponent" | "regarding.kind" | "regarding.name" | "regarding.namespace" | "regarding.uid"),
+        "events" => {
+            field.starts_with("involvedObject.")
+                || matches!(
+                    field,
+                    "reason"
+                        | "source"
+                        | "type"
+                        | "reportingComponent"
+                        | "regarding.kind"
+                        | "regarding.name"
+                        | "regarding.namespace"
+                        | "regarding.uid"
+                )
+        }
         "namespaces" => field == "status.phase",
         "jobs" => field == "status.successful",
         "nodes" => field == "spec.unschedulable",
@@ -152,7 +196,9 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once('=') {
                 (f, true, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid selector: '{part}'; can't understand '{part}'")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{part}'; can't understand '{part}'"
+                )));
             };
             let field = field.trim();
             if !supported_field(resource, field) {
@@ -171,7 +217,10 @@ impl FieldSelector {
 
     /// The value a `metadata.name=x` term pins, if any (lets a get-by-watch skip the scan).
     pub fn pinned_name(&self) -> Option<&str> {
-        self.0.iter().find(|(f, eq, _)| f == "metadata.name" && *eq).map(|(_, _, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(f, eq, _)| f == "metadata.name" && *eq)
+            .map(|(_, _, v)| v.as_str())
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
@@ -218,7 +267,11 @@ mod tests {
             ("app=web,tier in (back)", false),
             ("", true),
         ] {
-            assert_eq!(LabelSelector::parse(sel).expect(sel).matches(&o), want, "{sel}");
+            assert_eq!(
+                LabelSelector::parse(sel).expect(sel).matches(&o),
+                want,
+                "{sel}"
+            );
         }
     }
 
@@ -231,9 +284,21 @@ mod tests {
     #[test]
     fn field_selectors() {
         let o = obj(json!({}));
-        assert!(FieldSelector::parse("metadata.name=a", "pods").expect("p").matches(&o));
-        assert!(FieldSelector::parse("status.phase!=Pending", "pods").expect("p").matches(&o));
-        assert!(!FieldSelector::parse("metadata.namespace=other", "pods").expect("p").matches(&o));
+        assert!(
+            FieldSelector::parse("metadata.name=a", "pods")
+                .expect("p")
+                .matches(&o)
+        );
+        assert!(
+            FieldSelector::parse("status.phase!=Pending", "pods")
+                .expect("p")
+                .matches(&o)
+        );
+        assert!(
+            !FieldSelector::parse("metadata.namespace=other", "pods")
+                .expect("p")
+                .matches(&o)
+        );
         assert!(FieldSelector::parse("status.phase=Running", "configmaps").is_err());
     }
 }

@@ -25,11 +25,19 @@ pub struct Shape<'a> {
 
 impl<'a> Shape<'a> {
     pub fn builtin() -> Self {
-        Shape { schema: None, crd: false, path: Vec::new() }
+        Shape {
+            schema: None,
+            crd: false,
+            path: Vec::new(),
+        }
     }
 
     pub fn custom(schema: Option<&'a Value>) -> Self {
-        Shape { schema, crd: true, path: Vec::new() }
+        Shape {
+            schema,
+            crd: true,
+            path: Vec::new(),
+        }
     }
 
     pub fn field(&self, name: &str) -> Shape<'a> {
@@ -40,11 +48,19 @@ impl<'a> Shape<'a> {
         });
         let mut path = self.path.clone();
         path.push(name.to_string());
-        Shape { schema, crd: self.crd, path }
+        Shape {
+            schema,
+            crd: self.crd,
+            path,
+        }
     }
 
     pub fn item(&self) -> Shape<'a> {
-        Shape { schema: self.schema.and_then(|s| s.get("items")), crd: self.crd, path: self.path.clone() }
+        Shape {
+            schema: self.schema.and_then(|s| s.get("items")),
+            crd: self.crd,
+            path: self.path.clone(),
+        }
     }
 
     fn in_metadata(&self) -> bool {
@@ -54,23 +70,40 @@ impl<'a> Shape<'a> {
     /// The list kind for server-side apply.
     pub fn list_kind(&self) -> ListKind {
         if self.crd && !self.in_metadata() {
-            let Some(s) = self.schema else { return ListKind::Atomic };
+            let Some(s) = self.schema else {
+                return ListKind::Atomic;
+            };
             return match s.get("x-kubernetes-list-type").and_then(Value::as_str) {
                 Some("set") => ListKind::Set,
                 Some("map") => ListKind::Map(
                     s.get("x-kubernetes-list-map-keys")
                         .and_then(Value::as_array)
-                        .map(|a| a.iter().filter_map(|k| k.as_str().map(String::from)).collect())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|k| k.as_str().map(String::from))
+                                .collect()
+                        })
                         .unwrap_or_default(),
                 ),
                 _ => ListKind::Atomic,
             };
         }
         let last = self.path.last().map(String::as_str).unwrap_or("");
-        let in_container = self.path.iter().any(|p| matches!(p.as_str(), "containers" | "initContainers" | "ephemeralContainers"));
+        let in_container = self.path.iter().any(|p| {
+            matches!(
+                p.as_str(),
+                "containers" | "initContainers" | "ephemeralContainers"
+            )
+        });
         let keys = |k: &[&str]| ListKind::Map(k.iter().map(|s| s.to_string()).collect());
         match last {
-            "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" | "resourceClaims" => keys(&["name"]),
+            "containers"
+            | "initContainers"
+            | "ephemeralContainers"
+            | "env"
+            | "volumes"
+            | "imagePullSecrets"
+            | "resourceClaims" => keys(&["name"]),
             "volumeMounts" => keys(&["mountPath"]),
             "volumeDevices" => keys(&["devicePath"]),
             "ports" if in_container => keys(&["containerPort", "protocol"]),
@@ -90,8 +123,17 @@ impl<'a> Shape<'a> {
         let last = self.path.last().map(String::as_str).unwrap_or("");
         match last {
             "ports" => {
-                let in_container = self.path.iter().any(|p| matches!(p.as_str(), "containers" | "initContainers" | "ephemeralContainers"));
-                Some(if in_container { "containerPort".into() } else { "port".into() })
+                let in_container = self.path.iter().any(|p| {
+                    matches!(
+                        p.as_str(),
+                        "containers" | "initContainers" | "ephemeralContainers"
+                    )
+                });
+                Some(if in_container {
+                    "containerPort".into()
+                } else {
+                    "port".into()
+                })
             }
             "finalizers" => Some(String::new()),
             _ => match self.list_kind() {
@@ -110,5 +152,6 @@ pub fn same_key(item: &Value, other: &Value, keys: &[String]) -> bool {
 /// Whether every item of a map-list carries at least the first key (otherwise the list is
 /// treated as atomic, as the real field manager does for malformed lists).
 pub fn keyed(items: &[Value], keys: &[String]) -> bool {
-    keys.first().is_some_and(|k| items.iter().all(|i| i.get(k).is_some()))
+    keys.first()
+        .is_some_and(|k| items.iter().all(|i| i.get(k).is_some()))
 }

@@ -16,7 +16,19 @@ pub type FieldPath = Vec<String>;
 pub type FieldSet = BTreeSet<FieldPath>;
 
 /// Metadata fields that are not owned by anyone (server-maintained or identity).
-const UNOWNED_META: &[&str] = &["name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "generateName"];
+const UNOWNED_META: &[&str] = &[
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "managedFields",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "selfLink",
+    "generateName",
+];
 
 /// The fields an object sets. `include_status` selects status vs. everything else.
 pub fn field_set(obj: &Value, shape: &Shape, part: Part) -> FieldSet {
@@ -148,9 +160,15 @@ fn remove_at(obj: &mut Value, path: &[String]) {
         let next = if let Some(f) = elem.strip_prefix("f:") {
             cur.get_mut(f)
         } else if let Some(k) = elem.strip_prefix("k:") {
-            let Ok(key) = serde_json::from_str::<Value>(k) else { return };
-            let keys: Vec<String> = key.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
-            cur.as_array_mut().and_then(|a| a.iter_mut().find(|i| same_key(i, &key, &keys)))
+            let Ok(key) = serde_json::from_str::<Value>(k) else {
+                return;
+            };
+            let keys: Vec<String> = key
+                .as_object()
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default();
+            cur.as_array_mut()
+                .and_then(|a| a.iter_mut().find(|i| same_key(i, &key, &keys)))
         } else {
             None
         };
@@ -165,7 +183,10 @@ fn remove_at(obj: &mut Value, path: &[String]) {
         }
     } else if let Some(k) = last.strip_prefix("k:") {
         if let (Ok(key), Some(a)) = (serde_json::from_str::<Value>(k), cur.as_array_mut()) {
-            let keys: Vec<String> = key.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+            let keys: Vec<String> = key
+                .as_object()
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default();
             a.retain(|i| !same_key(i, &key, &keys));
         }
     } else if let Some(v) = last.strip_prefix("v:")
@@ -181,7 +202,9 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
     for path in set {
         let mut cur = &mut root;
         for elem in path {
-            let entry = cur.entry(elem.clone()).or_insert_with(|| Value::Object(Map::new()));
+            let entry = cur
+                .entry(elem.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
             match entry {
                 Value::Object(m) => cur = m,
                 _ => break,
@@ -226,15 +249,36 @@ pub struct Managed {
 }
 
 pub fn read_managed(obj: &Value) -> Vec<Managed> {
-    let Some(list) = obj.pointer("/metadata/managedFields").and_then(Value::as_array) else { return Vec::new() };
+    let Some(list) = obj
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    else {
+        return Vec::new();
+    };
     list.iter()
         .filter_map(|e| {
             Some(Managed {
                 manager: e.get("manager")?.as_str()?.to_string(),
-                operation: e.get("operation").and_then(Value::as_str).unwrap_or("Update").to_string(),
-                api_version: e.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string(),
-                time: e.get("time").and_then(Value::as_str).unwrap_or("").to_string(),
-                subresource: e.get("subresource").and_then(Value::as_str).unwrap_or("").to_string(),
+                operation: e
+                    .get("operation")
+                    .and_then(Value::as_str)
+                    .unwrap_or("Update")
+                    .to_string(),
+                api_version: e
+                    .get("apiVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                time: e
+                    .get("time")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                subresource: e
+                    .get("subresource")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
                 fields: e.get("fieldsV1").map(from_fields_v1).unwrap_or_default(),
             })
         })
@@ -326,8 +370,14 @@ pub struct ApplyRequest<'a> {
 pub fn apply(live: &Value, applied: &Value, req: &ApplyRequest) -> ApiResult<Value> {
     let applied_fields = field_set(applied, &req.shape, req.part);
     let mut managed = read_managed(live);
-    let subresource = if req.part == Part::Status { "status" } else { "" };
-    let is_me = |m: &Managed| m.manager == req.manager && m.operation == "Apply" && m.subresource == subresource;
+    let subresource = if req.part == Part::Status {
+        "status"
+    } else {
+        ""
+    };
+    let is_me = |m: &Managed| {
+        m.manager == req.manager && m.operation == "Apply" && m.subresource == subresource
+    };
 
     let mut conflicts: Vec<(String, FieldPath)> = Vec::new();
     for m in managed.iter().filter(|m| !is_me(m)) {
@@ -345,11 +395,16 @@ pub fn apply(live: &Value, applied: &Value, req: &ApplyRequest) -> ApiResult<Val
     // user moving from client-side to server-side apply, resolved in the applier's favour.
     if !conflicts.is_empty()
         && req.manager == "kubectl"
-        && let Some(last) = live.pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration").and_then(Value::as_str)
+        && let Some(last) = live
+            .pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration")
+            .and_then(Value::as_str)
         && let Ok(last) = serde_json::from_str::<Value>(last)
     {
         let last_fields = field_set(&last, &req.shape, req.part);
-        if conflicts.iter().all(|(_, p)| last_fields.contains(p) && value_at(&last, p) == value_at(live, p)) {
+        if conflicts
+            .iter()
+            .all(|(_, p)| last_fields.contains(p) && value_at(&last, p) == value_at(live, p))
+        {
             for m in managed.iter_mut().filter(|m| !is_me(m)) {
                 for (_, p) in &conflicts {
                     m.fields.remove(p);
@@ -362,10 +417,28 @@ pub fn apply(live: &Value, applied: &Value, req: &ApplyRequest) -> ApiResult<Val
         if !req.force {
             let causes: Vec<Cause> = conflicts
                 .iter()
-                .map(|(mgr, p)| Cause::new("FieldManagerConflict", render_path(p), format!("conflict with \"{mgr}\"")))
+                .map(|(mgr, p)| {
+                    Cause::new(
+                        "FieldManagerConflict",
+                        render_path(p),
+                        format!("conflict with \"{mgr}\""),
+                    )
+                })
                 .collect();
-            let lines: Vec<String> = conflicts.iter().map(|(mgr, p)| format!("conflict with \"{mgr}\": {}", render_path(p))).collect();
-            let mut e = ApiError::new(409, "Conflict", format!("Apply failed with {} conflict{}: {}", conflicts.len(), if conflicts.len() == 1 { "" } else { "s" }, lines.join("\n")));
+            let lines: Vec<String> = conflicts
+                .iter()
+                .map(|(mgr, p)| format!("conflict with \"{mgr}\": {}", render_path(p)))
+                .collect();
+            let mut e = ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Apply failed with {} conflict{}: {}",
+                    conflicts.len(),
+                    if conflicts.len() == 1 { "" } else { "s" },
+                    lines.join("\n")
+                ),
+            );
             e.details.causes = causes;
             return Err(e);
         }
@@ -380,10 +453,20 @@ pub fn apply(live: &Value, applied: &Value, req: &ApplyRequest) -> ApiResult<Val
     apply_merge(&mut merged, applied, &req.shape);
 
     // Fields this manager applied before but not now, owned by nobody else, are removed.
-    let previous: FieldSet = managed.iter().filter(|m| is_me(m)).flat_map(|m| m.fields.iter().cloned()).collect();
-    let others: FieldSet = managed.iter().filter(|m| !is_me(m)).flat_map(|m| m.fields.iter().cloned()).collect();
+    let previous: FieldSet = managed
+        .iter()
+        .filter(|m| is_me(m))
+        .flat_map(|m| m.fields.iter().cloned())
+        .collect();
+    let others: FieldSet = managed
+        .iter()
+        .filter(|m| !is_me(m))
+        .flat_map(|m| m.fields.iter().cloned())
+        .collect();
     for p in previous.difference(&applied_fields) {
-        let covered = others.iter().any(|o| o.starts_with(strip_dot(p)) || strip_dot(p).starts_with(o));
+        let covered = others
+            .iter()
+            .any(|o| o.starts_with(strip_dot(p)) || strip_dot(p).starts_with(o));
         if !covered {
             remove_at(&mut merged, p);
         }
@@ -419,7 +502,14 @@ pub fn render_path(p: &[String]) -> String {
         } else if let Some(k) = e.strip_prefix("k:") {
             let inner = serde_json::from_str::<Value>(k)
                 .ok()
-                .and_then(|v| v.as_object().map(|o| o.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")))
+                .and_then(|v| {
+                    v.as_object().map(|o| {
+                        o.iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                })
                 .unwrap_or_default();
             s.push_str(&format!("[{inner}]"));
         } else if let Some(v) = e.strip_prefix("v:") {
@@ -431,14 +521,26 @@ pub fn render_path(p: &[String]) -> String {
 
 /// Records an ordinary write (create/update/patch) by `manager`: fields it changed become
 /// its own (operation `Update`) and are taken away from other managers.
-pub fn track_update(old: Option<&Value>, new: &mut Value, manager: &str, api_version: &str, now: &str, shape: &Shape, part: Part) {
+pub fn track_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    api_version: &str,
+    now: &str,
+    shape: &Shape,
+    part: Part,
+) {
     // The base ownership is what `new` carries: the stored entries, or ones the client set.
     let mut managed = read_managed(new);
     let new_fields = field_set(new, shape, part);
     let empty = Value::Object(Map::new());
     let old_obj = old.unwrap_or(&empty);
     let old_fields = field_set(old_obj, shape, part);
-    let changed: FieldSet = new_fields.iter().filter(|p| value_at(old_obj, p) != value_at(new, p) || !old_fields.contains(*p)).cloned().collect();
+    let changed: FieldSet = new_fields
+        .iter()
+        .filter(|p| value_at(old_obj, p) != value_at(new, p) || !old_fields.contains(*p))
+        .cloned()
+        .collect();
     let removed: FieldSet = old_fields.difference(&new_fields).cloned().collect();
     let subresource = if part == Part::Status { "status" } else { "" };
     if changed.is_empty() && removed.is_empty() {
@@ -450,7 +552,9 @@ pub fn track_update(old: Option<&Value>, new: &mut Value, manager: &str, api_ver
             m.fields.remove(p);
         }
     }
-    let mine = managed.iter_mut().find(|m| m.manager == manager && m.operation == "Update" && m.subresource == subresource);
+    let mine = managed
+        .iter_mut()
+        .find(|m| m.manager == manager && m.operation == "Update" && m.subresource == subresource);
     match mine {
         Some(m) => {
             m.fields.extend(changed);
@@ -474,7 +578,14 @@ mod tests {
     use super::*;
 
     fn req<'a>(manager: &'a str, force: bool) -> ApplyRequest<'a> {
-        ApplyRequest { manager, force, part: Part::All, api_version: "v1", now: "2024-01-01T00:00:00Z", shape: Shape::builtin() }
+        ApplyRequest {
+            manager,
+            force,
+            part: Part::All,
+            api_version: "v1",
+            now: "2024-01-01T00:00:00Z",
+            shape: Shape::builtin(),
+        }
     }
 
     #[test]
@@ -482,15 +593,27 @@ mod tests {
         let obj = json!({"metadata": {"name": "x", "labels": {"a": "1"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
         let set = field_set(&obj, &Shape::builtin(), Part::All);
         let v1 = to_fields_v1(&set);
-        assert_eq!(v1["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["f:image"], json!({}));
-        assert!(v1["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"].get(".").is_some());
+        assert_eq!(
+            v1["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["f:image"],
+            json!({})
+        );
+        assert!(
+            v1["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]
+                .get(".")
+                .is_some()
+        );
         assert_eq!(from_fields_v1(&v1), set);
     }
 
     #[test]
     fn apply_conflicts_with_another_manager_unless_forced() {
         let applied_a = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"k": "a"}});
-        let live = apply(&json!({"metadata": {"name": "x"}}), &applied_a, &req("a", false)).expect("first apply");
+        let live = apply(
+            &json!({"metadata": {"name": "x"}}),
+            &applied_a,
+            &req("a", false),
+        )
+        .expect("first apply");
         let applied_b = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"k": "b"}});
         let err = apply(&live, &applied_b, &req("b", false)).expect_err("conflict");
         assert_eq!(err.code, 409);
@@ -498,13 +621,17 @@ mod tests {
         let forced = apply(&live, &applied_b, &req("b", true)).expect("forced");
         assert_eq!(forced["data"]["k"], "b");
         let managers = read_managed(&forced);
-        assert!(managers.iter().all(|m| m.manager == "b"), "a lost its only field: {managers:?}");
+        assert!(
+            managers.iter().all(|m| m.manager == "b"),
+            "a lost its only field: {managers:?}"
+        );
     }
 
     #[test]
     fn apply_removes_fields_the_manager_dropped() {
         let a1 = json!({"metadata": {"name": "x"}, "data": {"k1": "1", "k2": "2"}});
-        let live = apply(&json!({"metadata": {"name": "x"}}), &a1, &req("a", false)).expect("apply");
+        let live =
+            apply(&json!({"metadata": {"name": "x"}}), &a1, &req("a", false)).expect("apply");
         let a2 = json!({"metadata": {"name": "x"}, "data": {"k1": "1"}});
         let live = apply(&live, &a2, &req("a", false)).expect("apply");
         assert_eq!(live["data"], json!({"k1": "1"}));
@@ -513,12 +640,25 @@ mod tests {
     #[test]
     fn update_takes_ownership() {
         let a1 = json!({"metadata": {"name": "x"}, "data": {"k": "1"}});
-        let live = apply(&json!({"metadata": {"name": "x"}}), &a1, &req("a", false)).expect("apply");
+        let live =
+            apply(&json!({"metadata": {"name": "x"}}), &a1, &req("a", false)).expect("apply");
         let mut edited = live.clone();
         edited["data"]["k"] = json!("2");
-        track_update(Some(&live), &mut edited, "editor", "v1", "t", &Shape::builtin(), Part::All);
+        track_update(
+            Some(&live),
+            &mut edited,
+            "editor",
+            "v1",
+            "t",
+            &Shape::builtin(),
+            Part::All,
+        );
         let m = read_managed(&edited);
-        assert!(m.iter().any(|e| e.manager == "editor" && e.fields.contains(&vec!["f:data".to_string(), "f:k".to_string()])));
+        assert!(m.iter().any(|e| {
+            e.manager == "editor"
+                && e.fields
+                    .contains(&vec!["f:data".to_string(), "f:k".to_string()])
+        }));
         let err = apply(&edited, &a1, &req("a", false)).expect_err("editor owns k now");
         assert_eq!(err.code, 409);
     }
@@ -526,7 +666,12 @@ mod tests {
     #[test]
     fn apply_merges_containers_by_name() {
         let live = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "1"}]}});
-        let out = apply(&live, &json!({"spec": {"containers": [{"name": "b", "image": "2"}]}}), &req("m", false)).expect("apply");
+        let out = apply(
+            &live,
+            &json!({"spec": {"containers": [{"name": "b", "image": "2"}]}}),
+            &req("m", false),
+        )
+        .expect("apply");
         assert_eq!(out["spec"]["containers"].as_array().map(Vec::len), Some(2));
     }
 }

@@ -95,18 +95,27 @@ pub struct WatchStart {
 }
 
 pub fn rv_of(obj: &Value) -> u64 {
-    obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0)
+    obj.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 fn owner_uids(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
-        .map(|refs| refs.iter().filter_map(|r| r.get("uid").and_then(Value::as_str).map(String::from)).collect())
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r.get("uid").and_then(Value::as_str).map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn uid_of(obj: &Value) -> Option<String> {
-    obj.pointer("/metadata/uid").and_then(Value::as_str).map(String::from)
+    obj.pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .map(String::from)
 }
 
 impl Store {
@@ -139,27 +148,48 @@ impl Store {
 
     pub fn get(&self, key: &str, ns: &str, name: &str) -> Option<Arc<Value>> {
         let inner = self.lock();
-        inner.objects.get(key)?.get(&(ns.to_string(), name.to_string())).cloned()
+        inner
+            .objects
+            .get(key)?
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned()
     }
 
     pub fn by_uid(&self, uid: &str) -> Option<(ObjectRef, Arc<Value>)> {
         let inner = self.lock();
         let r = inner.uids.get(uid)?.clone();
-        let obj = inner.objects.get(&r.0)?.get(&(r.1.clone(), r.2.clone()))?.clone();
+        let obj = inner
+            .objects
+            .get(&r.0)?
+            .get(&(r.1.clone(), r.2.clone()))?
+            .clone();
         Some((r, obj))
     }
 
     pub fn dependents_of(&self, uid: &str) -> Vec<ObjectRef> {
         let inner = self.lock();
-        inner.dependents.get(uid).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        inner
+            .dependents
+            .get(uid)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Objects of `key` (in `ns`, or everywhere with `None`), in key order, starting after
     /// `after` (namespace, name) for paging, and the rv of the snapshot.
-    pub fn list(&self, key: &str, ns: Option<&str>, after: Option<&(String, String)>) -> (Vec<Arc<Value>>, u64) {
+    pub fn list(
+        &self,
+        key: &str,
+        ns: Option<&str>,
+        after: Option<&(String, String)>,
+    ) -> (Vec<Arc<Value>>, u64) {
         let inner = self.lock();
-        let Some(objects) = inner.objects.get(key) else { return (Vec::new(), inner.rv) };
-        let items = list_range(objects, ns, after).map(|(_, v)| v.clone()).collect();
+        let Some(objects) = inner.objects.get(key) else {
+            return (Vec::new(), inner.rv);
+        };
+        let items = list_range(objects, ns, after)
+            .map(|(_, v)| v.clone())
+            .collect();
         (items, inner.rv)
     }
 
@@ -173,12 +203,19 @@ impl Store {
             return Err(too_old(rv, inner.compacted));
         }
         if rv > inner.rv {
-            return Err(ApiError::timeout(format!("Too large resource version: {rv}, current: {}", inner.rv)));
+            return Err(ApiError::timeout(format!(
+                "Too large resource version: {rv}, current: {}",
+                inner.rv
+            )));
         }
         let mut state: BTreeMap<(String, String), Arc<Value>> = inner
             .objects
             .get(key)
-            .map(|o| list_range(o, ns, None).map(|(k, v)| (k.clone(), v.clone())).collect())
+            .map(|o| {
+                list_range(o, ns, None)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
             .unwrap_or_default();
         for c in inner.window.iter().rev().take_while(|c| c.rv > rv) {
             if *c.key != *key || ns.is_some_and(|n| n != c.namespace) {
@@ -213,7 +250,13 @@ impl Store {
     /// Every stored object for which `pred` holds (the controllers' periodic resync).
     pub fn scan(&self, pred: impl Fn(&Value) -> bool) -> Vec<Arc<Value>> {
         let inner = self.lock();
-        inner.objects.values().flat_map(|o| o.values()).filter(|v| pred(v)).cloned().collect()
+        inner
+            .objects
+            .values()
+            .flat_map(|o| o.values())
+            .filter(|v| pred(v))
+            .cloned()
+            .collect()
     }
 
     pub fn count(&self, key: &str) -> usize {
@@ -235,8 +278,13 @@ impl Store {
         };
         match decision {
             Mutation::Keep => match current {
-                Some(obj) => Ok(Mutated { object: obj, kind: None }),
-                None => Err(ApiError::internal(format!("no object {key} {ns}/{name} to keep"))),
+                Some(obj) => Ok(Mutated {
+                    object: obj,
+                    kind: None,
+                }),
+                None => Err(ApiError::internal(format!(
+                    "no object {key} {ns}/{name} to keep"
+                ))),
             },
             Mutation::Put(mut obj) => {
                 inner.rv += 1;
@@ -257,19 +305,47 @@ impl Store {
                     }
                 }
                 for o in owner_uids(&obj) {
-                    inner.dependents.entry(o).or_default().insert(objref.clone());
+                    inner
+                        .dependents
+                        .entry(o)
+                        .or_default()
+                        .insert(objref.clone());
                 }
                 if let Some(uid) = uid_of(&obj) {
                     inner.uids.insert(uid, objref);
                 }
-                inner.objects.entry(key_arc.clone()).or_default().insert(k, obj.clone());
-                let kind = if current.is_some() { EventType::Modified } else { EventType::Added };
-                self.record(&mut inner, Change { rv, kind, key: key_arc, namespace: ns.into(), name: name.into(), object: obj.clone(), old: current });
-                Ok(Mutated { object: obj, kind: Some(kind) })
+                inner
+                    .objects
+                    .entry(key_arc.clone())
+                    .or_default()
+                    .insert(k, obj.clone());
+                let kind = if current.is_some() {
+                    EventType::Modified
+                } else {
+                    EventType::Added
+                };
+                self.record(
+                    &mut inner,
+                    Change {
+                        rv,
+                        kind,
+                        key: key_arc,
+                        namespace: ns.into(),
+                        name: name.into(),
+                        object: obj.clone(),
+                        old: current,
+                    },
+                );
+                Ok(Mutated {
+                    object: obj,
+                    kind: Some(kind),
+                })
             }
             Mutation::Delete => {
                 let Some(old) = current else {
-                    return Err(ApiError::internal(format!("no object {key} {ns}/{name} to delete")));
+                    return Err(ApiError::internal(format!(
+                        "no object {key} {ns}/{name} to delete"
+                    )));
                 };
                 inner.rv += 1;
                 let rv = inner.rv;
@@ -294,8 +370,22 @@ impl Store {
                     meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
                 }
                 let last = Arc::new(last);
-                self.record(&mut inner, Change { rv, kind: EventType::Deleted, key: key_arc, namespace: ns.into(), name: name.into(), object: last.clone(), old: Some(old) });
-                Ok(Mutated { object: last, kind: Some(EventType::Deleted) })
+                self.record(
+                    &mut inner,
+                    Change {
+                        rv,
+                        kind: EventType::Deleted,
+                        key: key_arc,
+                        namespace: ns.into(),
+                        name: name.into(),
+                        object: last.clone(),
+                        old: Some(old),
+                    },
+                );
+                Ok(Mutated {
+                    object: last,
+                    kind: Some(EventType::Deleted),
+                })
             }
         }
     }
@@ -330,8 +420,17 @@ impl Store {
         if from_rv < inner.compacted {
             return Err(too_old(from_rv, inner.compacted));
         }
-        let replay = inner.window.iter().filter(|c| c.rv > from_rv).cloned().collect();
-        Ok(WatchStart { replay, rx: self.tx.subscribe(), rv: from_rv })
+        let replay = inner
+            .window
+            .iter()
+            .filter(|c| c.rv > from_rv)
+            .cloned()
+            .collect();
+        Ok(WatchStart {
+            replay,
+            rx: self.tx.subscribe(),
+            rv: from_rv,
+        })
     }
 
     /// Starts a watch at "now" with the current objects of `key` as the initial state.
@@ -342,7 +441,14 @@ impl Store {
             .get(key)
             .map(|o| list_range(o, ns, None).map(|(_, v)| v.clone()).collect())
             .unwrap_or_default();
-        (items, WatchStart { replay: Vec::new(), rx: self.tx.subscribe(), rv: inner.rv })
+        (
+            items,
+            WatchStart {
+                replay: Vec::new(),
+                rx: self.tx.subscribe(),
+                rv: inner.rv,
+            },
+        )
     }
 
     /// The retained changes after `rv` (for a watcher that lagged behind the channel).
@@ -367,7 +473,11 @@ fn too_old(rv: u64, compacted: u64) -> ApiError {
 /// Objects in key order, optionally one namespace, optionally after a key.
 type Entries<'a> = Box<dyn Iterator<Item = (&'a (String, String), &'a Arc<Value>)> + 'a>;
 
-fn list_range<'a>(objects: &'a Objects, ns: Option<&str>, after: Option<&(String, String)>) -> Entries<'a> {
+fn list_range<'a>(
+    objects: &'a Objects,
+    ns: Option<&str>,
+    after: Option<&(String, String)>,
+) -> Entries<'a> {
     use std::ops::Bound;
     let lower = match after {
         Some(a) => Bound::Excluded(a.clone()),

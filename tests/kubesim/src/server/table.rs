@@ -17,32 +17,55 @@ struct Column {
 }
 
 fn col(name: &str, ty: &str, path: &str) -> Column {
-    Column { name: name.into(), ty: ty.into(), format: String::new(), priority: 0, path: path.into() }
+    Column {
+        name: name.into(),
+        ty: ty.into(),
+        format: String::new(),
+        priority: 0,
+        path: path.into(),
+    }
 }
 
 fn columns(info: &ResourceInfo) -> Vec<Column> {
     if let Some(crd) = &info.crd {
-        let mut cols = vec![Column { format: "name".into(), ..col("Name", "string", ".metadata.name") }];
+        let mut cols = vec![Column {
+            format: "name".into(),
+            ..col("Name", "string", ".metadata.name")
+        }];
         let mut has_age = false;
         for c in &crd.printer_columns {
-            let path = c.get("jsonPath").and_then(Value::as_str).unwrap_or("").to_string();
+            let path = c
+                .get("jsonPath")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             if path == ".metadata.creationTimestamp" {
                 has_age = true;
             }
             cols.push(Column {
                 name: c.get("name").and_then(Value::as_str).unwrap_or("").into(),
-                ty: c.get("type").and_then(Value::as_str).unwrap_or("string").into(),
+                ty: c
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("string")
+                    .into(),
                 format: c.get("format").and_then(Value::as_str).unwrap_or("").into(),
                 priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
                 path,
             });
         }
         if !has_age {
-            cols.push(Column { format: String::new(), ..col("Age", "date", ".metadata.creationTimestamp") });
+            cols.push(Column {
+                format: String::new(),
+                ..col("Age", "date", ".metadata.creationTimestamp")
+            });
         }
         return cols;
     }
-    let mut cols = vec![Column { format: "name".into(), ..col("Name", "string", ".metadata.name") }];
+    let mut cols = vec![Column {
+        format: "name".into(),
+        ..col("Name", "string", ".metadata.name")
+    }];
     match info.plural.as_str() {
         "pods" => {
             cols.push(col("Ready", "string", "#ready"));
@@ -85,7 +108,11 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
 /// Evaluates the JSONPath subset used by printer columns.
 pub fn jsonpath<'a>(obj: &'a Value, path: &str) -> Vec<&'a Value> {
     let mut cur: Vec<&Value> = vec![obj];
-    let path = path.trim().trim_start_matches('{').trim_end_matches('}').trim_start_matches('$');
+    let path = path
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .trim_start_matches('$');
     for seg in path.split('.').filter(|s| !s.is_empty()) {
         let (name, idx) = match seg.split_once('[') {
             Some((n, rest)) => (n, Some(rest.trim_end_matches(']'))),
@@ -93,7 +120,11 @@ pub fn jsonpath<'a>(obj: &'a Value, path: &str) -> Vec<&'a Value> {
         };
         let mut next = Vec::new();
         for v in cur {
-            let v = if name.is_empty() { Some(v) } else { v.get(name) };
+            let v = if name.is_empty() {
+                Some(v)
+            } else {
+                v.get(name)
+            };
             let Some(v) = v else { continue };
             match idx {
                 None => next.push(v),
@@ -118,26 +149,43 @@ pub fn human_duration(secs: i64) -> String {
     } else if s < 600 {
         let m = s / 60;
         let r = s % 60;
-        if r == 0 { format!("{m}m") } else { format!("{m}m{r}s") }
+        if r == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{r}s")
+        }
     } else if s < 3 * 3600 {
         format!("{}m", s / 60)
     } else if s < 8 * 3600 {
         let h = s / 3600;
         let m = (s % 3600) / 60;
-        if m == 0 { format!("{h}h") } else { format!("{h}h{m}m") }
+        if m == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{m}m")
+        }
     } else if s < 48 * 3600 {
         format!("{}h", s / 3600)
     } else if s < 8 * 86400 {
         let d = s / 86400;
         let h = (s % 86400) / 3600;
-        if h == 0 { format!("{d}d") } else { format!("{d}d{h}h") }
+        if h == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{h}h")
+        }
     } else {
         format!("{}d", s / 86400)
     }
 }
 
 fn age(ts: Option<&Value>) -> Value {
-    let Some(t) = ts.and_then(Value::as_str).and_then(|s| s.parse::<Timestamp>().ok()) else { return json!("<unknown>") };
+    let Some(t) = ts
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<Timestamp>().ok())
+    else {
+        return json!("<unknown>");
+    };
     let secs = Timestamp::now().as_second() - t.as_second();
     json!(human_duration(secs))
 }
@@ -145,22 +193,38 @@ fn age(ts: Option<&Value>) -> Value {
 fn computed(obj: &Value, what: &str) -> Value {
     match what {
         "#ready" => {
-            let statuses = obj.pointer("/status/containerStatuses").and_then(Value::as_array);
-            let total = obj.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
-            let ready = statuses.map_or(0, |s| s.iter().filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true)).count());
+            let statuses = obj
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array);
+            let total = obj
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let ready = statuses.map_or(0, |s| {
+                s.iter()
+                    .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
+                    .count()
+            });
             json!(format!("{ready}/{total}"))
         }
         "#podstatus" => {
             if obj.pointer("/metadata/deletionTimestamp").is_some() {
                 return json!("Terminating");
             }
-            let statuses = obj.pointer("/status/containerStatuses").and_then(Value::as_array);
+            let statuses = obj
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array);
             let reason = statuses.and_then(|s| {
                 s.iter().find_map(|c| {
-                    c.pointer("/state/waiting/reason").or_else(|| c.pointer("/state/terminated/reason")).and_then(Value::as_str)
+                    c.pointer("/state/waiting/reason")
+                        .or_else(|| c.pointer("/state/terminated/reason"))
+                        .and_then(Value::as_str)
                 })
             });
-            let phase = obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Pending");
+            let phase = obj
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .unwrap_or("Pending");
             match reason {
                 Some(r) if phase != "Running" => json!(r),
                 _ => json!(phase),
@@ -170,12 +234,23 @@ fn computed(obj: &Value, what: &str) -> Value {
             let n: i64 = obj
                 .pointer("/status/containerStatuses")
                 .and_then(Value::as_array)
-                .map_or(0, |s| s.iter().filter_map(|c| c.get("restartCount").and_then(Value::as_i64)).sum());
+                .map_or(0, |s| {
+                    s.iter()
+                        .filter_map(|c| c.get("restartCount").and_then(Value::as_i64))
+                        .sum()
+                });
             json!(n.to_string())
         }
         "#jobstatus" => {
             let conds = obj.pointer("/status/conditions").and_then(Value::as_array);
-            let has = |t: &str| conds.is_some_and(|c| c.iter().any(|x| x.get("type").and_then(Value::as_str) == Some(t) && x.get("status").and_then(Value::as_str) == Some("True")));
+            let has = |t: &str| {
+                conds.is_some_and(|c| {
+                    c.iter().any(|x| {
+                        x.get("type").and_then(Value::as_str) == Some(t)
+                            && x.get("status").and_then(Value::as_str) == Some("True")
+                    })
+                })
+            };
             let s = if has("Complete") {
                 "Complete"
             } else if has("Failed") {
@@ -190,34 +265,74 @@ fn computed(obj: &Value, what: &str) -> Value {
             json!(s)
         }
         "#completions" => {
-            let done = obj.pointer("/status/succeeded").and_then(Value::as_i64).unwrap_or(0);
+            let done = obj
+                .pointer("/status/succeeded")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             match obj.pointer("/spec/completions").and_then(Value::as_i64) {
                 Some(c) => json!(format!("{done}/{c}")),
-                None => json!(format!("{done}/1 of {}", obj.pointer("/spec/parallelism").and_then(Value::as_i64).unwrap_or(1))),
+                None => json!(format!(
+                    "{done}/1 of {}",
+                    obj.pointer("/spec/parallelism")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1)
+                )),
             }
         }
         "#duration" => {
-            let start = obj.pointer("/status/startTime").and_then(Value::as_str).and_then(|s| s.parse::<Timestamp>().ok());
-            let end = obj.pointer("/status/completionTime").and_then(Value::as_str).and_then(|s| s.parse::<Timestamp>().ok()).unwrap_or_else(Timestamp::now);
+            let start = obj
+                .pointer("/status/startTime")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<Timestamp>().ok());
+            let end = obj
+                .pointer("/status/completionTime")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<Timestamp>().ok())
+                .unwrap_or_else(Timestamp::now);
             match start {
                 Some(s) => json!(human_duration(end.as_second() - s.as_second())),
                 None => json!(""),
             }
         }
         "#datacount" => {
-            let n = obj.get("data").and_then(Value::as_object).map_or(0, |m| m.len()) + obj.get("binaryData").and_then(Value::as_object).map_or(0, |m| m.len());
+            let n = obj
+                .get("data")
+                .and_then(Value::as_object)
+                .map_or(0, |m| m.len())
+                + obj
+                    .get("binaryData")
+                    .and_then(Value::as_object)
+                    .map_or(0, |m| m.len());
             json!(n)
         }
-        "#lastseen" => age(obj.get("lastTimestamp").or_else(|| obj.get("eventTime")).or_else(|| obj.pointer("/metadata/creationTimestamp"))),
+        "#lastseen" => age(obj
+            .get("lastTimestamp")
+            .or_else(|| obj.get("eventTime"))
+            .or_else(|| obj.pointer("/metadata/creationTimestamp"))),
         "#involved" => {
-            let kind = obj.pointer("/involvedObject/kind").and_then(Value::as_str).unwrap_or("");
-            let name = obj.pointer("/involvedObject/name").and_then(Value::as_str).unwrap_or("");
+            let kind = obj
+                .pointer("/involvedObject/kind")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let name = obj
+                .pointer("/involvedObject/name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             json!(format!("{}/{name}", kind.to_lowercase()))
         }
-        "#createdat" => obj.pointer("/metadata/creationTimestamp").cloned().unwrap_or(Value::Null),
+        "#createdat" => obj
+            .pointer("/metadata/creationTimestamp")
+            .cloned()
+            .unwrap_or(Value::Null),
         "#roleref" => {
-            let kind = obj.pointer("/roleRef/kind").and_then(Value::as_str).unwrap_or("");
-            let name = obj.pointer("/roleRef/name").and_then(Value::as_str).unwrap_or("");
+            let kind = obj
+                .pointer("/roleRef/kind")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let name = obj
+                .pointer("/roleRef/name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             json!(format!("{kind}/{name}"))
         }
         _ => Value::Null,
@@ -238,7 +353,15 @@ fn cell(obj: &Value, c: &Column) -> Value {
             Value::String(_) | Value::Number(_) | Value::Bool(_) => (*one).clone(),
             other => json!(other.to_string()),
         },
-        many => json!(many.iter().map(|v| v.as_str().map(String::from).unwrap_or_else(|| v.to_string())).collect::<Vec<_>>().join(",")),
+        many => json!(
+            many.iter()
+                .map(|v| v
+                    .as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| v.to_string()))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
     }
 }
 
@@ -246,12 +369,20 @@ fn row_object(obj: &Value, include: &str) -> Value {
     match include {
         "None" => Value::Null,
         "Object" => obj.clone(),
-        _ => json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata").cloned().unwrap_or(json!({}))}),
+        _ => {
+            json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata").cloned().unwrap_or(json!({}))})
+        }
     }
 }
 
 /// A Table of `objects`; `include` is the `includeObject` parameter (None/Metadata/Object).
-pub fn table(info: &ResourceInfo, objects: &[&Value], rv: &str, cont: Option<&str>, include: &str) -> Value {
+pub fn table(
+    info: &ResourceInfo,
+    objects: &[&Value],
+    rv: &str,
+    cont: Option<&str>,
+    include: &str,
+) -> Value {
     let cols = columns(info);
     let defs: Vec<Value> = cols
         .iter()

@@ -44,7 +44,9 @@ impl Filter {
         }
         match c.kind {
             EventType::Added => self.matches(&c.object).then_some(EventType::Added),
-            EventType::Deleted => self.matches(c.old.as_deref().unwrap_or(&c.object)).then_some(EventType::Deleted),
+            EventType::Deleted => self
+                .matches(c.old.as_deref().unwrap_or(&c.object))
+                .then_some(EventType::Deleted),
             EventType::Modified => {
                 let now = self.matches(&c.object);
                 let before = c.old.as_deref().is_some_and(|o| self.matches(o));
@@ -68,12 +70,20 @@ struct Encoder {
 
 impl Encoder {
     fn object(&self, obj: &Value) -> Value {
-        let mut o = if super::events::is_new_api(&self.info) { super::events::from_core(obj) } else { obj.clone() };
+        let mut o = if super::events::is_new_api(&self.info) {
+            super::events::from_core(obj)
+        } else {
+            obj.clone()
+        };
         if o.get("apiVersion").and_then(Value::as_str) != Some(self.info.api_version().as_str()) {
             o["apiVersion"] = json!(self.info.api_version());
         }
         if self.table {
-            let rv = o.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
+            let rv = o
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             return table::table(&self.info, &[&o], &rv, None, &self.include);
         }
         if self.metadata_only {
@@ -101,12 +111,23 @@ impl Encoder {
     }
 }
 
-pub fn serve(cluster: &Arc<Cluster>, req: &Request, info: &ResourceInfo, ns: Option<&str>, name: Option<&str>) -> ApiResult<Response> {
+pub fn serve(
+    cluster: &Arc<Cluster>,
+    req: &Request,
+    info: &ResourceInfo,
+    ns: Option<&str>,
+    name: Option<&str>,
+) -> ApiResult<Response> {
     let (labels, mut fields) = selectors(req, info)?;
     if let Some(n) = name {
         fields = FieldSelector::parse(&format!("metadata.name={n}"), &info.plural)?;
     }
-    let filter = Filter { key: info.storage_key(), ns: ns.map(String::from), labels, fields };
+    let filter = Filter {
+        key: info.storage_key(),
+        ns: ns.map(String::from),
+        labels,
+        fields,
+    };
     let bookmarks = matches!(req.q("allowWatchBookmarks"), Some("true" | "1"));
     let send_initial = match req.q("sendInitialEvents") {
         Some("true") => Some(true),
@@ -114,10 +135,22 @@ pub fn serve(cluster: &Arc<Cluster>, req: &Request, info: &ResourceInfo, ns: Opt
         _ => None,
     };
     let timeout = match req.q("timeoutSeconds") {
-        Some(t) => Duration::from_secs(t.parse().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t}")))?),
+        Some(t) => Duration::from_secs(
+            t.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t}")))?,
+        ),
         None => Duration::from_secs(1800),
     };
-    let enc = Encoder { info: info.clone(), table: req.headers.get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("as=Table")), metadata_only: req.wants_metadata(), include: req.q("includeObject").unwrap_or("Metadata").to_string() };
+    let enc = Encoder {
+        info: info.clone(),
+        table: req
+            .headers
+            .get(hyper::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("as=Table")),
+        metadata_only: req.wants_metadata(),
+        include: req.q("includeObject").unwrap_or("Metadata").to_string(),
+    };
     let rv = req.q("resourceVersion");
     let (tx, out) = mpsc::channel::<Bytes>(256);
 
@@ -127,9 +160,14 @@ pub fn serve(cluster: &Arc<Cluster>, req: &Request, info: &ResourceInfo, ns: Opt
             let (items, ws) = cluster.store.watch_now(&filter.key, filter.ns.as_deref());
             Ok((items, ws))
         }
-        (None | Some("0"), Some(false)) => Ok((Vec::new(), cluster.store.watch_now(&filter.key, filter.ns.as_deref()).1)),
+        (None | Some("0"), Some(false)) => Ok((
+            Vec::new(),
+            cluster.store.watch_now(&filter.key, filter.ns.as_deref()).1,
+        )),
         (Some(rv), _) => {
-            let n: u64 = rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv}")))?;
+            let n: u64 = rv
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv}")))?;
             cluster.store.watch_from(n).map(|ws| (Vec::new(), ws))
         }
     };
@@ -217,11 +255,21 @@ pub fn serve(cluster: &Arc<Cluster>, req: &Request, info: &ResourceInfo, ns: Opt
 }
 
 /// Sends the event for one change if the watcher should see it; false when the client is gone.
-async fn emit(tx: &mpsc::Sender<Bytes>, enc: &Encoder, filter: &Filter, c: &Arc<Change>, last: &mut u64) -> bool {
+async fn emit(
+    tx: &mpsc::Sender<Bytes>,
+    enc: &Encoder,
+    filter: &Filter,
+    c: &Arc<Change>,
+    last: &mut u64,
+) -> bool {
     if c.rv <= *last {
         return true;
     }
     *last = c.rv;
-    let Some(ty) = filter.event_for(c) else { return true };
-    tx.send(enc.line(ty.as_str(), enc.object(&c.object))).await.is_ok()
+    let Some(ty) = filter.event_for(c) else {
+        return true;
+    };
+    tx.send(enc.line(ty.as_str(), enc.object(&c.object)))
+        .await
+        .is_ok()
 }

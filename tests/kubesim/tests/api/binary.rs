@@ -20,19 +20,31 @@ async fn binary_serves_until_sigterm() {
         .spawn()
         .expect("spawn kubesim");
     let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), stdout.next_line()).await.expect("url in time").expect("read").expect("a line");
+    let url = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+        .await
+        .expect("url in time")
+        .expect("read")
+        .expect("a line");
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     // The URL is printed after the kubeconfig is written, so it is complete now.
     let kc = Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config");
     assert_eq!(config.cluster_url.to_string().trim_end_matches('/'), url);
     let client = Client::try_from(config).expect("client");
-    Api::<Namespace>::all(client).get("default").await.expect("default namespace");
+    Api::<Namespace>::all(client)
+        .get("default")
+        .await
+        .expect("default namespace");
     let pid = child.id().expect("pid");
     // SAFETY: plain kill(2) on the child we spawned.
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGTERM);
     }
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits in time").expect("status");
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits in time")
+        .expect("status");
     assert!(status.success(), "{status:?}");
 }

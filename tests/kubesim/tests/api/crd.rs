@@ -34,7 +34,10 @@ fn widget_crd(scope: &str) -> CustomResourceDefinition {
 }
 
 fn widgets(client: &Client, ns: Option<&str>) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1", "Widget"), "widgets");
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Widget"),
+        "widgets",
+    );
     match ns {
         Some(n) => Api::namespaced_with(client.clone(), n, &ar),
         None => Api::all_with(client.clone(), &ar),
@@ -49,41 +52,117 @@ fn widget(name: &str, spec: Value) -> DynamicObject {
 async fn crd_becomes_a_served_resource() {
     let (sim, client) = sim().await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let made = crds.create(&PostParams::default(), &widget_crd("Namespaced")).await.expect("create crd");
+    let made = crds
+        .create(&PostParams::default(), &widget_crd("Namespaced"))
+        .await
+        .expect("create crd");
     let conds = made.status.and_then(|s| s.conditions).unwrap_or_default();
     for t in ["NamesAccepted", "Established"] {
-        assert!(conds.iter().any(|c| c.type_ == t && c.status == "True"), "{t}");
+        assert!(
+            conds.iter().any(|c| c.type_ == t && c.status == "True"),
+            "{t}"
+        );
     }
     let (code, gv) = raw(&client, "GET", "/apis/example.com/v1", None, None).await;
     assert_eq!(code, 200);
-    let r = gv["resources"].as_array().expect("r").iter().find(|r| r["name"] == "widgets").cloned().expect("widgets");
-    assert_eq!((r["namespaced"].as_bool(), r["shortNames"][0].as_str()), (Some(true), Some("wd")));
+    let r = gv["resources"]
+        .as_array()
+        .expect("r")
+        .iter()
+        .find(|r| r["name"] == "widgets")
+        .cloned()
+        .expect("widgets");
+    assert_eq!(
+        (r["namespaced"].as_bool(), r["shortNames"][0].as_str()),
+        (Some(true), Some("wd"))
+    );
     let api = widgets(&client, Some("default"));
-    let w = api.create(&PostParams::default(), &widget("w1", json!({"color": "red", "junk": 1, "extra": {"free": {"x": 1}}}))).await.expect("create widget");
+    let w = api
+        .create(
+            &PostParams::default(),
+            &widget(
+                "w1",
+                json!({"color": "red", "junk": 1, "extra": {"free": {"x": 1}}}),
+            ),
+        )
+        .await
+        .expect("create widget");
     assert_eq!(w.data["spec"]["size"], 3, "defaulted");
     assert!(w.data["spec"].get("junk").is_none(), "pruned");
     assert_eq!(w.data["spec"]["extra"]["free"]["x"], 1, "preserved");
     assert_eq!(w.metadata.generation, Some(1));
-    let err = api_err(api.create(&PostParams::default(), &widget("w2", json!({"size": "big"}))).await.expect_err("invalid"));
+    let err = api_err(
+        api.create(
+            &PostParams::default(),
+            &widget("w2", json!({"size": "big"})),
+        )
+        .await
+        .expect_err("invalid"),
+    );
     assert_eq!(err.code, 422);
-    let fields: Vec<String> = err.details.map(|d| d.causes.into_iter().map(|c| c.field).collect()).unwrap_or_default();
-    assert!(fields.contains(&"spec.color".to_string()) && fields.contains(&"spec.size".to_string()), "{fields:?}");
+    let fields: Vec<String> = err
+        .details
+        .map(|d| d.causes.into_iter().map(|c| c.field).collect())
+        .unwrap_or_default();
+    assert!(
+        fields.contains(&"spec.color".to_string()) && fields.contains(&"spec.size".to_string()),
+        "{fields:?}"
+    );
     let st = json!({"apiVersion": "example.com/v1", "kind": "Widget", "status": {"ready": true}});
-    let s = api.patch_status("w1", &PatchParams::apply("ctl").force(), &Patch::Apply(&st)).await.expect("status apply");
+    let s = api
+        .patch_status("w1", &PatchParams::apply("ctl").force(), &Patch::Apply(&st))
+        .await
+        .expect("status apply");
     assert_eq!(s.data["status"]["ready"], true);
-    assert_eq!(s.metadata.generation, Some(1), "status writes keep generation");
+    assert_eq!(
+        s.metadata.generation,
+        Some(1),
+        "status writes keep generation"
+    );
     let sp = json!({"spec": {"size": 5}});
-    let s = api.patch("w1", &PatchParams::default(), &Patch::Merge(&sp)).await.expect("spec patch");
+    let s = api
+        .patch("w1", &PatchParams::default(), &Patch::Merge(&sp))
+        .await
+        .expect("spec patch");
     assert_eq!(s.metadata.generation, Some(2));
-    let (code, _) = raw(&client, "PATCH", "/apis/example.com/v1/namespaces/default/widgets/w1", Some("application/strategic-merge-patch+json"), Some("{}")).await;
+    let (code, _) = raw(
+        &client,
+        "PATCH",
+        "/apis/example.com/v1/namespaces/default/widgets/w1",
+        Some("application/strategic-merge-patch+json"),
+        Some("{}"),
+    )
+    .await;
     assert_eq!(code, 415, "no strategic merge for custom resources");
-    let (code, table) = raw_with(&client, "GET", "/apis/example.com/v1/namespaces/default/widgets", None, Some("application/json;as=Table;v=v1;g=meta.k8s.io"), None).await;
+    let (code, table) = raw_with(
+        &client,
+        "GET",
+        "/apis/example.com/v1/namespaces/default/widgets",
+        None,
+        Some("application/json;as=Table;v=v1;g=meta.k8s.io"),
+        None,
+    )
+    .await;
     assert_eq!((code, table["kind"].as_str()), (200, Some("Table")));
-    let cols: Vec<&str> = table["columnDefinitions"].as_array().expect("cols").iter().filter_map(|c| c["name"].as_str()).collect();
+    let cols: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .expect("cols")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
     assert_eq!(cols, ["Name", "Size", "Age"]);
     assert_eq!(table["rows"][0]["cells"][1], 5);
-    crds.delete("widgets.example.com", &Default::default()).await.expect("delete crd");
-    let (code, _) = raw(&client, "GET", "/apis/example.com/v1/namespaces/default/widgets", None, None).await;
+    crds.delete("widgets.example.com", &Default::default())
+        .await
+        .expect("delete crd");
+    let (code, _) = raw(
+        &client,
+        "GET",
+        "/apis/example.com/v1/namespaces/default/widgets",
+        None,
+        None,
+    )
+    .await;
     assert_eq!(code, 404, "resource no longer served");
     sim.stop().await;
 }
@@ -92,13 +171,28 @@ async fn crd_becomes_a_served_resource() {
 async fn cluster_scoped_crd_and_invalid_crd() {
     let (sim, client) = sim().await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &widget_crd("Cluster")).await.expect("create crd");
+    crds.create(&PostParams::default(), &widget_crd("Cluster"))
+        .await
+        .expect("create crd");
     let api = widgets(&client, None);
-    api.create(&PostParams::default(), &widget("c1", json!({"color": "blue"}))).await.expect("cluster widget");
+    api.create(
+        &PostParams::default(),
+        &widget("c1", json!({"color": "blue"})),
+    )
+    .await
+    .expect("cluster widget");
     assert_eq!(api.get("c1").await.expect("get").metadata.namespace, None);
     let mut bad = widget_crd("Namespaced");
     bad.metadata.name = Some("wrong.example.com".into());
-    assert_eq!(api_err(crds.create(&PostParams::default(), &bad).await.expect_err("name must match")).code, 422);
+    assert_eq!(
+        api_err(
+            crds.create(&PostParams::default(), &bad)
+                .await
+                .expect_err("name must match")
+        )
+        .code,
+        422
+    );
     sim.stop().await;
 }
 
@@ -112,12 +206,24 @@ async fn large_crd_is_accepted() {
     }
     let mut crd = widget_crd("Namespaced");
     let mut v = serde_json::to_value(&crd).expect("json");
-    v["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["big"] = json!({"type": "object", "properties": props});
+    v["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["big"] =
+        json!({"type": "object", "properties": props});
     assert!(v.to_string().len() > 400_000);
     crd = serde_json::from_value(v).expect("crd");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &crd).await.expect("big crd accepted");
-    let w = widgets(&client, Some("default")).create(&PostParams::default(), &widget("b", json!({"color": "x", "big": {"field7": {"a": "y", "zz": 1}}}))).await.expect("widget");
+    crds.create(&PostParams::default(), &crd)
+        .await
+        .expect("big crd accepted");
+    let w = widgets(&client, Some("default"))
+        .create(
+            &PostParams::default(),
+            &widget(
+                "b",
+                json!({"color": "x", "big": {"field7": {"a": "y", "zz": 1}}}),
+            ),
+        )
+        .await
+        .expect("widget");
     assert_eq!(w.data["spec"]["big"]["field7"], json!({"a": "y"}));
     sim.stop().await;
 }
@@ -126,12 +232,34 @@ async fn large_crd_is_accepted() {
 async fn strict_field_validation_rejects_unknown_fields() {
     let (sim, client) = sim().await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &widget_crd("Namespaced")).await.expect("crd");
+    crds.create(&PostParams::default(), &widget_crd("Namespaced"))
+        .await
+        .expect("crd");
     let body = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "s"}, "spec": {"color": "red", "junk": 1}}).to_string();
-    let (code, status) = raw(&client, "POST", "/apis/example.com/v1/namespaces/default/widgets?fieldValidation=Strict", Some("application/json"), Some(&body)).await;
+    let (code, status) = raw(
+        &client,
+        "POST",
+        "/apis/example.com/v1/namespaces/default/widgets?fieldValidation=Strict",
+        Some("application/json"),
+        Some(&body),
+    )
+    .await;
     assert_eq!(code, 400);
-    assert!(status["message"].as_str().unwrap_or("").contains("unknown field \"spec.junk\""), "{status}");
-    let (code, _) = raw(&client, "POST", "/apis/example.com/v1/namespaces/default/widgets", Some("application/json"), Some(&body)).await;
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unknown field \"spec.junk\""),
+        "{status}"
+    );
+    let (code, _) = raw(
+        &client,
+        "POST",
+        "/apis/example.com/v1/namespaces/default/widgets",
+        Some("application/json"),
+        Some(&body),
+    )
+    .await;
     assert_eq!(code, 201, "without Strict unknown fields are pruned");
     sim.stop().await;
 }
@@ -143,18 +271,47 @@ async fn metadata_only_requests() {
     use kube::api::ListParams;
     let (sim, client) = sim().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let c: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "m", "labels": {"a": "b"}}, "data": {"secret-ish": "x"}})).expect("cm");
-    api.create(&PostParams::default(), &c).await.expect("create");
+    let c: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "m", "labels": {"a": "b"}}, "data": {"secret-ish": "x"}}),
+    )
+    .expect("cm");
+    api.create(&PostParams::default(), &c)
+        .await
+        .expect("create");
     let meta = api.get_metadata("m").await.expect("get_metadata");
-    assert_eq!(meta.metadata.labels.and_then(|l| l.get("a").cloned()).as_deref(), Some("b"));
-    let list = api.list_metadata(&ListParams::default()).await.expect("list_metadata");
+    assert_eq!(
+        meta.metadata
+            .labels
+            .and_then(|l| l.get("a").cloned())
+            .as_deref(),
+        Some("b")
+    );
+    let list = api
+        .list_metadata(&ListParams::default())
+        .await
+        .expect("list_metadata");
     assert_eq!(list.items.len(), 1);
-    let (_, raw_get) = raw_with(&client, "GET", "/api/v1/namespaces/default/configmaps/m", None, Some("application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"), None).await;
+    let (_, raw_get) = raw_with(
+        &client,
+        "GET",
+        "/api/v1/namespaces/default/configmaps/m",
+        None,
+        Some("application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"),
+        None,
+    )
+    .await;
     assert_eq!(raw_get["kind"], "PartialObjectMetadata");
     assert!(raw_get.get("data").is_none());
-    let meta_api: Api<kube::core::PartialObjectMeta<ConfigMap>> = Api::namespaced(client.clone(), "default");
-    let mut events = Box::pin(kube::runtime::watcher(meta_api, kube::runtime::watcher::Config::default()));
-    let first = tokio::time::timeout(std::time::Duration::from_secs(10), events.try_next()).await.expect("in time").expect("ok");
+    let meta_api: Api<kube::core::PartialObjectMeta<ConfigMap>> =
+        Api::namespaced(client.clone(), "default");
+    let mut events = Box::pin(kube::runtime::watcher(
+        meta_api,
+        kube::runtime::watcher::Config::default(),
+    ));
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), events.try_next())
+        .await
+        .expect("in time")
+        .expect("ok");
     assert!(first.is_some());
     sim.stop().await;
 }
@@ -165,11 +322,21 @@ async fn watches_of_custom_resources_end_with_their_crd() {
     use kube::api::WatchParams;
     let (sim, client) = sim().await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &widget_crd("Namespaced")).await.expect("crd");
+    crds.create(&PostParams::default(), &widget_crd("Namespaced"))
+        .await
+        .expect("crd");
     let api = widgets(&client, Some("default"));
-    let mut stream = Box::pin(api.watch(&WatchParams::default().timeout(30), "0").await.expect("watch"));
-    crds.delete("widgets.example.com", &Default::default()).await.expect("delete crd");
-    let end = tokio::time::timeout(std::time::Duration::from_secs(10), stream.try_next()).await.expect("watch ends in time");
+    let mut stream = Box::pin(
+        api.watch(&WatchParams::default().timeout(30), "0")
+            .await
+            .expect("watch"),
+    );
+    crds.delete("widgets.example.com", &Default::default())
+        .await
+        .expect("delete crd");
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), stream.try_next())
+        .await
+        .expect("watch ends in time");
     assert!(matches!(end, Ok(None)), "{end:?}");
     sim.stop().await;
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{DeleteParams, PostParams};
 use kube::Api;
+use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 
 use super::common::{api_err, namespace, raw, sim};
@@ -23,15 +23,32 @@ fn job(name: &str, image: &str) -> Job {
 async fn create_assigns_identity_and_versions() {
     let (sim, client) = sim().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let a = api.create(&PostParams::default(), &cm("a", &[("k", "v")])).await.expect("create");
-    let b = api.create(&PostParams::default(), &cm("b", &[])).await.expect("create");
-    let rv = |c: &ConfigMap| c.metadata.resource_version.clone().expect("rv").parse::<u64>().expect("numeric rv");
+    let a = api
+        .create(&PostParams::default(), &cm("a", &[("k", "v")]))
+        .await
+        .expect("create");
+    let b = api
+        .create(&PostParams::default(), &cm("b", &[]))
+        .await
+        .expect("create");
+    let rv = |c: &ConfigMap| {
+        c.metadata
+            .resource_version
+            .clone()
+            .expect("rv")
+            .parse::<u64>()
+            .expect("numeric rv")
+    };
     assert!(rv(&b) > rv(&a), "resourceVersion grows");
     assert!(a.metadata.uid.is_some() && a.metadata.creation_timestamp.is_some());
     assert_ne!(a.metadata.uid, b.metadata.uid);
     let got = api.get("a").await.expect("get");
     assert_eq!(got.data, a.data);
-    let err = api_err(api.create(&PostParams::default(), &cm("a", &[])).await.expect_err("exists"));
+    let err = api_err(
+        api.create(&PostParams::default(), &cm("a", &[]))
+            .await
+            .expect_err("exists"),
+    );
     assert_eq!((err.code, err.reason.as_str()), (409, "AlreadyExists"));
     let err = api_err(api.get("nope").await.expect_err("missing"));
     assert_eq!((err.code, err.reason.as_str()), (404, "NotFound"));
@@ -42,19 +59,42 @@ async fn create_assigns_identity_and_versions() {
 async fn stale_update_conflicts_and_noop_keeps_version() {
     let (sim, client) = sim().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let created = api.create(&PostParams::default(), &cm("c", &[("k", "1")])).await.expect("create");
+    let created = api
+        .create(&PostParams::default(), &cm("c", &[("k", "1")]))
+        .await
+        .expect("create");
     let mut first = created.clone();
     first.data = Some(BTreeMap::from([("k".to_string(), "2".to_string())]));
-    let updated = api.replace("c", &PostParams::default(), &first).await.expect("update");
-    assert_ne!(updated.metadata.resource_version, created.metadata.resource_version);
+    let updated = api
+        .replace("c", &PostParams::default(), &first)
+        .await
+        .expect("update");
+    assert_ne!(
+        updated.metadata.resource_version,
+        created.metadata.resource_version
+    );
     let mut stale = created.clone();
     stale.data = Some(BTreeMap::from([("k".to_string(), "3".to_string())]));
-    let err = api_err(api.replace("c", &PostParams::default(), &stale).await.expect_err("stale"));
+    let err = api_err(
+        api.replace("c", &PostParams::default(), &stale)
+            .await
+            .expect_err("stale"),
+    );
     assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
-    assert!(err.message.contains("the object has been modified"), "{}", err.message);
+    assert!(
+        err.message.contains("the object has been modified"),
+        "{}",
+        err.message
+    );
     // Writing the same content again is a no-op: same resourceVersion.
-    let again = api.replace("c", &PostParams::default(), &updated).await.expect("noop update");
-    assert_eq!(again.metadata.resource_version, updated.metadata.resource_version);
+    let again = api
+        .replace("c", &PostParams::default(), &updated)
+        .await
+        .expect("noop update");
+    assert_eq!(
+        again.metadata.resource_version,
+        updated.metadata.resource_version
+    );
     sim.stop().await;
 }
 
@@ -62,29 +102,62 @@ async fn stale_update_conflicts_and_noop_keeps_version() {
 async fn generation_follows_spec_not_metadata_or_status() {
     let (sim, client) = sim().await;
     let api: Api<Job> = Api::namespaced(client.clone(), "default");
-    let j = api.create(&PostParams::default(), &job("g", "busybox")).await.expect("create");
+    let j = api
+        .create(&PostParams::default(), &job("g", "busybox"))
+        .await
+        .expect("create");
     assert_eq!(j.metadata.generation, Some(1));
     // Defaults like the real API server: selector, template labels, backoffLimit.
     assert_eq!(j.spec.as_ref().and_then(|s| s.backoff_limit), Some(6));
-    let labels = j.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.labels.clone()).expect("template labels");
+    let labels = j
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .expect("template labels");
     assert_eq!(labels.get("job-name").map(String::as_str), Some("g"));
     let mut m = j.clone();
     m.metadata.labels = Some(BTreeMap::from([("x".to_string(), "y".to_string())]));
-    let m = api.replace("g", &PostParams::default(), &m).await.expect("label update");
-    assert_eq!(m.metadata.generation, Some(1), "metadata changes keep generation");
+    let m = api
+        .replace("g", &PostParams::default(), &m)
+        .await
+        .expect("label update");
+    assert_eq!(
+        m.metadata.generation,
+        Some(1),
+        "metadata changes keep generation"
+    );
     let mut s = m.clone();
     s.status = Some(serde_json::from_value(json!({"active": 1})).expect("status"));
-    let s = api.replace_status("g", &PostParams::default(), &s).await.expect("status update");
-    assert_eq!(s.metadata.generation, Some(1), "status changes keep generation");
+    let s = api
+        .replace_status("g", &PostParams::default(), &s)
+        .await
+        .expect("status update");
+    assert_eq!(
+        s.metadata.generation,
+        Some(1),
+        "status changes keep generation"
+    );
     assert_eq!(s.status.as_ref().and_then(|st| st.active), Some(1));
     let mut p = s.clone();
     if let Some(spec) = p.spec.as_mut() {
         spec.backoff_limit = Some(2);
     }
     p.status = None;
-    let p = api.replace("g", &PostParams::default(), &p).await.expect("spec update");
-    assert_eq!(p.metadata.generation, Some(2), "spec change bumps generation");
-    assert_eq!(p.status.as_ref().and_then(|st| st.active), Some(1), "status is ignored on the main resource");
+    let p = api
+        .replace("g", &PostParams::default(), &p)
+        .await
+        .expect("spec update");
+    assert_eq!(
+        p.metadata.generation,
+        Some(2),
+        "spec change bumps generation"
+    );
+    assert_eq!(
+        p.status.as_ref().and_then(|st| st.active),
+        Some(1),
+        "status is ignored on the main resource"
+    );
     sim.stop().await;
 }
 
@@ -92,20 +165,48 @@ async fn generation_follows_spec_not_metadata_or_status() {
 async fn names_are_validated_and_generated() {
     let (sim, client) = sim().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let err = api_err(api.create(&PostParams::default(), &cm("Bad_Name", &[])).await.expect_err("invalid"));
+    let err = api_err(
+        api.create(&PostParams::default(), &cm("Bad_Name", &[]))
+            .await
+            .expect_err("invalid"),
+    );
     assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
-    let causes = err.details.as_ref().map(|d| d.causes.clone()).unwrap_or_default();
-    assert_eq!(causes.first().map(|c| c.field.as_str()), Some("metadata.name"));
-    let generated: ConfigMap = serde_json::from_value(json!({"metadata": {"generateName": "pre-"}})).expect("cm");
-    let made = api.create(&PostParams::default(), &generated).await.expect("generateName");
+    let causes = err
+        .details
+        .as_ref()
+        .map(|d| d.causes.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        causes.first().map(|c| c.field.as_str()),
+        Some("metadata.name")
+    );
+    let generated: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"generateName": "pre-"}})).expect("cm");
+    let made = api
+        .create(&PostParams::default(), &generated)
+        .await
+        .expect("generateName");
     let name = made.metadata.name.expect("name");
     assert!(name.starts_with("pre-") && name.len() == 9, "{name}");
-    let err = api_err(Api::<ConfigMap>::namespaced(client.clone(), "absent").create(&PostParams::default(), &cm("x", &[])).await.expect_err("no ns"));
+    let err = api_err(
+        Api::<ConfigMap>::namespaced(client.clone(), "absent")
+            .create(&PostParams::default(), &cm("x", &[]))
+            .await
+            .expect_err("no ns"),
+    );
     assert_eq!(err.code, 404);
-    assert!(err.message.contains("namespaces \"absent\" not found"), "{}", err.message);
+    assert!(
+        err.message.contains("namespaces \"absent\" not found"),
+        "{}",
+        err.message
+    );
     let bad_job = api_err(Api::<Job>::namespaced(client.clone(), "default").create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}})).expect("job")).await.expect_err("restartPolicy"));
     assert_eq!(bad_job.code, 422);
-    assert!(bad_job.message.contains("spec.template.spec.restartPolicy"), "{}", bad_job.message);
+    assert!(
+        bad_job.message.contains("spec.template.spec.restartPolicy"),
+        "{}",
+        bad_job.message
+    );
     sim.stop().await;
 }
 
@@ -114,8 +215,14 @@ async fn secrets_merge_string_data() {
     let (sim, client) = sim().await;
     namespace(&client, "sec").await;
     let api: Api<Secret> = Api::namespaced(client.clone(), "sec");
-    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "s"}, "data": {"a": "YQ=="}, "stringData": {"b": "plain"}})).expect("secret");
-    let made = api.create(&PostParams::default(), &s).await.expect("create");
+    let s: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "s"}, "data": {"a": "YQ=="}, "stringData": {"b": "plain"}}),
+    )
+    .expect("secret");
+    let made = api
+        .create(&PostParams::default(), &s)
+        .await
+        .expect("create");
     let data = made.data.expect("data");
     assert_eq!(data.get("a").map(|b| b.0.clone()), Some(b"a".to_vec()));
     assert_eq!(data.get("b").map(|b| b.0.clone()), Some(b"plain".to_vec()));
@@ -127,13 +234,44 @@ async fn secrets_merge_string_data() {
 #[tokio::test]
 async fn errors_are_status_objects() {
     let (sim, client) = sim().await;
-    let (code, body) = raw(&client, "PATCH", "/api/v1/namespaces/default/configmaps/x", Some("application/xml"), Some("{}")).await;
-    assert_eq!((code, body["kind"].as_str(), body["reason"].as_str()), (415, Some("Status"), Some("UnsupportedMediaType")));
-    let (code, body) = raw(&client, "POST", "/api/v1/namespaces/default/configmaps", Some("application/json"), Some("{not json")).await;
+    let (code, body) = raw(
+        &client,
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/x",
+        Some("application/xml"),
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(
+        (code, body["kind"].as_str(), body["reason"].as_str()),
+        (415, Some("Status"), Some("UnsupportedMediaType"))
+    );
+    let (code, body) = raw(
+        &client,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        Some("application/json"),
+        Some("{not json"),
+    )
+    .await;
     assert_eq!((code, body["reason"].as_str()), (400, Some("BadRequest")));
-    let (code, body) = raw(&client, "GET", "/api/v1/namespaces/default/widgets", None, None).await;
+    let (code, body) = raw(
+        &client,
+        "GET",
+        "/api/v1/namespaces/default/widgets",
+        None,
+        None,
+    )
+    .await;
     assert_eq!((code, body["kind"].as_str()), (404, Some("Status")));
-    let (code, _) = raw(&client, "POST", "/api/v1/namespaces/default/configmaps", Some("application/json"), Some(r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#)).await;
+    let (code, _) = raw(
+        &client,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        Some("application/json"),
+        Some(r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#),
+    )
+    .await;
     assert_eq!(code, 400, "kind mismatch");
     sim.stop().await;
 }
@@ -142,14 +280,36 @@ async fn errors_are_status_objects() {
 async fn dry_run_stores_nothing_and_delete_returns_object() {
     let (sim, client) = sim().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let pp = PostParams { dry_run: true, ..Default::default() };
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
     let d = api.create(&pp, &cm("dry", &[])).await.expect("dry create");
     assert_eq!(d.metadata.name.as_deref(), Some("dry"));
-    assert_eq!(api_err(api.get("dry").await.expect_err("not stored")).code, 404);
-    api.create(&PostParams::default(), &cm("del", &[])).await.expect("create");
-    let gone = api.delete("del", &DeleteParams::default()).await.expect("delete");
-    assert!(gone.left().is_some_and(|c| c.metadata.name.as_deref() == Some("del")));
-    assert_eq!(api_err(api.delete("del", &DeleteParams::default()).await.expect_err("twice")).code, 404);
+    assert_eq!(
+        api_err(api.get("dry").await.expect_err("not stored")).code,
+        404
+    );
+    api.create(&PostParams::default(), &cm("del", &[]))
+        .await
+        .expect("create");
+    let gone = api
+        .delete("del", &DeleteParams::default())
+        .await
+        .expect("delete");
+    assert!(
+        gone.left()
+            .is_some_and(|c| c.metadata.name.as_deref() == Some("del"))
+    );
+    assert_eq!(
+        api_err(
+            api.delete("del", &DeleteParams::default())
+                .await
+                .expect_err("twice")
+        )
+        .code,
+        404
+    );
     sim.stop().await;
 }
 
@@ -163,18 +323,39 @@ async fn events_are_shared_between_core_and_events_api() {
     let e: Event = serde_json::from_value(json!({"metadata": {"name": "e1"}, "eventTime": "2024-01-01T00:00:00.000000Z",
         "regarding": {"kind": "ConfigMap", "name": "cfg", "namespace": "default"}, "note": "hello", "reason": "Created", "type": "Normal",
         "action": "Create", "reportingController": "ctl", "reportingInstance": "ctl-1"})).expect("event");
-    new_api.create(&PostParams::default(), &e).await.expect("create via events.k8s.io");
+    new_api
+        .create(&PostParams::default(), &e)
+        .await
+        .expect("create via events.k8s.io");
     let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
-    let listed = core.list(&ListParams::default().fields("involvedObject.name=cfg,involvedObject.kind=ConfigMap")).await.expect("core list");
+    let listed = core
+        .list(
+            &ListParams::default().fields("involvedObject.name=cfg,involvedObject.kind=ConfigMap"),
+        )
+        .await
+        .expect("core list");
     assert_eq!(listed.items.len(), 1);
     assert_eq!(listed.items[0].message.as_deref(), Some("hello"));
     assert_eq!(listed.items[0].reporting_component.as_deref(), Some("ctl"));
-    let back = new_api.list(&ListParams::default().fields("regarding.name=cfg")).await.expect("new list");
+    let back = new_api
+        .list(&ListParams::default().fields("regarding.name=cfg"))
+        .await
+        .expect("new list");
     assert_eq!(back.items[0].note.as_deref(), Some("hello"));
     let p = json!({"note": "again"});
-    let patched = new_api.patch("e1", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&p)).await.expect("patch");
+    let patched = new_api
+        .patch(
+            "e1",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&p),
+        )
+        .await
+        .expect("patch");
     assert_eq!(patched.note.as_deref(), Some("again"));
-    assert_eq!(core.get("e1").await.expect("core get").message.as_deref(), Some("again"));
+    assert_eq!(
+        core.get("e1").await.expect("core get").message.as_deref(),
+        Some("again")
+    );
     sim.stop().await;
 }
 
@@ -184,15 +365,44 @@ async fn deletecollection_and_delete_preconditions() {
     let (sim, client) = sim().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     for (n, app) in [("x1", "x"), ("x2", "x"), ("y1", "y")] {
-        let c: ConfigMap = serde_json::from_value(json!({"metadata": {"name": n, "labels": {"app": app}}})).expect("cm");
-        api.create(&PostParams::default(), &c).await.expect("create");
+        let c: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": n, "labels": {"app": app}}}))
+                .expect("cm");
+        api.create(&PostParams::default(), &c)
+            .await
+            .expect("create");
     }
-    api.delete_collection(&DeleteParams::default(), &ListParams::default().labels("app=x")).await.expect("deletecollection");
-    let left: Vec<String> = api.list(&ListParams::default()).await.expect("list").items.into_iter().filter_map(|c| c.metadata.name).collect();
+    api.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("app=x"),
+    )
+    .await
+    .expect("deletecollection");
+    let left: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
     assert_eq!(left, ["y1"]);
-    let dp = DeleteParams { preconditions: Some(Preconditions { uid: Some("not-the-uid".into()), resource_version: None }), ..Default::default() };
-    assert_eq!(api_err(api.delete("y1", &dp).await.expect_err("precondition")).code, 409);
-    let err = api_err(api.replace("absent", &PostParams::default(), &cm("absent", &[])).await.expect_err("update of missing"));
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some("not-the-uid".into()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    assert_eq!(
+        api_err(api.delete("y1", &dp).await.expect_err("precondition")).code,
+        409
+    );
+    let err = api_err(
+        api.replace("absent", &PostParams::default(), &cm("absent", &[]))
+            .await
+            .expect_err("update of missing"),
+    );
     assert_eq!(err.code, 404);
     sim.stop().await;
 }
@@ -203,24 +413,73 @@ async fn bound_pods_are_deleted_gracefully() {
     let (sim, client) = sim().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     for n in ["bound", "unbound"] {
-        let p: Pod = serde_json::from_value(json!({"metadata": {"name": n}, "spec": {"containers": [{"name": "c", "image": "i"}]}})).expect("pod");
-        let made = pods.create(&PostParams::default(), &p).await.expect("create");
-        assert_eq!(made.status.and_then(|s| s.phase).as_deref(), Some("Pending"));
+        let p: Pod = serde_json::from_value(
+            json!({"metadata": {"name": n}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+        )
+        .expect("pod");
+        let made = pods
+            .create(&PostParams::default(), &p)
+            .await
+            .expect("create");
+        assert_eq!(
+            made.status.and_then(|s| s.phase).as_deref(),
+            Some("Pending")
+        );
     }
     let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bound"}, "target": {"apiVersion": "v1", "kind": "Node", "name": "kubesim-node"}});
-    let (code, _) = raw(&client, "POST", "/api/v1/namespaces/default/pods/bound/binding", Some("application/json"), Some(&binding.to_string())).await;
+    let (code, _) = raw(
+        &client,
+        "POST",
+        "/api/v1/namespaces/default/pods/bound/binding",
+        Some("application/json"),
+        Some(&binding.to_string()),
+    )
+    .await;
     assert_eq!(code, 201);
-    let (code, _) = raw(&client, "POST", "/api/v1/namespaces/default/pods/bound/binding", Some("application/json"), Some(&binding.to_string())).await;
+    let (code, _) = raw(
+        &client,
+        "POST",
+        "/api/v1/namespaces/default/pods/bound/binding",
+        Some("application/json"),
+        Some(&binding.to_string()),
+    )
+    .await;
     assert_eq!(code, 409, "already bound");
-    assert_eq!(pods.get("bound").await.expect("get").spec.and_then(|s| s.node_name).as_deref(), Some("kubesim-node"));
-    pods.delete("unbound", &DeleteParams::default()).await.expect("delete unbound");
-    assert!(pods.get_opt("unbound").await.expect("get").is_none(), "unscheduled pods go at once");
-    pods.delete("bound", &DeleteParams::default()).await.expect("delete bound");
+    assert_eq!(
+        pods.get("bound")
+            .await
+            .expect("get")
+            .spec
+            .and_then(|s| s.node_name)
+            .as_deref(),
+        Some("kubesim-node")
+    );
+    pods.delete("unbound", &DeleteParams::default())
+        .await
+        .expect("delete unbound");
+    assert!(
+        pods.get_opt("unbound").await.expect("get").is_none(),
+        "unscheduled pods go at once"
+    );
+    pods.delete("bound", &DeleteParams::default())
+        .await
+        .expect("delete bound");
     let terminating = pods.get("bound").await.expect("still there");
     assert!(terminating.metadata.deletion_timestamp.is_some());
     assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(30));
-    pods.delete("bound", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.expect("force");
-    assert!(pods.get_opt("bound").await.expect("get").is_none(), "the kubelet's grace-0 delete removes it");
+    pods.delete(
+        "bound",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("force");
+    assert!(
+        pods.get_opt("bound").await.expect("get").is_none(),
+        "the kubelet's grace-0 delete removes it"
+    );
     sim.stop().await;
 }
 
@@ -230,27 +489,69 @@ async fn immutable_fields_are_rejected() {
     use kube::api::{Patch, PatchParams};
     let (sim, client) = sim().await;
     let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
-    jobs.create(&PostParams::default(), &job("im", "busybox")).await.expect("job");
-    let p = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "other"}]}}}});
-    let err = api_err(jobs.patch("im", &PatchParams::default(), &Patch::Strategic(&p)).await.expect_err("template is immutable"));
+    jobs.create(&PostParams::default(), &job("im", "busybox"))
+        .await
+        .expect("job");
+    let p =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "other"}]}}}});
+    let err = api_err(
+        jobs.patch("im", &PatchParams::default(), &Patch::Strategic(&p))
+            .await
+            .expect_err("template is immutable"),
+    );
     assert_eq!(err.code, 422);
     assert!(err.message.contains("spec.template"), "{}", err.message);
     let p = json!({"spec": {"backoffLimit": 1}});
-    jobs.patch("im", &PatchParams::default(), &Patch::Merge(&p)).await.expect("backoffLimit may change");
+    jobs.patch("im", &PatchParams::default(), &Patch::Merge(&p))
+        .await
+        .expect("backoffLimit may change");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "ip"}, "spec": {"containers": [{"name": "c", "image": "a"}]}})).expect("pod");
-    pods.create(&PostParams::default(), &pod).await.expect("pod");
+    let pod: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "ip"}, "spec": {"containers": [{"name": "c", "image": "a"}]}}),
+    )
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("pod");
     let image = json!({"spec": {"containers": [{"name": "c", "image": "b"}]}});
-    pods.patch("ip", &PatchParams::default(), &Patch::Strategic(&image)).await.expect("image may change");
+    pods.patch("ip", &PatchParams::default(), &Patch::Strategic(&image))
+        .await
+        .expect("image may change");
     let cmd = json!({"spec": {"containers": [{"name": "c", "command": ["x"]}]}});
-    assert_eq!(api_err(pods.patch("ip", &PatchParams::default(), &Patch::Strategic(&cmd)).await.expect_err("command may not")).code, 422);
+    assert_eq!(
+        api_err(
+            pods.patch("ip", &PatchParams::default(), &Patch::Strategic(&cmd))
+                .await
+                .expect_err("command may not")
+        )
+        .code,
+        422
+    );
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
-    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "frozen"}, "immutable": true, "stringData": {"a": "1"}})).expect("secret");
-    secrets.create(&PostParams::default(), &s).await.expect("secret");
+    let s: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "frozen"}, "immutable": true, "stringData": {"a": "1"}}),
+    )
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &s)
+        .await
+        .expect("secret");
     let change = json!({"stringData": {"a": "2"}});
-    assert_eq!(api_err(secrets.patch("frozen", &PatchParams::default(), &Patch::Merge(&change)).await.expect_err("immutable secret")).code, 422);
+    assert_eq!(
+        api_err(
+            secrets
+                .patch("frozen", &PatchParams::default(), &Patch::Merge(&change))
+                .await
+                .expect_err("immutable secret")
+        )
+        .code,
+        422
+    );
     let label = json!({"metadata": {"labels": {"ok": "yes"}}});
-    secrets.patch("frozen", &PatchParams::default(), &Patch::Merge(&label)).await.expect("metadata may change");
+    secrets
+        .patch("frozen", &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .expect("metadata may change");
     sim.stop().await;
 }
 
@@ -260,7 +561,10 @@ async fn new_namespaces_get_a_default_service_account() {
     use kube::api::{Patch, PatchParams};
     let (sim, client) = sim().await;
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "applied"}});
-    Api::<Namespace>::all(client.clone()).patch("applied", &PatchParams::apply("t"), &Patch::Apply(&ns)).await.expect("apply namespace");
+    Api::<Namespace>::all(client.clone())
+        .patch("applied", &PatchParams::apply("t"), &Patch::Apply(&ns))
+        .await
+        .expect("apply namespace");
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "applied");
     for _ in 0..100 {
         if sas.get_opt("default").await.expect("get").is_some() {

@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{ListParams, PostParams};
 use kube::Api;
+use kube::api::{ListParams, PostParams};
 use serde_json::json;
 
 use super::common::{api_err, sim};
@@ -15,17 +15,31 @@ async fn fail_next_requests_then_recover() {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     sim.faults().fail_next("create", "configmaps", 500, 1);
     let c: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "f"}})).expect("cm");
-    let e = api_err(api.create(&PostParams::default(), &c).await.expect_err("injected"));
+    let e = api_err(
+        api.create(&PostParams::default(), &c)
+            .await
+            .expect_err("injected"),
+    );
     assert_eq!(e.code, 500);
     // 503 is retried by kube's client: two injected failures, then the create succeeds.
     sim.faults().fail_next("create", "configmaps", 503, 2);
-    api.create(&PostParams::default(), &c).await.expect("retried until the faults are used up");
-    let codes: Vec<u16> = sim.request_log().iter().filter(|r| r.verb == "create" && r.resource == "configmaps").map(|r| r.code).collect();
+    api.create(&PostParams::default(), &c)
+        .await
+        .expect("retried until the faults are used up");
+    let codes: Vec<u16> = sim
+        .request_log()
+        .iter()
+        .filter(|r| r.verb == "create" && r.resource == "configmaps")
+        .map(|r| r.code)
+        .collect();
     assert_eq!(codes, [500, 503, 503, 201]);
     sim.faults().fail_next("get", "*", 409, 1);
     assert_eq!(api_err(api.get("f").await.expect_err("409")).code, 409);
     sim.faults().fail_next("*", "configmaps", 500, 1);
-    assert_eq!(api_err(api.list(&ListParams::default()).await.expect_err("500")).code, 500);
+    assert_eq!(
+        api_err(api.list(&ListParams::default()).await.expect_err("500")).code,
+        500
+    );
     api.get("f").await.expect("recovered");
     sim.stop().await;
 }
@@ -45,13 +59,32 @@ async fn latency_is_added() {
 #[tokio::test]
 async fn request_log_records_user_and_verb() {
     let (sim, client) = sim().await;
-    let sa = sim.service_account_client("default", "robot").await.expect("sa client");
+    let sa = sim
+        .service_account_client("default", "robot")
+        .await
+        .expect("sa client");
     let api: Api<ConfigMap> = Api::namespaced(sa, "default");
     let _ = api.get("missing").await;
-    let _ = Api::<ConfigMap>::namespaced(client, "default").list(&ListParams::default()).await;
+    let _ = Api::<ConfigMap>::namespaced(client, "default")
+        .list(&ListParams::default())
+        .await;
     let log = sim.request_log();
-    let rec = log.iter().find(|r| r.user == "system:serviceaccount:default:robot").expect("sa request");
-    assert_eq!((rec.verb.as_str(), rec.resource.as_str(), rec.name.as_str(), rec.code), ("get", "configmaps", "missing", 404));
-    assert!(log.iter().any(|r| r.user == "kubesim:admin" && r.verb == "list" && r.namespace == "default"));
+    let rec = log
+        .iter()
+        .find(|r| r.user == "system:serviceaccount:default:robot")
+        .expect("sa request");
+    assert_eq!(
+        (
+            rec.verb.as_str(),
+            rec.resource.as_str(),
+            rec.name.as_str(),
+            rec.code
+        ),
+        ("get", "configmaps", "missing", 404)
+    );
+    assert!(
+        log.iter()
+            .any(|r| r.user == "kubesim:admin" && r.verb == "list" && r.namespace == "default")
+    );
     sim.stop().await;
 }

@@ -10,16 +10,33 @@ use kubesim::{KubeSim, KubeSimOptions};
 async fn kubectl(sim: &KubeSim, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     let cache = sim.state_dir().join("kubectl-cache");
     let mut cmd = tokio::process::Command::new("kubectl");
-    cmd.arg("--kubeconfig").arg(sim.kubeconfig_path()).arg("--cache-dir").arg(&cache).args(args);
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.arg("--kubeconfig")
+        .arg(sim.kubeconfig_path())
+        .arg("--cache-dir")
+        .arg(&cache)
+        .args(args);
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("kubectl runs");
     if let Some(input) = stdin {
         use tokio::io::AsyncWriteExt;
         let mut s = child.stdin.take().expect("stdin");
         s.write_all(input.as_bytes()).await.expect("write stdin");
     }
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.expect("kubectl finished").expect("output");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("kubectl finished")
+        .expect("output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 async fn ok(sim: &KubeSim, args: &[&str]) -> String {
@@ -36,7 +53,12 @@ async fn ok_stdin(sim: &KubeSim, args: &[&str], input: &str) -> String {
 }
 
 async fn api_only() -> KubeSim {
-    KubeSim::start(KubeSimOptions { run_kubelet: false, ..Default::default() }).await.expect("start")
+    KubeSim::start(KubeSimOptions {
+        run_kubelet: false,
+        ..Default::default()
+    })
+    .await
+    .expect("start")
 }
 
 const MANIFEST: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  labels:\n    app: demo\ndata:\n  key: one\n";
@@ -45,20 +67,74 @@ const MANIFEST: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\
 async fn discovery_create_get_describe() {
     let sim = api_only().await;
     let out = ok(&sim, &["api-resources"]).await;
-    for want in ["configmaps", "jobs", "leases", "customresourcedefinitions", "clusterrolebindings"] {
+    for want in [
+        "configmaps",
+        "jobs",
+        "leases",
+        "customresourcedefinitions",
+        "clusterrolebindings",
+    ] {
         assert!(out.contains(want), "api-resources lacks {want}:\n{out}");
     }
     ok(&sim, &["create", "namespace", "team"]).await;
-    ok(&sim, &["create", "configmap", "c1", "-n", "team", "--from-literal=a=b"]).await;
-    ok(&sim, &["create", "secret", "generic", "s1", "-n", "team", "--from-literal=password=hunter2"]).await;
-    let secret = ok(&sim, &["get", "secret", "s1", "-n", "team", "-o", "jsonpath={.data.password}"]).await;
+    ok(
+        &sim,
+        &[
+            "create",
+            "configmap",
+            "c1",
+            "-n",
+            "team",
+            "--from-literal=a=b",
+        ],
+    )
+    .await;
+    ok(
+        &sim,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "s1",
+            "-n",
+            "team",
+            "--from-literal=password=hunter2",
+        ],
+    )
+    .await;
+    let secret = ok(
+        &sim,
+        &[
+            "get",
+            "secret",
+            "s1",
+            "-n",
+            "team",
+            "-o",
+            "jsonpath={.data.password}",
+        ],
+    )
+    .await;
     assert_eq!(secret, "aHVudGVyMg==");
-    let yaml = ok(&sim, &["get", "configmap", "c1", "-n", "team", "-o", "yaml"]).await;
-    assert!(yaml.contains("name: c1") && yaml.contains("a: b") && yaml.contains("resourceVersion"), "{yaml}");
+    let yaml = ok(
+        &sim,
+        &["get", "configmap", "c1", "-n", "team", "-o", "yaml"],
+    )
+    .await;
+    assert!(
+        yaml.contains("name: c1") && yaml.contains("a: b") && yaml.contains("resourceVersion"),
+        "{yaml}"
+    );
     let table = ok(&sim, &["get", "configmaps", "-n", "team"]).await;
-    assert!(table.contains("NAME") && table.contains("DATA") && table.contains("c1"), "{table}");
+    assert!(
+        table.contains("NAME") && table.contains("DATA") && table.contains("c1"),
+        "{table}"
+    );
     let described = ok(&sim, &["describe", "configmap", "c1", "-n", "team"]).await;
-    assert!(described.contains("Name:") && described.contains("c1"), "{described}");
+    assert!(
+        described.contains("Name:") && described.contains("c1"),
+        "{described}"
+    );
     let ns = ok(&sim, &["get", "namespaces"]).await;
     assert!(ns.contains("team") && ns.contains("Active"), "{ns}");
     sim.stop().await;
@@ -71,15 +147,73 @@ async fn apply_client_and_server_side_patch_label_annotate() {
     let changed = MANIFEST.replace("key: one", "key: two");
     let out = ok_stdin(&sim, &["apply", "-f", "-"], &changed).await;
     assert!(out.contains("configured"), "{out}");
-    let out = ok_stdin(&sim, &["apply", "--server-side", "-f", "-"], &changed.replace("key: two", "key: three")).await;
+    let out = ok_stdin(
+        &sim,
+        &["apply", "--server-side", "-f", "-"],
+        &changed.replace("key: two", "key: three"),
+    )
+    .await;
     assert!(out.contains("serverside-applied"), "{out}");
     // A different manager applying another value conflicts, unless forced.
-    let (success, _, err) = kubectl(&sim, &["apply", "--server-side", "--field-manager=other", "-f", "-"], Some(&changed.replace("key: two", "key: four"))).await;
+    let (success, _, err) = kubectl(
+        &sim,
+        &["apply", "--server-side", "--field-manager=other", "-f", "-"],
+        Some(&changed.replace("key: two", "key: four")),
+    )
+    .await;
     assert!(!success && err.contains("conflict"), "{err}");
-    ok_stdin(&sim, &["apply", "--server-side", "--field-manager=other", "--force-conflicts", "-f", "-"], &changed.replace("key: two", "key: four")).await;
-    ok(&sim, &["patch", "configmap", "cfg", "--type", "merge", "-p", r#"{"data":{"m":"1"}}"#]).await;
-    ok(&sim, &["patch", "configmap", "cfg", "--type", "json", "-p", r#"[{"op":"add","path":"/data/j","value":"2"}]"#]).await;
-    ok(&sim, &["patch", "configmap", "cfg", "--type", "strategic", "-p", r#"{"data":{"s":"3"}}"#]).await;
+    ok_stdin(
+        &sim,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=other",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ],
+        &changed.replace("key: two", "key: four"),
+    )
+    .await;
+    ok(
+        &sim,
+        &[
+            "patch",
+            "configmap",
+            "cfg",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"data":{"m":"1"}}"#,
+        ],
+    )
+    .await;
+    ok(
+        &sim,
+        &[
+            "patch",
+            "configmap",
+            "cfg",
+            "--type",
+            "json",
+            "-p",
+            r#"[{"op":"add","path":"/data/j","value":"2"}]"#,
+        ],
+    )
+    .await;
+    ok(
+        &sim,
+        &[
+            "patch",
+            "configmap",
+            "cfg",
+            "--type",
+            "strategic",
+            "-p",
+            r#"{"data":{"s":"3"}}"#,
+        ],
+    )
+    .await;
     ok(&sim, &["label", "configmap", "cfg", "tier=web"]).await;
     ok(&sim, &["annotate", "configmap", "cfg", "note=hi"]).await;
     let data = ok(&sim, &["get", "configmap", "cfg", "-o", "jsonpath={.data.key},{.data.m},{.data.j},{.data.s},{.metadata.labels.tier},{.metadata.annotations.note}"]).await;
@@ -96,13 +230,31 @@ async fn delete_with_each_cascade() {
     let sim = api_only().await;
     for cascade in ["background", "foreground", "orphan"] {
         let owner = format!("owner-{cascade}");
-        let out = ok_stdin(&sim, &["create", "-f", "-", "-o", "jsonpath={.metadata.uid}"], &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {owner}\n")).await;
-        let dep = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dep-{cascade}\n  ownerReferences:\n  - apiVersion: v1\n    kind: ConfigMap\n    name: {owner}\n    uid: {out}\n    blockOwnerDeletion: true\n");
+        let out = ok_stdin(
+            &sim,
+            &["create", "-f", "-", "-o", "jsonpath={.metadata.uid}"],
+            &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {owner}\n"),
+        )
+        .await;
+        let dep = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dep-{cascade}\n  ownerReferences:\n  - apiVersion: v1\n    kind: ConfigMap\n    name: {owner}\n    uid: {out}\n    blockOwnerDeletion: true\n"
+        );
         ok_stdin(&sim, &["create", "-f", "-"], &dep).await;
-        ok(&sim, &["delete", "configmap", &owner, &format!("--cascade={cascade}"), "--timeout=20s"]).await;
+        ok(
+            &sim,
+            &[
+                "delete",
+                "configmap",
+                &owner,
+                &format!("--cascade={cascade}"),
+                "--timeout=20s",
+            ],
+        )
+        .await;
         let mut dep_exists = true;
         for _ in 0..40 {
-            let (found, _, _) = kubectl(&sim, &["get", "configmap", &format!("dep-{cascade}")], None).await;
+            let (found, _, _) =
+                kubectl(&sim, &["get", "configmap", &format!("dep-{cascade}")], None).await;
             dep_exists = found;
             if !found || cascade == "orphan" {
                 break;
@@ -131,28 +283,59 @@ async fn get_watch_prints_changes() {
         .expect("kubectl");
     tokio::time::sleep(Duration::from_millis(800)).await;
     ok_stdin(&sim, &["apply", "-f", "-"], MANIFEST).await;
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await.expect("watch ends").expect("output");
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("watch ends")
+        .expect("output");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("cfg"), "watch output: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("cfg"),
+        "watch output: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     sim.stop().await;
 }
 
 #[tokio::test]
 async fn jobs_complete_fail_and_log_with_the_kubelet() {
-    let sim = KubeSim::start(KubeSimOptions::default()).await.expect("start");
+    let sim = KubeSim::start(KubeSimOptions::default())
+        .await
+        .expect("start");
     let job = |name: &str, script: &str, backoff: u32| {
         format!(
             "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n  backoffLimit: {backoff}\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: main\n        image: busybox\n        command: [\"sh\", \"-c\", \"{script}\"]\n        volumeMounts: [{{name: scratch, mountPath: /scratch}}]\n      volumes: [{{name: scratch, emptyDir: {{}}}}]\n"
         )
     };
-    ok_stdin(&sim, &["apply", "-f", "-"], &job("good", "echo written > /scratch/f && cat /scratch/f", 0)).await;
-    ok(&sim, &["wait", "--for=condition=complete", "job/good", "--timeout=60s"]).await;
+    ok_stdin(
+        &sim,
+        &["apply", "-f", "-"],
+        &job("good", "echo written > /scratch/f && cat /scratch/f", 0),
+    )
+    .await;
+    ok(
+        &sim,
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/good",
+            "--timeout=60s",
+        ],
+    )
+    .await;
     let logs = ok(&sim, &["logs", "job/good"]).await;
     assert_eq!(logs.trim(), "written");
     ok_stdin(&sim, &["apply", "-f", "-"], &job("bad", "exit 1", 1)).await;
-    ok(&sim, &["wait", "--for=condition=failed", "job/bad", "--timeout=60s"]).await;
+    ok(
+        &sim,
+        &["wait", "--for=condition=failed", "job/bad", "--timeout=60s"],
+    )
+    .await;
     let pods = ok(&sim, &["get", "pods", "-l", "job-name=bad", "-o", "name"]).await;
-    assert_eq!(pods.lines().count(), 2, "backoffLimit 1 means two pods: {pods}");
+    assert_eq!(
+        pods.lines().count(),
+        2,
+        "backoffLimit 1 means two pods: {pods}"
+    );
     assert!(Path::new(sim.kubeconfig_path()).exists());
     sim.stop().await;
 }
@@ -164,13 +347,23 @@ async fn describe_shows_events_recorded_through_events_api() {
     let sim = api_only().await;
     let client = sim.client().await.expect("client");
     ok_stdin(&sim, &["apply", "-f", "-"], MANIFEST).await;
-    let uid = ok(&sim, &["get", "configmap", "cfg", "-o", "jsonpath={.metadata.uid}"]).await;
+    let uid = ok(
+        &sim,
+        &["get", "configmap", "cfg", "-o", "jsonpath={.metadata.uid}"],
+    )
+    .await;
     let e: Event = serde_json::from_value(serde_json::json!({"metadata": {"name": "cfg.1"}, "eventTime": "2024-01-01T00:00:00.000000Z",
         "regarding": {"apiVersion": "v1", "kind": "ConfigMap", "name": "cfg", "namespace": "default", "uid": uid},
         "note": "reconciled the thing", "reason": "Reconciled", "type": "Normal", "action": "Reconcile",
         "reportingController": "quarks-job", "reportingInstance": "quarks-job-0"})).expect("event");
-    kube::Api::<Event>::namespaced(client, "default").create(&PostParams::default(), &e).await.expect("event");
+    kube::Api::<Event>::namespaced(client, "default")
+        .create(&PostParams::default(), &e)
+        .await
+        .expect("event");
     let described = ok(&sim, &["describe", "configmap", "cfg"]).await;
-    assert!(described.contains("Reconciled") && described.contains("reconciled the thing"), "{described}");
+    assert!(
+        described.contains("Reconciled") && described.contains("reconciled the thing"),
+        "{described}"
+    );
     sim.stop().await;
 }

@@ -1,8 +1,8 @@
 //! list: label and field selectors, paging, all namespaces.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{ListParams, PostParams};
 use kube::Api;
+use kube::api::{ListParams, PostParams};
 use serde_json::json;
 
 use super::common::{api_err, namespace, raw, sim};
@@ -11,15 +11,28 @@ use super::common::{api_err, namespace, raw, sim};
 async fn label_selectors() {
     let (sim, client) = sim().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    for (n, labels) in [("a", json!({"app": "web", "tier": "front"})), ("b", json!({"app": "db"})), ("c", json!({}))] {
-        let c: ConfigMap = serde_json::from_value(json!({"metadata": {"name": n, "labels": labels}})).expect("cm");
-        api.create(&PostParams::default(), &c).await.expect("create");
+    for (n, labels) in [
+        ("a", json!({"app": "web", "tier": "front"})),
+        ("b", json!({"app": "db"})),
+        ("c", json!({})),
+    ] {
+        let c: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": n, "labels": labels}})).expect("cm");
+        api.create(&PostParams::default(), &c)
+            .await
+            .expect("create");
     }
     let names = |sel: &'static str| {
         let api = api.clone();
         async move {
-            let l = api.list(&ListParams::default().labels(sel)).await.expect(sel);
-            l.items.into_iter().filter_map(|c| c.metadata.name).collect::<Vec<_>>()
+            let l = api
+                .list(&ListParams::default().labels(sel))
+                .await
+                .expect(sel);
+            l.items
+                .into_iter()
+                .filter_map(|c| c.metadata.name)
+                .collect::<Vec<_>>()
         }
     };
     assert_eq!(names("app=web").await, ["a"]);
@@ -29,7 +42,11 @@ async fn label_selectors() {
     assert_eq!(names("app notin (web)").await, ["b", "c"]);
     assert_eq!(names("tier").await, ["a"]);
     assert_eq!(names("!app").await, ["c"]);
-    let err = api_err(api.list(&ListParams::default().labels("a b c")).await.expect_err("bad selector"));
+    let err = api_err(
+        api.list(&ListParams::default().labels("a b c"))
+            .await
+            .expect_err("bad selector"),
+    );
     assert_eq!(err.code, 400);
     sim.stop().await;
 }
@@ -42,22 +59,63 @@ async fn field_selectors_and_all_namespaces() {
     for ns in ["n1", "n2"] {
         let api: Api<Secret> = Api::namespaced(client.clone(), ns);
         let s: Secret = serde_json::from_value(json!({"metadata": {"name": "s"}, "type": "kubernetes.io/tls", "data": {"tls.crt": "", "tls.key": ""}})).expect("s");
-        api.create(&PostParams::default(), &s).await.expect("create");
+        api.create(&PostParams::default(), &s)
+            .await
+            .expect("create");
         let o: Secret = serde_json::from_value(json!({"metadata": {"name": "o"}})).expect("o");
-        api.create(&PostParams::default(), &o).await.expect("create");
+        api.create(&PostParams::default(), &o)
+            .await
+            .expect("create");
     }
     let all: Api<Secret> = Api::all(client.clone());
-    assert_eq!(all.list(&ListParams::default()).await.expect("list").items.len(), 4);
-    let tls = all.list(&ListParams::default().fields("type=kubernetes.io/tls")).await.expect("type");
+    assert_eq!(
+        all.list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .len(),
+        4
+    );
+    let tls = all
+        .list(&ListParams::default().fields("type=kubernetes.io/tls"))
+        .await
+        .expect("type");
     assert_eq!(tls.items.len(), 2);
-    let n1 = all.list(&ListParams::default().fields("metadata.namespace=n1,metadata.name=o")).await.expect("ns+name");
+    let n1 = all
+        .list(&ListParams::default().fields("metadata.namespace=n1,metadata.name=o"))
+        .await
+        .expect("ns+name");
     assert_eq!(n1.items.len(), 1);
     let pods: Api<Pod> = Api::namespaced(client.clone(), "n1");
-    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}})).expect("pod");
+    let p: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+    )
+    .expect("pod");
     pods.create(&PostParams::default(), &p).await.expect("pod");
-    assert_eq!(pods.list(&ListParams::default().fields("status.phase=Pending")).await.expect("phase").items.len(), 1);
-    assert_eq!(pods.list(&ListParams::default().fields("spec.nodeName=kubesim-node")).await.expect("node").items.len(), 0);
-    let (code, _) = raw(&client, "GET", "/api/v1/configmaps?fieldSelector=data.x%3Dy", None, None).await;
+    assert_eq!(
+        pods.list(&ListParams::default().fields("status.phase=Pending"))
+            .await
+            .expect("phase")
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        pods.list(&ListParams::default().fields("spec.nodeName=kubesim-node"))
+            .await
+            .expect("node")
+            .items
+            .len(),
+        0
+    );
+    let (code, _) = raw(
+        &client,
+        "GET",
+        "/api/v1/configmaps?fieldSelector=data.x%3Dy",
+        None,
+        None,
+    )
+    .await;
     assert_eq!(code, 400, "unsupported field label");
     sim.stop().await;
 }
@@ -67,8 +125,11 @@ async fn paging_with_limit_and_continue() {
     let (sim, client) = sim().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     for i in 0..7 {
-        let c: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("c{i}")}})).expect("cm");
-        api.create(&PostParams::default(), &c).await.expect("create");
+        let c: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": format!("c{i}")}})).expect("cm");
+        api.create(&PostParams::default(), &c)
+            .await
+            .expect("create");
     }
     let mut seen = Vec::new();
     let mut lp = ListParams::default().limit(3);
@@ -78,7 +139,11 @@ async fn paging_with_limit_and_continue() {
         let page = api.list(&lp).await.expect("page");
         pages += 1;
         first_rv.get_or_insert(page.metadata.resource_version.clone());
-        assert_eq!(first_rv.clone().flatten(), page.metadata.resource_version, "pages share the list's resourceVersion");
+        assert_eq!(
+            first_rv.clone().flatten(),
+            page.metadata.resource_version,
+            "pages share the list's resourceVersion"
+        );
         seen.extend(page.items.into_iter().filter_map(|c| c.metadata.name));
         match page.metadata.continue_ {
             Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
@@ -87,7 +152,14 @@ async fn paging_with_limit_and_continue() {
     }
     assert_eq!(pages, 3);
     assert_eq!(seen, (0..7).map(|i| format!("c{i}")).collect::<Vec<_>>());
-    let (code, _) = raw(&client, "GET", "/api/v1/namespaces/default/configmaps?limit=2&continue=garbage", None, None).await;
+    let (code, _) = raw(
+        &client,
+        "GET",
+        "/api/v1/namespaces/default/configmaps?limit=2&continue=garbage",
+        None,
+        None,
+    )
+    .await;
     assert_eq!(code, 400);
     sim.stop().await;
 }
@@ -97,26 +169,68 @@ async fn exact_lists_and_pages_are_snapshots() {
     let (sim, client) = sim().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     for i in 0..4 {
-        let c: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("s{i}")}, "data": {"v": "old"}})).expect("cm");
-        api.create(&PostParams::default(), &c).await.expect("create");
+        let c: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": format!("s{i}")}, "data": {"v": "old"}}),
+        )
+        .expect("cm");
+        api.create(&PostParams::default(), &c)
+            .await
+            .expect("create");
     }
-    let first = api.list(&ListParams::default().limit(2)).await.expect("page 1");
+    let first = api
+        .list(&ListParams::default().limit(2))
+        .await
+        .expect("page 1");
     let rv = first.metadata.resource_version.clone().expect("rv");
     // Changes after the first page: the next page still shows the list's version.
     api.delete("s3", &Default::default()).await.expect("delete");
     let p = json!({"data": {"v": "new"}});
-    api.patch("s2", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&p)).await.expect("patch");
+    api.patch(
+        "s2",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&p),
+    )
+    .await
+    .expect("patch");
     let c: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "s9"}})).expect("cm");
-    api.create(&PostParams::default(), &c).await.expect("create");
+    api.create(&PostParams::default(), &c)
+        .await
+        .expect("create");
     let token = first.metadata.continue_.clone().expect("continue");
-    let second = api.list(&ListParams::default().limit(10).continue_token(&token)).await.expect("page 2");
-    let names: Vec<String> = second.items.iter().filter_map(|c| c.metadata.name.clone()).collect();
+    let second = api
+        .list(&ListParams::default().limit(10).continue_token(&token))
+        .await
+        .expect("page 2");
+    let names: Vec<String> = second
+        .items
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
     assert_eq!(names, ["s2", "s3"]);
-    assert_eq!(second.items[0].data.as_ref().and_then(|d| d.get("v")).map(String::as_str), Some("old"));
-    let (code, exact) = raw(&client, "GET", &format!("/api/v1/namespaces/default/configmaps?resourceVersion={rv}&resourceVersionMatch=Exact"), None, None).await;
+    assert_eq!(
+        second.items[0]
+            .data
+            .as_ref()
+            .and_then(|d| d.get("v"))
+            .map(String::as_str),
+        Some("old")
+    );
+    let (code, exact) = raw(
+        &client,
+        "GET",
+        &format!(
+            "/api/v1/namespaces/default/configmaps?resourceVersion={rv}&resourceVersionMatch=Exact"
+        ),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(code, 200);
     assert_eq!(exact["items"].as_array().map(Vec::len), Some(4));
-    assert_eq!(exact["metadata"]["resourceVersion"].as_str(), Some(rv.as_str()));
+    assert_eq!(
+        exact["metadata"]["resourceVersion"].as_str(),
+        Some(rv.as_str())
+    );
     let now = api.list(&ListParams::default()).await.expect("now");
     assert_eq!(now.items.len(), 4, "s0 s1 s2 s9");
     sim.stop().await;

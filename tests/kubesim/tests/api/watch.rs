@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::watcher;
-use kube::Api;
 use serde_json::json;
 
 use super::common::{raw, sim};
@@ -24,19 +24,35 @@ async fn watch_replays_from_resource_version() {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let list = api.list(&ListParams::default()).await.expect("list");
     let rv = list.metadata.resource_version.expect("rv");
-    api.create(&PostParams::default(), &cm("a", json!({}))).await.expect("a");
+    api.create(&PostParams::default(), &cm("a", json!({})))
+        .await
+        .expect("a");
     api.delete("a", &Default::default()).await.expect("delete");
-    let mut stream = api.watch(&WatchParams::default().timeout(5), &rv).await.expect("watch").boxed();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(5), &rv)
+        .await
+        .expect("watch")
+        .boxed();
     let mut types = Vec::new();
     while types.len() < 2 {
-        match tokio::time::timeout(T, stream.try_next()).await.expect("event in time").expect("ok") {
+        match tokio::time::timeout(T, stream.try_next())
+            .await
+            .expect("event in time")
+            .expect("ok")
+        {
             Some(WatchEvent::Added(c)) => types.push(("ADDED", c.metadata.name)),
             Some(WatchEvent::Deleted(c)) => types.push(("DELETED", c.metadata.name)),
             Some(other) => panic!("unexpected {other:?}"),
             None => break,
         }
     }
-    assert_eq!(types, vec![("ADDED", Some("a".to_string())), ("DELETED", Some("a".to_string()))]);
+    assert_eq!(
+        types,
+        vec![
+            ("ADDED", Some("a".to_string())),
+            ("DELETED", Some("a".to_string()))
+        ]
+    );
     sim.stop().await;
 }
 
@@ -44,15 +60,40 @@ async fn watch_replays_from_resource_version() {
 async fn compacted_history_gives_410() {
     let (sim, client) = sim().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let old = api.list(&ListParams::default()).await.expect("list").metadata.resource_version.expect("rv");
-    api.create(&PostParams::default(), &cm("x", json!({}))).await.expect("x");
+    let old = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .expect("rv");
+    api.create(&PostParams::default(), &cm("x", json!({})))
+        .await
+        .expect("x");
     sim.faults().compact_history();
-    let mut stream = api.watch(&WatchParams::default(), &old).await.expect("watch").boxed();
-    match tokio::time::timeout(T, stream.try_next()).await.expect("in time").expect("ok") {
+    let mut stream = api
+        .watch(&WatchParams::default(), &old)
+        .await
+        .expect("watch")
+        .boxed();
+    match tokio::time::timeout(T, stream.try_next())
+        .await
+        .expect("in time")
+        .expect("ok")
+    {
         Some(WatchEvent::Error(e)) => assert_eq!(e.code, 410),
         other => panic!("expected 410 ERROR event, got {other:?}"),
     }
-    let (code, body) = raw(&client, "GET", &format!("/api/v1/namespaces/default/configmaps?resourceVersion={old}&resourceVersionMatch=Exact"), None, None).await;
+    let (code, body) = raw(
+        &client,
+        "GET",
+        &format!(
+            "/api/v1/namespaces/default/configmaps?resourceVersion={old}&resourceVersionMatch=Exact"
+        ),
+        None,
+        None,
+    )
+    .await;
     assert_eq!((code, body["reason"].as_str()), (410, Some("Expired")));
     sim.stop().await;
 }
@@ -61,10 +102,34 @@ async fn compacted_history_gives_410() {
 async fn bookmarks_when_asked() {
     let (sim, client) = sim().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let rv = api.list(&ListParams::default()).await.expect("list").metadata.resource_version.expect("rv");
-    let mut stream = api.watch(&WatchParams { bookmarks: true, ..WatchParams::default() }.timeout(10), &rv).await.expect("watch").boxed();
-    match tokio::time::timeout(T, stream.try_next()).await.expect("in time").expect("ok") {
-        Some(WatchEvent::Bookmark(b)) => assert!(b.metadata.resource_version.parse::<u64>().expect("rv") >= rv.parse::<u64>().expect("rv")),
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .expect("rv");
+    let mut stream = api
+        .watch(
+            &WatchParams {
+                bookmarks: true,
+                ..WatchParams::default()
+            }
+            .timeout(10),
+            &rv,
+        )
+        .await
+        .expect("watch")
+        .boxed();
+    match tokio::time::timeout(T, stream.try_next())
+        .await
+        .expect("in time")
+        .expect("ok")
+    {
+        Some(WatchEvent::Bookmark(b)) => assert!(
+            b.metadata.resource_version.parse::<u64>().expect("rv")
+                >= rv.parse::<u64>().expect("rv")
+        ),
         other => panic!("expected bookmark, got {other:?}"),
     }
     sim.stop().await;
@@ -74,17 +139,43 @@ async fn bookmarks_when_asked() {
 async fn selector_watch_sees_objects_enter_and_leave() {
     let (sim, client) = sim().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    api.create(&PostParams::default(), &cm("s", json!({"app": "no"}))).await.expect("create");
-    let rv = api.list(&ListParams::default()).await.expect("list").metadata.resource_version.expect("rv");
-    let mut stream = api.watch(&WatchParams::default().labels("app=yes").timeout(10), &rv).await.expect("watch").boxed();
+    api.create(&PostParams::default(), &cm("s", json!({"app": "no"})))
+        .await
+        .expect("create");
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .expect("rv");
+    let mut stream = api
+        .watch(&WatchParams::default().labels("app=yes").timeout(10), &rv)
+        .await
+        .expect("watch")
+        .boxed();
     for v in ["yes", "no"] {
         let p = json!({"metadata": {"labels": {"app": v}}});
-        api.patch("s", &PatchParams::default(), &Patch::Merge(&p)).await.expect("patch");
+        api.patch("s", &PatchParams::default(), &Patch::Merge(&p))
+            .await
+            .expect("patch");
     }
-    let first = tokio::time::timeout(T, stream.try_next()).await.expect("in time").expect("ok");
-    assert!(matches!(first, Some(WatchEvent::Added(_))), "entering the selection is ADDED: {first:?}");
-    let second = tokio::time::timeout(T, stream.try_next()).await.expect("in time").expect("ok");
-    assert!(matches!(second, Some(WatchEvent::Deleted(_))), "leaving it is DELETED: {second:?}");
+    let first = tokio::time::timeout(T, stream.try_next())
+        .await
+        .expect("in time")
+        .expect("ok");
+    assert!(
+        matches!(first, Some(WatchEvent::Added(_))),
+        "entering the selection is ADDED: {first:?}"
+    );
+    let second = tokio::time::timeout(T, stream.try_next())
+        .await
+        .expect("in time")
+        .expect("ok");
+    assert!(
+        matches!(second, Some(WatchEvent::Deleted(_))),
+        "leaving it is DELETED: {second:?}"
+    );
     sim.stop().await;
 }
 
@@ -92,11 +183,18 @@ async fn selector_watch_sees_objects_enter_and_leave() {
 async fn runtime_watcher_lists_then_follows_and_survives_closed_watches_and_410() {
     let (sim, client) = sim().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    api.create(&PostParams::default(), &cm("pre", json!({}))).await.expect("pre");
+    api.create(&PostParams::default(), &cm("pre", json!({})))
+        .await
+        .expect("pre");
     let mut events = watcher(api.clone(), watcher::Config::default()).boxed();
     let mut init = Vec::new();
     loop {
-        match tokio::time::timeout(T, events.try_next()).await.expect("in time").expect("ok").expect("open") {
+        match tokio::time::timeout(T, events.try_next())
+            .await
+            .expect("in time")
+            .expect("ok")
+            .expect("open")
+        {
             watcher::Event::Init => {}
             watcher::Event::InitApply(c) => init.push(c.metadata.name.expect("name")),
             watcher::Event::InitDone => break,
@@ -104,18 +202,32 @@ async fn runtime_watcher_lists_then_follows_and_survives_closed_watches_and_410(
         }
     }
     assert_eq!(init, ["pre"]);
-    api.create(&PostParams::default(), &cm("live", json!({}))).await.expect("live");
-    match tokio::time::timeout(T, events.try_next()).await.expect("in time").expect("ok").expect("open") {
+    api.create(&PostParams::default(), &cm("live", json!({})))
+        .await
+        .expect("live");
+    match tokio::time::timeout(T, events.try_next())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("open")
+    {
         watcher::Event::Apply(c) => assert_eq!(c.metadata.name.as_deref(), Some("live")),
         other => panic!("unexpected {other:?}"),
     }
     // Dropped watches: the watcher re-watches from its last version and sees new changes.
     sim.faults().close_watches();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    api.create(&PostParams::default(), &cm("after-close", json!({}))).await.expect("after");
+    api.create(&PostParams::default(), &cm("after-close", json!({})))
+        .await
+        .expect("after");
     let mut seen = false;
     while !seen {
-        if let watcher::Event::Apply(c) = tokio::time::timeout(T, events.try_next()).await.expect("in time").expect("ok").expect("open") {
+        if let watcher::Event::Apply(c) = tokio::time::timeout(T, events.try_next())
+            .await
+            .expect("in time")
+            .expect("ok")
+            .expect("open")
+        {
             seen = c.metadata.name.as_deref() == Some("after-close");
         }
     }
@@ -124,7 +236,10 @@ async fn runtime_watcher_lists_then_follows_and_survives_closed_watches_and_410(
     sim.faults().close_watches();
     let mut relisted = Vec::new();
     loop {
-        match tokio::time::timeout(T, events.try_next()).await.expect("in time") {
+        match tokio::time::timeout(T, events.try_next())
+            .await
+            .expect("in time")
+        {
             Ok(Some(watcher::Event::InitApply(c))) => relisted.push(c.metadata.name.expect("name")),
             Ok(Some(watcher::Event::InitDone)) => break,
             Ok(Some(_)) | Err(_) => {}
@@ -141,8 +256,17 @@ async fn watch_ends_after_timeout_seconds() {
     let (sim, client) = sim().await;
     let api: Api<ConfigMap> = Api::all(client.clone());
     let started = std::time::Instant::now();
-    let mut stream = api.watch(&WatchParams::default().timeout(1), "0").await.expect("watch").boxed();
-    while tokio::time::timeout(T, stream.try_next()).await.expect("ends in time").expect("ok").is_some() {}
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(1), "0")
+        .await
+        .expect("watch")
+        .boxed();
+    while tokio::time::timeout(T, stream.try_next())
+        .await
+        .expect("ends in time")
+        .expect("ok")
+        .is_some()
+    {}
     assert!(started.elapsed() >= Duration::from_millis(900));
     sim.stop().await;
 }
@@ -153,15 +277,33 @@ async fn send_initial_events_ends_with_a_marked_bookmark_and_watches_all_namespa
     super::common::namespace(&client, "w1").await;
     for ns in ["default", "w1"] {
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-        api.create(&PostParams::default(), &cm("i", json!({}))).await.expect("create");
+        api.create(&PostParams::default(), &cm("i", json!({})))
+            .await
+            .expect("create");
     }
     let (code, body) = raw(&client, "GET", "/api/v1/configmaps?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1", None, None).await;
     assert_eq!(code, 200);
-    let text = body.as_str().map(String::from).unwrap_or_else(|| body.to_string());
-    let events: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("event line")).collect();
-    let added: Vec<&str> = events.iter().filter(|e| e["type"] == "ADDED").filter_map(|e| e["object"]["metadata"]["namespace"].as_str()).collect();
+    let text = body
+        .as_str()
+        .map(String::from)
+        .unwrap_or_else(|| body.to_string());
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event line"))
+        .collect();
+    let added: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "ADDED")
+        .filter_map(|e| e["object"]["metadata"]["namespace"].as_str())
+        .collect();
     assert_eq!(added, ["default", "w1"]);
-    let marker = events.iter().position(|e| e["type"] == "BOOKMARK" && e["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"] == "true").expect("initial-events-end bookmark");
+    let marker = events
+        .iter()
+        .position(|e| {
+            e["type"] == "BOOKMARK"
+                && e["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"] == "true"
+        })
+        .expect("initial-events-end bookmark");
     assert_eq!(marker, 2, "the marker follows the initial events");
     sim.stop().await;
 }
@@ -170,11 +312,18 @@ async fn send_initial_events_ends_with_a_marked_bookmark_and_watches_all_namespa
 async fn runtime_watcher_with_streaming_lists() {
     let (sim, client) = sim().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    api.create(&PostParams::default(), &cm("s1", json!({}))).await.expect("s1");
+    api.create(&PostParams::default(), &cm("s1", json!({})))
+        .await
+        .expect("s1");
     let mut events = watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
     let mut init = Vec::new();
     loop {
-        match tokio::time::timeout(T, events.try_next()).await.expect("in time").expect("ok").expect("open") {
+        match tokio::time::timeout(T, events.try_next())
+            .await
+            .expect("in time")
+            .expect("ok")
+            .expect("open")
+        {
             watcher::Event::Init => {}
             watcher::Event::InitApply(c) => init.push(c.metadata.name.expect("name")),
             watcher::Event::InitDone => break,
@@ -182,8 +331,15 @@ async fn runtime_watcher_with_streaming_lists() {
         }
     }
     assert_eq!(init, ["s1"]);
-    api.create(&PostParams::default(), &cm("s2", json!({}))).await.expect("s2");
-    match tokio::time::timeout(T, events.try_next()).await.expect("in time").expect("ok").expect("open") {
+    api.create(&PostParams::default(), &cm("s2", json!({})))
+        .await
+        .expect("s2");
+    match tokio::time::timeout(T, events.try_next())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("open")
+    {
         watcher::Event::Apply(c) => assert_eq!(c.metadata.name.as_deref(), Some("s2")),
         other => panic!("unexpected {other:?}"),
     }
