@@ -60,7 +60,7 @@ pub struct RequestRecord {
 pub const REQUEST_LOG_CAP: usize = 200_000;
 
 /// How many past changes are kept for watch replay.
-pub const WATCH_WINDOW: usize = 50_000;
+pub const WATCH_WINDOW: usize = 10_000;
 
 /// Everything the API server shares between requests.
 pub struct Cluster {
