@@ -195,9 +195,9 @@ async fn bind(shared: &Shared, pod: &Pod) {
             ..Default::default()
         },
     };
-    let result: Result<serde_json::Value, _> = api
-        .create_subresource("binding", &name, &PostParams::default(), &binding)
-        .await;
+    let pp = PostParams::default();
+    let result: Result<serde_json::Value, _> =
+        retry_transient(|| api.create_subresource("binding", &name, &pp, &binding)).await;
     match result {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 405 => {
@@ -213,4 +213,40 @@ async fn bind(shared: &Shared, pod: &Pod) {
         Err(kube::Error::Api(s)) if s.code == 409 => {}
         Err(e) => tracing::warn!(pod = %name, namespace = %ns, error = %e, "binding pod failed"),
     }
+}
+
+/// Attempts of an API write that failed transiently before giving up.
+const RETRY_ATTEMPTS: u32 = 8;
+
+/// Whether a failed request is worth repeating: server errors, throttling, and failures to
+/// reach the server at all. 4xx answers are final.
+fn is_transient(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => status.code >= 500 || status.code == 429,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// Runs an API request, repeating it on transient failures with a short exponential
+/// back-off (50 ms doubling to 2 s, about 7 s in all), as client-go's retry helpers do for
+/// the kubelet's status and delete calls. The kubelet's writes must not be lost to one
+/// failed request: a lost final status would leave a finished pod `Running` forever.
+pub(crate) async fn retry_transient<T, F, Fut>(mut request: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut delay = Duration::from_millis(50);
+    for _ in 1..RETRY_ATTEMPTS {
+        match request().await {
+            Err(e) if is_transient(&e) => {
+                tracing::debug!(error = %e, ?delay, "transient API failure; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            result => return result,
+        }
+    }
+    request().await
 }

@@ -32,7 +32,7 @@ use super::volumes::{
     KUBECONFIG_FILE, KUBECONFIG_MOUNT_DIR, PodDir, SERVICE_ACCOUNT_MOUNT, materialize,
     referenced_objects, write_identity,
 };
-use super::{NODE_NAME, Shared};
+use super::{NODE_NAME, Shared, retry_transient};
 
 /// Shortened CrashLoopBackOff: Kubernetes waits 10s doubling to 5m; tests cannot.
 const RESTART_BACKOFF_BASE: Duration = Duration::from_millis(250);
@@ -843,13 +843,11 @@ impl PodWorker {
             message: state.forced.as_ref().map(|f| f.1.clone()),
             ..Default::default()
         };
-        let patch = serde_json::json!({ "status": status });
+        let patch = Patch::Merge(serde_json::json!({ "status": status }));
         // Held across the write so that concurrent containers' updates land in order.
-        if let Err(e) = self
-            .api
-            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+        let pp = PatchParams::default();
+        let write = retry_transient(|| self.api.patch_status(&self.name, &pp, &patch));
+        if let Err(e) = write.await {
             tracing::debug!(pod = %self.name, namespace = %self.namespace, error = %e, "pod status update failed");
         }
         drop(state);
@@ -941,7 +939,7 @@ impl PodWorker {
             }),
             ..Default::default()
         };
-        match self.api.delete(&self.name, &dp).await {
+        match retry_transient(|| self.api.delete(&self.name, &dp)).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
             Err(e) => {

@@ -17,7 +17,7 @@ pub const WAIT: Duration = Duration::from_secs(60);
 
 pub struct Cluster {
     /// Kept alive for the duration of the test; dropping it stops the cluster.
-    _sim: KubeSim,
+    sim: KubeSim,
     pub client: Client,
     pub namespace: String,
 }
@@ -41,13 +41,17 @@ pub async fn start_with(tag: &str, options: KubeSimOptions) -> Cluster {
         .await
         .expect("namespace created");
     Cluster {
-        _sim: sim,
+        sim,
         client,
         namespace,
     }
 }
 
 impl Cluster {
+    pub fn faults(&self) -> kubesim::Faults {
+        self.sim.faults()
+    }
+
     pub fn api<K>(&self) -> Api<K>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,

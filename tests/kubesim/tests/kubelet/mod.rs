@@ -4,6 +4,7 @@
 //! the other modules drive whole pods and Jobs through the API of an in-process kubesim.
 
 mod cluster;
+mod faults;
 mod isolation;
 mod jobs;
 mod pods;
