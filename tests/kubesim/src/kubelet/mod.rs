@@ -5,6 +5,19 @@
 //! see [`pod`]). Images map to programs via [`images`]; volumes are files under
 //! `state_dir/pods/<uid>` ([`volumes`]) mounted into each container's own mount namespace
 //! ([`mounts`], [`process`]); logs go to [`logs::container_log_path`].
+//!
+//! Deliberate differences from a real kubelet (kept small, and written down here):
+//! * containers are host processes (root, host network, host PID namespace, the host's
+//!   files) isolated only by their own mount namespace; the kubelet's state directory is
+//!   covered inside it. `securityContext`, resources, probes, ports, `lifecycle` hooks and
+//!   `subPathExpr` are ignored; a running container counts as ready;
+//! * pods get a kubeconfig (`KUBECONFIG`, under `/var/run/secrets/kubesim`) next to the
+//!   usual service-account files, because kube clients' in-cluster config insists on https;
+//! * the restart back-off is 250 ms doubling to 5 s (Kubernetes: 10 s to 5 min); images are
+//!   never pulled, so `ImagePullBackOff` lasts until the pod is deleted;
+//! * volumes are set up once (no refresh of secret/configMap contents); `resourceFieldRef`
+//!   in env and downward-API volumes is skipped; the ServiceAccount object's own
+//!   `automountServiceAccountToken` is not consulted (the pod's is).
 
 pub mod env;
 pub mod images;
