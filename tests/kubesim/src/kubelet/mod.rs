@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Binding, Event, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -212,7 +212,7 @@ async fn bind(shared: &Shared, pod: &Pod) {
     let result: Result<serde_json::Value, _> =
         retry_transient(|| api.create_subresource("binding", &name, &pp, &binding)).await;
     match result {
-        Ok(_) => {}
+        Ok(_) => scheduled_event(shared, pod).await,
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 405 => {
             let patch = serde_json::json!({ "spec": { "nodeName": NODE_NAME } });
             if let Err(e) = api
@@ -225,6 +225,44 @@ async fn bind(shared: &Shared, pod: &Pod) {
         // 409: already bound (we will see the update).
         Err(kube::Error::Api(s)) if s.code == 409 => {}
         Err(e) => tracing::warn!(pod = %name, namespace = %ns, error = %e, "binding pod failed"),
+    }
+}
+
+/// The scheduler's `Scheduled` Event, the first line of `kubectl describe pod`'s events.
+async fn scheduled_event(shared: &Shared, pod: &Pod) {
+    let (Some(name), Some(ns)) = (pod.metadata.name.clone(), pod.metadata.namespace.clone()) else {
+        return;
+    };
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    let event = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{name}.")),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".to_string()),
+            kind: Some("Pod".to_string()),
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            uid: pod.metadata.uid.clone(),
+            ..Default::default()
+        },
+        reason: Some("Scheduled".to_string()),
+        message: Some(format!("Successfully assigned {ns}/{name} to {NODE_NAME}")),
+        type_: Some("Normal".to_string()),
+        // Reported as the real scheduler reports it (new-style event fields only).
+        event_time: Some(now),
+        action: Some("Binding".to_string()),
+        reporting_component: Some("default-scheduler".to_string()),
+        reporting_instance: Some("default-scheduler-kubesim".to_string()),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(shared.client.clone(), &ns);
+    if let Err(e) = api.create(&PostParams::default(), &event).await {
+        tracing::debug!(pod = %name, error = %e, "scheduled event not recorded");
     }
 }
 

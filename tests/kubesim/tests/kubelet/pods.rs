@@ -284,14 +284,14 @@ async fn a_restart_policy_never_pod_reports_exit_codes_and_conditions() {
             .into_iter()
             .filter_map(|e| e.reason)
             .collect();
-        if reasons.len() >= 3 {
+        if reasons.len() >= 4 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     // Listed by name (generated), not in creation order.
     reasons.sort();
-    assert_eq!(reasons, ["Created", "Pulled", "Started"]);
+    assert_eq!(reasons, ["Created", "Pulled", "Scheduled", "Started"]);
 }
 
 #[tokio::test]
