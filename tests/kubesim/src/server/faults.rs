@@ -67,7 +67,8 @@ impl Faults {
 
     /// Fails the next `count` requests with this verb (`get`, `list`, `watch`, `create`,
     /// `update`, `patch`, `delete`, `deletecollection`, or `*`) on this resource (plural,
-    /// e.g. `configmaps`, or `*`) with `code` (409, 500, 503, ...).
+    /// e.g. `configmaps`, which includes its subresources; `pods/status` for only that
+    /// subresource; or `*`) with `code` (409, 500, 503, ...).
     pub fn fail_next(&self, verb: &str, resource: &str, code: u16, count: u32) {
         if let Ok(mut rules) = self.inner.rules.lock() {
             rules.push(FailRule {
@@ -115,12 +116,20 @@ impl Faults {
     }
 
     /// The injected failure code for this request, consuming one count of the rule.
-    pub(crate) fn take_failure(&self, verb: &str, resource: &str) -> Option<u16> {
+    pub(crate) fn take_failure(
+        &self,
+        verb: &str,
+        resource: &str,
+        subresource: &str,
+    ) -> Option<u16> {
         let mut rules = self.inner.rules.lock().ok()?;
+        let matches_resource = |r: &str| {
+            r == "*"
+                || r == resource
+                || (!subresource.is_empty() && r.split_once('/') == Some((resource, subresource)))
+        };
         let idx = rules.iter().position(|r| {
-            (r.verb == "*" || r.verb == verb)
-                && (r.resource == "*" || r.resource == resource)
-                && r.remaining > 0
+            (r.verb == "*" || r.verb == verb) && matches_resource(&r.resource) && r.remaining > 0
         })?;
         let rule = &mut rules[idx];
         rule.remaining -= 1;

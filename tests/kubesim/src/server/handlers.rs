@@ -436,7 +436,11 @@ async fn resource_request(
         .registry
         .get(&rp.group, &rp.version, &rp.resource)
         .ok_or_else(|| ApiError::no_route(path))?;
-    if let Some(code) = cluster.faults.take_failure(verb, &info.plural) {
+    if let Some(code) =
+        cluster
+            .faults
+            .take_failure(verb, &info.plural, rp.sub.as_deref().unwrap_or(""))
+    {
         let name = rp.name.as_deref().unwrap_or("");
         let e = match code {
             409 => ApiError::modified(&info.group, &info.plural, name),

@@ -88,3 +88,32 @@ async fn request_log_records_user_and_verb() {
     );
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn faults_can_target_a_subresource() {
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::api::{Patch, PatchParams};
+    let (sim, client) = sim().await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let j: Job = serde_json::from_value(json!({"metadata": {"name": "t"}, "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}})).expect("job");
+    jobs.create(&PostParams::default(), &j).await.expect("job");
+    sim.faults().fail_next("patch", "jobs/status", 500, 1);
+    let p = json!({"metadata": {"labels": {"a": "b"}}});
+    jobs.patch("t", &PatchParams::default(), &Patch::Merge(&p))
+        .await
+        .expect("main resource unaffected");
+    let s = json!({"status": {"active": 1}});
+    assert_eq!(
+        api_err(
+            jobs.patch_status("t", &PatchParams::default(), &Patch::Merge(&s))
+                .await
+                .expect_err("status fails")
+        )
+        .code,
+        500
+    );
+    jobs.patch_status("t", &PatchParams::default(), &Patch::Merge(&s))
+        .await
+        .expect("then succeeds");
+    sim.stop().await;
+}
