@@ -1,0 +1,486 @@
+//! Operator benchmark (issue 4): prints a markdown table, asserts nothing about timings.
+//!
+//! Everything runs on loopback against kubesim started in this process **without its kubelet
+//! and Job controller** (`run_kubelet: false`): a Job "exists" as an API object, no pods are
+//! made, so the 2-core machine measures the operator and the API server, not fake containers.
+//! The real `quarks-job` binary (`CARGO_BIN_EXE_quarks-job`, which cargo builds for benches)
+//! runs as a child process: `--kubeconfig <sim> --monitored-id <id> --apply-crd
+//! --listen 127.0.0.1:0 --max-workers 16`.
+//!
+//! 1. Latency QuarksJob create → its Job exists: one-off QuarksJobs created one at a time
+//!    (after 5 uncounted warm-ups); the Job's arrival is timestamped by a kube-runtime
+//!    watcher on Jobs. p50/p99. (The original Go operator waits at least 10 s per trigger.)
+//! 2. Throughput: 1 000 one-off QuarksJobs over 100 namespaces, created 16 at a time → time
+//!    from the first create until a watcher has seen all 1 000 Jobs; against the floor of a
+//!    bare kube client creating 1 000 equivalent Jobs, 16 at a time, into 100 unmonitored
+//!    namespaces in the same run (measured before and after the operator run; the faster
+//!    counts). Also the API requests the operator made per QuarksJob (kubesim's request log).
+//! 3. Memory: VmRSS (and VmHWM, the peak) of the operator process, idle on a fresh kubesim,
+//!    then with 10 000 QuarksJobs (strategy `manual`: nothing runs) once all of them carry
+//!    `status.observedGeneration`.
+//!
+//! Targets (issue 4): p50 ≤ 100 ms, ratio ≤ 1.5, RSS ≤ 100 MiB.
+//!
+//! Run: `cargo bench -p quarks-job --bench operator` (a few minutes on 2 cores);
+//! `cargo bench -p quarks-job --bench operator -- --quick` for smaller counts (20 / 100 / 1 000).
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DynamicObject, PostParams};
+use kube::runtime::watcher;
+use kube::Api;
+use kubesim::{KubeSim, KubeSimOptions};
+use quarks_job::crd::QuarksJob;
+use quarks_job::operator::namespaces::MONITORED_LABEL;
+use quarks_job::operator::naming::QJOB_NAME_LABEL;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+/// Concurrent creates, for the bench's own clients (and the operator's `--max-workers`).
+const CONCURRENCY: usize = 16;
+const WARMUP: usize = 5;
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct Counts {
+    latency: usize,
+    burst: usize,
+    burst_namespaces: usize,
+    idle: usize,
+    idle_namespaces: usize,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// (VmRSS, VmHWM) of a process in MiB.
+fn memory_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// CPU seconds (user + system) a process has used (assumes the usual 100 ticks/s).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// A minimal HTTP/1.0 GET on loopback: (status code, body).
+async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((code, body))
+}
+
+async fn wait_for<F, Fut>(what: &str, deadline: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + deadline;
+    while !check().await {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct Operator {
+    child: Child,
+    pid: u32,
+    addr: SocketAddr,
+    log: tempfile::NamedTempFile,
+}
+
+impl Operator {
+    /// Starts `quarks-job` and waits until `/readyz` answers 200 and the CRD is established.
+    async fn start(kubeconfig: &Path, client: &kube::Client, monitored_id: &str) -> Operator {
+        let log = tempfile::NamedTempFile::new().expect("temp file");
+        let child = Command::new(env!("CARGO_BIN_EXE_quarks-job"))
+            .args(["--kubeconfig", kubeconfig.to_str().expect("utf-8 path"), "--monitored-id", monitored_id])
+            .args(["--apply-crd", "--listen", "127.0.0.1:0", "--max-workers", &CONCURRENCY.to_string()])
+            .args(["--log-level", "info", "--log-format", "json"])
+            .env_remove("KUBECONFIG")
+            .stdout(Stdio::null())
+            .stderr(log.reopen().expect("log file"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start quarks-job");
+        let pid = child.id().expect("pid");
+        let mut addr = None;
+        wait_for("the operator's listen address in its log", DEADLINE, || {
+            addr = std::fs::read_to_string(log.path()).unwrap_or_default().lines().find_map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line).ok()?;
+                v["fields"]["message"].as_str()?.starts_with("serving /healthz").then_some(())?;
+                v["fields"]["addr"].as_str()?.parse::<SocketAddr>().ok()
+            });
+            std::future::ready(addr.is_some())
+        })
+        .await;
+        let addr = addr.expect("address");
+        // Ready = /readyz 200. Seen on main at 21:08 UTC: an operator with no monitored
+        // namespace yet never becomes ready; then go on after 10 s and say so.
+        let until = Instant::now() + Duration::from_secs(10);
+        while !http_get(addr, "/readyz").await.is_some_and(|(code, _)| code == 200) {
+            if Instant::now() > until {
+                eprintln!("warning: operator /readyz not 200 after 10 s; continuing");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        wait_for("the CRD to be established", DEADLINE, || async {
+            crds.get_opt("quarksjobs.quarks.cloudfoundry.org")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|c| c.status?.conditions)
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+        })
+        .await;
+        Operator { child, pid, addr, log }
+    }
+
+    /// A counter or gauge from `/metrics` (sum over its label sets).
+    async fn metric(&self, name: &str) -> f64 {
+        let body = http_get(self.addr, "/metrics").await.map(|(_, b)| b).unwrap_or_default();
+        body.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    async fn stop(mut self) {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status();
+        if tokio::time::timeout(DEADLINE, self.child.wait()).await.is_err() {
+            eprintln!("operator did not stop on SIGTERM; killing it. Log tail:\n{}", self.log_tail());
+            let _ = self.child.kill().await;
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+        log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+}
+
+async fn create_namespace(client: &kube::Client, name: &str, monitored_id: Option<&str>) {
+    let labels = monitored_id.map(|id| json!({ MONITORED_LABEL: id })).unwrap_or(json!({}));
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).expect("namespace");
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+}
+
+/// The pod template of every QuarksJob and bare Job: an image no kubelet can pull.
+fn pod_template() -> serde_json::Value {
+    json!({"spec": {
+        "restartPolicy": "Never",
+        "containers": [{"name": "main", "image": "unpullable.invalid/none", "command": ["true"]}]
+    }})
+}
+
+fn qjob(name: &str, strategy: &str) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "quarks.cloudfoundry.org/v1alpha1",
+        "kind": "QuarksJob",
+        "metadata": {"name": name},
+        "spec": {"trigger": {"strategy": strategy}, "template": {"spec": {"backoffLimit": 0, "template": pod_template()}}}
+    }))
+    .expect("QuarksJob")
+}
+
+fn qjob_api(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), namespace, &ApiResource::erase::<QuarksJob>(&()))
+}
+
+/// Creates `count` QuarksJobs named `{prefix}{i}` in `namespaces[i % len]`, `CONCURRENCY` at a time.
+async fn create_qjobs(client: &kube::Client, namespaces: &[String], prefix: &str, count: usize, strategy: &str) {
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let api = qjob_api(client, &namespaces[i % namespaces.len()]);
+            async move { api.create(&PostParams::default(), &qjob(&format!("{prefix}{i}"), strategy)).await.expect("create QuarksJob") }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .for_each(|_| async {})
+        .await;
+}
+
+/// A bare client creating `count` Jobs like the operator's, `CONCURRENCY` at a time.
+async fn create_bare_jobs(client: &kube::Client, namespaces: &[String], prefix: &str, count: usize) -> Duration {
+    let started = Instant::now();
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let api: Api<Job> = Api::namespaced(client.clone(), &namespaces[i % namespaces.len()]);
+            let job: Job = serde_json::from_value(json!({
+                "metadata": {"name": format!("{prefix}{i}-1"), "labels": {"bench": "bare"}},
+                "spec": {"backoffLimit": 0, "template": pod_template()}
+            }))
+            .expect("Job");
+            async move { api.create(&PostParams::default(), &job).await.expect("create Job") }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .for_each(|_| async {})
+        .await;
+    started.elapsed()
+}
+
+/// Watches the operator's Jobs (labelled with their QuarksJob's name) and sends
+/// (namespace, QuarksJob name, arrival time) for each new one; `None` once the initial list is in.
+fn watch_jobs(api: Api<Job>) -> mpsc::UnboundedReceiver<Option<(String, String, Instant)>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut seen = HashSet::new();
+        let mut stream = watcher(api, watcher::Config::default().labels(QJOB_NAME_LABEL)).boxed();
+        while let Ok(Some(event)) = stream.try_next().await {
+            let now = Instant::now();
+            let job = match event {
+                watcher::Event::Apply(job) | watcher::Event::InitApply(job) => job,
+                watcher::Event::InitDone => {
+                    let _ = tx.send(None);
+                    continue;
+                }
+                _ => continue,
+            };
+            let namespace = job.metadata.namespace.clone().unwrap_or_default();
+            if !seen.insert((namespace.clone(), job.metadata.name.clone().unwrap_or_default())) {
+                continue;
+            }
+            let owner = job.metadata.labels.as_ref().and_then(|l| l.get(QJOB_NAME_LABEL)).cloned().unwrap_or_default();
+            if tx.send(Some((namespace, owner, now))).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+async fn watch_ready(rx: &mut mpsc::UnboundedReceiver<Option<(String, String, Instant)>>) {
+    tokio::time::timeout(DEADLINE, async {
+        while let Some(Some(_)) = rx.recv().await {}
+    })
+    .await
+    .expect("the Job watcher lists");
+}
+
+/// Requests by `verb resource[/subresource]` in `log[from..]`, largest first.
+fn tally(log: &[kubesim::RequestRecord]) -> Vec<(String, usize)> {
+    let mut counts = BTreeMap::<String, usize>::new();
+    for r in log {
+        let sub = if r.subresource.is_empty() { String::new() } else { format!("/{}", r.subresource) };
+        *counts.entry(format!("{} {}{sub}", r.verb, r.resource)).or_default() += 1;
+    }
+    let mut v: Vec<_> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let counts = if quick {
+        Counts { latency: 20, burst: 100, burst_namespaces: 10, idle: 1_000, idle_namespaces: 10 }
+    } else {
+        Counts { latency: 100, burst: 1_000, burst_namespaces: 100, idle: 10_000, idle_namespaces: 100 }
+    };
+    let options = || KubeSimOptions {
+        quarks_job_bin: Some(env!("CARGO_BIN_EXE_quarks-job").into()),
+        run_kubelet: false,
+        ..Default::default()
+    };
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+
+    // ---- 1 and 2: latency and throughput on one kubesim ------------------------------------
+    let sim = KubeSim::start(options()).await.expect("kubesim starts");
+    let client = sim.client().await.expect("client");
+    let id = format!("bench-{}", std::process::id());
+    let operator = Operator::start(sim.kubeconfig_path(), &client, &id).await;
+
+    create_namespace(&client, "latency", Some(&id)).await;
+    let mut jobs = watch_jobs(Api::namespaced(client.clone(), "latency"));
+    watch_ready(&mut jobs).await;
+    let api = qjob_api(&client, "latency");
+    let mut samples = Vec::new();
+    for i in 0..WARMUP + counts.latency {
+        let name = format!("once-{i}");
+        let sent = Instant::now();
+        api.create(&PostParams::default(), &qjob(&name, "once")).await.expect("create QuarksJob");
+        let arrived = tokio::time::timeout(DEADLINE, async {
+            loop {
+                match jobs.recv().await {
+                    Some(Some((_, owner, at))) if owner == name => return at,
+                    Some(_) => {}
+                    None => panic!("the Job watcher ended"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no Job for QuarksJob {name}; operator log:\n{}", operator.log_tail()));
+        if i >= WARMUP {
+            samples.push(arrived - sent);
+        }
+    }
+    drop(jobs);
+    samples.sort();
+    rows.push((format!("QuarksJob create → Job exists, p50 (n = {})", counts.latency), ms(percentile(&samples, 0.5)), "≤ 100 ms (Go operator: ≥ 10 s)".into()));
+    rows.push(("QuarksJob create → Job exists, p99".into(), ms(percentile(&samples, 0.99)), "-".into()));
+
+    let monitored: Vec<String> = (0..counts.burst_namespaces).map(|i| format!("burst-{i}")).collect();
+    let bare: Vec<String> = (0..counts.burst_namespaces).map(|i| format!("bare-{i}")).collect();
+    for ns in &monitored {
+        create_namespace(&client, ns, Some(&id)).await;
+    }
+    for ns in &bare {
+        create_namespace(&client, ns, None).await;
+    }
+    let bare_before = create_bare_jobs(&client, &bare, "a", counts.burst).await;
+
+    let mut jobs = watch_jobs(Api::all(client.clone()));
+    watch_ready(&mut jobs).await;
+    let log_from = sim.request_log().len();
+    let (cpu_operator, cpu_bench) = (cpu_seconds(&operator.pid.to_string()), cpu_seconds("self"));
+    let reconciles = operator.metric("controller_runtime_reconcile_total").await;
+    let started = Instant::now();
+    let creating = create_qjobs(&client, &monitored, "once-", counts.burst, "once");
+    let counting = async {
+        let mut seen = 0;
+        let mut last = started;
+        while seen < counts.burst {
+            match tokio::time::timeout(Duration::from_secs(120), jobs.recv()).await {
+                Ok(Some(Some((namespace, _, at)))) if namespace.starts_with("burst-") => {
+                    seen += 1;
+                    last = at;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the Job watcher ended"),
+                Err(_) => panic!("only {seen} of {} Jobs after 120 s without progress; operator log:\n{}", counts.burst, operator.log_tail()),
+            }
+        }
+        last
+    };
+    let (created_at, all_jobs_at) = tokio::join!(async { creating.await; Instant::now() }, counting);
+    let operator_time = all_jobs_at - started;
+    let cpu_operator = cpu_seconds(&operator.pid.to_string()) - cpu_operator;
+    let cpu_bench = cpu_seconds("self") - cpu_bench;
+    let reconciles = operator.metric("controller_runtime_reconcile_total").await - reconciles;
+    // The operator finishes its write-backs after the last Job exists; let it settle for the tally.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let requests = sim.request_log();
+    let requests = &requests[log_from.min(requests.len())..];
+    drop(jobs);
+
+    let bare_after = create_bare_jobs(&client, &bare, "b", counts.burst).await;
+    let floor = bare_before.min(bare_after);
+    let n = counts.burst;
+    let nns = counts.burst_namespaces;
+    rows.push((format!("{n} one-off QuarksJobs / {nns} ns → all {n} Jobs exist"), ms(operator_time), "-".into()));
+    rows.push((format!("  of which after the last QuarksJob create returned"), ms(all_jobs_at.saturating_duration_since(created_at)), "-".into()));
+    rows.push((format!("bare client: {n} Jobs / {nns} ns (floor; runs: {} / {})", ms(bare_before), ms(bare_after)), ms(floor), "-".into()));
+    rows.push(("ratio operator / bare floor".into(), format!("{:.2}", operator_time.as_secs_f64() / floor.as_secs_f64()), "≤ 1.5".into()));
+    let operator_requests: usize = requests.len().saturating_sub(n) ; // minus the bench's QuarksJob creates
+    notes.push(format!(
+        "burst: operator CPU {cpu_operator:.1} s, bench process (kubesim + clients) CPU {cpu_bench:.1} s, {reconciles} reconciles; \
+         {:.1} API requests per QuarksJob besides its create:",
+        operator_requests as f64 / n as f64
+    ));
+    for (what, count) in tally(requests) {
+        notes.push(format!("  {what}: {count}"));
+    }
+    let errors = operator.metric("controller_runtime_reconcile_errors_total").await;
+    if errors > 0.0 {
+        notes.push(format!("reconcile errors during phases 1-2: {errors}"));
+    }
+    operator.stop().await;
+    sim.stop().await;
+
+    // ---- 3: memory on a fresh kubesim ---------------------------------------------------------
+    let sim = KubeSim::start(options()).await.expect("kubesim starts");
+    let client = sim.client().await.expect("client");
+    let operator = Operator::start(sim.kubeconfig_path(), &client, &id).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (idle_rss, _) = memory_mib(operator.pid);
+    rows.push(("operator RSS, idle (no QuarksJobs)".into(), format!("{idle_rss:.1} MiB"), "baseline".into()));
+
+    let namespaces: Vec<String> = (0..counts.idle_namespaces).map(|i| format!("idle-{i}")).collect();
+    for ns in &namespaces {
+        create_namespace(&client, ns, Some(&id)).await;
+    }
+    // Counts QuarksJobs whose status carries observedGeneration (all are reconciled).
+    let (tx, mut observed) = mpsc::unbounded_channel::<usize>();
+    let all = Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<QuarksJob>(&()));
+    let watch = tokio::spawn(async move {
+        let mut done = HashSet::new();
+        let mut stream = watcher(all, watcher::Config::default()).boxed();
+        while let Ok(Some(event)) = stream.try_next().await {
+            if let watcher::Event::Apply(q) | watcher::Event::InitApply(q) = event {
+                if q.data["status"]["observedGeneration"].is_i64() && done.insert((q.metadata.namespace, q.metadata.name)) {
+                    let _ = tx.send(done.len());
+                }
+            }
+        }
+    });
+    let started = Instant::now();
+    create_qjobs(&client, &namespaces, "errand-", counts.idle, "manual").await;
+    let created = started.elapsed();
+    let mut reconciled = 0;
+    while reconciled < counts.idle {
+        match tokio::time::timeout(Duration::from_secs(120), observed.recv()).await {
+            Ok(Some(n)) => reconciled = n,
+            _ => panic!("only {reconciled} of {} QuarksJobs reconciled; operator log:\n{}", counts.idle, operator.log_tail()),
+        }
+    }
+    let all_reconciled = started.elapsed();
+    watch.abort();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss, hwm) = memory_mib(operator.pid);
+    let m = counts.idle;
+    rows.push((format!("operator RSS, {m} `manual` QuarksJobs reconciled"), format!("{rss:.1} MiB"), "≤ 100 MiB".into()));
+    rows.push(("  operator peak RSS (VmHWM) so far".into(), format!("{hwm:.1} MiB"), "-".into()));
+    rows.push((format!("  {m} created / all reconciled after"), format!("{:.1} s / {:.1} s", created.as_secs_f64(), all_reconciled.as_secs_f64()), "-".into()));
+    operator.stop().await;
+    sim.stop().await;
+
+    println!();
+    println!(
+        "quarks-job operator bench{}: kubesim in-process, kubelet and Job controller off (Jobs counted as API objects, no pods); \
+         operator `--max-workers {CONCURRENCY}`; bench clients create {CONCURRENCY} at a time",
+        if quick { " (--quick)" } else { "" }
+    );
+    println!();
+    println!("| measure | value | target |");
+    println!("|---|---:|---|");
+    for (what, value, target) in rows {
+        println!("| {what} | {value} | {target} |");
+    }
+    println!();
+    for note in notes {
+        println!("{note}");
+    }
+}
