@@ -53,6 +53,12 @@ pub struct OperatorArgs {
     /// The operator's own namespace (holds the leader-election Lease).
     #[arg(long, env = "OPERATOR_NAMESPACE", default_value = "default")]
     pub operator_namespace: String,
+    /// Image of the output helper added to pods with output (the operator's own image).
+    #[arg(long, env = "PERSIST_OUTPUT_IMAGE", default_value = concat!("ghcr.io/quarks-job/quarks-job:", env!("CARGO_PKG_VERSION")))]
+    pub persist_output_image: String,
+    /// The output helper gives up waiting for its containers after this many seconds.
+    #[arg(long, env = "PERSIST_OUTPUT_DEADLINE_SECONDS", default_value_t = 3600)]
+    pub persist_output_deadline_seconds: u64,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -69,6 +75,9 @@ pub enum Command {
     Crd,
     /// Print the version of quarks-job and of the policy contract it speaks.
     Version,
+    /// The output helper in a Job's pod: hands the files the served containers wrote to
+    /// /mnt/quarks to the operator (added to pods by the operator; not for direct use).
+    PersistOutput(crate::output::persist::PersistOutputArgs),
     /// Work with policies without a cluster.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -167,6 +176,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             ))
         }
         Command::Policy(PolicyCommand::Run(args)) => policy_run(args),
+        Command::PersistOutput(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(crate::output::persist::run(args)),
     }
 }
 
@@ -190,6 +204,10 @@ fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
         leader_election: args.leader_election,
         operator_namespace: args.operator_namespace,
         limits: args.limits.limits(),
+        helper: crate::output::transport::HelperSpec {
+            image: args.persist_output_image,
+            deadline_seconds: args.persist_output_deadline_seconds,
+        },
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

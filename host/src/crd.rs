@@ -88,7 +88,7 @@ impl Strategy {
 }
 
 /// How output files become Secrets.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Output {
     /// Container name → output file name (under /mnt/quarks) → the Secret it becomes.
@@ -196,6 +196,27 @@ pub struct QuarksJobStatus {
     /// Digests of the policy modules that decided the last run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policies: Option<PolicyDigests>,
+    /// Per container and file of the last run with output: the Secrets written, or why not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<OutputRecord>,
+}
+
+/// What became of one output file of the last run that produced output.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputRecord {
+    /// The Job whose pod wrote the file.
+    pub job: String,
+    /// The container that wrote it.
+    pub container: String,
+    /// The file name under /mnt/quarks.
+    pub file: String,
+    /// Secrets written (versioned ones with their `-v<N>` name); empty when nothing was written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// Why nothing was written (CamelCase code, then the reason); never contains values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The policy modules (sha256 of the component bytes) that made the last decisions.

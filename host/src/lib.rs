@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod crd;
 pub mod operator;
+pub mod output;
 pub mod policy;
 
 /// The operator's version, as `quarks-job version` prints it.

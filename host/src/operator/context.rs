@@ -13,13 +13,17 @@ use tracing::warn;
 use super::metrics::{Metrics, PolicyLabels};
 use super::namespaces::MonitoredNamespaces;
 use crate::crd::QuarksJob;
-use crate::policy::contract::{TriggerDecision, TriggerInput};
+use crate::policy::contract::{OutputInput, OutputResult, TriggerDecision, TriggerInput};
 use crate::policy::{LoadedPolicy, PolicyEngine, PolicyError, World};
 
 pub struct Context {
     pub client: kube::Client,
     pub engine: Arc<PolicyEngine>,
     pub trigger_policy: Arc<LoadedPolicy>,
+    pub output_policy: Arc<LoadedPolicy>,
+    /// How the output helper runs in pods with output.
+    pub helper: crate::output::transport::HelperSpec,
+    pub helper_identity: crate::output::write::HelperIdentity,
     pub monitored: MonitoredNamespaces,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
@@ -34,6 +38,8 @@ impl Context {
         client: kube::Client,
         engine: Arc<PolicyEngine>,
         trigger_policy: Arc<LoadedPolicy>,
+        output_policy: Arc<LoadedPolicy>,
+        helper: crate::output::transport::HelperSpec,
         monitored: MonitoredNamespaces,
         metrics: Arc<Metrics>,
         instance: String,
@@ -44,6 +50,9 @@ impl Context {
             client,
             engine,
             trigger_policy,
+            output_policy,
+            helper,
+            helper_identity: Default::default(),
             monitored,
             metrics,
             backoff: Backoff::default(),
@@ -63,6 +72,27 @@ impl Context {
             .policy_call_seconds
             .get_or_create(&PolicyLabels { world: World::Trigger.as_str() })
             .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Runs the output policy on a blocking thread and measures it.
+    pub async fn call_output_policy(&self, input: OutputInput) -> Result<OutputResult, PolicyError> {
+        let engine = self.engine.clone();
+        let policy = self.output_policy.clone();
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || engine.transform(&policy, input))
+            .await
+            .unwrap_or_else(|e| Err(PolicyError::Engine(format!("policy call did not finish: {e}"))));
+        self.metrics
+            .policy_call_seconds
+            .get_or_create(&PolicyLabels { world: World::Output.as_str() })
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(error) = &result {
+            self.metrics
+                .policy_errors_total
+                .get_or_create(&super::metrics::PolicyErrorLabels { world: World::Output.as_str(), code: error.code() })
+                .inc();
+        }
         result
     }
 
@@ -99,5 +129,11 @@ impl Backoff {
     pub fn reset(&self, qjob: &QuarksJob) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         failures.remove(&ObjectRef::from_obj(qjob));
+    }
+}
+
+impl crate::output::write::OutputPolicyRunner for Context {
+    async fn transform(&self, input: OutputInput) -> Result<OutputResult, PolicyError> {
+        self.call_output_policy(input).await
     }
 }

@@ -53,6 +53,7 @@ pub struct OperatorConfig {
     pub leader_election: bool,
     pub operator_namespace: String,
     pub limits: Limits,
+    pub helper: crate::output::transport::HelperSpec,
 }
 
 /// Runs the operator until SIGINT/SIGTERM.
@@ -96,10 +97,11 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
 
     let engine = Arc::new(PolicyEngine::new(config.limits)?);
     let trigger_policy = engine.load(builtin::TRIGGER_DEFAULT.bytes, World::Trigger)?;
+    let output_policy = engine.load(builtin::OUTPUT_DEFAULT.bytes, World::Output)?;
 
     let (ns_store, ns_writer) = reflector::store::<Namespace>();
     let monitored = MonitoredNamespaces::new(ns_store);
-    let ctx = Arc::new(Context::new(client.clone(), engine, trigger_policy, monitored.clone(), metrics, identity));
+    let ctx = Arc::new(Context::new(client.clone(), engine, trigger_policy, output_policy, config.helper.clone(), monitored.clone(), metrics, identity));
 
     let qjobs: Api<QuarksJob> = Api::all(client.clone());
     let controller = Controller::new(qjobs, watcher::Config::default().any_semantic())
@@ -199,6 +201,16 @@ fn qjobs_in(store: &Store<QuarksJob>, namespace: &str) -> Vec<ObjectRef<QuarksJo
 /// version of the same versioned secret.
 fn referencing<K: kube::Resource>(store: &Store<QuarksJob>, kind: ConfigKind, object: &K) -> Vec<ObjectRef<QuarksJob>> {
     let namespace = object.meta().namespace.as_deref();
+    if kind == ConfigKind::Secret {
+        if let Some(owner) = staging_owner(object) {
+            return store
+                .state()
+                .iter()
+                .filter(|q| q.namespace().as_deref() == namespace && q.name_any() == owner)
+                .map(|q| ObjectRef::from_obj(q.as_ref()))
+                .collect();
+        }
+    }
     let name = object.meta().name.as_deref().unwrap_or_default();
     let prefix = versioned::parse_versioned_name(name).map(|v| v.prefix);
     store
@@ -218,6 +230,15 @@ fn referencing<K: kube::Resource>(store: &Store<QuarksJob>, kind: ConfigKind, ob
         })
         .map(|q| ObjectRef::from_obj(q.as_ref()))
         .collect()
+}
+
+/// The QuarksJob a staging Secret of the output helper belongs to.
+fn staging_owner<K: kube::Resource>(object: &K) -> Option<String> {
+    let meta = object.meta();
+    meta.labels.as_ref()?.get(crate::output::staging::STAGING_LABEL)?;
+    let manifest = meta.annotations.as_ref()?.get(crate::output::staging::MANIFEST_ANNOTATION)?;
+    let manifest: crate::output::staging::StagingManifest = serde_json::from_str(manifest).ok()?;
+    Some(manifest.quarks_job)
 }
 
 async fn client(config: &OperatorConfig) -> anyhow::Result<kube::Client> {

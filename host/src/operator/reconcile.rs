@@ -68,6 +68,27 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
     let generation = qjob.metadata.generation;
     let jobs = run_jobs(&ctx.client, qjob).await?;
 
+    // Output handed over by the helpers of this QuarksJob's pods: write it before settling the
+    // run, so a succeeded Job is only deleted (taking its staging Secrets) once they are used.
+    let staged = crate::output::write::pending_staging(&ctx.client, qjob).await?;
+    if !staged.is_empty() {
+        for staging_secret in &staged {
+            let consumed = crate::output::write::consume(&ctx.client, ctx, qjob, staging_secret).await?;
+            for record in consumed.records {
+                status.outputs.retain(|r| r.job == record.job && !(r.container == record.container && r.file == record.file));
+                let what = format!("{}/{}", record.container, record.file);
+                match &record.error {
+                    Some(error) => ctx.event(qjob, EventType::Warning, "OutputFailed", "WriteOutput", format!("{what}: {error}")).await,
+                    None => ctx.event(qjob, EventType::Normal, "OutputWritten", "WriteOutput", format!("{what} → {}", record.secrets.join(", "))).await,
+                }
+                status.outputs.push(record);
+            }
+        }
+        let policies = status.policies.get_or_insert_with(Default::default);
+        policies.output = Some(ctx.output_policy.digest().to_string());
+        write_status(ctx, qjob, &status).await?;
+    }
+
     // A Job created for the next run but not recorded (crash or conflict after creating it):
     // adopt it, exactly as if this reconcile had created it.
     if let Some(next) = &jobs.next {
@@ -136,7 +157,13 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
             config_digest: config.digest.clone(),
             trigger_policy: policy.digest().to_string(),
         };
-        let job = build_job(qjob, &plan, &config.newest_versions)?;
+        let mut job = build_job(qjob, &plan, &config.newest_versions)?;
+        if let Some(output) = &qjob.spec.output {
+            ctx.helper_identity.ensure(&ctx.client, &namespace).await?;
+            if let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+                crate::output::transport::add_output_transport(pod, &qjob.name_any(), output, &ctx.helper);
+            }
+        }
         let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
         match jobs_api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &job).await {
             Ok(_) => {}

@@ -7,5 +7,6 @@
 
 mod harness;
 mod operator;
+mod output;
 
 pub use harness::*;

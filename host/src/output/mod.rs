@@ -1,0 +1,18 @@
+//! Persisted output (spec.md §4–§5): files the containers of a run write to /mnt/quarks become
+//! Secrets.
+//!
+//! * [`transport`] — pure: adds the output volumes and the helper container to a run's pod;
+//! * [`staging`] — pure: the staging Secret the helper hands the raw files over in;
+//! * [`persist`] — the helper itself (`quarks-job persist-output`), running in the Job's pod;
+//! * [`validate`] — pure: what the host refuses from an output policy;
+//! * [`write`] — API effects: staging Secret → output policy → validated Secrets, versioned
+//!   where asked.
+
+pub mod persist;
+pub mod staging;
+pub mod transport;
+pub mod validate;
+pub mod write;
+
+/// Where containers write output files, in their own container.
+pub const OUTPUT_DIR: &str = "/mnt/quarks";

@@ -1,0 +1,185 @@
+//! `quarks-job persist-output`: the helper container of a pod with output. It waits (on a
+//! watch of its own pod, no polling) until every container it serves has terminated — with or
+//! without its files — reads the mapped files from /mnt/quarks/<container>/, and hands them to
+//! the operator as one staging Secret per container, owned by the Job. It needs only `create`
+//! on Secrets and `get/list/watch` on Pods; it never reads other Secrets and never logs file
+//! contents. It always ends: at the latest after its deadline.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::PostParams;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use tracing::info;
+
+use super::staging::{self, FileState, STAGING_DATA_BUDGET, StagingManifest};
+use super::OUTPUT_DIR;
+use crate::operator::naming::QJOB_NAME_LABEL;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PersistOutputArgs {
+    /// The QuarksJob whose output this is.
+    #[arg(long)]
+    pub quarks_job: String,
+    /// A container whose output to hand over (repeat for each).
+    #[arg(long = "container", required = true)]
+    pub containers: Vec<String>,
+    /// A mapped output file, as `<container>:<file name>` (repeat for each).
+    #[arg(long = "file")]
+    pub files: Vec<String>,
+    /// Give up after this many seconds (the pod must never hang).
+    #[arg(long, default_value_t = 3600)]
+    pub deadline_seconds: u64,
+    /// This pod's name (downward API).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: String,
+    /// This pod's namespace (downward API).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: String,
+    /// Where the served containers' output directories are mounted.
+    #[arg(long, default_value = OUTPUT_DIR)]
+    pub output_root: PathBuf,
+}
+
+impl PersistOutputArgs {
+    /// File names per container, from the `--file` arguments.
+    fn mapped_files(&self) -> BTreeMap<String, Vec<String>> {
+        let mut mapped: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for entry in &self.files {
+            if let Some((container, file)) = entry.split_once(':') {
+                mapped.entry(container.to_owned()).or_default().push(file.to_owned());
+            }
+        }
+        mapped
+    }
+}
+
+/// Runs the helper to completion.
+pub async fn run(args: PersistOutputArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await.context("connecting to the API server")?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &args.pod_namespace);
+    let deadline = Duration::from_secs(args.deadline_seconds);
+    let pod = tokio::time::timeout(deadline, wait_for_containers(&pods, &args))
+        .await
+        .with_context(|| format!("the served containers did not finish within {deadline:?}"))??;
+
+    let owner = job_owner(&pod).context("this pod is not owned by a Job")?;
+    let qjob_label = pod
+        .labels()
+        .get(QJOB_NAME_LABEL)
+        .cloned()
+        .unwrap_or_else(|| crate::operator::naming::qjob_name_label_value(&args.quarks_job));
+    let mapped = args.mapped_files();
+    let secrets: Api<Secret> = Api::namespaced(client, &args.pod_namespace);
+    for container in &args.containers {
+        let exit_code = exit_code(&pod, container).unwrap_or(-1);
+        let files = mapped.get(container).cloned().unwrap_or_default();
+        let (manifest, data) = collect(&args, container, exit_code, &files);
+        let secret = staging::build(&args.pod_namespace, &qjob_label, &manifest, data, owner.clone())?;
+        match secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e).context("creating the staging Secret"),
+        }
+        info!(container, exit_code, files = manifest.files.len(), "handed output to the operator");
+    }
+    Ok(())
+}
+
+/// Watches this pod until every served container has terminated for good.
+async fn wait_for_containers(pods: &Api<Pod>, args: &PersistOutputArgs) -> anyhow::Result<Pod> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={}", args.pod_name));
+    let mut stream = std::pin::pin!(watcher(pods.clone(), config).default_backoff().applied_objects());
+    while let Some(pod) = stream.next().await {
+        let pod = pod?;
+        if args.containers.iter().all(|c| finished(&pod, c)) {
+            return Ok(pod);
+        }
+    }
+    bail!("the watch of pod {} ended", args.pod_name)
+}
+
+fn status<'a>(pod: &'a Pod, container: &str) -> Option<&'a ContainerStatus> {
+    pod.status.as_ref()?.container_statuses.as_ref()?.iter().find(|s| s.name == container)
+}
+
+/// Terminated, and not about to be restarted (OnFailure restarts failed containers).
+fn finished(pod: &Pod, container: &str) -> bool {
+    let on_failure = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("OnFailure");
+    match status(pod, container).and_then(|s| s.state.as_ref()).and_then(|s| s.terminated.as_ref()) {
+        Some(t) => t.exit_code == 0 || !on_failure,
+        None => false,
+    }
+}
+
+fn exit_code(pod: &Pod, container: &str) -> Option<i32> {
+    status(pod, container)?.state.as_ref()?.terminated.as_ref().map(|t| t.exit_code)
+}
+
+fn job_owner(pod: &Pod) -> Option<OwnerReference> {
+    pod.owner_references().iter().find(|o| o.kind == "Job" && o.controller == Some(true)).map(|o| OwnerReference {
+        block_owner_deletion: None,
+        ..o.clone()
+    })
+}
+
+/// Reads one container's files within the staging budget.
+fn collect(
+    args: &PersistOutputArgs,
+    container: &str,
+    exit_code: i32,
+    files: &[String],
+) -> (StagingManifest, BTreeMap<String, Vec<u8>>) {
+    let dir = args.output_root.join(container);
+    let mut budget = STAGING_DATA_BUDGET;
+    let mut states = BTreeMap::new();
+    let mut data = BTreeMap::new();
+    for (index, file) in files.iter().enumerate() {
+        let state = read_file(&dir, file, &mut budget).map(|bytes| {
+            let key = format!("file-{index}");
+            data.insert(key.clone(), bytes);
+            FileState::Present { key }
+        });
+        states.insert(file.clone(), state.unwrap_or_else(|s| s));
+    }
+    let manifest = StagingManifest {
+        quarks_job: args.quarks_job.clone(),
+        pod: args.pod_name.clone(),
+        container: container.to_owned(),
+        exit_code,
+        files: states,
+    };
+    (manifest, data)
+}
+
+fn read_file(dir: &Path, file: &str, budget: &mut usize) -> Result<Vec<u8>, FileState> {
+    // Mapped names are single path components: never read outside the output directory.
+    if file.contains('/') || file == ".." || file == "." {
+        return Err(FileState::Unreadable { reason: "the file name must not contain '/'".into() });
+    }
+    let path = dir.join(file);
+    let meta = match std::fs::metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(FileState::Missing),
+        Err(e) => return Err(FileState::Unreadable { reason: e.to_string() }),
+    };
+    if !meta.is_file() {
+        return Err(FileState::Unreadable { reason: "not a regular file".into() });
+    }
+    let size = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+    if size > *budget {
+        return Err(FileState::TooLarge { size: meta.len() });
+    }
+    let bytes = std::fs::read(&path).map_err(|e| FileState::Unreadable { reason: e.to_string() })?;
+    if bytes.len() > *budget {
+        return Err(FileState::TooLarge { size: bytes.len() as u64 });
+    }
+    *budget -= bytes.len();
+    Ok(bytes)
+}

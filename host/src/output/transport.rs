@@ -1,0 +1,153 @@
+//! Adds the output transport to a run's pod: an `emptyDir` per served container (a container
+//! named in `outputMap`), mounted at /mnt/quarks in that container and at
+//! /mnt/quarks/<container> (read-only) in the helper container `quarks-persist-output`, which
+//! runs `quarks-job persist-output` from the operator's own image. Containers not in
+//! `outputMap` get nothing and are never waited for.
+
+use k8s_openapi::api::core::v1::{
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, Volume,
+    VolumeMount,
+};
+
+use super::OUTPUT_DIR;
+use crate::crd::Output;
+
+/// Name of the helper container added to pods with output.
+pub const HELPER_CONTAINER: &str = "quarks-persist-output";
+/// The service account pods with output run as, unless their template names one.
+pub const HELPER_SERVICE_ACCOUNT: &str = "quarks-job-persist-output";
+
+/// How to run the helper.
+#[derive(Clone, Debug)]
+pub struct HelperSpec {
+    /// The operator's image (the helper is the same binary).
+    pub image: String,
+    /// Give up waiting for the containers after this long (the pod must never hang).
+    pub deadline_seconds: u64,
+}
+
+/// Containers of the pod that have output files mapped, in pod order.
+pub fn served_containers<'a>(pod: &'a PodSpec, output: &Output) -> Vec<&'a str> {
+    pod.containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|name| output.output_map.contains_key(*name))
+        .collect()
+}
+
+/// Mutates the pod spec of a run so that its output reaches the operator.
+pub fn add_output_transport(pod: &mut PodSpec, qjob_name: &str, output: &Output, helper: &HelperSpec) {
+    let served: Vec<String> = served_containers(pod, output).into_iter().map(str::to_owned).collect();
+    if served.is_empty() {
+        return;
+    }
+    let mut helper_mounts = Vec::new();
+    let volumes = pod.volumes.get_or_insert_with(Vec::new);
+    for (index, container_name) in served.iter().enumerate() {
+        // Volume names must be DNS labels; container names may be up to 63 characters, so
+        // index rather than embed them.
+        let volume = format!("quarks-output-{index}");
+        volumes.push(Volume {
+            name: volume.clone(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        });
+        if let Some(container) = pod.containers.iter_mut().find(|c| &c.name == container_name) {
+            container.volume_mounts.get_or_insert_with(Vec::new).push(VolumeMount {
+                name: volume.clone(),
+                mount_path: OUTPUT_DIR.to_owned(),
+                ..Default::default()
+            });
+        }
+        helper_mounts.push(VolumeMount {
+            name: volume,
+            mount_path: format!("{OUTPUT_DIR}/{container_name}"),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    let field = |path: &str| EnvVarSource {
+        field_ref: Some(ObjectFieldSelector { field_path: path.to_owned(), ..Default::default() }),
+        ..Default::default()
+    };
+    let mut args = vec![
+        "persist-output".to_owned(),
+        "--quarks-job".to_owned(),
+        qjob_name.to_owned(),
+        "--deadline-seconds".to_owned(),
+        helper.deadline_seconds.to_string(),
+    ];
+    for name in &served {
+        args.push("--container".to_owned());
+        args.push(name.clone());
+        for file in output.output_map.get(name).into_iter().flat_map(|files| files.keys()) {
+            args.push("--file".to_owned());
+            args.push(format!("{name}:{file}"));
+        }
+    }
+    pod.containers.push(Container {
+        name: HELPER_CONTAINER.to_owned(),
+        image: Some(helper.image.clone()),
+        command: Some(vec!["/usr/local/bin/quarks-job".to_owned()]),
+        args: Some(args),
+        env: Some(vec![
+            EnvVar { name: "POD_NAME".into(), value_from: Some(field("metadata.name")), ..Default::default() },
+            EnvVar { name: "POD_NAMESPACE".into(), value_from: Some(field("metadata.namespace")), ..Default::default() },
+        ]),
+        volume_mounts: Some(helper_mounts),
+        ..Default::default()
+    });
+    if pod.service_account_name.is_none() {
+        pod.service_account_name = Some(HELPER_SERVICE_ACCOUNT.to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(containers: &[&str]) -> Output {
+        serde_json::from_value(serde_json::json!({
+            "outputMap": containers.iter().map(|c| (c.to_string(), serde_json::json!({"output.json": {"name": "s"}}))).collect::<serde_json::Map<_, _>>()
+        }))
+        .unwrap()
+    }
+
+    fn pod() -> PodSpec {
+        serde_json::from_value(serde_json::json!({
+            "containers": [{"name": "a", "image": "busybox"}, {"name": "b", "image": "busybox"}, {"name": "c", "image": "busybox"}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_containers_in_the_output_map_are_served() {
+        let mut p = pod();
+        add_output_transport(&mut p, "q", &output(&["a", "c", "not-in-pod"]), &HelperSpec { image: "x/quarks-job:1".into(), deadline_seconds: 60 });
+        let mounts = |name: &str| p.containers.iter().find(|c| c.name == name).unwrap().volume_mounts.clone().unwrap_or_default();
+        assert_eq!(mounts("a")[0].mount_path, "/mnt/quarks");
+        assert!(mounts("b").is_empty());
+        let helper = p.containers.last().unwrap();
+        assert_eq!(helper.name, HELPER_CONTAINER);
+        let helper_paths: Vec<_> = helper.volume_mounts.as_ref().unwrap().iter().map(|m| m.mount_path.as_str()).collect();
+        assert_eq!(helper_paths, ["/mnt/quarks/a", "/mnt/quarks/c"]);
+        let args = helper.args.as_ref().unwrap();
+        assert!(args.windows(2).any(|w| w == ["--container", "a"]) && args.windows(2).any(|w| w == ["--container", "c"]));
+        assert_eq!(p.service_account_name.as_deref(), Some(HELPER_SERVICE_ACCOUNT));
+    }
+
+    #[test]
+    fn no_served_container_means_no_helper() {
+        let mut p = pod();
+        add_output_transport(&mut p, "q", &output(&["zzz"]), &HelperSpec { image: "i".into(), deadline_seconds: 1 });
+        assert_eq!(p, pod());
+    }
+
+    #[test]
+    fn a_service_account_of_the_template_is_kept() {
+        let mut p = pod();
+        p.service_account_name = Some("mine".into());
+        add_output_transport(&mut p, "q", &output(&["a"]), &HelperSpec { image: "i".into(), deadline_seconds: 1 });
+        assert_eq!(p.service_account_name.as_deref(), Some("mine"));
+    }
+}

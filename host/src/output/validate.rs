@@ -1,0 +1,107 @@
+//! What the host refuses from an output policy, whatever the policy: Secret names that are not
+//! DNS subdomains, invalid data keys, label or annotation syntax, Secrets over the 1 MiB limit,
+//! and labels or annotations reserved for versioning. Pure; messages never contain values.
+
+use quarks_policy_sdk::names::{self, NameKind};
+
+use crate::operator::versioned::{SECRET_KIND_LABEL, SECRET_VERSION_LABEL, SOURCE_DESCRIPTION_ANNOTATION};
+use crate::policy::contract::SecretSpec;
+
+/// The API server's limit for one Secret's data.
+pub const MAX_SECRET_DATA: usize = 1 << 20;
+
+/// Longest prefix a versioned secret may have, so that `<prefix>-v<N>` stays a valid name.
+const MAX_VERSIONED_PREFIX: usize = 253 - 12;
+
+/// Checks one Secret a policy asked for; the error says what and why, for status and Events.
+pub fn validate_secret_spec(spec: &SecretSpec) -> Result<(), String> {
+    names::validate_dns_subdomain(&spec.name).map_err(|e| e.to_string())?;
+    if spec.versioned && spec.name.len() > MAX_VERSIONED_PREFIX {
+        return Err(format!(
+            "versioned secret prefix {:?} is longer than {MAX_VERSIONED_PREFIX} characters",
+            spec.name
+        ));
+    }
+    let mut size = 0usize;
+    for (key, value) in &spec.data {
+        names::validate_secret_key(key).map_err(|e| e.to_string())?;
+        size += key.len() + value.0.len();
+    }
+    if size > MAX_SECRET_DATA {
+        return Err(format!(
+            "secret {:?} would hold {size} bytes, over the {MAX_SECRET_DATA}-byte Secret limit",
+            spec.name
+        ));
+    }
+    for (key, value) in &spec.labels {
+        if key == SECRET_KIND_LABEL || key == SECRET_VERSION_LABEL {
+            return Err(format!("label {key:?} is reserved for versioned secrets"));
+        }
+        names::validate_qualified_name(NameKind::LabelKey, key).map_err(|e| e.to_string())?;
+        names::validate_label_value(value).map_err(|e| e.to_string())?;
+    }
+    let mut annotation_size = 0usize;
+    for (key, value) in &spec.annotations {
+        if key == SOURCE_DESCRIPTION_ANNOTATION {
+            return Err(format!("annotation {key:?} is reserved for versioned secrets"));
+        }
+        names::validate_qualified_name(NameKind::AnnotationKey, key).map_err(|e| e.to_string())?;
+        annotation_size += key.len() + value.len();
+    }
+    if annotation_size > 256 << 10 {
+        return Err(format!("annotations of secret {:?} exceed 256 KiB", spec.name));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::policy::contract::Bytes;
+
+    fn spec(name: &str) -> SecretSpec {
+        SecretSpec {
+            name: name.into(),
+            data: BTreeMap::from([("k".into(), Bytes::from("v"))]),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            versioned: false,
+        }
+    }
+
+    #[test]
+    fn a_well_formed_secret_passes() {
+        assert_eq!(validate_secret_spec(&spec("foo-json")), Ok(()));
+    }
+
+    #[test]
+    fn names_keys_labels_and_sizes_are_checked() {
+        assert!(validate_secret_spec(&spec("Not_Valid")).is_err());
+        let mut s = spec("ok");
+        s.data.insert("bad key".into(), Bytes::from("x"));
+        assert!(validate_secret_spec(&s).is_err());
+        let mut s = spec("ok");
+        s.labels.insert("bad label!".into(), "x".into());
+        assert!(validate_secret_spec(&s).is_err());
+        let mut s = spec("ok");
+        s.data.insert("big".into(), Bytes(vec![b'x'; MAX_SECRET_DATA]));
+        let err = validate_secret_spec(&s).unwrap_err();
+        assert!(err.contains("Secret limit"), "{err}");
+    }
+
+    #[test]
+    fn versioning_labels_are_reserved() {
+        let mut s = spec("ok");
+        s.labels.insert(SECRET_VERSION_LABEL.into(), "7".into());
+        assert!(validate_secret_spec(&s).unwrap_err().contains("reserved"));
+    }
+
+    #[test]
+    fn errors_never_contain_values() {
+        let mut s = spec("ok");
+        s.data.insert("big".into(), Bytes(b"canary-value".repeat(100_000)));
+        assert!(!validate_secret_spec(&s).unwrap_err().contains("canary"));
+    }
+}
