@@ -34,9 +34,9 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
 use kube::api::{ApiResource, DynamicObject, PostParams};
 use kube::runtime::watcher;
-use kube::Api;
 use kubesim::{KubeSim, KubeSimOptions};
 use quarks_job::crd::QuarksJob;
 use quarks_job::operator::namespaces::MONITORED_LABEL;
@@ -86,18 +86,29 @@ fn cpu_seconds(pid: &str) -> f64 {
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (tick(11) + tick(12)) / 100.0
 }
 
 /// A minimal HTTP/1.0 GET on loopback: (status code, body).
 async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await.ok()?;
     let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Some((code, body))
 }
 
@@ -125,8 +136,19 @@ impl Operator {
     async fn start(kubeconfig: &Path, client: &kube::Client, monitored_id: &str) -> Operator {
         let log = tempfile::NamedTempFile::new().expect("temp file");
         let child = Command::new(env!("CARGO_BIN_EXE_quarks-job"))
-            .args(["--kubeconfig", kubeconfig.to_str().expect("utf-8 path"), "--monitored-id", monitored_id])
-            .args(["--apply-crd", "--listen", "127.0.0.1:0", "--max-workers", &CONCURRENCY.to_string()])
+            .args([
+                "--kubeconfig",
+                kubeconfig.to_str().expect("utf-8 path"),
+                "--monitored-id",
+                monitored_id,
+            ])
+            .args([
+                "--apply-crd",
+                "--listen",
+                "127.0.0.1:0",
+                "--max-workers",
+                &CONCURRENCY.to_string(),
+            ])
             .args(["--log-level", "info", "--log-format", "json"])
             .env_remove("KUBECONFIG")
             .stdout(Stdio::null())
@@ -137,11 +159,17 @@ impl Operator {
         let pid = child.id().expect("pid");
         let mut addr = None;
         wait_for("the operator's listen address in its log", DEADLINE, || {
-            addr = std::fs::read_to_string(log.path()).unwrap_or_default().lines().find_map(|line| {
-                let v: serde_json::Value = serde_json::from_str(line).ok()?;
-                v["fields"]["message"].as_str()?.starts_with("serving /healthz").then_some(())?;
-                v["fields"]["addr"].as_str()?.parse::<SocketAddr>().ok()
-            });
+            addr = std::fs::read_to_string(log.path())
+                .unwrap_or_default()
+                .lines()
+                .find_map(|line| {
+                    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+                    v["fields"]["message"]
+                        .as_str()?
+                        .starts_with("serving /healthz")
+                        .then_some(())?;
+                    v["fields"]["addr"].as_str()?.parse::<SocketAddr>().ok()
+                });
             std::future::ready(addr.is_some())
         })
         .await;
@@ -149,7 +177,10 @@ impl Operator {
         // Ready = /readyz 200. Seen on main at 21:08 UTC: an operator with no monitored
         // namespace yet never becomes ready; then go on after 10 s and say so.
         let until = Instant::now() + Duration::from_secs(10);
-        while !http_get(addr, "/readyz").await.is_some_and(|(code, _)| code == 200) {
+        while !http_get(addr, "/readyz")
+            .await
+            .is_some_and(|(code, _)| code == 200)
+        {
             if Instant::now() > until {
                 eprintln!("warning: operator /readyz not 200 after 10 s; continuing");
                 break;
@@ -163,15 +194,26 @@ impl Operator {
                 .ok()
                 .flatten()
                 .and_then(|c| c.status?.conditions)
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
         })
         .await;
-        Operator { child, pid, addr, log }
+        Operator {
+            child,
+            pid,
+            addr,
+            log,
+        }
     }
 
     /// A counter or gauge from `/metrics` (sum over its label sets).
     async fn metric(&self, name: &str) -> f64 {
-        let body = http_get(self.addr, "/metrics").await.map(|(_, b)| b).unwrap_or_default();
+        let body = http_get(self.addr, "/metrics")
+            .await
+            .map(|(_, b)| b)
+            .unwrap_or_default();
         body.lines()
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -179,23 +221,46 @@ impl Operator {
     }
 
     async fn stop(mut self) {
-        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status();
-        if tokio::time::timeout(DEADLINE, self.child.wait()).await.is_err() {
-            eprintln!("operator did not stop on SIGTERM; killing it. Log tail:\n{}", self.log_tail());
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status();
+        if tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "operator did not stop on SIGTERM; killing it. Log tail:\n{}",
+                self.log_tail()
+            );
             let _ = self.child.kill().await;
         }
     }
 
     fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
-        log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        log.lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
 async fn create_namespace(client: &kube::Client, name: &str, monitored_id: Option<&str>) {
-    let labels = monitored_id.map(|id| json!({ MONITORED_LABEL: id })).unwrap_or(json!({}));
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).expect("namespace");
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+    let labels = monitored_id
+        .map(|id| json!({ MONITORED_LABEL: id }))
+        .unwrap_or(json!({}));
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))
+            .expect("namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
 }
 
 /// The pod template of every QuarksJob and bare Job: an image no kubelet can pull.
@@ -217,15 +282,32 @@ fn qjob(name: &str, strategy: &str) -> DynamicObject {
 }
 
 fn qjob_api(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), namespace, &ApiResource::erase::<QuarksJob>(&()))
+    Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &ApiResource::erase::<QuarksJob>(&()),
+    )
 }
 
 /// Creates `count` QuarksJobs named `{prefix}{i}` in `namespaces[i % len]`, `CONCURRENCY` at a time.
-async fn create_qjobs(client: &kube::Client, namespaces: &[String], prefix: &str, count: usize, strategy: &str) {
+async fn create_qjobs(
+    client: &kube::Client,
+    namespaces: &[String],
+    prefix: &str,
+    count: usize,
+    strategy: &str,
+) {
     futures::stream::iter(0..count)
         .map(|i| {
             let api = qjob_api(client, &namespaces[i % namespaces.len()]);
-            async move { api.create(&PostParams::default(), &qjob(&format!("{prefix}{i}"), strategy)).await.expect("create QuarksJob") }
+            async move {
+                api.create(
+                    &PostParams::default(),
+                    &qjob(&format!("{prefix}{i}"), strategy),
+                )
+                .await
+                .expect("create QuarksJob")
+            }
         })
         .buffer_unordered(CONCURRENCY)
         .for_each(|_| async {})
@@ -233,7 +315,12 @@ async fn create_qjobs(client: &kube::Client, namespaces: &[String], prefix: &str
 }
 
 /// A bare client creating `count` Jobs like the operator's, `CONCURRENCY` at a time.
-async fn create_bare_jobs(client: &kube::Client, namespaces: &[String], prefix: &str, count: usize) -> Duration {
+async fn create_bare_jobs(
+    client: &kube::Client,
+    namespaces: &[String],
+    prefix: &str,
+    count: usize,
+) -> Duration {
     let started = Instant::now();
     futures::stream::iter(0..count)
         .map(|i| {
@@ -243,7 +330,11 @@ async fn create_bare_jobs(client: &kube::Client, namespaces: &[String], prefix: 
                 "spec": {"backoffLimit": 0, "template": pod_template()}
             }))
             .expect("Job");
-            async move { api.create(&PostParams::default(), &job).await.expect("create Job") }
+            async move {
+                api.create(&PostParams::default(), &job)
+                    .await
+                    .expect("create Job")
+            }
         })
         .buffer_unordered(CONCURRENCY)
         .for_each(|_| async {})
@@ -269,10 +360,19 @@ fn watch_jobs(api: Api<Job>) -> mpsc::UnboundedReceiver<Option<(String, String, 
                 _ => continue,
             };
             let namespace = job.metadata.namespace.clone().unwrap_or_default();
-            if !seen.insert((namespace.clone(), job.metadata.name.clone().unwrap_or_default())) {
+            if !seen.insert((
+                namespace.clone(),
+                job.metadata.name.clone().unwrap_or_default(),
+            )) {
                 continue;
             }
-            let owner = job.metadata.labels.as_ref().and_then(|l| l.get(QJOB_NAME_LABEL)).cloned().unwrap_or_default();
+            let owner = job
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(QJOB_NAME_LABEL))
+                .cloned()
+                .unwrap_or_default();
             if tx.send(Some((namespace, owner, now))).is_err() {
                 return;
             }
@@ -293,8 +393,14 @@ async fn watch_ready(rx: &mut mpsc::UnboundedReceiver<Option<(String, String, In
 fn tally(log: &[kubesim::RequestRecord]) -> Vec<(String, usize)> {
     let mut counts = BTreeMap::<String, usize>::new();
     for r in log {
-        let sub = if r.subresource.is_empty() { String::new() } else { format!("/{}", r.subresource) };
-        *counts.entry(format!("{} {}{sub}", r.verb, r.resource)).or_default() += 1;
+        let sub = if r.subresource.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", r.subresource)
+        };
+        *counts
+            .entry(format!("{} {}{sub}", r.verb, r.resource))
+            .or_default() += 1;
     }
     let mut v: Vec<_> = counts.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1));
@@ -305,9 +411,21 @@ fn tally(log: &[kubesim::RequestRecord]) -> Vec<(String, usize)> {
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let counts = if quick {
-        Counts { latency: 20, burst: 100, burst_namespaces: 10, idle: 1_000, idle_namespaces: 10 }
+        Counts {
+            latency: 20,
+            burst: 100,
+            burst_namespaces: 10,
+            idle: 1_000,
+            idle_namespaces: 10,
+        }
     } else {
-        Counts { latency: 100, burst: 1_000, burst_namespaces: 100, idle: 10_000, idle_namespaces: 100 }
+        Counts {
+            latency: 100,
+            burst: 1_000,
+            burst_namespaces: 100,
+            idle: 10_000,
+            idle_namespaces: 100,
+        }
     };
     let options = || KubeSimOptions {
         quarks_job_bin: Some(env!("CARGO_BIN_EXE_quarks-job").into()),
@@ -331,7 +449,9 @@ async fn main() {
     for i in 0..WARMUP + counts.latency {
         let name = format!("once-{i}");
         let sent = Instant::now();
-        api.create(&PostParams::default(), &qjob(&name, "once")).await.expect("create QuarksJob");
+        api.create(&PostParams::default(), &qjob(&name, "once"))
+            .await
+            .expect("create QuarksJob");
         let arrived = tokio::time::timeout(DEADLINE, async {
             loop {
                 match jobs.recv().await {
@@ -342,18 +462,38 @@ async fn main() {
             }
         })
         .await
-        .unwrap_or_else(|_| panic!("no Job for QuarksJob {name}; operator log:\n{}", operator.log_tail()));
+        .unwrap_or_else(|_| {
+            panic!(
+                "no Job for QuarksJob {name}; operator log:\n{}",
+                operator.log_tail()
+            )
+        });
         if i >= WARMUP {
             samples.push(arrived - sent);
         }
     }
     drop(jobs);
     samples.sort();
-    rows.push((format!("QuarksJob create → Job exists, p50 (n = {})", counts.latency), ms(percentile(&samples, 0.5)), "≤ 100 ms (Go operator: ≥ 10 s)".into()));
-    rows.push(("QuarksJob create → Job exists, p99".into(), ms(percentile(&samples, 0.99)), "-".into()));
+    rows.push((
+        format!(
+            "QuarksJob create → Job exists, p50 (n = {})",
+            counts.latency
+        ),
+        ms(percentile(&samples, 0.5)),
+        "≤ 100 ms (Go operator: ≥ 10 s)".into(),
+    ));
+    rows.push((
+        "QuarksJob create → Job exists, p99".into(),
+        ms(percentile(&samples, 0.99)),
+        "-".into(),
+    ));
 
-    let monitored: Vec<String> = (0..counts.burst_namespaces).map(|i| format!("burst-{i}")).collect();
-    let bare: Vec<String> = (0..counts.burst_namespaces).map(|i| format!("bare-{i}")).collect();
+    let monitored: Vec<String> = (0..counts.burst_namespaces)
+        .map(|i| format!("burst-{i}"))
+        .collect();
+    let bare: Vec<String> = (0..counts.burst_namespaces)
+        .map(|i| format!("bare-{i}"))
+        .collect();
     for ns in &monitored {
         create_namespace(&client, ns, Some(&id)).await;
     }
@@ -380,12 +520,22 @@ async fn main() {
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => panic!("the Job watcher ended"),
-                Err(_) => panic!("only {seen} of {} Jobs after 120 s without progress; operator log:\n{}", counts.burst, operator.log_tail()),
+                Err(_) => panic!(
+                    "only {seen} of {} Jobs after 120 s without progress; operator log:\n{}",
+                    counts.burst,
+                    operator.log_tail()
+                ),
             }
         }
         last
     };
-    let (created_at, all_jobs_at) = tokio::join!(async { creating.await; Instant::now() }, counting);
+    let (created_at, all_jobs_at) = tokio::join!(
+        async {
+            creating.await;
+            Instant::now()
+        },
+        counting
+    );
     let operator_time = all_jobs_at - started;
     let cpu_operator = cpu_seconds(&operator.pid.to_string()) - cpu_operator;
     let cpu_bench = cpu_seconds("self") - cpu_bench;
@@ -400,11 +550,31 @@ async fn main() {
     let floor = bare_before.min(bare_after);
     let n = counts.burst;
     let nns = counts.burst_namespaces;
-    rows.push((format!("{n} one-off QuarksJobs / {nns} ns → all {n} Jobs exist"), ms(operator_time), "-".into()));
-    rows.push((format!("  of which after the last QuarksJob create returned"), ms(all_jobs_at.saturating_duration_since(created_at)), "-".into()));
-    rows.push((format!("bare client: {n} Jobs / {nns} ns (floor; runs: {} / {})", ms(bare_before), ms(bare_after)), ms(floor), "-".into()));
-    rows.push(("ratio operator / bare floor".into(), format!("{:.2}", operator_time.as_secs_f64() / floor.as_secs_f64()), "≤ 1.5".into()));
-    let operator_requests: usize = requests.len().saturating_sub(n) ; // minus the bench's QuarksJob creates
+    rows.push((
+        format!("{n} one-off QuarksJobs / {nns} ns → all {n} Jobs exist"),
+        ms(operator_time),
+        "-".into(),
+    ));
+    rows.push((
+        format!("  of which after the last QuarksJob create returned"),
+        ms(all_jobs_at.saturating_duration_since(created_at)),
+        "-".into(),
+    ));
+    rows.push((
+        format!(
+            "bare client: {n} Jobs / {nns} ns (floor; runs: {} / {})",
+            ms(bare_before),
+            ms(bare_after)
+        ),
+        ms(floor),
+        "-".into(),
+    ));
+    rows.push((
+        "ratio operator / bare floor".into(),
+        format!("{:.2}", operator_time.as_secs_f64() / floor.as_secs_f64()),
+        "≤ 1.5".into(),
+    ));
+    let operator_requests: usize = requests.len().saturating_sub(n); // minus the bench's QuarksJob creates
     notes.push(format!(
         "burst: operator CPU {cpu_operator:.1} s, bench process (kubesim + clients) CPU {cpu_bench:.1} s, {reconciles} reconciles; \
          {:.1} API requests per QuarksJob besides its create:",
@@ -413,7 +583,9 @@ async fn main() {
     for (what, count) in tally(requests) {
         notes.push(format!("  {what}: {count}"));
     }
-    let errors = operator.metric("controller_runtime_reconcile_errors_total").await;
+    let errors = operator
+        .metric("controller_runtime_reconcile_errors_total")
+        .await;
     if errors > 0.0 {
         notes.push(format!("reconcile errors during phases 1-2: {errors}"));
     }
@@ -426,9 +598,15 @@ async fn main() {
     let operator = Operator::start(sim.kubeconfig_path(), &client, &id).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (idle_rss, _) = memory_mib(operator.pid);
-    rows.push(("operator RSS, idle (no QuarksJobs)".into(), format!("{idle_rss:.1} MiB"), "baseline".into()));
+    rows.push((
+        "operator RSS, idle (no QuarksJobs)".into(),
+        format!("{idle_rss:.1} MiB"),
+        "baseline".into(),
+    ));
 
-    let namespaces: Vec<String> = (0..counts.idle_namespaces).map(|i| format!("idle-{i}")).collect();
+    let namespaces: Vec<String> = (0..counts.idle_namespaces)
+        .map(|i| format!("idle-{i}"))
+        .collect();
     for ns in &namespaces {
         create_namespace(&client, ns, Some(&id)).await;
     }
@@ -440,7 +618,9 @@ async fn main() {
         let mut stream = watcher(all, watcher::Config::default()).boxed();
         while let Ok(Some(event)) = stream.try_next().await {
             if let watcher::Event::Apply(q) | watcher::Event::InitApply(q) = event {
-                if q.data["status"]["observedGeneration"].is_i64() && done.insert((q.metadata.namespace, q.metadata.name)) {
+                if q.data["status"]["observedGeneration"].is_i64()
+                    && done.insert((q.metadata.namespace, q.metadata.name))
+                {
                     let _ = tx.send(done.len());
                 }
             }
@@ -453,7 +633,11 @@ async fn main() {
     while reconciled < counts.idle {
         match tokio::time::timeout(Duration::from_secs(120), observed.recv()).await {
             Ok(Some(n)) => reconciled = n,
-            _ => panic!("only {reconciled} of {} QuarksJobs reconciled; operator log:\n{}", counts.idle, operator.log_tail()),
+            _ => panic!(
+                "only {reconciled} of {} QuarksJobs reconciled; operator log:\n{}",
+                counts.idle,
+                operator.log_tail()
+            ),
         }
     }
     let all_reconciled = started.elapsed();
@@ -461,9 +645,25 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss, hwm) = memory_mib(operator.pid);
     let m = counts.idle;
-    rows.push((format!("operator RSS, {m} `manual` QuarksJobs reconciled"), format!("{rss:.1} MiB"), "≤ 100 MiB".into()));
-    rows.push(("  operator peak RSS (VmHWM) so far".into(), format!("{hwm:.1} MiB"), "-".into()));
-    rows.push((format!("  {m} created / all reconciled after"), format!("{:.1} s / {:.1} s", created.as_secs_f64(), all_reconciled.as_secs_f64()), "-".into()));
+    rows.push((
+        format!("operator RSS, {m} `manual` QuarksJobs reconciled"),
+        format!("{rss:.1} MiB"),
+        "≤ 100 MiB".into(),
+    ));
+    rows.push((
+        "  operator peak RSS (VmHWM) so far".into(),
+        format!("{hwm:.1} MiB"),
+        "-".into(),
+    ));
+    rows.push((
+        format!("  {m} created / all reconciled after"),
+        format!(
+            "{:.1} s / {:.1} s",
+            created.as_secs_f64(),
+            all_reconciled.as_secs_f64()
+        ),
+        "-".into(),
+    ));
     operator.stop().await;
     sim.stop().await;
 

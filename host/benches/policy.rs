@@ -44,12 +44,18 @@ fn row(name: &str, (p50, p99): (Duration, Duration), baseline: Option<(Duration,
     let ratio = baseline
         .map(|(b50, _)| format!("{:>8.1}x", p50.as_secs_f64() / b50.as_secs_f64().max(1e-9)))
         .unwrap_or_else(|| format!("{:>9}", "-"));
-    println!("| {name:<44} | {:>10} | {:>10} | {ratio} |", fmt(p50), fmt(p99));
+    println!(
+        "| {name:<44} | {:>10} | {:>10} | {ratio} |",
+        fmt(p50),
+        fmt(p99)
+    );
 }
 
 fn trigger_input() -> (c::TriggerInput, st::TriggerInput) {
     let host = c::TriggerInput {
-        event: c::TriggerEvent::StrategyChanged { previous: c::Strategy::Manual },
+        event: c::TriggerEvent::StrategyChanged {
+            previous: c::Strategy::Manual,
+        },
         quarks_job: c::QuarksJobView {
             name: "errand1".into(),
             namespace: "staging".into(),
@@ -157,7 +163,10 @@ fn main() {
     let n = |full: usize| if quick { (full / 10).max(5) } else { full };
     let engine = PolicyEngine::new(Limits::default()).expect("engine");
 
-    println!("| {:<44} | {:>10} | {:>10} | {:>9} |", "measurement", "p50", "p99", "vs native");
+    println!(
+        "| {:<44} | {:>10} | {:>10} | {:>9} |",
+        "measurement", "p50", "p99", "vs native"
+    );
     println!("|{:-<46}|{:->12}|{:->12}|{:->11}|", "", "", "", "");
 
     // Cold compile: a fresh engine each time, so nothing is cached.
@@ -166,17 +175,27 @@ fn main() {
             let fresh = PolicyEngine::new(Limits::default()).unwrap();
             fresh.load(b.bytes, b.world).unwrap();
         });
-        row(&format!("cold compile {} ({} KiB)", b.name, b.bytes.len() / 1024), cold, None);
+        row(
+            &format!("cold compile {} ({} KiB)", b.name, b.bytes.len() / 1024),
+            cold,
+            None,
+        );
     }
     for b in builtin::all() {
         engine.load(b.bytes, b.world).unwrap();
         let cached = time(n(1000), || {
             engine.load(b.bytes, b.world).unwrap();
         });
-        row(&format!("cached load {} (digest + lookup)", b.name), cached, None);
+        row(
+            &format!("cached load {} (digest + lookup)", b.name),
+            cached,
+            None,
+        );
     }
 
-    let trigger = engine.load(builtin::TRIGGER_DEFAULT.bytes, World::Trigger).unwrap();
+    let trigger = engine
+        .load(builtin::TRIGGER_DEFAULT.bytes, World::Trigger)
+        .unwrap();
     let (host_in, native_in) = trigger_input();
     let native = time(n(20_000), || {
         std::hint::black_box(trigger_default::decide(std::hint::black_box(&native_in)));
@@ -187,16 +206,32 @@ fn main() {
     row("native decide (baseline)", native, None);
     row("warm decide through the engine", warm, Some(native));
 
-    let output = engine.load(builtin::OUTPUT_DEFAULT.bytes, World::Output).unwrap();
-    for (label, size, iterations) in [("1 KiB", 1 << 10, 5_000), ("100 KiB", 100 << 10, 500), ("1 MiB", (1 << 20) - 64, 50)] {
+    let output = engine
+        .load(builtin::OUTPUT_DEFAULT.bytes, World::Output)
+        .unwrap();
+    for (label, size, iterations) in [
+        ("1 KiB", 1 << 10, 5_000),
+        ("100 KiB", 100 << 10, 500),
+        ("1 MiB", (1 << 20) - 64, 50),
+    ] {
         let (host_in, native_in) = output_input(flat_json(size));
         let native = time(n(iterations), || {
-            std::hint::black_box(output_default::transform(std::hint::black_box(&native_in)).unwrap());
+            std::hint::black_box(
+                output_default::transform(std::hint::black_box(&native_in)).unwrap(),
+            );
         });
         let warm = time(n(iterations), || {
             std::hint::black_box(engine.transform(&output, host_in.clone()).unwrap());
         });
-        row(&format!("native transform {label} (baseline)"), native, None);
-        row(&format!("warm transform {label} through the engine"), warm, Some(native));
+        row(
+            &format!("native transform {label} (baseline)"),
+            native,
+            None,
+        );
+        row(
+            &format!("warm transform {label} through the engine"),
+            warm,
+            Some(native),
+        );
     }
 }

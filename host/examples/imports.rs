@@ -4,7 +4,11 @@ fn main() -> anyhow::Result<()> {
     cfg.wasm_component_model(true);
     let engine = wasmtime::Engine::new(&cfg)?;
     let c = wasmtime::component::Component::from_file(&engine, path)?;
-    for (name, _) in c.component_type().imports(&engine) { println!("import {name}"); }
-    for (name, _) in c.component_type().exports(&engine) { println!("export {name}"); }
+    for (name, _) in c.component_type().imports(&engine) {
+        println!("import {name}");
+    }
+    for (name, _) in c.component_type().exports(&engine) {
+        println!("export {name}");
+    }
     Ok(())
 }

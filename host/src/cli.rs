@@ -42,7 +42,13 @@ pub struct OperatorArgs {
     #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
     pub log_level: String,
     /// Log format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
     /// Address of the /healthz, /readyz and /metrics endpoints.
     #[arg(long, env = "LISTEN_ADDRESS", default_value = "0.0.0.0:8080")]
@@ -165,16 +171,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         return run_operator(cli.operator);
     };
     match command {
-        Command::Crd => {
-            print_stdout(&crate::crd::crd_yaml()?)
-        }
-        Command::Version => {
-            print_stdout(&format!(
-                "quarks-job {} (policy contract quarks:policy@{})\n",
-                crate::VERSION,
-                crate::policy::CONTRACT_VERSION
-            ))
-        }
+        Command::Crd => print_stdout(&crate::crd::crd_yaml()?),
+        Command::Version => print_stdout(&format!(
+            "quarks-job {} (policy contract quarks:policy@{})\n",
+            crate::VERSION,
+            crate::policy::CONTRACT_VERSION
+        )),
         Command::Policy(PolicyCommand::Run(args)) => policy_run(args),
         Command::PersistOutput(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -187,7 +189,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 fn init_logging(args: &OperatorArgs) {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -237,7 +237,8 @@ pub struct PolicyDigests {
 /// API server validates and prunes it, but not the upstream Kubernetes field descriptions:
 /// they would make the CRD over 500 KB, too large for `kubectl apply` (client-side) and
 /// wasteful in every API server. `kubectl explain job.spec` documents those fields.
-pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+pub fn crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
     let mut crd = QuarksJob::crd();
     for version in &mut crd.spec.versions {
         let template = version
@@ -277,7 +278,10 @@ fn strip_descriptions(
             strip_descriptions(inner);
         }
     }
-    for list in [&mut schema.all_of, &mut schema.any_of, &mut schema.one_of].into_iter().flatten() {
+    for list in [&mut schema.all_of, &mut schema.any_of, &mut schema.one_of]
+        .into_iter()
+        .flatten()
+    {
         list.iter_mut().for_each(strip_descriptions);
     }
 }

@@ -44,7 +44,10 @@ impl Context {
         metrics: Arc<Metrics>,
         instance: String,
     ) -> Self {
-        let reporter = Reporter { controller: "quarks-job".into(), instance: Some(instance) };
+        let reporter = Reporter {
+            controller: "quarks-job".into(),
+            instance: Some(instance),
+        };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -61,43 +64,71 @@ impl Context {
     }
 
     /// Runs the trigger policy on a blocking thread (policy calls are CPU-bound) and measures it.
-    pub async fn call_trigger_policy(&self, input: TriggerInput) -> Result<TriggerDecision, PolicyError> {
+    pub async fn call_trigger_policy(
+        &self,
+        input: TriggerInput,
+    ) -> Result<TriggerDecision, PolicyError> {
         let engine = self.engine.clone();
         let policy = self.trigger_policy.clone();
         let started = Instant::now();
         let result = tokio::task::spawn_blocking(move || engine.decide(&policy, input))
             .await
-            .unwrap_or_else(|e| Err(PolicyError::Engine(format!("policy call did not finish: {e}"))));
+            .unwrap_or_else(|e| {
+                Err(PolicyError::Engine(format!(
+                    "policy call did not finish: {e}"
+                )))
+            });
         self.metrics
             .policy_call_seconds
-            .get_or_create(&PolicyLabels { world: World::Trigger.as_str() })
+            .get_or_create(&PolicyLabels {
+                world: World::Trigger.as_str(),
+            })
             .observe(started.elapsed().as_secs_f64());
         result
     }
 
     /// Runs the output policy on a blocking thread and measures it.
-    pub async fn call_output_policy(&self, input: OutputInput) -> Result<OutputResult, PolicyError> {
+    pub async fn call_output_policy(
+        &self,
+        input: OutputInput,
+    ) -> Result<OutputResult, PolicyError> {
         let engine = self.engine.clone();
         let policy = self.output_policy.clone();
         let started = Instant::now();
         let result = tokio::task::spawn_blocking(move || engine.transform(&policy, input))
             .await
-            .unwrap_or_else(|e| Err(PolicyError::Engine(format!("policy call did not finish: {e}"))));
+            .unwrap_or_else(|e| {
+                Err(PolicyError::Engine(format!(
+                    "policy call did not finish: {e}"
+                )))
+            });
         self.metrics
             .policy_call_seconds
-            .get_or_create(&PolicyLabels { world: World::Output.as_str() })
+            .get_or_create(&PolicyLabels {
+                world: World::Output.as_str(),
+            })
             .observe(started.elapsed().as_secs_f64());
         if let Err(error) = &result {
             self.metrics
                 .policy_errors_total
-                .get_or_create(&super::metrics::PolicyErrorLabels { world: World::Output.as_str(), code: error.code() })
+                .get_or_create(&super::metrics::PolicyErrorLabels {
+                    world: World::Output.as_str(),
+                    code: error.code(),
+                })
                 .inc();
         }
         result
     }
 
     /// Publishes an Event on the QuarksJob. Failing to publish is logged, never fatal.
-    pub async fn event(&self, qjob: &QuarksJob, type_: EventType, reason: &str, action: &str, note: String) {
+    pub async fn event(
+        &self,
+        qjob: &QuarksJob,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let event = Event {
             type_,
             reason: reason.to_owned(),

@@ -18,7 +18,11 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
 }
 
-pub async fn serve(addr: SocketAddr, state: HttpState, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    state: HttpState,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -42,7 +46,10 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
 
 async fn metrics(State(state): State<HttpState>) -> ([(&'static str, &'static str); 1], String) {
     (
-        [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }

@@ -68,7 +68,10 @@ impl LeaderElection {
         let seconds = i32::try_from(self.lease_duration.as_secs()).unwrap_or(i32::MAX);
         let Some(mut lease) = self.api.get_opt(&self.lease_name).await? else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.lease_name.clone()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(self.lease_name.clone()),
+                    ..Default::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(self.identity.clone()),
                     lease_duration_seconds: Some(seconds),
@@ -87,7 +90,9 @@ impl LeaderElection {
         let spec = lease.spec.get_or_insert_with(Default::default);
         let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
         let expired = spec.renew_time.as_ref().is_none_or(|t| {
-            let held = Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(seconds)).unwrap_or(0));
+            let held = Duration::from_secs(
+                u64::try_from(spec.lease_duration_seconds.unwrap_or(seconds)).unwrap_or(0),
+            );
             now.duration_since(t.0).as_secs_f64() > held.as_secs_f64()
         });
         if !ours && !expired {
@@ -100,7 +105,11 @@ impl LeaderElection {
         }
         spec.renew_time = Some(MicroTime(now));
         spec.lease_duration_seconds = Some(seconds);
-        match self.api.replace(&self.lease_name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.lease_name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
             Err(e) => Err(e),

@@ -50,9 +50,10 @@ impl Default for Metrics {
         let mut registry = Registry::default();
         let reconcile_total = Family::<ReconcileLabels, Counter>::default();
         let reconcile_errors_total = Family::<ControllerLabels, Counter>::default();
-        let reconcile_time_seconds = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-        });
+        let reconcile_time_seconds =
+            Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            });
         let policy_call_seconds = Family::<PolicyLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.000_005, 2.0, 18))
         });
@@ -60,14 +61,46 @@ impl Default for Metrics {
         let runs_started_total = Counter::default();
         let runs_succeeded_total = Counter::default();
         let runs_failed_total = Counter::default();
-        registry.register("controller_runtime_reconcile", "Reconciliations per controller and result", reconcile_total.clone());
-        registry.register("controller_runtime_reconcile_errors", "Reconciliation errors per controller", reconcile_errors_total.clone());
-        registry.register("controller_runtime_reconcile_time_seconds", "Time per reconciliation", reconcile_time_seconds.clone());
-        registry.register("quarks_job_runs_started", "Jobs started for QuarksJobs", runs_started_total.clone());
-        registry.register("quarks_job_runs_succeeded", "Runs whose Job succeeded", runs_succeeded_total.clone());
-        registry.register("quarks_job_runs_failed", "Runs whose Job failed", runs_failed_total.clone());
-        registry.register("quarks_job_policy_call_seconds", "Time per policy call, by world", policy_call_seconds.clone());
-        registry.register("quarks_job_policy_errors", "Policy call failures, by world and error code", policy_errors_total.clone());
+        registry.register(
+            "controller_runtime_reconcile",
+            "Reconciliations per controller and result",
+            reconcile_total.clone(),
+        );
+        registry.register(
+            "controller_runtime_reconcile_errors",
+            "Reconciliation errors per controller",
+            reconcile_errors_total.clone(),
+        );
+        registry.register(
+            "controller_runtime_reconcile_time_seconds",
+            "Time per reconciliation",
+            reconcile_time_seconds.clone(),
+        );
+        registry.register(
+            "quarks_job_runs_started",
+            "Jobs started for QuarksJobs",
+            runs_started_total.clone(),
+        );
+        registry.register(
+            "quarks_job_runs_succeeded",
+            "Runs whose Job succeeded",
+            runs_succeeded_total.clone(),
+        );
+        registry.register(
+            "quarks_job_runs_failed",
+            "Runs whose Job failed",
+            runs_failed_total.clone(),
+        );
+        registry.register(
+            "quarks_job_policy_call_seconds",
+            "Time per policy call, by world",
+            policy_call_seconds.clone(),
+        );
+        registry.register(
+            "quarks_job_policy_errors",
+            "Policy call failures, by world and error code",
+            policy_errors_total.clone(),
+        );
         Metrics {
             registry,
             reconcile_total,
@@ -89,9 +122,13 @@ impl Metrics {
             .get_or_create(&ControllerLabels { controller })
             .observe(took.as_secs_f64());
         let result = if ok { "success" } else { "error" };
-        self.reconcile_total.get_or_create(&ReconcileLabels { controller, result }).inc();
+        self.reconcile_total
+            .get_or_create(&ReconcileLabels { controller, result })
+            .inc();
         if !ok {
-            self.reconcile_errors_total.get_or_create(&ControllerLabels { controller }).inc();
+            self.reconcile_errors_total
+                .get_or_create(&ControllerLabels { controller })
+                .inc();
         }
     }
 

@@ -28,7 +28,7 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams, PartialObjectMeta};
+use kube::api::{PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -74,7 +74,10 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let http = tokio::spawn(http::serve(
         config.listen,
-        http::HttpState { metrics: metrics.clone(), ready: ready.clone() },
+        http::HttpState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        },
         shutdown.clone(),
     ));
 
@@ -101,7 +104,16 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
 
     let (ns_store, ns_writer) = reflector::store::<Namespace>();
     let monitored = MonitoredNamespaces::new(ns_store);
-    let ctx = Arc::new(Context::new(client.clone(), engine, trigger_policy, output_policy, config.helper.clone(), monitored.clone(), metrics, identity));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        engine,
+        trigger_policy,
+        output_policy,
+        config.helper.clone(),
+        monitored.clone(),
+        metrics,
+        identity,
+    ));
 
     let qjobs: Api<QuarksJob> = Api::all(client.clone());
     let controller = Controller::new(qjobs, watcher::Config::default().any_semantic())
@@ -121,12 +133,18 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         let store = qjob_store.clone();
         move |ns: Namespace| qjobs_in(&store, &ns.name_any())
     };
-    let config_maps = watcher(Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
-    let secrets = watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
+    let config_maps = watcher(
+        Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects();
+    let secrets = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects();
     let referencing_map = {
         let store = qjob_store.clone();
         move |cm: PartialObjectMeta<ConfigMap>| referencing(&store, ConfigKind::ConfigMap, &cm)
@@ -154,7 +172,8 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         let ready = ready.clone();
         let store = qjob_store.clone();
         async move {
-            if store.wait_until_ready().await.is_ok() && monitored.wait_until_ready().await.is_ok() {
+            if store.wait_until_ready().await.is_ok() && monitored.wait_until_ready().await.is_ok()
+            {
                 ready.store(true, Ordering::Relaxed);
                 info!("caches synced; ready");
             }
@@ -199,7 +218,11 @@ fn qjobs_in(store: &Store<QuarksJob>, namespace: &str) -> Vec<ObjectRef<QuarksJo
 
 /// QuarksJobs whose pod template references this ConfigMap/Secret — by name, or as another
 /// version of the same versioned secret.
-fn referencing<K: kube::Resource>(store: &Store<QuarksJob>, kind: ConfigKind, object: &K) -> Vec<ObjectRef<QuarksJob>> {
+fn referencing<K: kube::Resource>(
+    store: &Store<QuarksJob>,
+    kind: ConfigKind,
+    object: &K,
+) -> Vec<ObjectRef<QuarksJob>> {
     let namespace = object.meta().namespace.as_deref();
     if kind == ConfigKind::Secret {
         if let Some(owner) = staging_owner(object) {
@@ -218,14 +241,21 @@ fn referencing<K: kube::Resource>(store: &Store<QuarksJob>, kind: ConfigKind, ob
         .iter()
         .filter(|q| q.namespace().as_deref() == namespace)
         .filter(|q| {
-            let Some(pod) = q.spec.template.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
+            let Some(pod) = q
+                .spec
+                .template
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+            else {
                 return false;
             };
             referenced_config(pod).iter().any(|r| {
                 r.kind == kind
                     && (r.name == name
                         || (prefix.is_some()
-                            && versioned::parse_versioned_name(&r.name).map(|v| v.prefix) == prefix))
+                            && versioned::parse_versioned_name(&r.name).map(|v| v.prefix)
+                                == prefix))
             })
         })
         .map(|q| ObjectRef::from_obj(q.as_ref()))
@@ -235,8 +265,13 @@ fn referencing<K: kube::Resource>(store: &Store<QuarksJob>, kind: ConfigKind, ob
 /// The QuarksJob a staging Secret of the output helper belongs to.
 fn staging_owner<K: kube::Resource>(object: &K) -> Option<String> {
     let meta = object.meta();
-    meta.labels.as_ref()?.get(crate::output::staging::STAGING_LABEL)?;
-    let manifest = meta.annotations.as_ref()?.get(crate::output::staging::MANIFEST_ANNOTATION)?;
+    meta.labels
+        .as_ref()?
+        .get(crate::output::staging::STAGING_LABEL)?;
+    let manifest = meta
+        .annotations
+        .as_ref()?
+        .get(crate::output::staging::MANIFEST_ANNOTATION)?;
     let manifest: crate::output::staging::StagingManifest = serde_json::from_str(manifest).ok()?;
     Some(manifest.quarks_job)
 }
@@ -257,9 +292,17 @@ async fn apply_crd(client: &kube::Client) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = crate::crd::crd();
     let name = crd.name_any();
-    api.patch(&name, &PatchParams::apply(reconcile::FIELD_MANAGER).force(), &Patch::Apply(&crd))
-        .await?;
-    let established = kube::runtime::wait::await_condition(api, &name, kube::runtime::wait::conditions::is_crd_established());
+    api.patch(
+        &name,
+        &PatchParams::apply(reconcile::FIELD_MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    let established = kube::runtime::wait::await_condition(
+        api,
+        &name,
+        kube::runtime::wait::conditions::is_crd_established(),
+    );
     tokio::time::timeout(Duration::from_secs(30), established).await??;
     info!(crd = %name, "CRD applied and established");
     Ok(())

@@ -28,7 +28,9 @@ impl MonitoredNamespaces {
         self.store.get(&ObjectRef::new(namespace)).is_some()
     }
 
-    pub async fn wait_until_ready(&self) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
+    pub async fn wait_until_ready(
+        &self,
+    ) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
         self.store.wait_until_ready().await
     }
 }

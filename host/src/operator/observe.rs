@@ -12,7 +12,9 @@ use kube::api::ListParams;
 use super::digest::{ConfigContent, config_digest};
 use super::naming::job_name;
 use super::references::{ConfigKind, referenced_config};
-use super::versioned::{SECRET_KIND_LABEL, VERSIONED_SECRET_KIND, newest_versions, rewrite_versioned_references};
+use super::versioned::{
+    SECRET_KIND_LABEL, VERSIONED_SECRET_KIND, newest_versions, rewrite_versioned_references,
+};
 use crate::crd::QuarksJob;
 
 /// The referenced config of a QuarksJob as it is now.
@@ -46,7 +48,10 @@ pub async fn referenced_config_now(
     // Only list versioned secrets when the template could reference one.
     let newest = if refs_before.iter().any(|r| r.kind == ConfigKind::Secret) {
         let versioned = secrets
-            .list(&ListParams::default().labels(&format!("{SECRET_KIND_LABEL}={VERSIONED_SECRET_KIND}")))
+            .list(
+                &ListParams::default()
+                    .labels(&format!("{SECRET_KIND_LABEL}={VERSIONED_SECRET_KIND}")),
+            )
             .await?;
         newest_versions(&versioned.items)
     } else {
@@ -59,8 +64,14 @@ pub async fn referenced_config_now(
     let mut missing = Vec::new();
     for reference in referenced_config(&pod) {
         let present = match reference.kind {
-            ConfigKind::ConfigMap => config_maps.get_opt(&reference.name).await?.map(|c| found_maps.push(c)),
-            ConfigKind::Secret => secrets.get_opt(&reference.name).await?.map(|s| found_secrets.push(s)),
+            ConfigKind::ConfigMap => config_maps
+                .get_opt(&reference.name)
+                .await?
+                .map(|c| found_maps.push(c)),
+            ConfigKind::Secret => secrets
+                .get_opt(&reference.name)
+                .await?
+                .map(|s| found_secrets.push(s)),
         };
         if present.is_none() && !reference.optional {
             missing.push(reference.display());
@@ -74,7 +85,11 @@ pub async fn referenced_config_now(
             .collect();
         config_digest(&contents)
     });
-    Ok(ConfigObservation { digest, missing, newest_versions: newest })
+    Ok(ConfigObservation {
+        digest,
+        missing,
+        newest_versions: newest,
+    })
 }
 
 /// The Jobs of run `run_count` (the last recorded run) and `run_count + 1` (a run whose Job
@@ -88,12 +103,20 @@ pub async fn run_jobs(client: &kube::Client, qjob: &QuarksJob) -> Result<RunJobs
     let namespace = qjob.metadata.namespace.as_deref().unwrap_or_default();
     let name = qjob.metadata.name.as_deref().unwrap_or_default();
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let run_count = qjob.status.as_ref().map(|s| s.run_count).unwrap_or_default();
+    let run_count = qjob
+        .status
+        .as_ref()
+        .map(|s| s.run_count)
+        .unwrap_or_default();
     let run_count = u64::try_from(run_count).unwrap_or_default();
     let uid = qjob.metadata.uid.as_deref().unwrap_or_default();
     // Only Jobs this very QuarksJob controls count (not a namesake's from before a re-create).
     let ours = |job: Option<Job>| job.filter(|j| super::job_builder::is_controlled_by(j, uid));
-    let current = if run_count > 0 { ours(jobs.get_opt(&job_name(name, run_count)).await?) } else { None };
+    let current = if run_count > 0 {
+        ours(jobs.get_opt(&job_name(name, run_count)).await?)
+    } else {
+        None
+    };
     let next = ours(jobs.get_opt(&job_name(name, run_count + 1)).await?);
     Ok(RunJobs { current, next })
 }

@@ -30,7 +30,11 @@ pub fn job_state(job: &Job) -> JobState {
         .and_then(|s| s.conditions.as_ref())
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let is_true = |ty: &str| conditions.iter().any(|c| c.type_ == ty && c.status == "True");
+    let is_true = |ty: &str| {
+        conditions
+            .iter()
+            .any(|c| c.type_ == ty && c.status == "True")
+    };
     if is_true("Complete") {
         JobState::Succeeded
     } else if is_true("Failed") {
@@ -45,7 +49,10 @@ pub fn job_failure(job: &Job) -> String {
     job.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Failed" && c.status == "True"))
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.type_ == "Failed" && c.status == "True")
+        })
         .map(|c| {
             let reason = c.reason.clone().unwrap_or_else(|| "Failed".into());
             match &c.message {
@@ -172,29 +179,52 @@ mod tests {
 
     #[test]
     fn a_new_generation_with_another_strategy_is_a_strategy_change() {
-        let q = qjob("now", 2, serde_json::json!({"observedGeneration": 1, "observedStrategy": "manual"}));
+        let q = qjob(
+            "now",
+            2,
+            serde_json::json!({"observedGeneration": 1, "observedStrategy": "manual"}),
+        );
         assert_eq!(
             trigger_event(&q, None, None),
-            TriggerEvent::StrategyChanged { previous: Strategy::Manual }
+            TriggerEvent::StrategyChanged {
+                previous: Strategy::Manual
+            }
         );
-        let q = qjob("manual", 2, serde_json::json!({"observedGeneration": 1, "observedStrategy": "manual"}));
+        let q = qjob(
+            "manual",
+            2,
+            serde_json::json!({"observedGeneration": 1, "observedStrategy": "manual"}),
+        );
         assert_eq!(trigger_event(&q, None, None), TriggerEvent::SpecChanged);
     }
 
     #[test]
     fn a_different_config_digest_is_a_config_change() {
-        let q = qjob("done", 1, serde_json::json!({"observedGeneration": 1, "configDigest": "a"}));
-        assert_eq!(trigger_event(&q, None, Some("b")), TriggerEvent::ConfigChanged);
+        let q = qjob(
+            "done",
+            1,
+            serde_json::json!({"observedGeneration": 1, "configDigest": "a"}),
+        );
+        assert_eq!(
+            trigger_event(&q, None, Some("b")),
+            TriggerEvent::ConfigChanged
+        );
         assert_eq!(trigger_event(&q, None, Some("a")), TriggerEvent::Resync);
         assert_eq!(trigger_event(&q, None, None), TriggerEvent::Resync);
     }
 
     #[test]
     fn a_job_that_just_finished_is_reported_first() {
-        let q = qjob("done", 1, serde_json::json!({"observedGeneration": 1, "configDigest": "a"}));
+        let q = qjob(
+            "done",
+            1,
+            serde_json::json!({"observedGeneration": 1, "configDigest": "a"}),
+        );
         assert_eq!(
             trigger_event(&q, Some(JobOutcome::Failed), Some("b")),
-            TriggerEvent::JobFinished { outcome: JobOutcome::Failed }
+            TriggerEvent::JobFinished {
+                outcome: JobOutcome::Failed
+            }
         );
     }
 
@@ -219,7 +249,10 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(job_state(&job), JobState::Failed);
-        assert_eq!(job_failure(&job), "BackoffLimitExceeded: Job has reached the specified backoff limit");
+        assert_eq!(
+            job_failure(&job),
+            "BackoffLimitExceeded: Job has reached the specified backoff limit"
+        );
         assert_eq!(job_state(&Job::default()), JobState::Active);
     }
 }

@@ -43,7 +43,8 @@ pub enum ReconcileError {
 pub async fn reconcile(qjob: Arc<QuarksJob>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let started = Instant::now();
     let result = reconcile_inner(&qjob, &ctx).await;
-    ctx.metrics.observe_reconcile(started.elapsed(), result.is_ok());
+    ctx.metrics
+        .observe_reconcile(started.elapsed(), result.is_ok());
     if result.is_ok() {
         ctx.backoff.reset(&qjob);
     }
@@ -73,13 +74,35 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
     let staged = crate::output::write::pending_staging(&ctx.client, qjob).await?;
     if !staged.is_empty() {
         for staging_secret in &staged {
-            let consumed = crate::output::write::consume(&ctx.client, ctx, qjob, staging_secret).await?;
+            let consumed =
+                crate::output::write::consume(&ctx.client, ctx, qjob, staging_secret).await?;
             for record in consumed.records {
-                status.outputs.retain(|r| r.job == record.job && !(r.container == record.container && r.file == record.file));
+                status.outputs.retain(|r| {
+                    r.job == record.job
+                        && !(r.container == record.container && r.file == record.file)
+                });
                 let what = format!("{}/{}", record.container, record.file);
                 match &record.error {
-                    Some(error) => ctx.event(qjob, EventType::Warning, "OutputFailed", "WriteOutput", format!("{what}: {error}")).await,
-                    None => ctx.event(qjob, EventType::Normal, "OutputWritten", "WriteOutput", format!("{what} → {}", record.secrets.join(", "))).await,
+                    Some(error) => {
+                        ctx.event(
+                            qjob,
+                            EventType::Warning,
+                            "OutputFailed",
+                            "WriteOutput",
+                            format!("{what}: {error}"),
+                        )
+                        .await
+                    }
+                    None => {
+                        ctx.event(
+                            qjob,
+                            EventType::Normal,
+                            "OutputWritten",
+                            "WriteOutput",
+                            format!("{what} → {}", record.secrets.join(", ")),
+                        )
+                        .await
+                    }
                 }
                 status.outputs.push(record);
             }
@@ -109,10 +132,36 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
                 status.completed = true;
                 status.last_run_finished_at = Some(now.clone());
                 status.last_failure = None;
-                set_condition(&mut status, CONDITION_RUNNING, false, "JobSucceeded", &format!("Job {} succeeded", job.name_any()), generation, &now);
-                set_condition(&mut status, CONDITION_FAILED, false, "JobSucceeded", "the last run succeeded", generation, &now);
+                set_condition(
+                    &mut status,
+                    CONDITION_RUNNING,
+                    false,
+                    "JobSucceeded",
+                    &format!("Job {} succeeded", job.name_any()),
+                    generation,
+                    &now,
+                );
+                set_condition(
+                    &mut status,
+                    CONDITION_FAILED,
+                    false,
+                    "JobSucceeded",
+                    "the last run succeeded",
+                    generation,
+                    &now,
+                );
                 ctx.metrics.runs_succeeded_total.inc();
-                ctx.event(qjob, EventType::Normal, "RunSucceeded", "Run", format!("Job {} succeeded; deleting it with its pods", job.name_any())).await;
+                ctx.event(
+                    qjob,
+                    EventType::Normal,
+                    "RunSucceeded",
+                    "Run",
+                    format!(
+                        "Job {} succeeded; deleting it with its pods",
+                        job.name_any()
+                    ),
+                )
+                .await;
             }
             JobState::Failed if !recorded => {
                 finished_now = Some(JobOutcome::Failed);
@@ -120,10 +169,36 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
                 status.completed = false;
                 status.last_run_finished_at = Some(now.clone());
                 status.last_failure = Some(why.clone());
-                set_condition(&mut status, CONDITION_RUNNING, false, "JobFailed", &format!("Job {} failed", job.name_any()), generation, &now);
-                set_condition(&mut status, CONDITION_FAILED, true, "JobFailed", &format!("Job {} failed: {why}; it is kept for inspection", job.name_any()), generation, &now);
+                set_condition(
+                    &mut status,
+                    CONDITION_RUNNING,
+                    false,
+                    "JobFailed",
+                    &format!("Job {} failed", job.name_any()),
+                    generation,
+                    &now,
+                );
+                set_condition(
+                    &mut status,
+                    CONDITION_FAILED,
+                    true,
+                    "JobFailed",
+                    &format!(
+                        "Job {} failed: {why}; it is kept for inspection",
+                        job.name_any()
+                    ),
+                    generation,
+                    &now,
+                );
                 ctx.metrics.runs_failed_total.inc();
-                ctx.event(qjob, EventType::Warning, "RunFailed", "Run", format!("Job {} failed: {why}", job.name_any())).await;
+                ctx.event(
+                    qjob,
+                    EventType::Warning,
+                    "RunFailed",
+                    "Run",
+                    format!("Job {} failed: {why}", job.name_any()),
+                )
+                .await;
             }
             _ => {}
         }
@@ -136,12 +211,21 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
             delete_job(ctx, job).await?;
         }
     }
-    let run_active = jobs.current.as_ref().is_some_and(|j| job_state(j) == JobState::Active);
+    let run_active = jobs
+        .current
+        .as_ref()
+        .is_some_and(|j| job_state(j) == JobState::Active);
 
     // Ask the trigger policy.
     let config = referenced_config_now(&ctx.client, qjob).await?;
     let event = trigger_event(qjob, finished_now, config.digest.as_deref());
-    let input = trigger_input(qjob, event, config.digest.clone(), config.missing.clone(), run_active);
+    let input = trigger_input(
+        qjob,
+        event,
+        config.digest.clone(),
+        config.missing.clone(),
+        run_active,
+    );
     let policy = ctx.trigger_policy.clone();
     let decision = match ctx.call_trigger_policy(input).await {
         Ok(decision) => decision,
@@ -161,11 +245,25 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
         if let Some(output) = &qjob.spec.output {
             ctx.helper_identity.ensure(&ctx.client, &namespace).await?;
             if let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
-                crate::output::transport::add_output_transport(pod, &qjob.name_any(), output, &ctx.helper);
+                crate::output::transport::add_output_transport(
+                    pod,
+                    &qjob.name_any(),
+                    output,
+                    &ctx.helper,
+                );
             }
         }
         let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-        match jobs_api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &job).await {
+        match jobs_api
+            .create(
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &job,
+            )
+            .await
+        {
             Ok(_) => {}
             // The same run's Job exists already (a retried create): it is this run.
             Err(kube::Error::Api(e)) if e.code == 409 => {}
@@ -173,16 +271,51 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
         }
         ctx.metrics.runs_started_total.inc();
         let reasons = reasons_text(&decision);
-        ctx.event(qjob, EventType::Normal, "RunStarted", "Run", format!("created Job {} (run {run}): {reasons}", job_name(&qjob.name_any(), run))).await;
+        ctx.event(
+            qjob,
+            EventType::Normal,
+            "RunStarted",
+            "Run",
+            format!(
+                "created Job {} (run {run}): {reasons}",
+                job_name(&qjob.name_any(), run)
+            ),
+        )
+        .await;
         return record_run_started(ctx, qjob, status, &plan, &now).await;
     }
 
     // No run: record why, and the config baseline of a one-off that never recorded one.
-    let reason = decision.reasons.first().map(|r| r.code.as_str()).unwrap_or("NoRun");
+    let reason = decision
+        .reasons
+        .first()
+        .map(|r| r.code.as_str())
+        .unwrap_or("NoRun");
     let waiting = !config.missing.is_empty();
-    set_condition(&mut status, CONDITION_READY, !waiting, reason, &reasons_text(&decision), generation, &now);
-    if waiting && qjob.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == CONDITION_READY)).is_none_or(|c| c.reason != reason) {
-        ctx.event(qjob, EventType::Normal, reason, "Decide", reasons_text(&decision)).await;
+    set_condition(
+        &mut status,
+        CONDITION_READY,
+        !waiting,
+        reason,
+        &reasons_text(&decision),
+        generation,
+        &now,
+    );
+    if waiting
+        && qjob
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == CONDITION_READY))
+            .is_none_or(|c| c.reason != reason)
+    {
+        ctx.event(
+            qjob,
+            EventType::Normal,
+            reason,
+            "Decide",
+            reasons_text(&decision),
+        )
+        .await;
     }
     if status.config_digest.is_none() && qjob.spec.trigger.strategy == Strategy::Done {
         status.config_digest = config.digest.clone();
@@ -192,7 +325,10 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
     if let Some(policy_status) = status.policies.as_mut() {
         policy_status.trigger = Some(policy.digest().to_string());
     } else {
-        status.policies = Some(PolicyDigests { trigger: Some(policy.digest().to_string()), output: None });
+        status.policies = Some(PolicyDigests {
+            trigger: Some(policy.digest().to_string()),
+            output: None,
+        });
     }
     if Some(&status) != qjob.status.as_ref() {
         write_status(ctx, qjob, &status).await?;
@@ -226,10 +362,29 @@ async fn record_run_started(
         trigger: Some(plan.trigger_policy.clone()),
         output: status.policies.as_ref().and_then(|p| p.output.clone()),
     });
-    set_condition(&mut status, CONDITION_RUNNING, true, "JobCreated", &format!("Job {job} is running (run {})", plan.run), generation, now);
-    set_condition(&mut status, CONDITION_READY, true, "RunStarted", &format!("run {} started", plan.run), generation, now);
+    set_condition(
+        &mut status,
+        CONDITION_RUNNING,
+        true,
+        "JobCreated",
+        &format!("Job {job} is running (run {})", plan.run),
+        generation,
+        now,
+    );
+    set_condition(
+        &mut status,
+        CONDITION_READY,
+        true,
+        "RunStarted",
+        &format!("run {} started", plan.run),
+        generation,
+        now,
+    );
     write_status(ctx, qjob, &status).await?;
-    if let Some(strategy) = plan.write_strategy.filter(|s| *s != qjob.spec.trigger.strategy) {
+    if let Some(strategy) = plan
+        .write_strategy
+        .filter(|s| *s != qjob.spec.trigger.strategy)
+    {
         write_strategy(ctx, qjob, strategy).await?;
     }
     Ok(Action::requeue(ctx.resync))
@@ -246,46 +401,96 @@ async fn policy_failed(
     let code = error.code();
     ctx.metrics
         .policy_errors_total
-        .get_or_create(&super::metrics::PolicyErrorLabels { world: World::Trigger.as_str(), code })
+        .get_or_create(&super::metrics::PolicyErrorLabels {
+            world: World::Trigger.as_str(),
+            code,
+        })
         .inc();
     let message = format!("trigger policy {}: {error}", ctx.trigger_policy.digest());
-    let already = qjob.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == CONDITION_READY)).is_some_and(|c| c.reason == code);
-    set_condition(&mut status, CONDITION_READY, false, code, &message, qjob.metadata.generation, now);
+    let already = qjob
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == CONDITION_READY))
+        .is_some_and(|c| c.reason == code);
+    set_condition(
+        &mut status,
+        CONDITION_READY,
+        false,
+        code,
+        &message,
+        qjob.metadata.generation,
+        now,
+    );
     if !already {
-        ctx.event(qjob, EventType::Warning, code, "Decide", message).await;
+        ctx.event(qjob, EventType::Warning, code, "Decide", message)
+            .await;
     }
     write_status(ctx, qjob, &status).await?;
     Ok(Action::requeue(Duration::from_secs(30)))
 }
 
 fn reasons_text(decision: &TriggerDecision) -> String {
-    decision.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ")
+    decision
+        .reasons
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Server-side apply of the whole status, owned by one field manager: fields we stop setting
 /// (for example `lastFailure` after a success) are removed.
-async fn write_status(ctx: &Context, qjob: &QuarksJob, status: &QuarksJobStatus) -> Result<(), ReconcileError> {
-    let api: Api<QuarksJob> = Api::namespaced(ctx.client.clone(), &qjob.namespace().unwrap_or_default());
+async fn write_status(
+    ctx: &Context,
+    qjob: &QuarksJob,
+    status: &QuarksJobStatus,
+) -> Result<(), ReconcileError> {
+    let api: Api<QuarksJob> =
+        Api::namespaced(ctx.client.clone(), &qjob.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "apiVersion": QuarksJob::api_version(&()),
         "kind": QuarksJob::kind(&()),
         "status": status,
     });
-    api.patch_status(&qjob.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    api.patch_status(
+        &qjob.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     Ok(())
 }
 
 /// Writes `spec.trigger.strategy` back, only if it is still what this reconcile acted on (a
 /// JSON patch `test`): a user's change in between wins and is decided on next.
-async fn write_strategy(ctx: &Context, qjob: &QuarksJob, strategy: Strategy) -> Result<(), ReconcileError> {
-    let api: Api<QuarksJob> = Api::namespaced(ctx.client.clone(), &qjob.namespace().unwrap_or_default());
+async fn write_strategy(
+    ctx: &Context,
+    qjob: &QuarksJob,
+    strategy: Strategy,
+) -> Result<(), ReconcileError> {
+    let api: Api<QuarksJob> =
+        Api::namespaced(ctx.client.clone(), &qjob.namespace().unwrap_or_default());
     let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
         {"op": "test", "path": "/spec/trigger/strategy", "value": qjob.spec.trigger.strategy},
         {"op": "replace", "path": "/spec/trigger/strategy", "value": strategy},
     ]))?;
-    match api.patch(&qjob.name_any(), &PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &Patch::Json::<()>(patch)).await {
+    match api
+        .patch(
+            &qjob.name_any(),
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &Patch::Json::<()>(patch),
+        )
+        .await
+    {
         Ok(_) => {
-            info!(from = qjob.spec.trigger.strategy.as_str(), to = strategy.as_str(), "strategy written back");
+            info!(
+                from = qjob.spec.trigger.strategy.as_str(),
+                to = strategy.as_str(),
+                "strategy written back"
+            );
             Ok(())
         }
         // The strategy changed meanwhile: leave it to the user's newer intent.
@@ -297,7 +502,10 @@ async fn write_strategy(ctx: &Context, qjob: &QuarksJob, strategy: Strategy) -> 
 /// Deletes a succeeded Job with its pods.
 async fn delete_job(ctx: &Context, job: &Job) -> Result<(), ReconcileError> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
-    let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
     match api.delete(&job.name_any(), &params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),

@@ -18,8 +18,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::info;
 
-use super::staging::{self, FileState, STAGING_DATA_BUDGET, StagingManifest};
 use super::OUTPUT_DIR;
+use super::staging::{self, FileState, STAGING_DATA_BUDGET, StagingManifest};
 use crate::operator::naming::QJOB_NAME_LABEL;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -53,7 +53,10 @@ impl PersistOutputArgs {
         let mut mapped: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for entry in &self.files {
             if let Some((container, file)) = entry.split_once(':') {
-                mapped.entry(container.to_owned()).or_default().push(file.to_owned());
+                mapped
+                    .entry(container.to_owned())
+                    .or_default()
+                    .push(file.to_owned());
             }
         }
         mapped
@@ -62,7 +65,9 @@ impl PersistOutputArgs {
 
 /// Runs the helper to completion.
 pub async fn run(args: PersistOutputArgs) -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await.context("connecting to the API server")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the API server")?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &args.pod_namespace);
     let deadline = Duration::from_secs(args.deadline_seconds);
     let pod = tokio::time::timeout(deadline, wait_for_containers(&pods, &args))
@@ -81,13 +86,24 @@ pub async fn run(args: PersistOutputArgs) -> anyhow::Result<()> {
         let exit_code = exit_code(&pod, container).unwrap_or(-1);
         let files = mapped.get(container).cloned().unwrap_or_default();
         let (manifest, data) = collect(&args, container, exit_code, &files);
-        let secret = staging::build(&args.pod_namespace, &qjob_label, &manifest, data, owner.clone())?;
+        let secret = staging::build(
+            &args.pod_namespace,
+            &qjob_label,
+            &manifest,
+            data,
+            owner.clone(),
+        )?;
         match secrets.create(&PostParams::default(), &secret).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(e).context("creating the staging Secret"),
         }
-        info!(container, exit_code, files = manifest.files.len(), "handed output to the operator");
+        info!(
+            container,
+            exit_code,
+            files = manifest.files.len(),
+            "handed output to the operator"
+        );
     }
     Ok(())
 }
@@ -95,7 +111,11 @@ pub async fn run(args: PersistOutputArgs) -> anyhow::Result<()> {
 /// Watches this pod until every served container has terminated for good.
 async fn wait_for_containers(pods: &Api<Pod>, args: &PersistOutputArgs) -> anyhow::Result<Pod> {
     let config = watcher::Config::default().fields(&format!("metadata.name={}", args.pod_name));
-    let mut stream = std::pin::pin!(watcher(pods.clone(), config).default_backoff().applied_objects());
+    let mut stream = std::pin::pin!(
+        watcher(pods.clone(), config)
+            .default_backoff()
+            .applied_objects()
+    );
     while let Some(pod) = stream.next().await {
         let pod = pod?;
         if args.containers.iter().all(|c| finished(&pod, c)) {
@@ -106,27 +126,44 @@ async fn wait_for_containers(pods: &Api<Pod>, args: &PersistOutputArgs) -> anyho
 }
 
 fn status<'a>(pod: &'a Pod, container: &str) -> Option<&'a ContainerStatus> {
-    pod.status.as_ref()?.container_statuses.as_ref()?.iter().find(|s| s.name == container)
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|s| s.name == container)
 }
 
 /// Terminated, and not about to be restarted (OnFailure restarts failed containers).
 fn finished(pod: &Pod, container: &str) -> bool {
-    let on_failure = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("OnFailure");
-    match status(pod, container).and_then(|s| s.state.as_ref()).and_then(|s| s.terminated.as_ref()) {
+    let on_failure =
+        pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("OnFailure");
+    match status(pod, container)
+        .and_then(|s| s.state.as_ref())
+        .and_then(|s| s.terminated.as_ref())
+    {
         Some(t) => t.exit_code == 0 || !on_failure,
         None => false,
     }
 }
 
 fn exit_code(pod: &Pod, container: &str) -> Option<i32> {
-    status(pod, container)?.state.as_ref()?.terminated.as_ref().map(|t| t.exit_code)
+    status(pod, container)?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()
+        .map(|t| t.exit_code)
 }
 
 fn job_owner(pod: &Pod) -> Option<OwnerReference> {
-    pod.owner_references().iter().find(|o| o.kind == "Job" && o.controller == Some(true)).map(|o| OwnerReference {
-        block_owner_deletion: None,
-        ..o.clone()
-    })
+    pod.owner_references()
+        .iter()
+        .find(|o| o.kind == "Job" && o.controller == Some(true))
+        .map(|o| OwnerReference {
+            block_owner_deletion: None,
+            ..o.clone()
+        })
 }
 
 /// Reads one container's files within the staging budget.
@@ -161,24 +198,36 @@ fn collect(
 fn read_file(dir: &Path, file: &str, budget: &mut usize) -> Result<Vec<u8>, FileState> {
     // Mapped names are single path components: never read outside the output directory.
     if file.contains('/') || file == ".." || file == "." {
-        return Err(FileState::Unreadable { reason: "the file name must not contain '/'".into() });
+        return Err(FileState::Unreadable {
+            reason: "the file name must not contain '/'".into(),
+        });
     }
     let path = dir.join(file);
     let meta = match std::fs::metadata(&path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(FileState::Missing),
-        Err(e) => return Err(FileState::Unreadable { reason: e.to_string() }),
+        Err(e) => {
+            return Err(FileState::Unreadable {
+                reason: e.to_string(),
+            });
+        }
     };
     if !meta.is_file() {
-        return Err(FileState::Unreadable { reason: "not a regular file".into() });
+        return Err(FileState::Unreadable {
+            reason: "not a regular file".into(),
+        });
     }
     let size = usize::try_from(meta.len()).unwrap_or(usize::MAX);
     if size > *budget {
         return Err(FileState::TooLarge { size: meta.len() });
     }
-    let bytes = std::fs::read(&path).map_err(|e| FileState::Unreadable { reason: e.to_string() })?;
+    let bytes = std::fs::read(&path).map_err(|e| FileState::Unreadable {
+        reason: e.to_string(),
+    })?;
     if bytes.len() > *budget {
-        return Err(FileState::TooLarge { size: bytes.len() as u64 });
+        return Err(FileState::TooLarge {
+            size: bytes.len() as u64,
+        });
     }
     *budget -= bytes.len();
     Ok(bytes)

@@ -63,7 +63,10 @@ pub fn build(
             namespace: Some(namespace.to_owned()),
             labels: Some(BTreeMap::from([
                 (STAGING_LABEL.to_owned(), "true".to_owned()),
-                (crate::operator::naming::QJOB_NAME_LABEL.to_owned(), qjob_label_value.to_owned()),
+                (
+                    crate::operator::naming::QJOB_NAME_LABEL.to_owned(),
+                    qjob_label_value.to_owned(),
+                ),
             ])),
             annotations: Some(BTreeMap::from([(
                 MANIFEST_ANNOTATION.to_owned(),
@@ -110,13 +113,22 @@ mod tests {
             container: "c".into(),
             exit_code: 3,
             files: BTreeMap::from([
-                ("output.json".into(), FileState::Present { key: "f0".into() }),
+                (
+                    "output.json".into(),
+                    FileState::Present { key: "f0".into() },
+                ),
                 ("missing.json".into(), FileState::Missing),
                 ("big.json".into(), FileState::TooLarge { size: 5 << 20 }),
             ]),
         };
         let data = BTreeMap::from([("f0".to_owned(), b"{}".to_vec())]);
-        let owner = OwnerReference { api_version: "batch/v1".into(), kind: "Job".into(), name: "q-1".into(), uid: "u".into(), ..Default::default() };
+        let owner = OwnerReference {
+            api_version: "batch/v1".into(),
+            kind: "Job".into(),
+            name: "q-1".into(),
+            uid: "u".into(),
+            ..Default::default()
+        };
         let secret = build("ns", "q", &manifest, data.clone(), owner).unwrap();
         assert_eq!(secret.metadata.name.as_deref(), Some("q-1-abcde-output-c"));
         let (back, back_data) = parse(&secret).unwrap();

@@ -36,8 +36,16 @@ pub fn served_containers<'a>(pod: &'a PodSpec, output: &Output) -> Vec<&'a str> 
 }
 
 /// Mutates the pod spec of a run so that its output reaches the operator.
-pub fn add_output_transport(pod: &mut PodSpec, qjob_name: &str, output: &Output, helper: &HelperSpec) {
-    let served: Vec<String> = served_containers(pod, output).into_iter().map(str::to_owned).collect();
+pub fn add_output_transport(
+    pod: &mut PodSpec,
+    qjob_name: &str,
+    output: &Output,
+    helper: &HelperSpec,
+) {
+    let served: Vec<String> = served_containers(pod, output)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     if served.is_empty() {
         return;
     }
@@ -52,12 +60,19 @@ pub fn add_output_transport(pod: &mut PodSpec, qjob_name: &str, output: &Output,
             empty_dir: Some(EmptyDirVolumeSource::default()),
             ..Default::default()
         });
-        if let Some(container) = pod.containers.iter_mut().find(|c| &c.name == container_name) {
-            container.volume_mounts.get_or_insert_with(Vec::new).push(VolumeMount {
-                name: volume.clone(),
-                mount_path: OUTPUT_DIR.to_owned(),
-                ..Default::default()
-            });
+        if let Some(container) = pod
+            .containers
+            .iter_mut()
+            .find(|c| &c.name == container_name)
+        {
+            container
+                .volume_mounts
+                .get_or_insert_with(Vec::new)
+                .push(VolumeMount {
+                    name: volume.clone(),
+                    mount_path: OUTPUT_DIR.to_owned(),
+                    ..Default::default()
+                });
         }
         helper_mounts.push(VolumeMount {
             name: volume,
@@ -67,7 +82,10 @@ pub fn add_output_transport(pod: &mut PodSpec, qjob_name: &str, output: &Output,
         });
     }
     let field = |path: &str| EnvVarSource {
-        field_ref: Some(ObjectFieldSelector { field_path: path.to_owned(), ..Default::default() }),
+        field_ref: Some(ObjectFieldSelector {
+            field_path: path.to_owned(),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let mut args = vec![
@@ -80,7 +98,12 @@ pub fn add_output_transport(pod: &mut PodSpec, qjob_name: &str, output: &Output,
     for name in &served {
         args.push("--container".to_owned());
         args.push(name.clone());
-        for file in output.output_map.get(name).into_iter().flat_map(|files| files.keys()) {
+        for file in output
+            .output_map
+            .get(name)
+            .into_iter()
+            .flat_map(|files| files.keys())
+        {
             args.push("--file".to_owned());
             args.push(format!("{name}:{file}"));
         }
@@ -91,8 +114,16 @@ pub fn add_output_transport(pod: &mut PodSpec, qjob_name: &str, output: &Output,
         command: Some(vec!["/usr/local/bin/quarks-job".to_owned()]),
         args: Some(args),
         env: Some(vec![
-            EnvVar { name: "POD_NAME".into(), value_from: Some(field("metadata.name")), ..Default::default() },
-            EnvVar { name: "POD_NAMESPACE".into(), value_from: Some(field("metadata.namespace")), ..Default::default() },
+            EnvVar {
+                name: "POD_NAME".into(),
+                value_from: Some(field("metadata.name")),
+                ..Default::default()
+            },
+            EnvVar {
+                name: "POD_NAMESPACE".into(),
+                value_from: Some(field("metadata.namespace")),
+                ..Default::default()
+            },
         ]),
         volume_mounts: Some(helper_mounts),
         ..Default::default()
@@ -123,23 +154,59 @@ mod tests {
     #[test]
     fn only_containers_in_the_output_map_are_served() {
         let mut p = pod();
-        add_output_transport(&mut p, "q", &output(&["a", "c", "not-in-pod"]), &HelperSpec { image: "x/quarks-job:1".into(), deadline_seconds: 60 });
-        let mounts = |name: &str| p.containers.iter().find(|c| c.name == name).unwrap().volume_mounts.clone().unwrap_or_default();
+        add_output_transport(
+            &mut p,
+            "q",
+            &output(&["a", "c", "not-in-pod"]),
+            &HelperSpec {
+                image: "x/quarks-job:1".into(),
+                deadline_seconds: 60,
+            },
+        );
+        let mounts = |name: &str| {
+            p.containers
+                .iter()
+                .find(|c| c.name == name)
+                .unwrap()
+                .volume_mounts
+                .clone()
+                .unwrap_or_default()
+        };
         assert_eq!(mounts("a")[0].mount_path, "/mnt/quarks");
         assert!(mounts("b").is_empty());
         let helper = p.containers.last().unwrap();
         assert_eq!(helper.name, HELPER_CONTAINER);
-        let helper_paths: Vec<_> = helper.volume_mounts.as_ref().unwrap().iter().map(|m| m.mount_path.as_str()).collect();
+        let helper_paths: Vec<_> = helper
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.mount_path.as_str())
+            .collect();
         assert_eq!(helper_paths, ["/mnt/quarks/a", "/mnt/quarks/c"]);
         let args = helper.args.as_ref().unwrap();
-        assert!(args.windows(2).any(|w| w == ["--container", "a"]) && args.windows(2).any(|w| w == ["--container", "c"]));
-        assert_eq!(p.service_account_name.as_deref(), Some(HELPER_SERVICE_ACCOUNT));
+        assert!(
+            args.windows(2).any(|w| w == ["--container", "a"])
+                && args.windows(2).any(|w| w == ["--container", "c"])
+        );
+        assert_eq!(
+            p.service_account_name.as_deref(),
+            Some(HELPER_SERVICE_ACCOUNT)
+        );
     }
 
     #[test]
     fn no_served_container_means_no_helper() {
         let mut p = pod();
-        add_output_transport(&mut p, "q", &output(&["zzz"]), &HelperSpec { image: "i".into(), deadline_seconds: 1 });
+        add_output_transport(
+            &mut p,
+            "q",
+            &output(&["zzz"]),
+            &HelperSpec {
+                image: "i".into(),
+                deadline_seconds: 1,
+            },
+        );
         assert_eq!(p, pod());
     }
 
@@ -147,7 +214,15 @@ mod tests {
     fn a_service_account_of_the_template_is_kept() {
         let mut p = pod();
         p.service_account_name = Some("mine".into());
-        add_output_transport(&mut p, "q", &output(&["a"]), &HelperSpec { image: "i".into(), deadline_seconds: 1 });
+        add_output_transport(
+            &mut p,
+            "q",
+            &output(&["a"]),
+            &HelperSpec {
+                image: "i".into(),
+                deadline_seconds: 1,
+            },
+        );
         assert_eq!(p.service_account_name.as_deref(), Some("mine"));
     }
 }

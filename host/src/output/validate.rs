@@ -4,7 +4,9 @@
 
 use quarks_policy_sdk::names::{self, NameKind};
 
-use crate::operator::versioned::{SECRET_KIND_LABEL, SECRET_VERSION_LABEL, SOURCE_DESCRIPTION_ANNOTATION};
+use crate::operator::versioned::{
+    SECRET_KIND_LABEL, SECRET_VERSION_LABEL, SOURCE_DESCRIPTION_ANNOTATION,
+};
 use crate::policy::contract::SecretSpec;
 
 /// The API server's limit for one Secret's data.
@@ -43,13 +45,18 @@ pub fn validate_secret_spec(spec: &SecretSpec) -> Result<(), String> {
     let mut annotation_size = 0usize;
     for (key, value) in &spec.annotations {
         if key == SOURCE_DESCRIPTION_ANNOTATION {
-            return Err(format!("annotation {key:?} is reserved for versioned secrets"));
+            return Err(format!(
+                "annotation {key:?} is reserved for versioned secrets"
+            ));
         }
         names::validate_qualified_name(NameKind::AnnotationKey, key).map_err(|e| e.to_string())?;
         annotation_size += key.len() + value.len();
     }
     if annotation_size > 256 << 10 {
-        return Err(format!("annotations of secret {:?} exceed 256 KiB", spec.name));
+        return Err(format!(
+            "annotations of secret {:?} exceed 256 KiB",
+            spec.name
+        ));
     }
     Ok(())
 }
@@ -86,7 +93,8 @@ mod tests {
         s.labels.insert("bad label!".into(), "x".into());
         assert!(validate_secret_spec(&s).is_err());
         let mut s = spec("ok");
-        s.data.insert("big".into(), Bytes(vec![b'x'; MAX_SECRET_DATA]));
+        s.data
+            .insert("big".into(), Bytes(vec![b'x'; MAX_SECRET_DATA]));
         let err = validate_secret_spec(&s).unwrap_err();
         assert!(err.contains("Secret limit"), "{err}");
     }
@@ -101,7 +109,8 @@ mod tests {
     #[test]
     fn errors_never_contain_values() {
         let mut s = spec("ok");
-        s.data.insert("big".into(), Bytes(b"canary-value".repeat(100_000)));
+        s.data
+            .insert("big".into(), Bytes(b"canary-value".repeat(100_000)));
         assert!(!validate_secret_spec(&s).unwrap_err().contains("canary"));
     }
 }

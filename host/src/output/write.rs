@@ -36,15 +36,30 @@ pub struct Consumed {
 }
 
 /// Staging Secrets waiting for this QuarksJob.
-pub async fn pending_staging(client: &kube::Client, qjob: &QuarksJob) -> Result<Vec<Secret>, kube::Error> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &qjob.namespace().unwrap_or_default());
-    let selector = format!("{STAGING_LABEL}=true,{QJOB_NAME_LABEL}={}", qjob_name_label_value(&qjob.name_any()));
-    Ok(secrets.list(&ListParams::default().labels(&selector)).await?.items)
+pub async fn pending_staging(
+    client: &kube::Client,
+    qjob: &QuarksJob,
+) -> Result<Vec<Secret>, kube::Error> {
+    let secrets: Api<Secret> =
+        Api::namespaced(client.clone(), &qjob.namespace().unwrap_or_default());
+    let selector = format!(
+        "{STAGING_LABEL}=true,{QJOB_NAME_LABEL}={}",
+        qjob_name_label_value(&qjob.name_any())
+    );
+    Ok(secrets
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items)
 }
 
 /// Everything output needs from the operator: the API and a way to run the output policy.
 pub trait OutputPolicyRunner {
-    fn transform(&self, input: OutputInput) -> impl std::future::Future<Output = Result<crate::policy::contract::OutputResult, crate::policy::PolicyError>> + Send;
+    fn transform(
+        &self,
+        input: OutputInput,
+    ) -> impl std::future::Future<
+        Output = Result<crate::policy::contract::OutputResult, crate::policy::PolicyError>,
+    > + Send;
 }
 
 /// Consumes one staging Secret: every mapped file → policy → validated Secrets → written.
@@ -74,7 +89,11 @@ pub async fn consume(
         }),
         Ok((manifest, mut data)) => {
             let output = qjob.spec.output.clone().unwrap_or_default();
-            let files = output.output_map.get(&manifest.container).cloned().unwrap_or_default();
+            let files = output
+                .output_map
+                .get(&manifest.container)
+                .cloned()
+                .unwrap_or_default();
             let remote_id = remote_id(qjob, &manifest.container);
             for (file_name, state) in &manifest.files {
                 let mut record = OutputRecord {
@@ -84,20 +103,30 @@ pub async fn consume(
                     secrets: vec![],
                     error: None,
                 };
-                let Some(options) = files.get(file_name) else { continue };
+                let Some(options) = files.get(file_name) else {
+                    continue;
+                };
                 let content = match state {
                     FileState::Present { key } => data.remove(key).unwrap_or_default(),
                     FileState::Missing => {
                         record.error = Some(if manifest.exit_code == 0 {
-                            format!("FileMissing: container {} exited 0 without writing {file_name}", manifest.container)
+                            format!(
+                                "FileMissing: container {} exited 0 without writing {file_name}",
+                                manifest.container
+                            )
                         } else {
-                            format!("FileMissing: container {} exited {} without writing {file_name}", manifest.container, manifest.exit_code)
+                            format!(
+                                "FileMissing: container {} exited {} without writing {file_name}",
+                                manifest.container, manifest.exit_code
+                            )
                         });
                         records.push(record);
                         continue;
                     }
                     FileState::TooLarge { size } => {
-                        record.error = Some(format!("TooLarge: {file_name} has {size} bytes, more than a Secret can hold"));
+                        record.error = Some(format!(
+                            "TooLarge: {file_name} has {size} bytes, more than a Secret can hold"
+                        ));
                         records.push(record);
                         continue;
                     }
@@ -132,9 +161,18 @@ pub async fn consume(
                     Err(error) => record.error = Some(format!("{}: {error}", error.code())),
                     Ok(result) => {
                         if result.secrets.is_empty() {
-                            let why = result.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ");
+                            let why = result
+                                .reasons
+                                .iter()
+                                .map(|r| r.to_string())
+                                .collect::<Vec<_>>()
+                                .join("; ");
                             record.error = Some(format!("NothingWritten: {why}"));
-                        } else if let Some(problem) = result.secrets.iter().find_map(|s| validate_secret_spec(s).err()) {
+                        } else if let Some(problem) = result
+                            .secrets
+                            .iter()
+                            .find_map(|s| validate_secret_spec(s).err())
+                        {
                             // All or nothing per file: one bad Secret writes none of them.
                             record.error = Some(format!("InvalidOutput: {problem}"));
                         } else {
@@ -153,7 +191,10 @@ pub async fn consume(
             }
         }
     }
-    match secrets.delete(&staging_secret.name_any(), &DeleteParams::default()).await {
+    match secrets
+        .delete(&staging_secret.name_any(), &DeleteParams::default())
+        .await
+    {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 404 => {}
         Err(e) => return Err(e),
@@ -182,7 +223,10 @@ fn remote_id(qjob: &QuarksJob, container: &str) -> Option<String> {
 }
 
 fn secret_data(spec: &SecretSpec) -> BTreeMap<String, ByteString> {
-    spec.data.iter().map(|(k, v)| (k.clone(), ByteString(v.0.clone()))).collect()
+    spec.data
+        .iter()
+        .map(|(k, v)| (k.clone(), ByteString(v.0.clone())))
+        .collect()
 }
 
 /// Overwrites (server-side apply, one field manager): keys of an earlier run that this run
@@ -195,18 +239,33 @@ async fn write_plain(secrets: &Api<Secret>, spec: &SecretSpec) -> Result<String,
         "type": "Opaque",
         "data": secret_data(spec),
     });
-    secrets.patch(&spec.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret)).await?;
+    secrets
+        .patch(
+            &spec.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
     Ok(spec.name.clone())
 }
 
 /// Writes `<name>-v<N+1>` unless the newest version holds the same content; a concurrent
 /// writer that took N+1 first makes this one retry with the next number (nothing is lost).
-async fn write_versioned(secrets: &Api<Secret>, spec: &SecretSpec, qjob: &QuarksJob) -> Result<String, kube::Error> {
+async fn write_versioned(
+    secrets: &Api<Secret>,
+    spec: &SecretSpec,
+    qjob: &QuarksJob,
+) -> Result<String, kube::Error> {
     let existing = secrets
-        .list(&ListParams::default().labels(&format!("{SECRET_KIND_LABEL}={VERSIONED_SECRET_KIND}")))
+        .list(
+            &ListParams::default().labels(&format!("{SECRET_KIND_LABEL}={VERSIONED_SECRET_KIND}")),
+        )
         .await?
         .items;
-    let newest = newest_versions(&existing).get(&spec.name).copied().unwrap_or(0);
+    let newest = newest_versions(&existing)
+        .get(&spec.name)
+        .copied()
+        .unwrap_or(0);
     if newest > 0 {
         let name = versioned_name(&spec.name, newest);
         if let Some(current) = existing.iter().find(|s| s.name_any() == name) {
@@ -233,7 +292,10 @@ async fn write_versioned(secrets: &Api<Secret>, spec: &SecretSpec, qjob: &Quarks
         let mut annotations = spec.annotations.clone();
         annotations.insert(
             SOURCE_DESCRIPTION_ANNOTATION.into(),
-            format!("created by quarks-job from the output of QuarksJob {}", qjob.name_any()),
+            format!(
+                "created by quarks-job from the output of QuarksJob {}",
+                qjob.name_any()
+            ),
         );
         let secret = Secret {
             metadata: kube::api::ObjectMeta {
@@ -248,7 +310,16 @@ async fn write_versioned(secrets: &Api<Secret>, spec: &SecretSpec, qjob: &Quarks
             type_: Some("Opaque".into()),
             ..Default::default()
         };
-        match secrets.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &secret).await {
+        match secrets
+            .create(
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &secret,
+            )
+            .await
+        {
             Ok(_) => return Ok(name),
             Err(kube::Error::Api(e)) if e.code == 409 => last_error = Some(kube::Error::Api(e)),
             Err(e) => return Err(e),
@@ -278,13 +349,20 @@ pub struct HelperIdentity {
 
 impl HelperIdentity {
     pub async fn ensure(&self, client: &kube::Client, namespace: &str) -> Result<(), kube::Error> {
-        if self.ready.lock().unwrap_or_else(|p| p.into_inner()).contains(namespace) {
+        if self
+            .ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(namespace)
+        {
             return Ok(());
         }
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let name = HELPER_SERVICE_ACCOUNT;
         let sa = serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}});
-        Api::<ServiceAccount>::namespaced(client.clone(), namespace).patch(name, &params, &Patch::Apply(&sa)).await?;
+        Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+            .patch(name, &params, &Patch::Apply(&sa))
+            .await?;
         let role = serde_json::json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name},
             "rules": [
@@ -295,14 +373,21 @@ impl HelperIdentity {
                 {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
             ],
         });
-        Api::<Role>::namespaced(client.clone(), namespace).patch(name, &params, &Patch::Apply(&role)).await?;
+        Api::<Role>::namespaced(client.clone(), namespace)
+            .patch(name, &params, &Patch::Apply(&role))
+            .await?;
         let binding = serde_json::json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
         });
-        Api::<RoleBinding>::namespaced(client.clone(), namespace).patch(name, &params, &Patch::Apply(&binding)).await?;
-        self.ready.lock().unwrap_or_else(|p| p.into_inner()).insert(namespace.to_owned());
+        Api::<RoleBinding>::namespaced(client.clone(), namespace)
+            .patch(name, &params, &Patch::Apply(&binding))
+            .await?;
+        self.ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(namespace.to_owned());
         Ok(())
     }
 }

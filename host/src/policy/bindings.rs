@@ -241,7 +241,10 @@ mod tests {
     fn reason_codes_must_be_camel_case_identifiers() {
         assert!(checked_reason("StrategyNow".into(), "ok".into()).is_ok());
         for bad in ["", "lower", "Has Space", "Dash-Code", &"A".repeat(65)] {
-            assert!(checked_reason(bad.into(), String::new()).is_err(), "{bad:?}");
+            assert!(
+                checked_reason(bad.into(), String::new()).is_err(),
+                "{bad:?}"
+            );
         }
     }
 

@@ -430,7 +430,10 @@ mod tests {
 
     #[test]
     fn header_check_names_the_problem() {
-        assert!(matches!(check_header(b"hello"), Err(PolicyError::NotWasm(_))));
+        assert!(matches!(
+            check_header(b"hello"),
+            Err(PolicyError::NotWasm(_))
+        ));
         let core_module = b"\0asm\x01\0\0\0";
         assert!(matches!(
             check_header(core_module),

@@ -18,8 +18,13 @@ pub enum PolicyError {
     #[error("the component does not implement the `{expected}` world of quarks:policy: {detail}")]
     WrongWorld { expected: World, detail: String },
     /// Built against a contract major version this host does not know.
-    #[error("the component implements {found}, but this operator speaks quarks:policy@{supported}; rebuild the policy against wit/ of this release")]
-    UnsupportedVersion { found: String, supported: &'static str },
+    #[error(
+        "the component implements {found}, but this operator speaks quarks:policy@{supported}; rebuild the policy against wit/ of this release"
+    )]
+    UnsupportedVersion {
+        found: String,
+        supported: &'static str,
+    },
     /// The component trapped (panic, unreachable, out-of-bounds access, ...).
     #[error("the policy trapped: {0}")]
     Trap(String),

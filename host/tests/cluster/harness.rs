@@ -27,7 +27,11 @@ pub struct Cluster {
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl Cluster {
@@ -37,7 +41,9 @@ impl Cluster {
             Some(path) => {
                 let path = PathBuf::from(path);
                 let kc = kube::config::Kubeconfig::read_from(&path).expect("kubeconfig");
-                let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("config");
+                let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                    .await
+                    .expect("config");
                 (kube::Client::try_from(config).expect("client"), path, None)
             }
             None => {
@@ -58,7 +64,9 @@ impl Cluster {
             namespace: unique("qjob-test"),
             monitored_id: unique("id"),
         };
-        cluster.create_namespace(&cluster.namespace, Some(&cluster.monitored_id)).await;
+        cluster
+            .create_namespace(&cluster.namespace, Some(&cluster.monitored_id))
+            .await;
         cluster
     }
 
@@ -68,7 +76,13 @@ impl Cluster {
         }))
         .unwrap();
         if let Some(id) = monitored_id {
-            ns.metadata.labels = Some([(quarks_job::operator::namespaces::MONITORED_LABEL.to_owned(), id.to_owned())].into());
+            ns.metadata.labels = Some(
+                [(
+                    quarks_job::operator::namespaces::MONITORED_LABEL.to_owned(),
+                    id.to_owned(),
+                )]
+                .into(),
+            );
         }
         Api::<Namespace>::all(self.client.clone())
             .create(&PostParams::default(), &ns)
@@ -78,7 +92,10 @@ impl Cluster {
 
     pub fn api<K>(&self) -> Api<K>
     where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
         K::DynamicType: Default,
     {
         Api::namespaced(self.client.clone(), &self.namespace)
@@ -96,7 +113,17 @@ impl Cluster {
     pub async fn operator_with(&self, monitored_id: &str, extra: &[&str]) -> OperatorProcess {
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_quarks-job"))
-            .args(["--kubeconfig", self.kubeconfig.to_str().unwrap(), "--monitored-id", monitored_id, "--apply-crd", "--listen", "127.0.0.1:0", "--log-level", "info,quarks_job=debug"])
+            .args([
+                "--kubeconfig",
+                self.kubeconfig.to_str().unwrap(),
+                "--monitored-id",
+                monitored_id,
+                "--apply-crd",
+                "--listen",
+                "127.0.0.1:0",
+                "--log-level",
+                "info,quarks_job=debug",
+            ])
             .args(extra)
             .env_remove("KUBECONFIG")
             .stdout(Stdio::null())
@@ -117,7 +144,10 @@ impl Cluster {
     /// Applies a QuarksJob (or any namespaced object) from YAML into the test's namespace.
     pub async fn create_qjob(&self, yaml: &str) -> QuarksJob {
         let qjob: QuarksJob = serde_yaml::from_str(yaml).expect("QuarksJob YAML");
-        self.qjobs().create(&PostParams::default(), &qjob).await.expect("create QuarksJob")
+        self.qjobs()
+            .create(&PostParams::default(), &qjob)
+            .await
+            .expect("create QuarksJob")
     }
 }
 
@@ -135,9 +165,15 @@ impl OperatorProcess {
     pub async fn stop(mut self) -> std::process::ExitStatus {
         if let Some(pid) = self.child.id() {
             // SAFETY-free: plain kill(2) through the `kill` command keeps this test dependency-free.
-            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
         }
-        tokio::time::timeout(DEADLINE, self.child.wait()).await.expect("operator stops on SIGTERM").expect("wait")
+        tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("operator stops on SIGTERM")
+            .expect("wait")
     }
 }
 

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use quarks_job::crd::{QuarksJob, Strategy};
 
 use crate::{Cluster, qjob_yaml, wait_for};
@@ -15,25 +15,39 @@ async fn qjob(c: &Cluster, name: &str) -> QuarksJob {
 }
 
 async fn run_count(c: &Cluster, name: &str) -> i64 {
-    qjob(c, name).await.status.map(|s| s.run_count).unwrap_or_default()
+    qjob(c, name)
+        .await
+        .status
+        .map(|s| s.run_count)
+        .unwrap_or_default()
 }
 
 async fn jobs_of(c: &Cluster, name: &str) -> Vec<Job> {
     let label = format!("{}={name}", quarks_job::operator::naming::QJOB_NAME_LABEL);
-    c.api::<Job>().list(&ListParams::default().labels(&label)).await.unwrap().items
+    c.api::<Job>()
+        .list(&ListParams::default().labels(&label))
+        .await
+        .unwrap()
+        .items
 }
 
 async fn wait_completed(c: &Cluster, name: &str, runs: i64) {
     wait_for(&format!("{name} to complete run {runs}"), || async {
         let q = qjob(c, name).await;
-        q.status.as_ref().is_some_and(|s| s.completed && s.run_count == runs && s.last_run_finished_at.is_some())
+        q.status
+            .as_ref()
+            .is_some_and(|s| s.completed && s.run_count == runs && s.last_run_finished_at.is_some())
     })
     .await;
 }
 
 async fn set_strategy(c: &Cluster, name: &str, strategy: &str) {
     c.qjobs()
-        .patch(name, &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"trigger": {"strategy": strategy}}})))
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"trigger": {"strategy": strategy}}})),
+        )
         .await
         .unwrap();
 }
@@ -80,7 +94,10 @@ spec:
 }
 
 async fn put_config_map(c: &Cluster, name: &str, value: &str) {
-    let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "data": {"value": value}})).unwrap();
+    let cm: ConfigMap = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": name}, "data": {"value": value}}),
+    )
+    .unwrap();
     c.api::<ConfigMap>()
         .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": cm.data})))
         .await
@@ -91,7 +108,8 @@ async fn put_config_map(c: &Cluster, name: &str, value: &str) {
 async fn errand_runs_only_when_set_to_now_then_resets_to_manual() {
     let c = Cluster::start().await;
     let _op = c.operator().await;
-    c.create_qjob(&qjob_yaml("errand", "manual", "echo errand")).await;
+    c.create_qjob(&qjob_yaml("errand", "manual", "echo errand"))
+        .await;
     stays_at(&c, "errand", 0).await;
     assert!(jobs_of(&c, "errand").await.is_empty());
 
@@ -109,19 +127,31 @@ async fn errand_created_with_now_runs() {
     let _op = c.operator().await;
     c.create_qjob(&qjob_yaml("errand", "now", "true")).await;
     wait_completed(&c, "errand", 1).await;
-    assert_eq!(qjob(&c, "errand").await.spec.trigger.strategy, Strategy::Manual);
+    assert_eq!(
+        qjob(&c, "errand").await.spec.trigger.strategy,
+        Strategy::Manual
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_off_runs_once_becomes_done_and_its_job_and_pods_are_deleted() {
     let c = Cluster::start().await;
     let _op = c.operator().await;
-    c.create_qjob(&qjob_yaml("one-off", "once", "echo once")).await;
+    c.create_qjob(&qjob_yaml("one-off", "once", "echo once"))
+        .await;
     wait_completed(&c, "one-off", 1).await;
-    assert_eq!(qjob(&c, "one-off").await.spec.trigger.strategy, Strategy::Done);
+    assert_eq!(
+        qjob(&c, "one-off").await.spec.trigger.strategy,
+        Strategy::Done
+    );
     wait_for("the succeeded Job and its pods to be deleted", || async {
         jobs_of(&c, "one-off").await.is_empty()
-            && c.api::<Pod>().list(&ListParams::default().labels("job-name=one-off-1")).await.unwrap().items.is_empty()
+            && c.api::<Pod>()
+                .list(&ListParams::default().labels("job-name=one-off-1"))
+                .await
+                .unwrap()
+                .items
+                .is_empty()
     })
     .await;
     stays_at(&c, "one-off", 1).await;
@@ -134,18 +164,37 @@ async fn a_failed_job_is_kept_with_a_failed_condition_and_goes_with_its_quarksjo
     c.create_qjob(&qjob_yaml("fails", "once", "exit 3")).await;
     wait_for("the Failed condition", || async {
         qjob(&c, "fails").await.status.is_some_and(|s| {
-            s.conditions.iter().any(|cond| cond.type_ == "Failed" && cond.status == "True") && s.last_failure.is_some()
+            s.conditions
+                .iter()
+                .any(|cond| cond.type_ == "Failed" && cond.status == "True")
+                && s.last_failure.is_some()
         })
     })
     .await;
     let q = qjob(&c, "fails").await;
     assert!(!q.status.as_ref().unwrap().completed);
-    assert_eq!(jobs_of(&c, "fails").await.len(), 1, "a failed Job stays for inspection");
-    let events: Vec<k8s_openapi::api::events::v1::Event> = c.api().list(&ListParams::default()).await.unwrap().items;
-    assert!(events.iter().any(|e| e.reason.as_deref() == Some("RunFailed")), "a RunFailed Event");
+    assert_eq!(
+        jobs_of(&c, "fails").await.len(),
+        1,
+        "a failed Job stays for inspection"
+    );
+    let events: Vec<k8s_openapi::api::events::v1::Event> =
+        c.api().list(&ListParams::default()).await.unwrap().items;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("RunFailed")),
+        "a RunFailed Event"
+    );
 
-    c.qjobs().delete("fails", &DeleteParams::background()).await.unwrap();
-    wait_for("the failed Job to go with its QuarksJob", || async { jobs_of(&c, "fails").await.is_empty() }).await;
+    c.qjobs()
+        .delete("fails", &DeleteParams::background())
+        .await
+        .unwrap();
+    wait_for("the failed Job to go with its QuarksJob", || async {
+        jobs_of(&c, "fails").await.is_empty()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,8 +202,10 @@ async fn config_map_changes_rerun_a_done_one_off_only_with_update_on_config_chan
     let c = Cluster::start().await;
     let _op = c.operator().await;
     put_config_map(&c, "settings", "one").await;
-    c.create_qjob(&with_config_map("watching", "settings", true)).await;
-    c.create_qjob(&with_config_map("ignoring", "settings", false)).await;
+    c.create_qjob(&with_config_map("watching", "settings", true))
+        .await;
+    c.create_qjob(&with_config_map("ignoring", "settings", false))
+        .await;
     wait_completed(&c, "watching", 1).await;
     wait_completed(&c, "ignoring", 1).await;
 
@@ -173,14 +224,26 @@ async fn secret_changes_and_new_versions_of_versioned_secrets_rerun_a_done_one_o
     let secret = |name: &str, value: &str, version: Option<u64>| {
         let mut labels = serde_json::Map::new();
         if let Some(v) = version {
-            labels.insert("quarks.cloudfoundry.org/secret-kind".into(), "versionedSecret".into());
-            labels.insert("quarks.cloudfoundry.org/secret-version".into(), v.to_string().into());
+            labels.insert(
+                "quarks.cloudfoundry.org/secret-kind".into(),
+                "versionedSecret".into(),
+            );
+            labels.insert(
+                "quarks.cloudfoundry.org/secret-version".into(),
+                v.to_string().into(),
+            );
         }
         serde_json::from_value::<Secret>(serde_json::json!({"metadata": {"name": name, "labels": labels}, "stringData": {"value": value}})).unwrap()
     };
     let secrets = c.api::<Secret>();
-    secrets.create(&PostParams::default(), &secret("plain", "a", None)).await.unwrap();
-    secrets.create(&PostParams::default(), &secret("creds-v1", "a", Some(1))).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &secret("plain", "a", None))
+        .await
+        .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret("creds-v1", "a", Some(1)))
+        .await
+        .unwrap();
     // The container checks that it sees the newest version of `creds`, whatever the template says.
     put_config_map(&c, "expected", "a").await;
     c.create_qjob(
@@ -213,13 +276,26 @@ spec:
     .await;
     wait_completed(&c, "secrets", 1).await;
 
-    secrets.patch("plain", &PatchParams::default(), &Patch::Merge(serde_json::json!({"stringData": {"value": "b"}}))).await.unwrap();
+    secrets
+        .patch(
+            "plain",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"stringData": {"value": "b"}})),
+        )
+        .await
+        .unwrap();
     wait_completed(&c, "secrets", 2).await;
 
     // A new version, and the expectation of it, in one change each: the expectation first would
     // itself re-run (and fail) the job, so write the version first and the expectation after.
-    secrets.create(&PostParams::default(), &secret("creds-v2", "b", Some(2))).await.unwrap();
-    wait_for("run 3 for the new version", || async { run_count(&c, "secrets").await >= 3 }).await;
+    secrets
+        .create(&PostParams::default(), &secret("creds-v2", "b", Some(2)))
+        .await
+        .unwrap();
+    wait_for("run 3 for the new version", || async {
+        run_count(&c, "secrets").await >= 3
+    })
+    .await;
     put_config_map(&c, "expected", "b").await;
     // Run 4 succeeds only if its Job was given creds-v2 although the template names creds-v1.
     wait_completed(&c, "secrets", 4).await;
@@ -229,12 +305,18 @@ spec:
 async fn a_run_waits_for_missing_config_and_starts_when_it_appears() {
     let c = Cluster::start().await;
     let _op = c.operator().await;
-    c.create_qjob(&with_config_map("waiting", "later", false)).await;
-    wait_for("a WaitingForConfig condition naming the ConfigMap", || async {
-        qjob(&c, "waiting").await.status.is_some_and(|s| {
-            s.conditions.iter().any(|cond| cond.reason == "WaitingForConfig" && cond.message.contains("configmap/later"))
-        })
-    })
+    c.create_qjob(&with_config_map("waiting", "later", false))
+        .await;
+    wait_for(
+        "a WaitingForConfig condition naming the ConfigMap",
+        || async {
+            qjob(&c, "waiting").await.status.is_some_and(|s| {
+                s.conditions.iter().any(|cond| {
+                    cond.reason == "WaitingForConfig" && cond.message.contains("configmap/later")
+                })
+            })
+        },
+    )
     .await;
     assert_eq!(run_count(&c, "waiting").await, 0);
     put_config_map(&c, "later", "now here").await;
@@ -246,7 +328,8 @@ async fn an_operator_restart_runs_nothing_again_but_catches_up_on_changes_made_w
     let c = Cluster::start().await;
     let op = c.operator().await;
     put_config_map(&c, "settings", "one").await;
-    c.create_qjob(&with_config_map("restart", "settings", true)).await;
+    c.create_qjob(&with_config_map("restart", "settings", true))
+        .await;
     wait_completed(&c, "restart", 1).await;
     assert!(op.stop().await.success(), "graceful shutdown exits 0");
 
@@ -270,16 +353,33 @@ async fn a_namespace_labelled_later_is_picked_up() {
     let q: QuarksJob = serde_yaml::from_str(&qjob_yaml("late", "once", "true")).unwrap();
     qjobs.create(&PostParams::default(), &q).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert!(qjobs.get("late").await.unwrap().status.is_none_or(|s| s.run_count == 0), "not monitored yet");
+    assert!(
+        qjobs
+            .get("late")
+            .await
+            .unwrap()
+            .status
+            .is_none_or(|s| s.run_count == 0),
+        "not monitored yet"
+    );
 
-    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(c.client.clone());
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(c.client.clone());
     namespaces
         .patch(&other, &PatchParams::default(), &Patch::Merge(serde_json::json!({"metadata": {"labels": {"quarks.cloudfoundry.org/monitored": c.monitored_id}}})))
         .await
         .unwrap();
-    wait_for("the QuarksJob in the newly labelled namespace to run", || async {
-        qjobs.get("late").await.unwrap().status.is_some_and(|s| s.completed && s.run_count == 1)
-    })
+    wait_for(
+        "the QuarksJob in the newly labelled namespace to run",
+        || async {
+            qjobs
+                .get("late")
+                .await
+                .unwrap()
+                .status
+                .is_some_and(|s| s.completed && s.run_count == 1)
+        },
+    )
     .await;
 }
 
@@ -293,10 +393,21 @@ async fn operators_with_different_monitored_ids_act_only_on_their_own_namespaces
     let _theirs = c.operator_with(&other_id, &[]).await;
     c.create_qjob(&qjob_yaml("mine", "once", "true")).await;
     let theirs: kube::Api<QuarksJob> = kube::Api::namespaced(c.client.clone(), &other_ns);
-    theirs.create(&PostParams::default(), &serde_yaml::from_str(&qjob_yaml("theirs", "once", "true")).unwrap()).await.unwrap();
+    theirs
+        .create(
+            &PostParams::default(),
+            &serde_yaml::from_str(&qjob_yaml("theirs", "once", "true")).unwrap(),
+        )
+        .await
+        .unwrap();
     wait_completed(&c, "mine", 1).await;
     wait_for("the other operator's QuarksJob to run", || async {
-        theirs.get("theirs").await.unwrap().status.is_some_and(|s| s.completed && s.run_count == 1)
+        theirs
+            .get("theirs")
+            .await
+            .unwrap()
+            .status
+            .is_some_and(|s| s.completed && s.run_count == 1)
     })
     .await;
     // Each Job was created by exactly one operator: the run counters would show a double run.
@@ -311,30 +422,51 @@ async fn an_invalid_quarksjob_is_rejected_by_the_schema() {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), manifest).unwrap();
     let out = tokio::process::Command::new("kubectl")
-        .args(["--kubeconfig", c.kubeconfig.to_str().unwrap(), "-n", &c.namespace, "apply", "-f", file.path().to_str().unwrap()])
+        .args([
+            "--kubeconfig",
+            c.kubeconfig.to_str().unwrap(),
+            "-n",
+            &c.namespace,
+            "apply",
+            "-f",
+            file.path().to_str().unwrap(),
+        ])
         .output()
         .await
         .expect("kubectl");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("spec.trigger.strategy") && err.contains("sometimes"), "{err}");
+    assert!(
+        err.contains("spec.trigger.strategy") && err.contains("sometimes"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twenty_rapid_config_changes_never_run_two_jobs_at_once_and_the_last_run_sees_the_last_config() {
+async fn twenty_rapid_config_changes_never_run_two_jobs_at_once_and_the_last_run_sees_the_last_config()
+ {
     let c = Cluster::start().await;
     let _op = c.operator().await;
     put_config_map(&c, "burst", "0").await;
-    c.create_qjob(&with_config_map("burst", "burst", true)).await;
+    c.create_qjob(&with_config_map("burst", "burst", true))
+        .await;
     wait_completed(&c, "burst", 1).await;
     let watcher = {
         let api = c.api::<Job>();
         tokio::spawn(async move {
             let mut most = 0;
             for _ in 0..100 {
-                let active = api.list(&ListParams::default()).await.unwrap().items.iter().filter(|j| {
-                    quarks_job::operator::plan::job_state(j) == quarks_job::operator::plan::JobState::Active
-                }).count();
+                let active = api
+                    .list(&ListParams::default())
+                    .await
+                    .unwrap()
+                    .items
+                    .iter()
+                    .filter(|j| {
+                        quarks_job::operator::plan::job_state(j)
+                            == quarks_job::operator::plan::JobState::Active
+                    })
+                    .count();
                 most = most.max(active);
                 tokio::time::sleep(Duration::from_millis(30)).await;
             }
@@ -345,12 +477,20 @@ async fn twenty_rapid_config_changes_never_run_two_jobs_at_once_and_the_last_run
         put_config_map(&c, "burst", &i.to_string()).await;
     }
     let final_cm = c.api::<ConfigMap>().get("burst").await.unwrap();
-    let expected = quarks_job::operator::digest::config_digest(&[quarks_job::operator::digest::ConfigContent::from_config_map(&final_cm)]);
+    let expected = quarks_job::operator::digest::config_digest(&[
+        quarks_job::operator::digest::ConfigContent::from_config_map(&final_cm),
+    ]);
     wait_for("a run with the final config", || async {
-        qjob(&c, "burst").await.status.is_some_and(|s| s.completed && s.config_digest.as_deref() == Some(expected.as_str()))
+        qjob(&c, "burst")
+            .await
+            .status
+            .is_some_and(|s| s.completed && s.config_digest.as_deref() == Some(expected.as_str()))
     })
     .await;
-    assert!(watcher.await.unwrap() <= 1, "never two Jobs of one QuarksJob at once");
+    assert!(
+        watcher.await.unwrap() <= 1,
+        "never two Jobs of one QuarksJob at once"
+    );
     let runs = run_count(&c, "burst").await;
     assert!(runs < 21, "bursts collapse: {runs} runs for 20 changes");
 }
@@ -366,7 +506,10 @@ async fn injected_conflicts_errors_and_dropped_watches_do_not_change_the_outcome
     c.create_qjob(&qjob_yaml("faulty", "once", "true")).await;
     faults.close_watches();
     wait_completed(&c, "faulty", 1).await;
-    assert_eq!(qjob(&c, "faulty").await.spec.trigger.strategy, Strategy::Done);
+    assert_eq!(
+        qjob(&c, "faulty").await.spec.trigger.strategy,
+        Strategy::Done
+    );
     stays_at(&c, "faulty", 1).await;
 }
 
@@ -374,18 +517,40 @@ async fn injected_conflicts_errors_and_dropped_watches_do_not_change_the_outcome
 async fn two_replicas_with_leader_election_never_both_act() {
     let c = Cluster::start().await;
     let lease_ns = c.namespace.clone();
-    let a = c.operator_with(&c.monitored_id, &["--leader-election", "--operator-namespace", &lease_ns]).await;
-    let b = c.operator_with(&c.monitored_id, &["--leader-election", "--operator-namespace", &lease_ns]).await;
+    let a = c
+        .operator_with(
+            &c.monitored_id,
+            &["--leader-election", "--operator-namespace", &lease_ns],
+        )
+        .await;
+    let b = c
+        .operator_with(
+            &c.monitored_id,
+            &["--leader-election", "--operator-namespace", &lease_ns],
+        )
+        .await;
     for i in 0..5 {
-        c.create_qjob(&qjob_yaml(&format!("q{i}"), "once", "true")).await;
+        c.create_qjob(&qjob_yaml(&format!("q{i}"), "once", "true"))
+            .await;
     }
     for i in 0..5 {
         wait_completed(&c, &format!("q{i}"), 1).await;
     }
-    let leaders = [a.log(), b.log()].iter().filter(|l| l.contains("became leader")).count();
+    let leaders = [a.log(), b.log()]
+        .iter()
+        .filter(|l| l.contains("became leader"))
+        .count();
     assert_eq!(leaders, 1, "exactly one replica leads");
     for i in 0..5 {
         stays_at(&c, &format!("q{i}"), 1).await;
     }
-    let _ = c.qjobs().list(&ListParams::default()).await.unwrap().items.iter().map(|q| q.name_any()).count();
+    let _ = c
+        .qjobs()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|q| q.name_any())
+        .count();
 }

@@ -60,13 +60,17 @@ fn seed_example_becomes_secret_foo_json_with_labels() {
     assert_eq!(text(&secret.data["bar"]), "baz");
     assert_eq!(secret.data.len(), 2);
     assert_eq!(secret.labels["key"], "value");
-    assert_eq!(secret.labels["quarks.cloudfoundry.org/container-name"], "busybox");
+    assert_eq!(
+        secret.labels["quarks.cloudfoundry.org/container-name"],
+        "busybox"
+    );
     assert!(!secret.versioned);
 }
 
 #[test]
 fn fan_out_writes_one_secret_per_top_level_key() {
-    let mut i = input(br#"{"alpha": "{\"user\": \"a\"}", "beta": "{\"user\": \"b\", \"pw\": \"x\"}"}"#);
+    let mut i =
+        input(br#"{"alpha": "{\"user\": \"a\"}", "beta": "{\"user\": \"b\", \"pw\": \"x\"}"}"#);
     i.file.persistence_method = PersistenceMethod::FanOut;
     let result = run(i).unwrap();
     let names: Vec<&str> = result.secrets.iter().map(|s| s.name.as_str()).collect();
@@ -86,13 +90,19 @@ fn labels_apply_in_order_and_later_ones_win() {
     let mut i = input(br#"{"a": "b"}"#);
     i.output.secret_labels = BTreeMap::from([
         ("shared".into(), "from-output".into()),
-        ("quarks.cloudfoundry.org/container-name".into(), "spoofed".into()),
+        (
+            "quarks.cloudfoundry.org/container-name".into(),
+            "spoofed".into(),
+        ),
     ]);
     i.file.secret_labels = BTreeMap::from([("shared".into(), "from-file".into())]);
     i.file.secret_annotations = BTreeMap::from([("note".into(), "hello".into())]);
     let secret = &run(i).unwrap().secrets[0];
     assert_eq!(secret.labels["shared"], "from-file");
-    assert_eq!(secret.labels["quarks.cloudfoundry.org/container-name"], "busybox");
+    assert_eq!(
+        secret.labels["quarks.cloudfoundry.org/container-name"],
+        "busybox"
+    );
     assert_eq!(secret.annotations["note"], "hello");
 }
 
@@ -123,7 +133,10 @@ fn write_on_failure_covers_every_non_zero_exit_code() {
             "exit {exit_code}, writeOnFailure {write_on_failure}: {result:?}"
         );
         if !expect_written {
-            assert!(result.reasons.iter().any(|r| r.code == "ContainerFailed"), "{result:?}");
+            assert!(
+                result.reasons.iter().any(|r| r.code == "ContainerFailed"),
+                "{result:?}"
+            );
         }
     }
 }
@@ -131,21 +144,37 @@ fn write_on_failure_covers_every_non_zero_exit_code() {
 #[test]
 fn invalid_json_is_refused_with_position() {
     let result = run(input(b"{\"a\": \"b\",\n oops}"));
-    let Err(PolicyError::Refused(reason)) = result else { panic!("{result:?}") };
+    let Err(PolicyError::Refused(reason)) = result else {
+        panic!("{result:?}")
+    };
     assert_eq!(reason.code, "InvalidJson");
     assert!(reason.message.contains("line 2"), "{}", reason.message);
 }
 
 #[test]
 fn nested_values_and_numbers_are_not_flat() {
-    for content in [&br#"{"a": {"b": "c"}}"#[..], br#"{"a": 1}"#, br#"{"a": ["x"]}"#, br#"{"a": null}"#, br#"["a"]"#] {
-        assert_eq!(refused_code(run(input(content))), "NotFlat", "{}", String::from_utf8_lossy(content));
+    for content in [
+        &br#"{"a": {"b": "c"}}"#[..],
+        br#"{"a": 1}"#,
+        br#"{"a": ["x"]}"#,
+        br#"{"a": null}"#,
+        br#"["a"]"#,
+    ] {
+        assert_eq!(
+            refused_code(run(input(content))),
+            "NotFlat",
+            "{}",
+            String::from_utf8_lossy(content)
+        );
     }
 }
 
 #[test]
 fn non_utf8_content_is_refused() {
-    assert_eq!(refused_code(run(input(b"{\"a\": \"\xff\xfe\"}"))), "InvalidJson");
+    assert_eq!(
+        refused_code(run(input(b"{\"a\": \"\xff\xfe\"}"))),
+        "InvalidJson"
+    );
 }
 
 #[test]
@@ -157,7 +186,11 @@ fn empty_object_is_one_secret_without_data() {
 
 #[test]
 fn keys_that_are_not_secret_keys_are_refused() {
-    for content in [&br#"{"has space": "x"}"#[..], br#"{"slash/key": "x"}"#, br#"{"": "x"}"#] {
+    for content in [
+        &br#"{"has space": "x"}"#[..],
+        br#"{"slash/key": "x"}"#,
+        br#"{"": "x"}"#,
+    ] {
         assert_eq!(refused_code(run(input(content))), "InvalidSecretKey");
     }
 }

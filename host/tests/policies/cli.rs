@@ -17,31 +17,59 @@ fn stdout(out: &Output) -> String {
 #[test]
 fn crd_prints_the_quarksjob_definition() {
     let out = quarks_job(&["crd"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let crd: serde_yaml::Value = serde_yaml::from_str(&stdout(&out)).unwrap();
     assert_eq!(crd["kind"], "CustomResourceDefinition");
     assert_eq!(crd["apiVersion"], "apiextensions.k8s.io/v1");
-    assert_eq!(crd["metadata"]["name"], "quarksjobs.quarks.cloudfoundry.org");
+    assert_eq!(
+        crd["metadata"]["name"],
+        "quarksjobs.quarks.cloudfoundry.org"
+    );
     let spec = &crd["spec"];
     assert_eq!(spec["group"], "quarks.cloudfoundry.org");
     assert_eq!(spec["scope"], "Namespaced");
     assert_eq!(spec["names"]["kind"], "QuarksJob");
     assert_eq!(spec["names"]["plural"], "quarksjobs");
-    let short: Vec<&str> = spec["names"]["shortNames"].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let short: Vec<&str> = spec["names"]["shortNames"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(short, ["qjob", "qjobs"]);
     let version = &spec["versions"][0];
     assert_eq!(version["name"], "v1alpha1");
-    assert_eq!(version["subresources"]["status"], serde_yaml::Value::Mapping(Default::default()));
+    assert_eq!(
+        version["subresources"]["status"],
+        serde_yaml::Value::Mapping(Default::default())
+    );
     let schema = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
     let strategies = &schema["properties"]["trigger"]["properties"]["strategy"]["enum"];
     assert_eq!(strategies.as_sequence().unwrap().len(), 4);
-    assert!(schema["required"].as_sequence().unwrap().iter().any(|v| v == "template"));
+    assert!(
+        schema["required"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|v| v == "template")
+    );
     let output = &schema["properties"]["output"]["properties"];
     assert_eq!(output["outputType"]["enum"][0], "json");
     let file = &output["outputMap"]["additionalProperties"]["additionalProperties"]["properties"];
-    assert!(file["persistencemethod"]["enum"].as_sequence().unwrap().iter().any(|v| v == "fan-out"));
+    assert!(
+        file["persistencemethod"]["enum"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|v| v == "fan-out")
+    );
     // The embedded Job template keeps a structural schema (validated and pruned by the server).
-    let template = &schema["properties"]["template"]["properties"]["spec"]["properties"]["template"];
+    let template =
+        &schema["properties"]["template"]["properties"]["spec"]["properties"]["template"];
     assert!(template["properties"]["spec"]["properties"]["containers"].is_mapping());
     // Small enough for client-side `kubectl apply` (annotations are capped at 256 KiB).
     assert!(out.stdout.len() < 256 * 1024, "{} bytes", out.stdout.len());
@@ -51,13 +79,28 @@ fn crd_prints_the_quarksjob_definition() {
 fn version_names_the_contract() {
     let out = quarks_job(&["version"]);
     assert!(out.status.success());
-    assert!(stdout(&out).contains("quarks:policy@0.1.0"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("quarks:policy@0.1.0"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
 fn policy_run_decides_the_errand_example() {
-    let out = quarks_job(&["policy", "run", "--policy", "builtin:trigger-default", "--input", "examples/policy-inputs/errand-set-to-now.json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = quarks_job(&[
+        "policy",
+        "run",
+        "--policy",
+        "builtin:trigger-default",
+        "--input",
+        "examples/policy-inputs/errand-set-to-now.json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let decision: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(decision["run"], true);
     assert_eq!(decision["write-strategy"], "manual");
@@ -68,8 +111,19 @@ fn policy_run_transforms_the_seed_output_from_a_component_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("output-default.wasm");
     std::fs::write(&path, quarks_job::policy::builtin::OUTPUT_DEFAULT.bytes).unwrap();
-    let out = quarks_job(&["policy", "run", "--policy", path.to_str().unwrap(), "--input", "examples/policy-inputs/output-foo-json.json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = quarks_job(&[
+        "policy",
+        "run",
+        "--policy",
+        path.to_str().unwrap(),
+        "--input",
+        "examples/policy-inputs/output-foo-json.json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let result: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(result["secrets"][0]["name"], "foo-json");
     assert_eq!(result["secrets"][0]["data"]["bar"], "baz");
@@ -80,18 +134,35 @@ fn policy_run_explains_bad_input() {
     let missing = quarks_job(&["policy", "run", "--policy", "builtin:nope", "--input", "-"]);
     assert!(!missing.status.success());
     let err = String::from_utf8_lossy(&missing.stderr);
-    assert!(err.contains("no built-in policy named \"nope\"") && err.contains("trigger-default"), "{err}");
+    assert!(
+        err.contains("no built-in policy named \"nope\"") && err.contains("trigger-default"),
+        "{err}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.wasm");
     std::fs::write(&junk, b"definitely not wasm").unwrap();
-    let out = quarks_job(&["policy", "run", "--policy", junk.to_str().unwrap(), "--input", "examples/policy-inputs/errand-set-to-now.json"]);
+    let out = quarks_job(&[
+        "policy",
+        "run",
+        "--policy",
+        junk.to_str().unwrap(),
+        "--input",
+        "examples/policy-inputs/errand-set-to-now.json",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a WebAssembly binary"));
 
     let ambiguous = dir.path().join("input.json");
     std::fs::write(&ambiguous, "{}").unwrap();
-    let out = quarks_job(&["policy", "run", "--policy", junk.to_str().unwrap(), "--input", ambiguous.to_str().unwrap()]);
+    let out = quarks_job(&[
+        "policy",
+        "run",
+        "--policy",
+        junk.to_str().unwrap(),
+        "--input",
+        ambiguous.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--world"));
 }

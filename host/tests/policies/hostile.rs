@@ -44,15 +44,23 @@ fn any_output_input() -> quarks_job::policy::contract::OutputInput {
 /// The engine still answers a well-behaved call correctly.
 fn assert_still_serves(engine: &PolicyEngine) {
     let good = trigger_default(engine);
-    let decision = engine.decide(&good, any_trigger_input()).expect("good call after a bad one");
+    let decision = engine
+        .decide(&good, any_trigger_input())
+        .expect("good call after a bad one");
     assert!(decision.run);
 }
 
 #[test]
 fn infinite_loop_times_out_within_twice_the_limit() {
     let limit = Duration::from_millis(250);
-    let engine = PolicyEngine::new(Limits { cpu: limit, ..Limits::default() }).unwrap();
-    let policy = engine.load(&fixture("loop-forever"), World::Trigger).unwrap();
+    let engine = PolicyEngine::new(Limits {
+        cpu: limit,
+        ..Limits::default()
+    })
+    .unwrap();
+    let policy = engine
+        .load(&fixture("loop-forever"), World::Trigger)
+        .unwrap();
     let started = Instant::now();
     let result = engine.decide(&policy, any_trigger_input());
     let took = started.elapsed();
@@ -63,9 +71,18 @@ fn infinite_loop_times_out_within_twice_the_limit() {
 
 #[test]
 fn unbounded_allocation_hits_the_memory_limit() {
-    let engine = PolicyEngine::new(Limits { memory_bytes: 16 << 20, ..Limits::default() }).unwrap();
-    let policy = engine.load(&fixture("allocate-forever"), World::Trigger).unwrap();
-    assert_eq!(engine.decide(&policy, any_trigger_input()), Err(PolicyError::MemoryLimit(16 << 20)));
+    let engine = PolicyEngine::new(Limits {
+        memory_bytes: 16 << 20,
+        ..Limits::default()
+    })
+    .unwrap();
+    let policy = engine
+        .load(&fixture("allocate-forever"), World::Trigger)
+        .unwrap();
+    assert_eq!(
+        engine.decide(&policy, any_trigger_input()),
+        Err(PolicyError::MemoryLimit(16 << 20))
+    );
     assert_still_serves(&engine);
 }
 
@@ -98,8 +115,14 @@ fn a_result_over_the_cap_is_refused() {
 fn a_policy_of_the_other_world_is_refused_at_load() {
     let engine = super::engine();
     match engine.load(builtin::TRIGGER_DEFAULT.bytes, World::Output) {
-        Err(PolicyError::WrongWorld { expected: World::Output, detail }) => {
-            assert!(detail.contains("quarks:policy/trigger-policy@0.1.0"), "{detail}");
+        Err(PolicyError::WrongWorld {
+            expected: World::Output,
+            detail,
+        }) => {
+            assert!(
+                detail.contains("quarks:policy/trigger-policy@0.1.0"),
+                "{detail}"
+            );
         }
         other => panic!("expected WrongWorld, got {other:?}"),
     }
@@ -117,7 +140,10 @@ fn random_bytes_are_not_wasm() {
             (state >> 56) as u8
         })
         .collect();
-    assert!(matches!(engine.load(&bytes, World::Trigger), Err(PolicyError::NotWasm(_))));
+    assert!(matches!(
+        engine.load(&bytes, World::Trigger),
+        Err(PolicyError::NotWasm(_))
+    ));
     assert_still_serves(&engine);
 }
 
@@ -126,7 +152,9 @@ fn a_core_module_is_not_a_component() {
     let engine = super::engine();
     let module = wat::parse_str("(module (func (export \"decide\")))").unwrap();
     match engine.load(&module, World::Trigger) {
-        Err(PolicyError::NotAComponent(message)) => assert!(message.contains("component"), "{message}"),
+        Err(PolicyError::NotAComponent(message)) => {
+            assert!(message.contains("component"), "{message}")
+        }
         other => panic!("expected NotAComponent, got {other:?}"),
     }
 }
@@ -136,7 +164,10 @@ fn a_truncated_component_is_not_a_component() {
     let engine = super::engine();
     let bytes = builtin::TRIGGER_DEFAULT.bytes;
     let truncated = &bytes[..bytes.len() / 2];
-    assert!(matches!(engine.load(truncated, World::Trigger), Err(PolicyError::NotAComponent(_))));
+    assert!(matches!(
+        engine.load(truncated, World::Trigger),
+        Err(PolicyError::NotAComponent(_))
+    ));
     assert_still_serves(&engine);
 }
 
@@ -146,7 +177,10 @@ fn an_empty_component_is_the_wrong_world() {
     let empty = wat::parse_str("(component)").unwrap();
     assert!(matches!(
         engine.load(&empty, World::Trigger),
-        Err(PolicyError::WrongWorld { expected: World::Trigger, .. })
+        Err(PolicyError::WrongWorld {
+            expected: World::Trigger,
+            ..
+        })
     ));
 }
 
@@ -173,5 +207,8 @@ fn the_same_bytes_compile_once() {
     let first = trigger_default(&engine);
     let second = trigger_default(&engine);
     assert!(std::sync::Arc::ptr_eq(&first, &second));
-    assert_eq!(first.digest(), quarks_job::policy::PolicyDigest::of(builtin::TRIGGER_DEFAULT.bytes));
+    assert_eq!(
+        first.digest(),
+        quarks_job::policy::PolicyDigest::of(builtin::TRIGGER_DEFAULT.bytes)
+    );
 }
