@@ -63,51 +63,28 @@ impl Context {
         }
     }
 
-    /// Runs the trigger policy on a blocking thread (policy calls are CPU-bound) and measures it.
+    /// Runs the trigger policy.
     pub async fn call_trigger_policy(
         &self,
         input: TriggerInput,
     ) -> Result<TriggerDecision, PolicyError> {
-        let engine = self.engine.clone();
         let policy = self.trigger_policy.clone();
-        let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || engine.decide(&policy, input))
+        self.call_policy(World::Trigger, move |engine| engine.decide(&policy, input))
             .await
-            .unwrap_or_else(|e| {
-                Err(PolicyError::Engine(format!(
-                    "policy call did not finish: {e}"
-                )))
-            });
-        self.metrics
-            .policy_call_seconds
-            .get_or_create(&PolicyLabels {
-                world: World::Trigger.as_str(),
-            })
-            .observe(started.elapsed().as_secs_f64());
-        result
     }
 
-    /// Runs the output policy on a blocking thread and measures it.
+    /// Runs the output policy. Its failures are counted here; trigger failures are counted
+    /// where they are reported (reconcile), as they also change the QuarksJob's condition.
     pub async fn call_output_policy(
         &self,
         input: OutputInput,
     ) -> Result<OutputResult, PolicyError> {
-        let engine = self.engine.clone();
         let policy = self.output_policy.clone();
-        let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || engine.transform(&policy, input))
-            .await
-            .unwrap_or_else(|e| {
-                Err(PolicyError::Engine(format!(
-                    "policy call did not finish: {e}"
-                )))
-            });
-        self.metrics
-            .policy_call_seconds
-            .get_or_create(&PolicyLabels {
-                world: World::Output.as_str(),
+        let result = self
+            .call_policy(World::Output, move |engine| {
+                engine.transform(&policy, input)
             })
-            .observe(started.elapsed().as_secs_f64());
+            .await;
         if let Err(error) = &result {
             self.metrics
                 .policy_errors_total
@@ -117,6 +94,30 @@ impl Context {
                 })
                 .inc();
         }
+        result
+    }
+
+    /// Runs a policy call on a blocking thread (policy calls are CPU-bound) and measures it.
+    async fn call_policy<T: Send + 'static>(
+        &self,
+        world: World,
+        call: impl FnOnce(&PolicyEngine) -> Result<T, PolicyError> + Send + 'static,
+    ) -> Result<T, PolicyError> {
+        let engine = self.engine.clone();
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || call(&engine))
+            .await
+            .unwrap_or_else(|e| {
+                Err(PolicyError::Engine(format!(
+                    "policy call did not finish: {e}"
+                )))
+            });
+        self.metrics
+            .policy_call_seconds
+            .get_or_create(&PolicyLabels {
+                world: world.as_str(),
+            })
+            .observe(started.elapsed().as_secs_f64());
         result
     }
 
