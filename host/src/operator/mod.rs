@@ -116,9 +116,20 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     ));
 
     let qjobs: Api<QuarksJob> = Api::all(client.clone());
-    let controller = Controller::new(qjobs, watcher::Config::default().any_semantic())
+    // The cache of QuarksJobs keeps what decisions need, not managedFields or kubectl's
+    // last-applied copy of the whole object (together most of a cached QuarksJob's size).
+    let (qjob_store, qjob_writer) = reflector::store::<QuarksJob>();
+    let qjob_stream = watcher(qjobs, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|qjob| {
+            qjob.managed_fields_mut().clear();
+            qjob.annotations_mut()
+                .remove("kubectl.kubernetes.io/last-applied-configuration");
+        })
+        .reflect(qjob_writer)
+        .applied_objects();
+    let controller = Controller::for_stream(qjob_stream, qjob_store.clone())
         .with_config(ControllerConfig::default().concurrency(config.max_workers));
-    let qjob_store = controller.store();
 
     let namespaces = reflector::reflector(
         ns_writer,
