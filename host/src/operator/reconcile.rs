@@ -76,7 +76,7 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
         for staging_secret in &staged {
             let consumed =
                 crate::output::write::consume(&ctx.client, ctx, qjob, staging_secret).await?;
-            for record in consumed.records {
+            for record in consumed {
                 status.outputs.retain(|r| {
                     r.job == record.job
                         && !(r.container == record.container && r.file == record.file)

@@ -30,11 +30,6 @@ const FIELD_MANAGER: &str = "quarks-job";
 /// How often a versioned write retries with the next number when another writer took it.
 const VERSION_ATTEMPTS: u64 = 8;
 
-/// The outcome of consuming one staging Secret: one record per file.
-pub struct Consumed {
-    pub records: Vec<OutputRecord>,
-}
-
 /// Staging Secrets waiting for this QuarksJob.
 pub async fn pending_staging(
     client: &kube::Client,
@@ -69,7 +64,7 @@ pub async fn consume(
     policy: &impl OutputPolicyRunner,
     qjob: &QuarksJob,
     staging_secret: &Secret,
-) -> Result<Consumed, kube::Error> {
+) -> Result<Vec<OutputRecord>, kube::Error> {
     let namespace = qjob.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let job = staging_secret
@@ -199,7 +194,7 @@ pub async fn consume(
         Err(kube::Error::Api(e)) if e.code == 404 => {}
         Err(e) => return Err(e),
     }
-    Ok(Consumed { records })
+    Ok(records)
 }
 
 /// The value of the container's `REMOTE_ID` environment variable in the template, if literal.

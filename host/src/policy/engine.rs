@@ -136,14 +136,6 @@ impl PolicyEngine {
         cache.get(&(digest, world)).cloned()
     }
 
-    /// Drops cached policies nobody else holds; returns how many were dropped.
-    pub fn evict_unused(&self) -> usize {
-        let mut cache = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        let before = cache.len();
-        cache.retain(|_, policy| Arc::strong_count(policy) > 1);
-        before - cache.len()
-    }
-
     fn compile(
         &self,
         bytes: &[u8],

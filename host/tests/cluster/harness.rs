@@ -195,6 +195,22 @@ where
     }
 }
 
+/// Creates or replaces ConfigMap `name` in the test's namespace with `{value: <value>}`.
+pub async fn put_config_map(c: &Cluster, name: &str, value: &str) {
+    let config_map = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name}, "data": {"value": value},
+    });
+    c.api::<k8s_openapi::api::core::v1::ConfigMap>()
+        .patch(
+            name,
+            &kube::api::PatchParams::apply("test").force(),
+            &kube::api::Patch::Apply(config_map),
+        )
+        .await
+        .expect("apply ConfigMap");
+}
+
 /// A QuarksJob manifest running `script` in a busybox container.
 pub fn qjob_yaml(name: &str, strategy: &str, script: &str) -> String {
     format!(

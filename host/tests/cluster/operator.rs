@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use quarks_job::crd::{QuarksJob, Strategy};
 
-use crate::{Cluster, qjob_yaml, wait_for};
+use crate::{Cluster, put_config_map, qjob_yaml, wait_for};
 
 async fn qjob(c: &Cluster, name: &str) -> QuarksJob {
     c.qjobs().get(name).await.expect("get QuarksJob")
@@ -91,17 +91,6 @@ spec:
               mountPath: /etc/config
 "#
     )
-}
-
-async fn put_config_map(c: &Cluster, name: &str, value: &str) {
-    let cm: ConfigMap = serde_json::from_value(
-        serde_json::json!({"metadata": {"name": name}, "data": {"value": value}}),
-    )
-    .unwrap();
-    c.api::<ConfigMap>()
-        .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": cm.data})))
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

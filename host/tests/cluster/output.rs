@@ -2,9 +2,9 @@
 //! built-in output policy.
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 
-use crate::{Cluster, wait_for};
+use crate::{Cluster, put_config_map, wait_for};
 
 fn output_qjob(name: &str, script: &str, versioned: bool) -> String {
     format!(
@@ -113,13 +113,7 @@ async fn versioned_output_writes_a_new_version_only_when_the_content_changes() {
     yaml.push_str(
         "            volumeMounts:\n            - {name: config, mountPath: /etc/config}\n",
     );
-    let put = |value: &'static str| {
-        let api = c.api::<k8s_openapi::api::core::v1::ConfigMap>();
-        async move {
-            api.patch("input", &PatchParams::apply("test").force(), &Patch::Apply(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "input"}, "data": {"value": value}}))).await.unwrap();
-        }
-    };
-    put("a").await;
+    put_config_map(&c, "input", "a").await;
     c.create_qjob(&yaml).await;
     wait_for("foo-json-v1", || async {
         c.api::<Secret>()
@@ -137,7 +131,7 @@ async fn versioned_output_writes_a_new_version_only_when_the_content_changes() {
     );
     assert_eq!(labels["quarks.cloudfoundry.org/secret-version"], "1");
 
-    put("b").await;
+    put_config_map(&c, "input", "b").await;
     wait_for("foo-json-v2", || async {
         c.api::<Secret>()
             .get_opt("foo-json-v2")
