@@ -1,5 +1,5 @@
-//! What every reconcile shares: the API client, the policy engine and the trigger policy,
-//! the set of monitored namespaces, metrics, the Event recorder and per-object backoff.
+//! What every reconcile shares: the API client, the per-namespace policies and their CPU
+//! budget, the set of monitored namespaces, metrics, the Event recorder and per-object backoff.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,17 +10,20 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::warn;
 
-use super::metrics::{Metrics, PolicyLabels};
+use super::budget::CpuBudget;
+use super::metrics::{Metrics, PolicyErrorLabels, PolicyLabels};
 use super::namespaces::MonitoredNamespaces;
+use super::policies::{PolicyResolver, Resolved};
 use crate::crd::QuarksJob;
 use crate::policy::contract::{OutputInput, OutputResult, TriggerDecision, TriggerInput};
-use crate::policy::{LoadedPolicy, PolicyEngine, PolicyError, World};
+use crate::policy::{PolicyEngine, PolicyError, World};
 
 pub struct Context {
     pub client: kube::Client,
-    pub engine: Arc<PolicyEngine>,
-    pub trigger_policy: Arc<LoadedPolicy>,
-    pub output_policy: Arc<LoadedPolicy>,
+    /// The policy each namespace selected.
+    pub policies: PolicyResolver,
+    /// Policy CPU time per namespace.
+    pub budget: CpuBudget,
     /// How the output helper runs in pods with output.
     pub helper: crate::output::transport::HelperSpec,
     pub helper_identity: crate::output::write::HelperIdentity,
@@ -36,9 +39,8 @@ pub struct Context {
 impl Context {
     pub fn new(
         client: kube::Client,
-        engine: Arc<PolicyEngine>,
-        trigger_policy: Arc<LoadedPolicy>,
-        output_policy: Arc<LoadedPolicy>,
+        policies: PolicyResolver,
+        budget: CpuBudget,
         helper: crate::output::transport::HelperSpec,
         monitored: MonitoredNamespaces,
         metrics: Arc<Metrics>,
@@ -51,9 +53,8 @@ impl Context {
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
-            engine,
-            trigger_policy,
-            output_policy,
+            policies,
+            budget,
             helper,
             helper_identity: Default::default(),
             monitored,
@@ -63,47 +64,52 @@ impl Context {
         }
     }
 
-    /// Runs the trigger policy.
+    /// Runs `namespace`'s trigger policy, unless the namespace has used up its policy CPU
+    /// budget.
     pub async fn call_trigger_policy(
         &self,
+        namespace: &str,
+        policy: &Resolved,
         input: TriggerInput,
     ) -> Result<TriggerDecision, PolicyError> {
-        let policy = self.trigger_policy.clone();
-        self.call_policy(World::Trigger, move |engine| engine.decide(&policy, input))
-            .await
+        if let Err(retry_after) = self.budget.check(namespace, Instant::now()) {
+            return Err(PolicyError::BudgetExhausted {
+                namespace: namespace.to_owned(),
+                retry_after,
+            });
+        }
+        let loaded = policy.policy.clone();
+        self.call_policy(namespace, policy, World::Trigger, move |engine| {
+            engine.decide(&loaded, input)
+        })
+        .await
     }
 
-    /// Runs the output policy. Its failures are counted here; trigger failures are counted
-    /// where they are reported (reconcile), as they also change the QuarksJob's condition.
+    /// Runs `namespace`'s output policy. Charged to the namespace's budget but never refused
+    /// for it: output that a Job produced is not dropped for budget reasons.
     pub async fn call_output_policy(
         &self,
+        namespace: &str,
+        policy: &Resolved,
         input: OutputInput,
     ) -> Result<OutputResult, PolicyError> {
-        let policy = self.output_policy.clone();
-        let result = self
-            .call_policy(World::Output, move |engine| {
-                engine.transform(&policy, input)
-            })
-            .await;
-        if let Err(error) = &result {
-            self.metrics
-                .policy_errors_total
-                .get_or_create(&super::metrics::PolicyErrorLabels {
-                    world: World::Output.as_str(),
-                    code: error.code(),
-                })
-                .inc();
-        }
-        result
+        let loaded = policy.policy.clone();
+        self.call_policy(namespace, policy, World::Output, move |engine| {
+            engine.transform(&loaded, input)
+        })
+        .await
     }
 
-    /// Runs a policy call on a blocking thread (policy calls are CPU-bound) and measures it.
+    /// Runs a policy call on a blocking thread (policy calls are CPU-bound), measures it,
+    /// charges it to the namespace and counts its failure.
     async fn call_policy<T: Send + 'static>(
         &self,
+        namespace: &str,
+        policy: &Resolved,
         world: World,
         call: impl FnOnce(&PolicyEngine) -> Result<T, PolicyError> + Send + 'static,
     ) -> Result<T, PolicyError> {
-        let engine = self.engine.clone();
+        let engine = self.policies.engine().clone();
         let started = Instant::now();
         let result = tokio::task::spawn_blocking(move || call(&engine))
             .await
@@ -112,13 +118,32 @@ impl Context {
                     "policy call did not finish: {e}"
                 )))
             });
+        let elapsed = started.elapsed();
+        self.budget.charge(namespace, elapsed, Instant::now());
+        let digest = policy.policy.digest().to_string();
         self.metrics
             .policy_call_seconds
             .get_or_create(&PolicyLabels {
                 world: world.as_str(),
+                policy: digest.clone(),
             })
-            .observe(started.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
+        if let Err(error) = &result {
+            self.count_policy_error(world, error, Some(&digest));
+        }
         result
+    }
+
+    /// Counts a policy failure; `digest` is `None` when no module was resolved.
+    pub fn count_policy_error(&self, world: World, error: &PolicyError, digest: Option<&str>) {
+        self.metrics
+            .policy_errors_total
+            .get_or_create(&PolicyErrorLabels {
+                world: world.as_str(),
+                code: error.code(),
+                policy: digest.unwrap_or("unresolved").to_owned(),
+            })
+            .inc();
     }
 
     /// Publishes an Event on the QuarksJob. Failing to publish is logged, never fatal.
@@ -164,8 +189,17 @@ impl Backoff {
     }
 }
 
-impl crate::output::write::OutputPolicyRunner for Context {
+/// The output policy a namespace selected, bound for one reconcile's output writes.
+pub struct NamespaceOutputPolicy<'a> {
+    pub ctx: &'a Context,
+    pub namespace: &'a str,
+    pub policy: Resolved,
+}
+
+impl crate::output::write::OutputPolicyRunner for NamespaceOutputPolicy<'_> {
     async fn transform(&self, input: OutputInput) -> Result<OutputResult, PolicyError> {
-        self.call_output_policy(input).await
+        self.ctx
+            .call_output_policy(self.namespace, &self.policy, input)
+            .await
     }
 }

@@ -23,12 +23,16 @@ pub struct ControllerLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
     pub world: &'static str,
+    /// The module's digest (`sha256:…`): bounded by the number of distinct modules in use.
+    pub policy: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyErrorLabels {
     pub world: &'static str,
     pub code: &'static str,
+    /// The module's digest, or `unresolved` when the selection named nothing usable.
+    pub policy: String,
 }
 
 pub const CONTROLLER: &str = "quarksjob";
@@ -93,7 +97,7 @@ impl Default for Metrics {
         );
         registry.register(
             "quarks_job_policy_call_seconds",
-            "Time per policy call, by world",
+            "Time per policy call, by world and policy digest (its count is the number of calls)",
             policy_call_seconds.clone(),
         );
         registry.register(

@@ -3,8 +3,10 @@
 //!
 //! * pure core: [`naming`], [`references`], [`versioned`], [`digest`], [`job_builder`], [`plan`];
 //! * API reads: [`observe`]; API effects on QuarksJobs and Jobs: [`reconcile`];
+//! * per-namespace policies: [`policies`] (selection → compiled module), [`budget`] (CPU share);
 //! * wiring: [`run`] (this file), [`context`], [`namespaces`], [`leader`], [`http`], [`metrics`].
 
+pub mod budget;
 pub mod context;
 pub mod digest;
 pub mod http;
@@ -15,6 +17,7 @@ pub mod namespaces;
 pub mod naming;
 pub mod observe;
 pub mod plan;
+pub mod policies;
 pub mod reconcile;
 pub mod references;
 pub mod versioned;
@@ -37,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::crd::QuarksJob;
-use crate::policy::{Limits, PolicyEngine, World, builtin};
+use crate::policy::{Limits, PolicyEngine};
 use context::Context;
 use namespaces::{MonitoredNamespaces, monitored_selector};
 use references::{ConfigKind, referenced_config};
@@ -99,16 +102,23 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     }
 
     let engine = Arc::new(PolicyEngine::new(config.limits)?);
-    let trigger_policy = engine.load(builtin::TRIGGER_DEFAULT.bytes, World::Trigger)?;
-    let output_policy = engine.load(builtin::OUTPUT_DEFAULT.bytes, World::Output)?;
+    let (selection_store, selection_writer) = reflector::store::<ConfigMap>();
+    // A namespace whose policy module finished compiling: its QuarksJobs decide again.
+    let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let policies = policies::PolicyResolver::new(
+        client.clone(),
+        engine,
+        config.operator_namespace.clone(),
+        selection_store,
+        wake_tx,
+    )?;
 
     let (ns_store, ns_writer) = reflector::store::<Namespace>();
     let monitored = MonitoredNamespaces::new(ns_store);
     let ctx = Arc::new(Context::new(
         client.clone(),
-        engine,
-        trigger_policy,
-        output_policy,
+        policies,
+        budget::CpuBudget::default(),
         config.helper.clone(),
         monitored.clone(),
         metrics,
@@ -158,7 +168,42 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     .touched_objects();
     let referencing_map = {
         let store = qjob_store.clone();
-        move |cm: PartialObjectMeta<ConfigMap>| referencing(&store, ConfigKind::ConfigMap, &cm)
+        let ctx = ctx.clone();
+        move |cm: PartialObjectMeta<ConfigMap>| {
+            let mut affected = referencing(&store, ConfigKind::ConfigMap, &cm);
+            for namespace in ctx.policies.module_touched(&cm) {
+                affected.extend(qjobs_in(&store, &namespace));
+            }
+            affected
+        }
+    };
+    // The policy selections: full objects (small), cached for the resolver.
+    let selections = reflector::reflector(
+        selection_writer,
+        watcher(
+            Api::<ConfigMap>::all(client.clone()),
+            watcher::Config::default().fields(&format!(
+                "metadata.name={}",
+                crate::policy::selection::SELECTION_CONFIG_MAP
+            )),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let selection_changed = {
+        let store = qjob_store.clone();
+        let ctx = ctx.clone();
+        move |selection: ConfigMap| {
+            ctx.policies.evict_unused();
+            qjobs_in(&store, &selection.namespace().unwrap_or_default())
+        }
+    };
+    let woken = {
+        let store = qjob_store.clone();
+        futures::stream::unfold(wake_rx, |mut rx| async move {
+            rx.recv().await.map(|namespace| (namespace, rx))
+        })
+        .flat_map(move |namespace| futures::stream::iter(qjobs_in(&store, &namespace)))
     };
     let referencing_secret = {
         let store = qjob_store.clone();
@@ -173,6 +218,8 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         .watches_stream(namespaces, in_namespace)
         .watches_stream(config_maps, referencing_map)
         .watches_stream(secrets, referencing_secret)
+        .watches_stream(selections, selection_changed)
+        .reconcile_on(woken)
         .graceful_shutdown_on({
             let shutdown = shutdown.clone();
             async move { shutdown.cancelled().await }

@@ -14,7 +14,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
-use super::context::Context;
+use super::context::{Context, NamespaceOutputPolicy};
 use super::job_builder::{RunPlan, build_job, run_plan_of};
 use super::naming::job_name;
 use super::observe::{referenced_config_now, run_jobs};
@@ -22,6 +22,7 @@ use super::plan::{
     CONDITION_FAILED, CONDITION_READY, CONDITION_RUNNING, JobState, job_failure, job_state,
     set_condition, strategy_to_write, trigger_event, trigger_input,
 };
+use super::policies::Resolved;
 use crate::crd::{PolicyDigests, QuarksJob, QuarksJobStatus, Strategy};
 use crate::policy::contract::{JobOutcome, TriggerDecision};
 use crate::policy::{PolicyError, World};
@@ -73,9 +74,23 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
     // run, so a succeeded Job is only deleted (taking its staging Secrets) once they are used.
     let staged = crate::output::write::pending_staging(&ctx.client, qjob).await?;
     if !staged.is_empty() {
+        // Without the selected output policy nothing is written, and the staging Secrets (and
+        // the Job owning them) stay until it is usable.
+        let output_policy = match ctx.policies.resolve(&namespace, World::Output).await {
+            Ok(policy) => policy,
+            Err(error) => {
+                return policy_failed(ctx, qjob, status, World::Output, error, None, &now).await;
+            }
+        };
+        let output_digest = output_policy.policy.digest().to_string();
+        let runner = NamespaceOutputPolicy {
+            ctx,
+            namespace: &namespace,
+            policy: output_policy,
+        };
         for staging_secret in &staged {
             let consumed =
-                crate::output::write::consume(&ctx.client, ctx, qjob, staging_secret).await?;
+                crate::output::write::consume(&ctx.client, &runner, qjob, staging_secret).await?;
             for record in consumed {
                 status.outputs.retain(|r| {
                     r.job == record.job
@@ -108,7 +123,7 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
             }
         }
         let policies = status.policies.get_or_insert_with(Default::default);
-        policies.output = Some(ctx.output_policy.digest().to_string());
+        policies.output = Some(output_digest);
         write_status(ctx, qjob, &status).await?;
     }
 
@@ -226,10 +241,26 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
         config.missing.clone(),
         run_active,
     );
-    let policy = ctx.trigger_policy.clone();
-    let decision = match ctx.call_trigger_policy(input).await {
+    let policy = match ctx.policies.resolve(&namespace, World::Trigger).await {
+        Ok(policy) => policy,
+        Err(error) => {
+            return policy_failed(ctx, qjob, status, World::Trigger, error, None, &now).await;
+        }
+    };
+    let decision = match ctx.call_trigger_policy(&namespace, &policy, input).await {
         Ok(decision) => decision,
-        Err(error) => return policy_failed(ctx, qjob, status, error, &now).await,
+        Err(error) => {
+            return policy_failed(
+                ctx,
+                qjob,
+                status,
+                World::Trigger,
+                error,
+                Some(&policy),
+                &now,
+            )
+            .await;
+        }
     };
     tracing::debug!(?event, run = decision.run, "trigger decision");
 
@@ -239,7 +270,7 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
             run,
             write_strategy: strategy_to_write(qjob, decision.write_strategy),
             config_digest: config.digest.clone(),
-            trigger_policy: policy.digest().to_string(),
+            trigger_policy: policy.policy.digest().to_string(),
         };
         let mut job = build_job(qjob, &plan, &config.newest_versions)?;
         if let Some(output) = &qjob.spec.output {
@@ -323,10 +354,10 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
     status.observed_generation = generation;
     status.observed_strategy = Some(qjob.spec.trigger.strategy);
     if let Some(policy_status) = status.policies.as_mut() {
-        policy_status.trigger = Some(policy.digest().to_string());
+        policy_status.trigger = Some(policy.policy.digest().to_string());
     } else {
         status.policies = Some(PolicyDigests {
-            trigger: Some(policy.digest().to_string()),
+            trigger: Some(policy.policy.digest().to_string()),
             output: None,
         });
     }
@@ -390,28 +421,35 @@ async fn record_run_started(
     Ok(Action::requeue(ctx.resync))
 }
 
-/// Fail closed: no run, the reason on the QuarksJob (condition + Event) and in metrics.
+/// Fail closed: no run (or no output write), the reason on the QuarksJob (condition + Event)
+/// and in metrics. `policy` is the module that failed, when one was resolved.
 async fn policy_failed(
     ctx: &Context,
     qjob: &QuarksJob,
     mut status: QuarksJobStatus,
+    world: World,
     error: PolicyError,
+    policy: Option<&Resolved>,
     now: &Time,
 ) -> Result<Action, ReconcileError> {
     let code = error.code();
-    ctx.metrics
-        .policy_errors_total
-        .get_or_create(&super::metrics::PolicyErrorLabels {
-            world: World::Trigger.as_str(),
-            code,
-        })
-        .inc();
-    let message = format!("trigger policy {}: {error}", ctx.trigger_policy.digest());
+    // Failures of calls are counted where the call is made.
+    if policy.is_none() {
+        ctx.count_policy_error(world, &error, None);
+    }
+    let message = match policy {
+        Some(p) => format!(
+            "{world} policy {} ({}): {error}",
+            p.reference,
+            p.policy.digest()
+        ),
+        None => format!("{world} policy: {error}"),
+    };
     let already = qjob
         .status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == CONDITION_READY))
-        .is_some_and(|c| c.reason == code);
+        .is_some_and(|c| c.reason == code && c.message == message);
     set_condition(
         &mut status,
         CONDITION_READY,
@@ -422,11 +460,23 @@ async fn policy_failed(
         now,
     );
     if !already {
-        ctx.event(qjob, EventType::Warning, code, "Decide", message)
-            .await;
+        // Waiting for a compilation is expected; everything else is a problem to fix.
+        let type_ = match error {
+            PolicyError::Pending(_) => EventType::Normal,
+            _ => EventType::Warning,
+        };
+        ctx.event(qjob, type_, code, "Decide", message).await;
     }
-    write_status(ctx, qjob, &status).await?;
-    Ok(Action::requeue(Duration::from_secs(30)))
+    if Some(&status) != qjob.status.as_ref() {
+        write_status(ctx, qjob, &status).await?;
+    }
+    Ok(Action::requeue(match error {
+        PolicyError::BudgetExhausted { retry_after, .. } => retry_after,
+        // Woken when compilation ends; this is only a safety net.
+        PolicyError::Pending(_) => Duration::from_secs(10),
+        // A change of selection or module reconciles at once; this is a safety net.
+        _ => Duration::from_secs(30),
+    }))
 }
 
 fn reasons_text(decision: &TriggerDecision) -> String {

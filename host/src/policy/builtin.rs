@@ -31,6 +31,15 @@ pub const OUTPUT_DEFAULT: Builtin = Builtin {
     bytes: include_bytes!(concat!(env!("OUT_DIR"), "/output-default.wasm")),
 };
 
+/// Built-ins are identified by name.
+impl PartialEq for Builtin {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for Builtin {}
+
 static ALL: [Builtin; 2] = [TRIGGER_DEFAULT, OUTPUT_DEFAULT];
 
 /// Every built-in policy.

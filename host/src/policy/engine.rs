@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
@@ -92,7 +92,10 @@ impl std::fmt::Debug for LoadedPolicy {
 pub struct PolicyEngine {
     engine: Engine,
     limits: Limits,
-    loaded: Mutex<HashMap<(PolicyDigest, World), Arc<LoadedPolicy>>>,
+    /// Compiled policies by digest. Weak: a module lives as long as someone (a namespace's
+    /// selection, a built-in) holds it, so unused modules are evicted without bookkeeping,
+    /// and a module used by many namespaces is compiled once.
+    loaded: Mutex<HashMap<(PolicyDigest, World), Weak<LoadedPolicy>>>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -126,14 +129,25 @@ impl PolicyEngine {
         }
         let loaded = Arc::new(self.compile(bytes, digest, world)?);
         let mut cache = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|_, weak| weak.strong_count() > 0);
         // Two threads may have compiled the same bytes at once; keep the first.
-        Ok(cache.entry((digest, world)).or_insert(loaded).clone())
+        if let Some(first) = cache.get(&(digest, world)).and_then(Weak::upgrade) {
+            return Ok(first);
+        }
+        cache.insert((digest, world), Arc::downgrade(&loaded));
+        Ok(loaded)
     }
 
-    /// The loaded policy with this digest, if it was loaded before and is still cached.
+    /// The loaded policy with this digest, if it was loaded before and is still in use.
     pub fn cached(&self, digest: PolicyDigest, world: World) -> Option<Arc<LoadedPolicy>> {
         let cache = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        cache.get(&(digest, world)).cloned()
+        cache.get(&(digest, world)).and_then(Weak::upgrade)
+    }
+
+    /// How many compiled policies are alive (in use somewhere).
+    pub fn compiled_count(&self) -> usize {
+        let cache = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        cache.values().filter(|w| w.strong_count() > 0).count()
     }
 
     fn compile(

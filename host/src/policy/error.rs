@@ -43,6 +43,33 @@ pub enum PolicyError {
     /// The policy ran fine and answered with an error of its own.
     #[error("the policy refused: {0}")]
     Refused(Reason),
+    /// The namespace's selection ConfigMap names no usable policy (see `selection`).
+    #[error("invalid policy selection: {0}")]
+    Selection(String),
+    /// The selected module does not exist (ConfigMap or key missing).
+    #[error("the selected policy module is missing: {0}")]
+    ModuleMissing(String),
+    /// The selected module is not the one its pin names.
+    #[error("the policy module {reference} has digest {found}, but the selection pins {expected}")]
+    DigestMismatch {
+        reference: String,
+        expected: String,
+        found: String,
+    },
+    /// The selected module is being compiled; decisions wait for it.
+    #[error("the policy module {0} is being compiled")]
+    Pending(String),
+    /// The namespace used up its share of policy CPU time; calls resume when it refills.
+    #[error(
+        "namespace {namespace} used up its share of policy CPU time; decisions resume as it refills"
+    )]
+    BudgetExhausted {
+        namespace: String,
+        retry_after: Duration,
+    },
+    /// The module could not be read from the API (a transient error; retried).
+    #[error("the policy module could not be read: {0}")]
+    Unavailable(String),
     /// Anything else the engine could not do (should not happen; reported, never a crash).
     #[error("policy engine error: {0}")]
     Engine(String),
@@ -62,6 +89,12 @@ impl PolicyError {
             PolicyError::ResultTooLarge { .. } => "PolicyResultTooLarge",
             PolicyError::InvalidResult(_) => "PolicyInvalidResult",
             PolicyError::Refused(_) => "PolicyRefused",
+            PolicyError::Selection(_) => "PolicySelectionInvalid",
+            PolicyError::ModuleMissing(_) => "PolicyModuleMissing",
+            PolicyError::DigestMismatch { .. } => "PolicyDigestMismatch",
+            PolicyError::Pending(_) => "PolicyPending",
+            PolicyError::BudgetExhausted { .. } => "PolicyBudgetExhausted",
+            PolicyError::Unavailable(_) => "PolicyUnavailable",
             PolicyError::Engine(_) => "PolicyEngineError",
         }
     }

@@ -4,7 +4,8 @@
 //!   used by the operator and by `quarks-job policy run`;
 //! * [`engine`] — compiles components once (by digest), runs each call in a fresh store under
 //!   CPU, memory and result-size limits, and classifies every failure;
-//! * [`builtin`] — the built-in default policies, compiled from `policies/` at build time.
+//! * [`builtin`] — the built-in default policies, compiled from `policies/` at build time;
+//! * [`selection`] — how a namespace names its policies (the selection ConfigMap).
 
 mod bindings;
 pub mod builtin;
@@ -12,6 +13,7 @@ pub mod contract;
 pub mod engine;
 mod error;
 mod limits;
+pub mod selection;
 
 pub use engine::{LoadedPolicy, PolicyDigest, PolicyEngine};
 pub use error::PolicyError;

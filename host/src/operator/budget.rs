@@ -1,0 +1,154 @@
+//! Per-namespace policy CPU budget: a token bucket of policy time, so that one namespace's
+//! slow or hostile policy (say, one that runs into its 100 ms limit on every call) cannot
+//! take the CPU that other namespaces' decisions need. Pure: the caller passes the time.
+//!
+//! Every namespace starts with [`BudgetConfig::burst`] of policy time and regains
+//! [`BudgetConfig::share`] of a CPU (e.g. 0.25 = 250 ms per second). A trigger decision is
+//! refused (and retried with backoff) while the bucket is empty; output transforms are only
+//! charged, never refused, so output is never dropped for budget reasons.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BudgetConfig {
+    /// Policy time a namespace may use at once after being idle.
+    pub burst: Duration,
+    /// Share of one CPU a namespace regains per second of wall time.
+    pub share: f64,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        BudgetConfig {
+            burst: Duration::from_secs(1),
+            share: 0.25,
+        }
+    }
+}
+
+/// The state of one namespace's bucket.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    /// Policy time available, in seconds; negative after a call overran what was left.
+    available: f64,
+    updated: Instant,
+}
+
+impl Bucket {
+    fn refill(&mut self, config: &BudgetConfig, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.available = (self.available + elapsed * config.share).min(config.burst.as_secs_f64());
+        self.updated = now;
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct CpuBudget {
+    config: BudgetConfig,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl CpuBudget {
+    pub fn new(config: BudgetConfig) -> Self {
+        CpuBudget {
+            config,
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// `Ok` when `namespace` has policy time left; otherwise how long until it has some.
+    pub fn check(&self, namespace: &str, now: Instant) -> Result<(), Duration> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(bucket) = buckets.get_mut(namespace) else {
+            return Ok(());
+        };
+        bucket.refill(&self.config, now);
+        if bucket.available > 0.0 {
+            return Ok(());
+        }
+        let missing = -bucket.available + 0.001;
+        Err(Duration::from_secs_f64(
+            missing / self.config.share.max(1e-6),
+        ))
+    }
+
+    /// Charges `used` policy time to `namespace`.
+    pub fn charge(&self, namespace: &str, used: Duration, now: Instant) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let config = self.config;
+        let bucket = buckets.entry(namespace.to_owned()).or_insert(Bucket {
+            available: config.burst.as_secs_f64(),
+            updated: now,
+        });
+        bucket.refill(&config, now);
+        bucket.available -= used.as_secs_f64();
+        // Namespaces back at a full bucket hold no state worth keeping.
+        if buckets.len() > 1024 {
+            buckets.retain(|_, b| {
+                let mut b = *b;
+                b.refill(&config, now);
+                b.available < config.burst.as_secs_f64()
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_namespace_that_burns_its_burst_waits_for_the_refill() {
+        let budget = CpuBudget::new(BudgetConfig {
+            burst: 300 * MS,
+            share: 0.25,
+        });
+        let t0 = Instant::now();
+        // Three calls that each hit a 100 ms limit use the burst up.
+        for _ in 0..3 {
+            assert_eq!(budget.check("hostile", t0), Ok(()));
+            budget.charge("hostile", 100 * MS, t0);
+        }
+        let wait = budget.check("hostile", t0).unwrap_err();
+        assert!(wait > Duration::ZERO && wait < 10 * MS, "{wait:?}");
+        // Other namespaces are not affected.
+        assert_eq!(budget.check("quiet", t0), Ok(()));
+        // 0.25 CPU: 400 ms of wall time give back 100 ms of policy time.
+        assert_eq!(budget.check("hostile", t0 + 400 * MS), Ok(()));
+        budget.charge("hostile", 100 * MS, t0 + 400 * MS);
+        assert!(budget.check("hostile", t0 + 400 * MS).is_err());
+    }
+
+    #[test]
+    fn an_overrun_is_paid_back_before_the_next_call() {
+        let budget = CpuBudget::new(BudgetConfig {
+            burst: 100 * MS,
+            share: 0.5,
+        });
+        let t0 = Instant::now();
+        budget.charge("ns", 300 * MS, t0);
+        let wait = budget.check("ns", t0).unwrap_err();
+        // 200 ms of debt at half a CPU: about 400 ms.
+        assert!(wait >= 400 * MS && wait < 410 * MS, "{wait:?}");
+        assert!(budget.check("ns", t0 + 399 * MS).is_err());
+        assert_eq!(budget.check("ns", t0 + 410 * MS), Ok(()));
+    }
+
+    #[test]
+    fn the_bucket_never_holds_more_than_the_burst() {
+        let budget = CpuBudget::new(BudgetConfig {
+            burst: 100 * MS,
+            share: 1.0,
+        });
+        let t0 = Instant::now();
+        budget.charge("ns", Duration::ZERO, t0);
+        // An hour idle still allows only the burst.
+        let later = t0 + Duration::from_secs(3600);
+        budget.charge("ns", 100 * MS, later);
+        assert!(budget.check("ns", later).is_err());
+    }
+}
