@@ -3,7 +3,8 @@
 //!
 //! * the built-in policies `policies/trigger-default` and `policies/output-default`, copied to
 //!   `$OUT_DIR/<name>.wasm` and embedded by `src/policy/builtin.rs`;
-//! * the hostile test fixtures under `tests/policy-fixtures/`, copied to
+//! * the hostile test fixtures under `tests/policy-fixtures/` and the example policies under
+//!   `examples/policies/`, copied to
 //!   `$OUT_DIR/fixtures/<name>.wasm`; the directory is exported to the crate as the
 //!   compile-time variable `QUARKS_POLICY_FIXTURES`.
 //!
@@ -27,6 +28,10 @@ const BUILTINS: &[&str] = &["trigger-default", "output-default"];
 /// `policy-fixture-<name>`.
 const FIXTURES: &[&str] = &["loop-forever", "allocate-forever", "panics", "huge-result"];
 
+/// Example policies: directory names under examples/policies; the package is
+/// `example-<name>`. Copied next to the fixtures, for the tests that use them.
+const EXAMPLES: &[&str] = &["approval-trigger", "dotenv-output"];
+
 fn main() {
     if let Err(message) = run() {
         // A build script reports failure by exiting non-zero; cargo shows stderr.
@@ -49,6 +54,7 @@ fn run() -> Result<(), String> {
         "policies",
         "wit",
         "tests/policy-fixtures",
+        "examples/policies",
         "Cargo.toml",
         "Cargo.lock",
     ] {
@@ -73,6 +79,13 @@ fn run() -> Result<(), String> {
         .chain(FIXTURES.iter().map(|name| format!("policy-fixture-{name}")))
         .collect();
     build_components(&workspace, &target_dir, &packages)?;
+    // The examples use the built-ins as libraries (feature `component` off). Cargo unifies
+    // features within one build, so they get a build of their own.
+    let examples: Vec<String> = EXAMPLES
+        .iter()
+        .map(|name| format!("example-{name}"))
+        .collect();
+    build_components(&workspace, &target_dir, &examples)?;
 
     let built = target_dir.join(WASM_TARGET).join(PROFILE);
     for name in BUILTINS {
@@ -83,8 +96,15 @@ fn run() -> Result<(), String> {
     }
     let fixtures = out_dir.join("fixtures");
     fs::create_dir_all(&fixtures).map_err(|e| format!("creating {}: {e}", fixtures.display()))?;
-    for name in FIXTURES {
-        let package = format!("policy-fixture-{name}");
+    let fixture_packages = FIXTURES
+        .iter()
+        .map(|name| (*name, format!("policy-fixture-{name}")))
+        .chain(
+            EXAMPLES
+                .iter()
+                .map(|name| (*name, format!("example-{name}"))),
+        );
+    for (name, package) in fixture_packages {
         copy_if_changed(
             &component_path(&built, &package),
             &fixtures.join(format!("{name}.wasm")),

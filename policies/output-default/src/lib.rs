@@ -64,9 +64,11 @@ impl Guest for OutputDefault {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 quarks_policy_sdk::export_output!(OutputDefault);
 
+// The no_std runtime (allocator, panic handler) also serves policies that use this crate as a
+// library: a component has exactly one, so they do not declare their own.
 quarks_policy_sdk::no_std_runtime!();
 
 /// The Secrets of spec.md §4 for one output file.

@@ -27,6 +27,8 @@ use alloc::vec;
 use quarks_policy_sdk::Reason;
 use quarks_policy_sdk::trigger::{Guest, Strategy, TriggerDecision, TriggerInput};
 
+// The no_std runtime (allocator, panic handler) also serves policies that use this crate as a
+// library: a component has exactly one, so they do not declare their own.
 quarks_policy_sdk::no_std_runtime!();
 
 /// The exported policy.
@@ -38,7 +40,7 @@ impl Guest for TriggerDefault {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 quarks_policy_sdk::export_trigger!(TriggerDefault);
 
 /// What the strategy alone asks for, before the gates shared by all strategies.
