@@ -80,12 +80,15 @@ fn run() -> Result<(), String> {
         .collect();
     build_components(&workspace, &target_dir, &packages)?;
     // The examples use the built-ins as libraries (feature `component` off). Cargo unifies
-    // features within one build, so they get a build of their own.
+    // features within one build, and would put that build's trigger_default.wasm where the
+    // built-in's is, so they get a build and a target directory of their own.
     let examples: Vec<String> = EXAMPLES
         .iter()
         .map(|name| format!("example-{name}"))
         .collect();
-    build_components(&workspace, &target_dir, &examples)?;
+    let examples_target_dir = target_dir.with_file_name("policy-examples");
+    build_components(&workspace, &examples_target_dir, &examples)?;
+    let built_examples = examples_target_dir.join(WASM_TARGET).join(PROFILE);
 
     let built = target_dir.join(WASM_TARGET).join(PROFILE);
     for name in BUILTINS {
@@ -98,15 +101,15 @@ fn run() -> Result<(), String> {
     fs::create_dir_all(&fixtures).map_err(|e| format!("creating {}: {e}", fixtures.display()))?;
     let fixture_packages = FIXTURES
         .iter()
-        .map(|name| (*name, format!("policy-fixture-{name}")))
+        .map(|name| (*name, &built, format!("policy-fixture-{name}")))
         .chain(
             EXAMPLES
                 .iter()
-                .map(|name| (*name, format!("example-{name}"))),
+                .map(|name| (*name, &built_examples, format!("example-{name}"))),
         );
-    for (name, package) in fixture_packages {
+    for (name, dir, package) in fixture_packages {
         copy_if_changed(
-            &component_path(&built, &package),
+            &component_path(dir, &package),
             &fixtures.join(format!("{name}.wasm")),
         )?;
     }
