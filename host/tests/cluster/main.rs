@@ -8,5 +8,6 @@
 mod harness;
 mod operator;
 mod output;
+mod policies;
 
 pub use harness::*;

@@ -1,0 +1,365 @@
+//! Per-namespace policies (architecture.md "Policies"): each namespace selects its trigger and
+//! output policy with the ConfigMap `quarks-job-policies`; modules are real components built
+//! from `examples/policies/` and `tests/policy-fixtures/`, stored in ConfigMaps.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use quarks_job::crd::QuarksJob;
+use quarks_job::policy::PolicyDigest;
+
+use crate::{Cluster, qjob_yaml, wait_for};
+
+const SELECTION: &str = "quarks-job-policies";
+
+/// A component built by host/build.rs (fixtures and example policies).
+fn component(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("QUARKS_POLICY_FIXTURES")).join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn digest(bytes: &[u8]) -> String {
+    PolicyDigest::of(bytes).to_string()
+}
+
+async fn apply_config_map(c: &Cluster, namespace: &str, config_map: ConfigMap) {
+    Api::<ConfigMap>::namespaced(c.client.clone(), namespace)
+        .patch(
+            &config_map.name_any(),
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&config_map),
+        )
+        .await
+        .expect("apply ConfigMap");
+}
+
+/// Stores `bytes` as `binaryData["policy.wasm"]` of ConfigMap `name`.
+async fn put_module(c: &Cluster, namespace: &str, name: &str, bytes: Vec<u8>) {
+    let mut config_map = ConfigMap::default();
+    config_map.metadata.name = Some(name.to_owned());
+    config_map.binary_data = Some(BTreeMap::from([(
+        "policy.wasm".to_owned(),
+        ByteString(bytes),
+    )]));
+    apply_config_map(c, namespace, config_map).await;
+}
+
+/// Writes the namespace's selection ConfigMap with these `world: reference` pairs.
+async fn select(c: &Cluster, namespace: &str, selection: &[(&str, &str)]) {
+    let mut config_map = ConfigMap::default();
+    config_map.metadata.name = Some(SELECTION.to_owned());
+    config_map.data = Some(
+        selection
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    apply_config_map(c, namespace, config_map).await;
+}
+
+fn qjobs_in(c: &Cluster, namespace: &str) -> Api<QuarksJob> {
+    Api::namespaced(c.client.clone(), namespace)
+}
+
+async fn create_in(c: &Cluster, namespace: &str, yaml: &str) {
+    let qjob: QuarksJob = serde_yaml::from_str(yaml).expect("QuarksJob YAML");
+    qjobs_in(c, namespace)
+        .create(&PostParams::default(), &qjob)
+        .await
+        .expect("create QuarksJob");
+}
+
+/// `(reason, message)` of the QuarksJob's Ready condition.
+async fn ready_condition(c: &Cluster, namespace: &str, name: &str) -> Option<(String, String)> {
+    let qjob = qjobs_in(c, namespace).get_opt(name).await.ok()??;
+    qjob.status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.reason, c.message))
+}
+
+async fn wait_for_reason(c: &Cluster, namespace: &str, name: &str, reason: &str) -> String {
+    wait_for(&format!("{namespace}/{name} to show {reason}"), || async {
+        ready_condition(c, namespace, name)
+            .await
+            .is_some_and(|(found, _)| found == reason)
+    })
+    .await;
+    ready_condition(c, namespace, name)
+        .await
+        .map(|(_, message)| message)
+        .unwrap_or_default()
+}
+
+async fn run_count(c: &Cluster, namespace: &str, name: &str) -> i64 {
+    qjobs_in(c, namespace)
+        .get(name)
+        .await
+        .unwrap()
+        .status
+        .map(|s| s.run_count)
+        .unwrap_or_default()
+}
+
+async fn wait_for_run(c: &Cluster, namespace: &str, name: &str) {
+    wait_for(&format!("{namespace}/{name} to run"), || async {
+        run_count(c, namespace, name).await >= 1
+    })
+    .await;
+}
+
+async fn jobs_in(c: &Cluster, namespace: &str) -> usize {
+    Api::<Job>::namespaced(c.client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .len()
+}
+
+async fn event_reasons(c: &Cluster, namespace: &str, name: &str) -> Vec<String> {
+    Api::<Event>::namespaced(c.client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_choose_their_trigger_policy_and_a_swap_is_used_by_the_next_decision() {
+    let c = Cluster::start().await;
+    let a = c.namespace.clone();
+    let b = format!("{a}-b");
+    c.create_namespace(&b, Some(&c.monitored_id)).await;
+    let approval = component("approval-trigger");
+    let approval_digest = digest(&approval);
+    put_module(&c, &b, "approval", approval).await;
+    select(
+        &c,
+        &b,
+        &[(
+            "trigger",
+            &format!("configmap:approval/policy.wasm@{approval_digest}"),
+        )],
+    )
+    .await;
+    let _op = c.operator().await;
+
+    create_in(&c, &a, &qjob_yaml("deploy", "once", "true")).await;
+    create_in(&c, &b, &qjob_yaml("deploy", "once", "true")).await;
+    wait_for_run(&c, &a, "deploy").await;
+    let message = wait_for_reason(&c, &b, "deploy", "NotApproved").await;
+    assert!(
+        message.contains("quarks.cloudfoundry.org/approved=true"),
+        "{message}"
+    );
+    let status = qjobs_in(&c, &b)
+        .get("deploy")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(status.run_count, 0);
+    assert_eq!(
+        status.policies.and_then(|p| p.trigger),
+        Some(approval_digest.clone()),
+        "status names the policy that decided"
+    );
+    assert_eq!(jobs_in(&c, &b).await, 0);
+
+    // Approving runs it, decided by the approval policy.
+    qjobs_in(&c, &b)
+        .patch(
+            "deploy",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({
+                "metadata": {"annotations": {"quarks.cloudfoundry.org/approved": "true"}}
+            })),
+        )
+        .await
+        .unwrap();
+    wait_for_run(&c, &b, "deploy").await;
+
+    // An unapproved one waits; swapping B's selection to the default runs it.
+    create_in(&c, &b, &qjob_yaml("second", "once", "true")).await;
+    wait_for_reason(&c, &b, "second", "NotApproved").await;
+    let swapped = Instant::now();
+    select(&c, &b, &[("trigger", "builtin:trigger-default")]).await;
+    wait_for_run(&c, &b, "second").await;
+    println!(
+        "selection swap → first decision with the new policy: {:?}",
+        swapped.elapsed()
+    );
+    let status = qjobs_in(&c, &b)
+        .get("second")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_ne!(
+        status.policies.and_then(|p| p.trigger),
+        Some(approval_digest)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_with_a_hostile_or_broken_policy_fails_closed_and_others_keep_working() {
+    let c = Cluster::start().await;
+    let a = c.namespace.clone();
+    let hostile = format!("{a}-c");
+    c.create_namespace(&hostile, Some(&c.monitored_id)).await;
+    put_module(&c, &hostile, "bad", component("loop-forever")).await;
+    select(&c, &hostile, &[("trigger", "configmap:bad/policy.wasm")]).await;
+    let op = c.operator().await;
+    create_in(&c, &hostile, &qjob_yaml("victim", "once", "true")).await;
+
+    // Each broken module in turn: a condition naming the problem, an Event, no run; and
+    // namespace A keeps running its QuarksJobs meanwhile.
+    let steps: [(&str, Option<Vec<u8>>, Option<String>); 5] = [
+        ("PolicyTimeout", None, None),
+        (
+            "PolicyMemoryLimit",
+            Some(component("allocate-forever")),
+            None,
+        ),
+        (
+            "PolicyNotWasm",
+            Some(b"#!/bin/sh\nrm -rf /\n".to_vec()),
+            None,
+        ),
+        (
+            "PolicyDigestMismatch",
+            None,
+            Some(format!(
+                "configmap:bad/policy.wasm@sha256:{}",
+                "0".repeat(64)
+            )),
+        ),
+        (
+            "PolicyModuleMissing",
+            None,
+            Some("configmap:not-there/policy.wasm".to_owned()),
+        ),
+    ];
+    for (i, (reason, module, selection)) in steps.into_iter().enumerate() {
+        if let Some(bytes) = module {
+            put_module(&c, &hostile, "bad", bytes).await;
+        }
+        if let Some(reference) = selection {
+            select(&c, &hostile, &[("trigger", &reference)]).await;
+        }
+        wait_for_reason(&c, &hostile, "victim", reason).await;
+        wait_for(&format!("a {reason} Event"), || async {
+            event_reasons(&c, &hostile, "victim")
+                .await
+                .iter()
+                .any(|r| r == reason)
+        })
+        .await;
+        let name = format!("meanwhile-{i}");
+        let started = Instant::now();
+        create_in(&c, &a, &qjob_yaml(&name, "once", "true")).await;
+        wait_for_run(&c, &a, &name).await;
+        println!(
+            "{reason}: namespace A still decides, run started after {:?}",
+            started.elapsed()
+        );
+    }
+    select(&c, &hostile, &[("trigger", "no-scheme")]).await;
+    wait_for_reason(&c, &hostile, "victim", "PolicySelectionInvalid").await;
+
+    assert_eq!(run_count(&c, &hostile, "victim").await, 0);
+    assert_eq!(jobs_in(&c, &hostile).await, 0, "failed closed: no Job");
+    let strategy = qjobs_in(&c, &hostile)
+        .get("victim")
+        .await
+        .unwrap()
+        .spec
+        .trigger
+        .strategy;
+    assert_eq!(strategy.as_str(), "once", "nothing written back");
+
+    // Fixing the selection lets it run.
+    select(&c, &hostile, &[]).await;
+    wait_for_run(&c, &hostile, "victim").await;
+    assert!(
+        !op.log().contains("panicked"),
+        "the operator survived every module"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_output_policy_writes_its_secrets() {
+    let c = Cluster::start().await;
+    let ns = c.namespace.clone();
+    // From the catalog in the operator's namespace.
+    let catalog = format!("{ns}-catalog");
+    c.create_namespace(&catalog, None).await;
+    put_module(&c, &catalog, "dotenv", component("dotenv-output")).await;
+    select(&c, &ns, &[("output", "catalog:dotenv/policy.wasm")]).await;
+    let _op = c
+        .operator_with(&c.monitored_id, &["--operator-namespace", &catalog])
+        .await;
+    let script = r#"echo '{"foo": "1", "bar": "baz"}' > /mnt/quarks/output.json"#;
+    c.create_qjob(&format!(
+        r#"
+apiVersion: quarks.cloudfoundry.org/v1alpha1
+kind: QuarksJob
+metadata:
+  name: dotenv
+spec:
+  trigger:
+    strategy: once
+  output:
+    outputMap:
+      busybox:
+        output.json:
+          name: foo-json
+  template:
+    spec:
+      backoffLimit: 0
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+          - name: busybox
+            image: busybox
+            command: ["sh", "-c", {script:?}]
+"#
+    ))
+    .await;
+    wait_for("Secret foo-json", || async {
+        c.api::<Secret>()
+            .get_opt("foo-json")
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    })
+    .await;
+    let secret = c.api::<Secret>().get("foo-json").await.unwrap();
+    let data = secret.data.unwrap_or_default();
+    assert_eq!(data.get("foo").map(|v| v.0.as_slice()), Some(&b"1"[..]));
+    assert_eq!(
+        data.get(".env")
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned()),
+        Some("FOO=\"1\"\nBAR=\"baz\"\n".to_owned())
+    );
+    // Status names the output policy once the output is recorded (just after the write).
+    let expected = digest(&component("dotenv-output"));
+    wait_for("status.policies.output", || async {
+        let status = c.qjobs().get("dotenv").await.unwrap().status;
+        status.and_then(|s| s.policies).and_then(|p| p.output) == Some(expected.clone())
+    })
+    .await;
+}
