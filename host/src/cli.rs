@@ -94,6 +94,35 @@ pub enum PolicyCommand {
     /// Run a trigger or output policy on one input (JSON mirroring the WIT records) and print
     /// its result as JSON.
     Run(PolicyRunArgs),
+    /// Run a table of input → expected-result cases (YAML) against a policy; exits non-zero
+    /// when a case fails. See `quarks-job policy new` for an example table.
+    Test(PolicyTestArgs),
+    /// Create a new policy crate (Rust, the SDK) in a new directory.
+    New(PolicyNewArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PolicyTestArgs {
+    /// The policy: `builtin:<name>` or a path to a WebAssembly component (.wasm).
+    #[arg(long, env = "QUARKS_JOB_POLICY")]
+    pub policy: String,
+    /// The test table (YAML): `cases: [{name, input, expect | expect-error}]`.
+    pub table: PathBuf,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PolicyNewArgs {
+    /// Directory to create; its name is the crate's name.
+    pub dir: PathBuf,
+    /// Which world the policy implements.
+    #[arg(long, value_enum)]
+    pub world: WorldArg,
+    /// Path to the SDK (`policies/sdk` of the quarks-job sources); by default the one this
+    /// binary was built from.
+    #[arg(long)]
+    pub sdk: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -178,6 +207,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::policy::CONTRACT_VERSION
         )),
         Command::Policy(PolicyCommand::Run(args)) => policy_run(args),
+        Command::Policy(PolicyCommand::Test(args)) => policy_test(args),
+        Command::Policy(PolicyCommand::New(args)) => policy_new(args),
         Command::PersistOutput(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -264,6 +295,69 @@ fn infer_world(input: &serde_json::Value) -> anyhow::Result<World> {
     }
 }
 
+/// The bytes of a policy named on the command line.
+fn policy_bytes(source: &PolicySource) -> anyhow::Result<std::borrow::Cow<'static, [u8]>> {
+    Ok(match source {
+        PolicySource::Builtin(b) => b.bytes.into(),
+        PolicySource::File(path) => std::fs::read(path)
+            .with_context(|| format!("reading the policy {}", path.display()))?
+            .into(),
+    })
+}
+
+fn policy_test(args: PolicyTestArgs) -> anyhow::Result<()> {
+    use crate::authoring::table;
+    let source = parse_policy_source(&args.policy)?;
+    let table = table::read_table(&args.table)?;
+    let world = match &source {
+        PolicySource::Builtin(b) => b.world,
+        PolicySource::File(_) => table::table_world(&table).context(
+            "cannot tell the world of the table's inputs; add `world: trigger` or `world: output`",
+        )?,
+    };
+    let engine = PolicyEngine::new(args.limits.limits())?;
+    let policy = engine.load(&policy_bytes(&source)?, world)?;
+    let results = table::run_table(&engine, &policy, &table);
+    let mut report = String::new();
+    for result in &results {
+        match &result.failure {
+            None => report.push_str(&format!("ok    {}\n", result.name)),
+            Some(why) => report.push_str(&format!("FAIL  {}: {why}\n", result.name)),
+        }
+    }
+    let failed = results.iter().filter(|r| r.failure.is_some()).count();
+    report.push_str(&format!(
+        "{} cases: {} passed, {failed} failed ({} {})\n",
+        results.len(),
+        results.len() - failed,
+        world,
+        policy.digest()
+    ));
+    print_stdout(&report)?;
+    if failed > 0 {
+        bail!("{failed} of {} cases failed", results.len());
+    }
+    Ok(())
+}
+
+fn policy_new(args: PolicyNewArgs) -> anyhow::Result<()> {
+    use crate::authoring::template;
+    let sdk = match args.sdk {
+        Some(sdk) => sdk,
+        None => template::default_sdk_path().context(
+            "the SDK this binary was built from is not on this machine; pass --sdk <path to policies/sdk of the quarks-job sources>",
+        )?,
+    };
+    let world = World::from(args.world);
+    let name = template::create(&args.dir, world, &sdk)?;
+    print_stdout(&format!(
+        "created {world} policy {name} in {dir}\nnext: cd {dir} && cargo build --target wasm32-wasip2 --release && \
+quarks-job policy test --policy target/wasm32-wasip2/release/{file}.wasm cases.yaml\n",
+        dir = args.dir.display(),
+        file = name.replace('-', "_"),
+    ))
+}
+
 fn policy_run(args: PolicyRunArgs) -> anyhow::Result<()> {
     let source = parse_policy_source(&args.policy)?;
     let input = read_input(&args.input)?;
@@ -272,12 +366,7 @@ fn policy_run(args: PolicyRunArgs) -> anyhow::Result<()> {
         (None, PolicySource::Builtin(b)) => b.world,
         (None, PolicySource::File(_)) => infer_world(&input)?,
     };
-    let bytes: std::borrow::Cow<'static, [u8]> = match &source {
-        PolicySource::Builtin(b) => b.bytes.into(),
-        PolicySource::File(path) => std::fs::read(path)
-            .with_context(|| format!("reading the policy {}", path.display()))?
-            .into(),
-    };
+    let bytes = policy_bytes(&source)?;
     let engine = PolicyEngine::new(args.limits.limits())?;
     let policy = engine.load(&bytes, world)?;
     let result = match world {

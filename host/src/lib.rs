@@ -5,6 +5,7 @@
 //! * [`policy`] — the policy contract, the wasmtime engine and the built-in policies;
 //! * [`cli`] — the `quarks-job` command line.
 
+pub mod authoring;
 pub mod cli;
 pub mod crd;
 pub mod operator;

@@ -166,3 +166,149 @@ fn policy_run_explains_bad_input() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--world"));
 }
+
+/// A component built by host/build.rs (fixtures and example policies).
+fn component_path(name: &str) -> String {
+    format!("{}/{name}.wasm", env!("QUARKS_POLICY_FIXTURES"))
+}
+
+#[test]
+fn policy_test_passes_each_example_on_its_table_and_fails_the_default_on_the_approval_table() {
+    for (example, cases) in [
+        (
+            "approval-trigger",
+            "examples/policies/approval-trigger/cases.yaml",
+        ),
+        (
+            "dotenv-output",
+            "examples/policies/dotenv-output/cases.yaml",
+        ),
+    ] {
+        let policy = component_path(example);
+        let out = quarks_job(&["policy", "test", "--policy", &policy, cases]);
+        assert!(
+            out.status.success(),
+            "{example}: {}{}",
+            stdout(&out),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout(&out).contains(" 0 failed"), "{}", stdout(&out));
+    }
+
+    // The built-in runs unapproved QuarksJobs: the table catches it, case by case.
+    let out = quarks_job(&[
+        "policy",
+        "test",
+        "--policy",
+        "builtin:trigger-default",
+        "examples/policies/approval-trigger/cases.yaml",
+    ]);
+    assert!(!out.status.success());
+    let report = stdout(&out);
+    assert!(
+        report.contains(
+            "FAIL  an unapproved one-off waits and keeps its strategy: /reasons/0/code: expected \"NotApproved\", got \"StrategyOnce\""
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("ok    a manual errand does not run"),
+        "{report}"
+    );
+    assert!(report.contains("9 cases: 6 passed, 3 failed"), "{report}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 of 9 cases failed"));
+}
+
+#[test]
+fn policy_test_expects_errors_by_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("cases.yaml");
+    std::fs::write(
+        &table,
+        "world: trigger\ncases:\n- name: it loops\n  input: {event: {type: created}, quarks-job: {name: a, namespace: b, strategy: once}}\n  expect-error: PolicyTimeout\n- name: wrongly expected to run\n  input: {event: {type: created}, quarks-job: {name: a, namespace: b, strategy: once}}\n  expect: {run: true}\n",
+    )
+    .unwrap();
+    let out = quarks_job(&[
+        "policy",
+        "test",
+        "--policy",
+        &component_path("loop-forever"),
+        table.to_str().unwrap(),
+        "--policy-cpu-ms",
+        "20",
+    ]);
+    let report = stdout(&out);
+    assert!(!out.status.success(), "{report}");
+    assert!(report.contains("ok    it loops"), "{report}");
+    assert!(
+        report.contains("FAIL  wrongly expected to run: PolicyTimeout"),
+        "{report}"
+    );
+}
+
+/// `policy new` → `cargo build` → `policy test` on the crate's own table: the path a new
+/// author takes. Builds a real crate (about a minute on a cold cache).
+#[test]
+fn policy_new_creates_a_crate_that_builds_and_passes_its_own_table() {
+    let dir = tempfile::tempdir().unwrap();
+    for world in ["trigger", "output"] {
+        let crate_dir = dir.path().join(format!("my-{world}-policy"));
+        let out = quarks_job(&[
+            "policy",
+            "new",
+            crate_dir.to_str().unwrap(),
+            "--world",
+            world,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout(&out).contains("next: cd"), "{}", stdout(&out));
+        // Shared between the two crates and across runs; outside the project's own target dir
+        // so this never waits for the build lock of the outer cargo.
+        let target = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/policy-new-test");
+        let build = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--target", "wasm32-wasip2", "--release"])
+            .current_dir(&crate_dir)
+            .env("CARGO_TARGET_DIR", target)
+            .env_remove("RUSTFLAGS")
+            .output()
+            .expect("run cargo");
+        assert!(
+            build.status.success(),
+            "{}",
+            String::from_utf8_lossy(&build.stderr)
+        );
+        let wasm = format!("{target}/wasm32-wasip2/release/my_{world}_policy.wasm");
+        let out = quarks_job(&[
+            "policy",
+            "test",
+            "--policy",
+            &wasm,
+            crate_dir.join("cases.yaml").to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}{}",
+            stdout(&out),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout(&out).contains(&format!("({world} sha256:")),
+            "{}",
+            stdout(&out)
+        );
+    }
+    // A non-empty directory is refused, with the reason.
+    let again = quarks_job(&[
+        "policy",
+        "new",
+        dir.path().join("my-trigger-policy").to_str().unwrap(),
+        "--world",
+        "trigger",
+    ]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"));
+}
