@@ -161,6 +161,42 @@ impl OperatorProcess {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
+    /// `GET path` on the operator's HTTP endpoint (`/metrics`, `/readyz`, ...): status code
+    /// and body. The address is the one the operator logged (it listens on port 0).
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut addr = None;
+        wait_for("the operator's HTTP address in its log", || {
+            let log = self.log();
+            addr = log
+                .lines()
+                .find(|l| l.contains("serving /healthz"))
+                .and_then(|l| l.split("addr=").nth(1))
+                .map(|a| a.trim().to_owned());
+            let found = addr.is_some();
+            async move { found }
+        })
+        .await;
+        let addr = addr.unwrap();
+        let mut stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let code = response
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (code, body)
+    }
+
     /// Stops the operator as Kubernetes would (SIGTERM) and waits for it to exit.
     pub async fn stop(mut self) -> std::process::ExitStatus {
         if let Some(pid) = self.child.id() {

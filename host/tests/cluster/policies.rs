@@ -275,6 +275,25 @@ async fn a_namespace_with_a_hostile_or_broken_policy_fails_closed_and_others_kee
             started.elapsed()
         );
     }
+    // Metrics by policy digest: the looping module's timeouts, and namespace A's calls.
+    let (code, metrics) = op.http_get("/metrics").await;
+    assert_eq!(code, 200);
+    let loop_digest = digest(&component("loop-forever"));
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("quarks_job_policy_errors_total{")
+                && l.contains("code=\"PolicyTimeout\"")
+                && l.contains(&format!("policy=\"{loop_digest}\""))),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("quarks_job_policy_call_seconds_count{")
+                && l.contains("world=\"trigger\"")),
+        "{metrics}"
+    );
     select(&c, &hostile, &[("trigger", "no-scheme")]).await;
     wait_for_reason(&c, &hostile, "victim", "PolicySelectionInvalid").await;
 
