@@ -1,6 +1,12 @@
-//! Per-namespace policy CPU budget: a token bucket of policy time, so that one namespace's
-//! slow or hostile policy (say, one that runs into its 100 ms limit on every call) cannot
-//! take the CPU that other namespaces' decisions need. Pure: the caller passes the time.
+//! Per-namespace protection of the policy CPU time, so that one namespace's slow or hostile
+//! policy cannot take the CPU that other namespaces' decisions need. Pure: the caller passes
+//! the time. Three layers (the first in `Context`):
+//!
+//! * one policy call at a time per namespace;
+//! * [`Quarantine`]: a module that ran into its CPU limit fails fast in that namespace for a
+//!   while, with the same error, instead of burning its limit once per QuarksJob;
+//! * [`CpuBudget`]: a token bucket of policy time per namespace, for policies that are slow
+//!   without hitting the limit.
 //!
 //! Every namespace starts with [`BudgetConfig::burst`] of policy time and regains
 //! [`BudgetConfig::share`] of a CPU (e.g. 0.25 = 250 ms per second). A trigger decision is
@@ -95,9 +101,67 @@ impl CpuBudget {
     }
 }
 
+/// Modules that timed out, per namespace, and until when their calls fail fast.
+#[derive(Debug)]
+pub struct Quarantine<K> {
+    period: Duration,
+    entries: Mutex<HashMap<(String, K), (Instant, crate::policy::PolicyError)>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Quarantine<K> {
+    pub fn new(period: Duration) -> Self {
+        Quarantine {
+            period,
+            entries: Mutex::default(),
+        }
+    }
+
+    /// The error to fail with, while `module` is quarantined in `namespace`.
+    pub fn check(
+        &self,
+        namespace: &str,
+        module: &K,
+        now: Instant,
+    ) -> Option<crate::policy::PolicyError> {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|_, (until, _)| *until > now);
+        entries
+            .get(&(namespace.to_owned(), module.clone()))
+            .map(|(_, error)| error.clone())
+    }
+
+    /// Quarantines `module` in `namespace` after `error` (a timeout).
+    pub fn record(
+        &self,
+        namespace: &str,
+        module: K,
+        error: crate::policy::PolicyError,
+        now: Instant,
+    ) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.insert((namespace.to_owned(), module), (now + self.period, error));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::PolicyError;
+
+    #[test]
+    fn a_timed_out_module_fails_fast_in_its_namespace_until_the_period_ends() {
+        let quarantine = Quarantine::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        let timeout = PolicyError::Timeout(100 * MS);
+        quarantine.record("c", "loop", timeout.clone(), t0);
+        assert_eq!(
+            quarantine.check("c", &"loop", t0 + 29 * 1000 * MS),
+            Some(timeout)
+        );
+        assert_eq!(quarantine.check("a", &"loop", t0), None, "other namespaces");
+        assert_eq!(quarantine.check("c", &"fixed", t0), None, "another module");
+        assert_eq!(quarantine.check("c", &"loop", t0 + 30 * 1000 * MS), None);
+    }
 
     const MS: Duration = Duration::from_millis(1);
 

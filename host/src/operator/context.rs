@@ -10,7 +10,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::warn;
 
-use super::budget::CpuBudget;
+use super::budget::{CpuBudget, Quarantine};
 use super::metrics::{Metrics, PolicyErrorLabels, PolicyLabels};
 use super::namespaces::MonitoredNamespaces;
 use super::policies::{PolicyResolver, Resolved};
@@ -24,6 +24,10 @@ pub struct Context {
     pub policies: PolicyResolver,
     /// Policy CPU time per namespace.
     pub budget: CpuBudget,
+    /// Modules that timed out, per namespace.
+    quarantine: Quarantine<crate::policy::PolicyDigest>,
+    /// One policy call at a time per namespace.
+    namespace_gates: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     /// How the output helper runs in pods with output.
     pub helper: crate::output::transport::HelperSpec,
     pub helper_identity: crate::output::write::HelperIdentity,
@@ -55,6 +59,8 @@ impl Context {
             client,
             policies,
             budget,
+            quarantine: Quarantine::new(Duration::from_secs(30)),
+            namespace_gates: Mutex::default(),
             helper,
             helper_identity: Default::default(),
             monitored,
@@ -109,6 +115,28 @@ impl Context {
         world: World,
         call: impl FnOnce(&PolicyEngine) -> Result<T, PolicyError> + Send + 'static,
     ) -> Result<T, PolicyError> {
+        let gate = {
+            let mut gates = self
+                .namespace_gates
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            gates
+                .entry(namespace.to_owned())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1)))
+                .clone()
+        };
+        let _turn = gate.acquire_owned().await;
+        let module = policy.policy.digest();
+        let digest = module.to_string();
+        // Trigger decisions only: an output transform that timed out may be about one huge
+        // file, and its neighbours' output must not be dropped for it.
+        let quarantined = (world == World::Trigger)
+            .then(|| self.quarantine.check(namespace, &module, Instant::now()))
+            .flatten();
+        if let Some(error) = quarantined {
+            self.count_policy_error(world, &error, Some(&digest));
+            return Err(error);
+        }
         let engine = self.policies.engine().clone();
         let started = Instant::now();
         let result = tokio::task::spawn_blocking(move || call(&engine))
@@ -120,7 +148,10 @@ impl Context {
             });
         let elapsed = started.elapsed();
         self.budget.charge(namespace, elapsed, Instant::now());
-        let digest = policy.policy.digest().to_string();
+        if let (World::Trigger, Err(error @ PolicyError::Timeout(_))) = (world, &result) {
+            self.quarantine
+                .record(namespace, module, error.clone(), Instant::now());
+        }
         self.metrics
             .policy_call_seconds
             .get_or_create(&PolicyLabels {
