@@ -15,3 +15,40 @@ ensure_toolchain() {
         cargo install --locked cargo-nextest
     fi
 }
+
+# componentize-py (PyPI), which builds the Python example policy (examples/policies/approval-py)
+# into a component for the tests and the language benchmark. The version and the hashes of its
+# wheels are pinned in examples/policies/approval-py/requirements.txt; it is installed with pip
+# into target/policy-tools/ (ignored by git) behind the wrapper
+# target/policy-tools/bin/componentize-py, where host/tests/policies/python_policy.rs looks for
+# it. Quick when already installed: reinstalls only when requirements.txt changed.
+ensure_policy_tools() {
+    local root
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+    local tools=$root/target/policy-tools
+    local requirements=$root/examples/policies/approval-py/requirements.txt
+    local wrapper=$tools/bin/componentize-py
+    if [ -x "$wrapper" ] && cmp -s "$requirements" "$tools/requirements.txt" \
+        && "$wrapper" --version >/dev/null 2>&1; then
+        return
+    fi
+    local python
+    # The interpreter itself, not a shim (pyenv) that may pick another one elsewhere.
+    python=$(python3 -c 'import sys; print(sys.executable)') || {
+        echo "error: python3 (3.9 or later, with pip) is required to build the Python example policy" >&2
+        exit 1
+    }
+    echo "== installing componentize-py (examples/policies/approval-py/requirements.txt) into target/policy-tools"
+    rm -rf "$tools/componentize-py"
+    "$python" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+        --no-deps --require-hashes --target "$tools/componentize-py" -r "$requirements"
+    mkdir -p "$tools/bin"
+    cat >"$wrapper" <<WRAPPER
+#!/bin/sh
+# Written by scripts/lib/setup.sh (ensure_policy_tools).
+PYTHONPATH="$tools/componentize-py\${PYTHONPATH:+:\$PYTHONPATH}" exec "$python" -c 'import sys; from componentize_py import script; sys.argv[0] = "componentize-py"; sys.exit(script())' "\$@"
+WRAPPER
+    chmod +x "$wrapper"
+    cp "$requirements" "$tools/requirements.txt"
+    "$wrapper" --version
+}

@@ -215,8 +215,8 @@ fn policy_test_passes_each_example_on_its_table_and_fails_the_default_on_the_app
         report.contains("ok    a manual errand does not run"),
         "{report}"
     );
-    assert!(report.contains("9 cases: 6 passed, 3 failed"), "{report}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("3 of 9 cases failed"));
+    assert!(report.contains("17 cases: 13 passed, 4 failed"), "{report}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("4 of 17 cases failed"));
 }
 
 #[test]

@@ -6,6 +6,8 @@ mod builtin_output;
 mod builtin_trigger;
 mod cli;
 mod hostile;
+mod python_policy;
+mod second_language;
 
 use quarks_job::policy::{Limits, LoadedPolicy, PolicyEngine, World, builtin};
 use std::sync::Arc;
