@@ -67,6 +67,8 @@ pub struct OperatorArgs {
     pub persist_output_deadline_seconds: u64,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub oci: OciArgs,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -99,6 +101,24 @@ pub enum PolicyCommand {
     Test(PolicyTestArgs),
     /// Create a new policy crate (Rust, the SDK) in a new directory.
     New(PolicyNewArgs),
+    /// Publish a policy component to an OCI registry; prints the digest reference to select.
+    Push(PolicyPushArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PolicyPushArgs {
+    /// The component (.wasm); it must load as a trigger or an output policy.
+    pub file: PathBuf,
+    /// Where to push: `[oci://]registry/repository:tag`.
+    pub reference: String,
+    /// Speak plain HTTP to the registry (local registries only).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Registry user name (with --password; anonymous without).
+    #[arg(long, env = "QUARKS_JOB_REGISTRY_USERNAME")]
+    pub username: Option<String>,
+    #[arg(long, env = "QUARKS_JOB_REGISTRY_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -157,6 +177,26 @@ impl From<WorldArg> for World {
     }
 }
 
+/// Policies from OCI registries.
+#[derive(Args, Debug, Clone)]
+pub struct OciArgs {
+    /// A registry (`host:port`) spoken to over plain HTTP instead of TLS; repeat for more. Only
+    /// for local registries.
+    #[arg(
+        long = "policy-insecure-registry",
+        env = "QUARKS_JOB_POLICY_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub insecure_registries: Vec<String>,
+    /// The largest policy component pulled from a registry, in KiB.
+    #[arg(long, default_value_t = 50 * 1024, env = "QUARKS_JOB_POLICY_MAX_MODULE_KIB")]
+    pub policy_max_module_kib: u64,
+    /// Directory where compiled policies are kept across restarts (the operator's own: nobody
+    /// else may write there). Without it, compiled policies live in memory only.
+    #[arg(long, env = "QUARKS_JOB_POLICY_CACHE_DIR")]
+    pub policy_cache_dir: Option<PathBuf>,
+}
+
 /// Limits of every policy call (defaults are safe for untrusted policies).
 #[derive(Args, Debug, Clone)]
 pub struct LimitArgs {
@@ -196,6 +236,8 @@ pub fn main() -> ExitCode {
 
 /// Runs one parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // The registry client (reqwest) uses the process's TLS provider: ring, as kube does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let Some(command) = cli.command else {
         return run_operator(cli.operator);
     };
@@ -209,6 +251,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(PolicyCommand::Run(args)) => policy_run(args),
         Command::Policy(PolicyCommand::Test(args)) => policy_test(args),
         Command::Policy(PolicyCommand::New(args)) => policy_new(args),
+        Command::Policy(PolicyCommand::Push(args)) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(policy_push(args)),
         Command::PersistOutput(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -241,6 +288,11 @@ fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
         leader_election: args.leader_election,
         operator_namespace: args.operator_namespace,
         limits: args.limits.limits(),
+        oci: crate::operator::policies::OciSettings {
+            insecure_registries: args.oci.insecure_registries,
+            max_module_bytes: args.oci.policy_max_module_kib.saturating_mul(1024),
+            cache_dir: args.oci.policy_cache_dir,
+        },
         helper: crate::output::transport::HelperSpec {
             image: args.persist_output_image,
             deadline_seconds: args.persist_output_deadline_seconds,
@@ -339,6 +391,55 @@ fn policy_test(args: PolicyTestArgs) -> anyhow::Result<()> {
     if failed > 0 {
         bail!("{failed} of {} cases failed", results.len());
     }
+    Ok(())
+}
+
+async fn policy_push(args: PolicyPushArgs) -> anyhow::Result<()> {
+    use crate::policy::oci;
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("reading the policy {}", args.file.display()))?;
+    // Refuse to publish what no operator would load.
+    let engine = PolicyEngine::new(Limits::default())?;
+    let world = [World::Trigger, World::Output]
+        .into_iter()
+        .find(|w| engine.load(&bytes, *w).is_ok())
+        .with_context(|| {
+            let why = engine
+                .load(&bytes, World::Trigger)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            format!(
+                "{} is not a trigger or output policy component: {why}",
+                args.file.display()
+            )
+        })?;
+    let reference = args
+        .reference
+        .strip_prefix("oci://")
+        .unwrap_or(&args.reference)
+        .to_owned();
+    let registry = reference.split('/').next().unwrap_or_default().to_owned();
+    let insecure = if args.insecure {
+        vec![registry]
+    } else {
+        vec![]
+    };
+    let auth = match (args.username, args.password) {
+        (Some(user), Some(password)) => oci_client::secrets::RegistryAuth::Basic(user, password),
+        (None, None) => oci_client::secrets::RegistryAuth::Anonymous,
+        _ => bail!("give both --username and --password, or neither"),
+    };
+    let client = oci::client(&insecure);
+    let digest = oci::push(&client, &reference, bytes, &auth)
+        .await
+        .with_context(|| format!("pushing to {reference}"))?;
+    let repository = reference
+        .rsplit_once(':')
+        .filter(|(_, tag)| !tag.contains('/'))
+        .map_or(reference.as_str(), |(repository, _)| repository);
+    print_stdout(&format!("oci://{repository}@{digest}\n"))?;
+    eprintln!("pushed a {world} policy; select it with the line above");
     Ok(())
 }
 

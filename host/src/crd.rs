@@ -229,6 +229,13 @@ pub struct PolicyDigests {
     /// The output policy that turned the last run's files into Secrets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// How the namespace selected the trigger policy (`builtin:…`, `configmap:…`, `oci://…`;
+    /// an OCI tag with the digest it had).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_source: Option<String>,
+    /// How the namespace selected the output policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_source: Option<String>,
 }
 
 /// The CustomResourceDefinition, as `quarks-job crd` prints it and the chart ships it.

@@ -57,6 +57,8 @@ pub struct OperatorConfig {
     pub operator_namespace: String,
     pub limits: Limits,
     pub helper: crate::output::transport::HelperSpec,
+    /// Policies from OCI registries.
+    pub oci: policies::OciSettings,
 }
 
 /// Runs the operator until SIGINT/SIGTERM.
@@ -111,6 +113,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         config.operator_namespace.clone(),
         selection_store,
         wake_tx,
+        config.oci.clone(),
     )?;
 
     let (ns_store, ns_writer) = reflector::store::<Namespace>();

@@ -7,57 +7,98 @@
 //! * A module in a ConfigMap is read once per resourceVersion; the cluster-wide ConfigMap
 //!   metadata watch (`module_touched`) drops a cached module when its ConfigMap changes, so the
 //!   next decision uses the new bytes.
-//! * Compiling happens in the background, one module at a time (so an untrusted module can take
-//!   at most one core, and its size is capped by the ConfigMap's 1 MiB): until it is ready the
-//!   namespace's decisions fail with `PolicyPending`, and its QuarksJobs are reconciled again
-//!   the moment compilation ends (the namespace is sent on the channel given to `new`).
+//! * A module from an OCI registry is pulled once (size-capped, verified), per namespace (whose
+//!   pull secret it used). With a cache directory, its machine code is kept on disk and a
+//!   digest-pinned reference is loaded from there after a restart, without a pull.
+//! * Fetching and compiling happen in the background, one compilation at a time (so an
+//!   untrusted module takes at most one core; its size is capped): until the module is ready
+//!   the namespace's decisions fail with `PolicyPending`, and its QuarksJobs are reconciled again
+//!   the moment it is (the namespace is sent on the channel given to `new`).
 //! * Compiled modules are shared by digest across namespaces (the engine's cache) and freed
 //!   when no selection uses them any more.
 //! * Every problem is a `PolicyError` for the namespace that selected the module: fail closed,
 //!   never a fallback to another policy than the one selected.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
+use oci_client::secrets::RegistryAuth;
+use sha2::{Digest as _, Sha256};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{info, warn};
 
-use crate::policy::selection::{ModuleRef, PolicyRef, SELECTION_CONFIG_MAP, selected};
-use crate::policy::{LoadedPolicy, PolicyDigest, PolicyEngine, PolicyError, World, builtin};
+use crate::policy::selection::{
+    ModuleRef, OciRef, PULL_SECRET_KEY, PolicyRef, SELECTION_CONFIG_MAP, selected,
+};
+use crate::policy::{LoadedPolicy, PolicyDigest, PolicyEngine, PolicyError, World, builtin, oci};
 
-/// A policy ready to be called, and how the namespace named it.
+/// A policy ready to be called, and how the namespace named it (for OCI tags, with the digest
+/// the tag had).
 #[derive(Clone, Debug)]
 pub struct Resolved {
     pub policy: Arc<LoadedPolicy>,
     pub reference: String,
 }
 
+/// How modules from OCI registries are fetched and kept.
+#[derive(Clone, Debug)]
+pub struct OciSettings {
+    /// Registries spoken to over plain HTTP (`host:port`).
+    pub insecure_registries: Vec<String>,
+    /// The largest component accepted.
+    pub max_module_bytes: u64,
+    /// Where compiled modules survive a restart; the operator's own directory.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A failed fetch that may work later (registry down) is tried again after this long.
+const RETRY_UNAVAILABLE: Duration = Duration::from_secs(30);
+
 /// Where a module's bytes live.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct ModuleKey {
-    namespace: String,
-    name: String,
-    key: String,
-    world: World,
+enum ModuleKey {
+    ConfigMap {
+        namespace: String,
+        name: String,
+        key: String,
+        world: World,
+    },
+    /// Per namespace: the pull used that namespace's credentials.
+    Oci {
+        namespace: String,
+        reference: String,
+        pull_secret: Option<String>,
+        world: World,
+    },
 }
 
 enum ModuleState {
-    Compiling,
+    Loading,
     Ready(Arc<LoadedPolicy>),
-    /// Compiling failed; kept so that every decision does not compile the bad bytes again.
-    Failed(PolicyError),
+    /// Loading failed; kept so that every decision does not fetch or compile the bad bytes
+    /// again (transient failures are retried after [`RETRY_UNAVAILABLE`]).
+    Failed(PolicyError, Instant),
 }
 
 struct ModuleEntry {
-    /// The resourceVersion of the ConfigMap the bytes were read from.
+    /// Which load this entry waits for (a changed ConfigMap starts a new one).
+    load: u64,
+    /// The resourceVersion of the ConfigMap the bytes were read from ("" for OCI).
     resource_version: String,
-    digest: PolicyDigest,
+    /// The module's digest, once known.
+    digest: Option<PolicyDigest>,
+    /// The reference as recorded in status.
+    source: String,
     state: ModuleState,
-    /// Namespaces whose decisions wait for this module's compilation.
+    /// Namespaces whose decisions wait for this module.
     waiting: BTreeSet<String>,
 }
 
@@ -70,8 +111,11 @@ pub struct PolicyResolver {
     modules: Arc<Mutex<HashMap<ModuleKey, ModuleEntry>>>,
     /// One compilation at a time.
     compile_gate: Arc<Semaphore>,
-    /// Namespaces whose QuarksJobs should be reconciled again (a module finished compiling).
+    /// Namespaces whose QuarksJobs should be reconciled again (a module finished loading).
     wake: mpsc::UnboundedSender<String>,
+    oci: OciSettings,
+    oci_client: Arc<oci_client::Client>,
+    loads: AtomicU64,
 }
 
 impl PolicyResolver {
@@ -82,6 +126,7 @@ impl PolicyResolver {
         operator_namespace: String,
         selections: Store<ConfigMap>,
         wake: mpsc::UnboundedSender<String>,
+        oci: OciSettings,
     ) -> Result<Self, PolicyError> {
         let builtins = builtin::all()
             .iter()
@@ -96,6 +141,9 @@ impl PolicyResolver {
             modules: Arc::default(),
             compile_gate: Arc::new(Semaphore::new(1)),
             wake,
+            oci_client: Arc::new(oci::client(&oci.insecure_registries)),
+            oci,
+            loads: AtomicU64::new(0),
         })
     }
 
@@ -113,19 +161,25 @@ impl PolicyResolver {
         let selection = self
             .selections
             .get(&ObjectRef::new(SELECTION_CONFIG_MAP).within(namespace));
-        let reference =
-            selected(selection.as_ref().and_then(|c| c.data.as_ref()), world).map_err(|e| {
-                PolicyError::Selection(format!("ConfigMap {SELECTION_CONFIG_MAP}: {e}"))
-            })?;
+        let data = selection.as_ref().and_then(|c| c.data.as_ref());
+        let reference = selected(data, world).map_err(|e| {
+            PolicyError::Selection(format!("ConfigMap {SELECTION_CONFIG_MAP}: {e}"))
+        })?;
         let text = reference.to_string();
-        let policy = match reference {
-            PolicyRef::Builtin(b) => self.builtin(b),
-            PolicyRef::ConfigMap(module) => self.module(namespace, &module, world, &text).await?,
-        };
-        Ok(Resolved {
-            policy,
-            reference: text,
-        })
+        match reference {
+            PolicyRef::Builtin(b) => Ok(Resolved {
+                policy: self.builtin(b),
+                reference: text,
+            }),
+            PolicyRef::ConfigMap(module) => {
+                self.config_map_module(namespace, &module, world, &text)
+                    .await
+            }
+            PolicyRef::Oci(oci) => {
+                let pull_secret = data.and_then(|d| d.get(PULL_SECRET_KEY)).cloned();
+                self.oci_module(namespace, oci, world, text, pull_secret)
+            }
+        }
     }
 
     fn builtin(&self, wanted: &builtin::Builtin) -> Arc<LoadedPolicy> {
@@ -137,46 +191,55 @@ impl PolicyResolver {
             .expect("every built-in is loaded at start")
     }
 
-    async fn module(
+    async fn config_map_module(
         &self,
         namespace: &str,
         module: &ModuleRef,
         world: World,
         reference: &str,
-    ) -> Result<Arc<LoadedPolicy>, PolicyError> {
-        let key = ModuleKey {
-            namespace: module
-                .namespace(namespace, &self.operator_namespace)
-                .to_owned(),
+    ) -> Result<Resolved, PolicyError> {
+        let cm_namespace = module
+            .namespace(namespace, &self.operator_namespace)
+            .to_owned();
+        let key = ModuleKey::ConfigMap {
+            namespace: cm_namespace.clone(),
             name: module.name.clone(),
             key: module.key.clone(),
             world,
         };
-        if let Some(found) = self.cached_module(&key, module, namespace, reference) {
+        let pin_check = |digest: Option<PolicyDigest>| match (module.pin, digest) {
+            (Some(pin), Some(found)) if pin != found => Err(PolicyError::DigestMismatch {
+                reference: reference.to_owned(),
+                expected: pin.to_string(),
+                found: found.to_string(),
+            }),
+            _ => Ok(()),
+        };
+        if let Some(found) = self.cached(&key, namespace, &pin_check) {
             return found;
         }
 
         // Read the bytes (at most 1 MiB: a ConfigMap's limit).
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &key.namespace);
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &cm_namespace);
         let config_map = api
-            .get_opt(&key.name)
+            .get_opt(&module.name)
             .await
-            .map_err(|e| PolicyError::Unavailable(format!("ConfigMap {}: {e}", key.name)))?
+            .map_err(|e| PolicyError::Unavailable(format!("ConfigMap {}: {e}", module.name)))?
             .ok_or_else(|| {
                 PolicyError::ModuleMissing(format!(
-                    "{reference}: ConfigMap {} not found in namespace {}",
-                    key.name, key.namespace
+                    "{reference}: ConfigMap {} not found in namespace {cm_namespace}",
+                    module.name
                 ))
             })?;
         let Some(bytes) = config_map
             .binary_data
             .as_ref()
-            .and_then(|d| d.get(&key.key))
+            .and_then(|d| d.get(&module.key))
         else {
             let hint = if config_map
                 .data
                 .as_ref()
-                .is_some_and(|d| d.contains_key(&key.key))
+                .is_some_and(|d| d.contains_key(&module.key))
             {
                 " (it is under data; a module must be under binaryData)"
             } else {
@@ -184,102 +247,216 @@ impl PolicyResolver {
             };
             return Err(PolicyError::ModuleMissing(format!(
                 "{reference}: ConfigMap {} has no binaryData key {}{hint}",
-                key.name, key.key
+                module.name, module.key
             )));
         };
         let bytes = bytes.0.clone();
         let digest = PolicyDigest::of(&bytes);
-        check_pin(module, digest, reference)?;
-        let resource_version = config_map.resource_version().unwrap_or_default();
-
-        let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+        pin_check(Some(digest))?;
         if let Some(policy) = self.engine.cached(digest, world) {
             // Compiled for another namespace already: shared.
-            modules.insert(
+            self.insert_ready(
                 key,
-                ModuleEntry {
-                    resource_version,
-                    digest,
-                    state: ModuleState::Ready(policy.clone()),
-                    waiting: BTreeSet::new(),
-                },
-            );
-            return Ok(policy);
-        }
-        modules.insert(
-            key.clone(),
-            ModuleEntry {
-                resource_version,
+                config_map.resource_version(),
                 digest,
-                state: ModuleState::Compiling,
-                waiting: BTreeSet::from([namespace.to_owned()]),
+                reference,
+                policy.clone(),
+            );
+            return Ok(Resolved {
+                policy,
+                reference: reference.to_owned(),
+            });
+        }
+        let engine = self.engine.clone();
+        let gate = self.compile_gate.clone();
+        let source = reference.to_owned();
+        let cache_dir = None; // ConfigMap modules are cheap to read again after a restart.
+        self.start_load(
+            key,
+            namespace,
+            config_map.resource_version().unwrap_or_default(),
+            Some(digest),
+            reference,
+            async move {
+                Ok((
+                    compile(engine, gate, bytes, world, cache_dir).await?,
+                    source,
+                ))
             },
-        );
-        drop(modules);
-        self.spawn_compile(key, digest, bytes, reference.to_owned());
-        Err(PolicyError::Pending(reference.to_owned()))
+        )
     }
 
-    /// The module from the cache, if it is there (ready, failed or still compiling).
-    fn cached_module(
+    fn oci_module(
+        &self,
+        namespace: &str,
+        oci_ref: OciRef,
+        world: World,
+        reference: String,
+        pull_secret: Option<String>,
+    ) -> Result<Resolved, PolicyError> {
+        let key = ModuleKey::Oci {
+            namespace: namespace.to_owned(),
+            reference: reference.clone(),
+            pull_secret: pull_secret.clone(),
+            world,
+        };
+        if let Some(found) = self.cached(&key, namespace, &|_| Ok(())) {
+            return found;
+        }
+        let engine = self.engine.clone();
+        let gate = self.compile_gate.clone();
+        let client = self.client.clone();
+        let registry = self.oci_client.clone();
+        let settings = self.oci.clone();
+        let owner = namespace.to_owned();
+        let text = reference.clone();
+        self.start_load(key, namespace, String::new(), None, &reference, async move {
+            // A pinned artifact compiled before (by this operator) loads without a pull.
+            if let (Some(dir), Some(_)) = (&settings.cache_dir, &oci_ref.digest) {
+                if let Some(digest) = read_ref(dir, &text) {
+                    if let Some(policy) =
+                        engine.load_compiled_file(&dir.join("compiled"), digest, world)?
+                    {
+                        info!(reference = %text, %digest, "policy module loaded from the disk cache");
+                        return Ok((policy, text));
+                    }
+                }
+            }
+            let auth = match &pull_secret {
+                Some(name) => pull_auth(&client, &owner, name, &oci_ref.registry).await?,
+                None => RegistryAuth::Anonymous,
+            };
+            let pulled = oci::pull(&registry, &oci_ref, &auth, settings.max_module_bytes).await?;
+            let digest = PolicyDigest::of(&pulled.bytes);
+            info!(reference = %text, manifest = %pulled.manifest_digest, %digest, size = pulled.bytes.len(), "policy module pulled");
+            let compiled_dir = settings.cache_dir.as_ref().map(|d| d.join("compiled"));
+            let policy = compile(engine, gate, pulled.bytes, world, compiled_dir).await?;
+            let pinned = format!(
+                "oci://{}/{}@{}",
+                oci_ref.registry, oci_ref.repository, pulled.manifest_digest
+            );
+            if let Some(dir) = &settings.cache_dir {
+                write_ref(dir, &pinned, digest);
+            }
+            // A tag is recorded with the digest it had.
+            let source = match &oci_ref.tag {
+                Some(_) if oci_ref.digest.is_none() => format!("{text}@{}", pulled.manifest_digest),
+                _ => text,
+            };
+            Ok((policy, source))
+        })
+    }
+
+    /// The module from the cache, if it is there (ready, failed or still loading).
+    fn cached(
         &self,
         key: &ModuleKey,
-        module: &ModuleRef,
         namespace: &str,
-        reference: &str,
-    ) -> Option<Result<Arc<LoadedPolicy>, PolicyError>> {
+        pin_check: &dyn Fn(Option<PolicyDigest>) -> Result<(), PolicyError>,
+    ) -> Option<Result<Resolved, PolicyError>> {
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
         let entry = modules.get_mut(key)?;
-        if let Err(mismatch) = check_pin(module, entry.digest, reference) {
+        if let Err(mismatch) = pin_check(entry.digest) {
             return Some(Err(mismatch));
         }
         Some(match &entry.state {
-            ModuleState::Ready(policy) => Ok(policy.clone()),
-            ModuleState::Failed(error) => Err(error.clone()),
-            ModuleState::Compiling => {
+            ModuleState::Ready(policy) => Ok(Resolved {
+                policy: policy.clone(),
+                reference: entry.source.clone(),
+            }),
+            ModuleState::Failed(PolicyError::Unavailable(_), at)
+                if at.elapsed() > RETRY_UNAVAILABLE =>
+            {
+                modules.remove(key);
+                return None;
+            }
+            ModuleState::Failed(error, _) => Err(error.clone()),
+            ModuleState::Loading => {
                 entry.waiting.insert(namespace.to_owned());
-                Err(PolicyError::Pending(reference.to_owned()))
+                Err(PolicyError::Pending(entry.source.clone()))
             }
         })
     }
 
-    fn spawn_compile(
+    fn insert_ready(
         &self,
         key: ModuleKey,
+        resource_version: Option<String>,
         digest: PolicyDigest,
-        bytes: Vec<u8>,
-        reference: String,
+        source: &str,
+        policy: Arc<LoadedPolicy>,
     ) {
-        let engine = self.engine.clone();
-        let gate = self.compile_gate.clone();
+        let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+        modules.insert(
+            key,
+            ModuleEntry {
+                load: self.loads.fetch_add(1, Ordering::Relaxed),
+                resource_version: resource_version.unwrap_or_default(),
+                digest: Some(digest),
+                source: source.to_owned(),
+                state: ModuleState::Ready(policy),
+                waiting: BTreeSet::new(),
+            },
+        );
+    }
+
+    /// Records the module as loading, runs `load` in the background and answers `Pending`;
+    /// when `load` ends the waiting namespaces are woken.
+    fn start_load(
+        &self,
+        key: ModuleKey,
+        namespace: &str,
+        resource_version: String,
+        digest: Option<PolicyDigest>,
+        reference: &str,
+        load: impl Future<Output = Result<(Arc<LoadedPolicy>, String), PolicyError>> + Send + 'static,
+    ) -> Result<Resolved, PolicyError> {
+        let id = self.loads.fetch_add(1, Ordering::Relaxed);
+        self.modules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                key.clone(),
+                ModuleEntry {
+                    load: id,
+                    resource_version,
+                    digest,
+                    source: reference.to_owned(),
+                    state: ModuleState::Loading,
+                    waiting: BTreeSet::from([namespace.to_owned()]),
+                },
+            );
         let modules = self.modules.clone();
         let wake = self.wake.clone();
+        let pending = PolicyError::Pending(reference.to_owned());
+        let reference = reference.to_owned();
         tokio::spawn(async move {
-            let _permit = gate.acquire_owned().await;
-            let world = key.world;
-            let started = std::time::Instant::now();
-            let result = tokio::task::spawn_blocking(move || engine.load(&bytes, world))
-                .await
-                .unwrap_or_else(|e| Err(PolicyError::Engine(format!("compiling stopped: {e}"))));
+            let started = Instant::now();
+            let result = load.await;
             match &result {
-                Ok(_) => {
-                    info!(%reference, %digest, elapsed = ?started.elapsed(), "policy module compiled")
+                Ok((policy, _)) => {
+                    info!(%reference, digest = %policy.digest(), elapsed = ?started.elapsed(), "policy module ready")
                 }
-                Err(error) => warn!(%reference, %digest, %error, "policy module rejected"),
+                Err(error) => warn!(%reference, %error, "policy module rejected"),
             }
             let mut modules = modules.lock().unwrap_or_else(|p| p.into_inner());
-            // The ConfigMap may have changed meanwhile; then this result is stale.
-            let Some(entry) = modules.get_mut(&key).filter(|e| e.digest == digest) else {
+            // The ConfigMap or selection may have changed meanwhile; then this result is stale.
+            let Some(entry) = modules.get_mut(&key).filter(|e| e.load == id) else {
                 return;
             };
-            entry.state = match result {
-                Ok(policy) => ModuleState::Ready(policy),
-                Err(error) => ModuleState::Failed(error),
-            };
+            match result {
+                Ok((policy, source)) => {
+                    entry.digest = Some(policy.digest());
+                    entry.source = source;
+                    entry.state = ModuleState::Ready(policy);
+                }
+                Err(error) => entry.state = ModuleState::Failed(error, Instant::now()),
+            }
             for namespace in std::mem::take(&mut entry.waiting) {
                 let _ = wake.send(namespace);
             }
         });
+        Err(pending)
     }
 
     /// A ConfigMap changed (seen by the metadata watch): a cached module read from an older
@@ -290,8 +467,13 @@ impl PolicyResolver {
         let version = config_map.resource_version().unwrap_or_default();
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
         let before = modules.len();
-        modules.retain(|key, entry| {
-            !(key.namespace == namespace && key.name == name && entry.resource_version != version)
+        modules.retain(|key, entry| match key {
+            ModuleKey::ConfigMap {
+                namespace: n,
+                name: m,
+                ..
+            } => !(*n == namespace && *m == name && entry.resource_version != version),
+            ModuleKey::Oci { .. } => true,
         });
         if modules.len() == before {
             return Vec::new();
@@ -315,23 +497,33 @@ impl PolicyResolver {
         let mut used = HashSet::new();
         for selection in self.selections.state() {
             let namespace = selection.namespace().unwrap_or_default();
+            let data = selection.data.as_ref();
             for world in [World::Trigger, World::Output] {
-                if let Ok(PolicyRef::ConfigMap(module)) = selected(selection.data.as_ref(), world) {
-                    used.insert((
-                        module
-                            .namespace(&namespace, &self.operator_namespace)
-                            .to_owned(),
-                        module.name,
-                        module.key,
-                        world,
-                    ));
+                match selected(data, world) {
+                    Ok(PolicyRef::ConfigMap(module)) => {
+                        used.insert(ModuleKey::ConfigMap {
+                            namespace: module
+                                .namespace(&namespace, &self.operator_namespace)
+                                .to_owned(),
+                            name: module.name.clone(),
+                            key: module.key.clone(),
+                            world,
+                        });
+                    }
+                    Ok(reference @ PolicyRef::Oci(_)) => {
+                        used.insert(ModuleKey::Oci {
+                            namespace: namespace.clone(),
+                            reference: reference.to_string(),
+                            pull_secret: data.and_then(|d| d.get(PULL_SECRET_KEY)).cloned(),
+                            world,
+                        });
+                    }
+                    _ => {}
                 }
             }
         }
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
-        modules.retain(|k, _| {
-            used.contains(&(k.namespace.clone(), k.name.clone(), k.key.clone(), k.world))
-        });
+        modules.retain(|key, _| used.contains(key));
     }
 
     /// How many modules the resolver holds (for tests and metrics).
@@ -340,13 +532,73 @@ impl PolicyResolver {
     }
 }
 
-fn check_pin(module: &ModuleRef, digest: PolicyDigest, reference: &str) -> Result<(), PolicyError> {
-    match module.pin {
-        Some(pin) if pin != digest => Err(PolicyError::DigestMismatch {
-            reference: reference.to_owned(),
-            expected: pin.to_string(),
-            found: digest.to_string(),
-        }),
-        _ => Ok(()),
+/// Compiles untrusted bytes on a blocking thread, one compilation at a time; with `dir`, the
+/// machine code is also kept there.
+async fn compile(
+    engine: Arc<PolicyEngine>,
+    gate: Arc<Semaphore>,
+    bytes: Vec<u8>,
+    world: World,
+    dir: Option<PathBuf>,
+) -> Result<Arc<LoadedPolicy>, PolicyError> {
+    let _permit = gate.acquire_owned().await;
+    tokio::task::spawn_blocking(move || match dir {
+        Some(dir) => engine.compile_to_file(&dir, &bytes, world),
+        None => engine.load(&bytes, world),
+    })
+    .await
+    .unwrap_or_else(|e| Err(PolicyError::Engine(format!("compiling stopped: {e}"))))
+}
+
+/// Credentials from the namespace's `kubernetes.io/dockerconfigjson` Secret `name`.
+async fn pull_auth(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    registry: &str,
+) -> Result<RegistryAuth, PolicyError> {
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|e| PolicyError::Unavailable(format!("pull secret {name}: {e}")))?
+        .ok_or_else(|| {
+            PolicyError::Selection(format!(
+                "the pull secret {name} does not exist in namespace {namespace}"
+            ))
+        })?;
+    let config = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(".dockerconfigjson"))
+        .ok_or_else(|| {
+            PolicyError::Selection(format!(
+                "the pull secret {name} has no .dockerconfigjson (type kubernetes.io/dockerconfigjson expected)"
+            ))
+        })?;
+    oci::registry_auth(&config.0, registry)
+        .map_err(|why| PolicyError::Selection(format!("the pull secret {name}: {why}")))
+}
+
+/// The file recording which module a pinned OCI reference had.
+fn ref_file(dir: &std::path::Path, reference: &str) -> PathBuf {
+    dir.join("refs")
+        .join(hex::encode(Sha256::digest(reference.as_bytes())))
+}
+
+fn read_ref(dir: &std::path::Path, reference: &str) -> Option<PolicyDigest> {
+    let text = std::fs::read_to_string(ref_file(dir, reference)).ok()?;
+    PolicyDigest::parse(text.trim())
+}
+
+fn write_ref(dir: &std::path::Path, reference: &str, digest: PolicyDigest) {
+    let path = ref_file(dir, reference);
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(path.parent().unwrap_or(dir))?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, digest.to_string())?;
+        std::fs::rename(&tmp, &path)
+    };
+    if let Err(error) = write() {
+        warn!(path = %path.display(), %error, "could not record the policy reference on disk");
     }
 }

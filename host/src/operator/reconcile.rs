@@ -83,6 +83,7 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
             }
         };
         let output_digest = output_policy.policy.digest().to_string();
+        let output_source = output_policy.reference.clone();
         let runner = NamespaceOutputPolicy {
             ctx,
             namespace: &namespace,
@@ -124,6 +125,7 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
         }
         let policies = status.policies.get_or_insert_with(Default::default);
         policies.output = Some(output_digest);
+        policies.output_source = Some(output_source);
         write_status(ctx, qjob, &status).await?;
     }
 
@@ -132,7 +134,7 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
     if let Some(next) = &jobs.next {
         if let Some(plan) = run_plan_of(next) {
             info!(job = %next.name_any(), "adopting the Job of an unrecorded run");
-            return record_run_started(ctx, qjob, status, &plan, &now).await;
+            return record_run_started(ctx, qjob, status, &plan, None, &now).await;
         }
     }
 
@@ -313,7 +315,7 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
             ),
         )
         .await;
-        return record_run_started(ctx, qjob, status, &plan, &now).await;
+        return record_run_started(ctx, qjob, status, &plan, Some(&policy.reference), &now).await;
     }
 
     // No run: record why, and the config baseline of a one-off that never recorded one.
@@ -353,14 +355,9 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
     }
     status.observed_generation = generation;
     status.observed_strategy = Some(qjob.spec.trigger.strategy);
-    if let Some(policy_status) = status.policies.as_mut() {
-        policy_status.trigger = Some(policy.policy.digest().to_string());
-    } else {
-        status.policies = Some(PolicyDigests {
-            trigger: Some(policy.policy.digest().to_string()),
-            output: None,
-        });
-    }
+    let policy_status = status.policies.get_or_insert_with(PolicyDigests::default);
+    policy_status.trigger = Some(policy.policy.digest().to_string());
+    policy_status.trigger_source = Some(policy.reference.clone());
     if Some(&status) != qjob.status.as_ref() {
         write_status(ctx, qjob, &status).await?;
     }
@@ -377,6 +374,7 @@ async fn record_run_started(
     qjob: &QuarksJob,
     mut status: QuarksJobStatus,
     plan: &RunPlan,
+    trigger_source: Option<&str>,
     now: &Time,
 ) -> Result<Action, ReconcileError> {
     let generation = qjob.metadata.generation;
@@ -389,10 +387,12 @@ async fn record_run_started(
     status.config_digest = plan.config_digest.clone();
     status.observed_generation = generation;
     status.observed_strategy = Some(qjob.spec.trigger.strategy);
-    status.policies = Some(PolicyDigests {
-        trigger: Some(plan.trigger_policy.clone()),
-        output: status.policies.as_ref().and_then(|p| p.output.clone()),
-    });
+    // An adopted run keeps the recorded source: its decision was made before.
+    let policies = status.policies.get_or_insert_with(PolicyDigests::default);
+    policies.trigger = Some(plan.trigger_policy.clone());
+    if let Some(source) = trigger_source {
+        policies.trigger_source = Some(source.to_owned());
+    }
     set_condition(
         &mut status,
         CONDITION_RUNNING,

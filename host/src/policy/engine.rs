@@ -9,6 +9,7 @@
 //! Untrusted bytes are always compiled, never deserialized as precompiled code.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -24,7 +25,7 @@ use super::{CONTRACT_VERSION, Limits, PolicyError, World};
 
 /// sha256 of a component's bytes; shown as `sha256:<hex>` in status and metrics.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PolicyDigest([u8; 32]);
+pub struct PolicyDigest(pub(crate) [u8; 32]);
 
 impl PolicyDigest {
     pub fn of(bytes: &[u8]) -> Self {
@@ -127,15 +128,8 @@ impl PolicyEngine {
         if let Some(found) = self.cached(digest, world) {
             return Ok(found);
         }
-        let loaded = Arc::new(self.compile(bytes, digest, world)?);
-        let mut cache = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        cache.retain(|_, weak| weak.strong_count() > 0);
-        // Two threads may have compiled the same bytes at once; keep the first.
-        if let Some(first) = cache.get(&(digest, world)).and_then(Weak::upgrade) {
-            return Ok(first);
-        }
-        cache.insert((digest, world), Arc::downgrade(&loaded));
-        Ok(loaded)
+        // Two threads may have compiled the same bytes at once; the first is kept.
+        Ok(self.remember(Arc::new(self.compile(bytes, digest, world)?)))
     }
 
     /// The loaded policy with this digest, if it was loaded before and is still in use.
@@ -150,15 +144,120 @@ impl PolicyEngine {
         cache.values().filter(|w| w.strong_count() > 0).count()
     }
 
+    /// A key for the machine code this engine produces: it changes with the wasmtime
+    /// version, its configuration and the CPU features, so compiled files are only ever
+    /// loaded by an engine that could have written them.
+    pub fn compatibility_key(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        format!("{:016x}", hasher.finish())
+    }
+
+    fn compiled_file(&self, dir: &Path, digest: PolicyDigest) -> PathBuf {
+        dir.join(format!(
+            "{}-{}.cwasm",
+            hex::encode(digest.0),
+            self.compatibility_key()
+        ))
+    }
+
+    /// The policy with this digest from `dir`, where [`compile_to_file`](Self::compile_to_file)
+    /// of an engine like this one left its machine code: no compilation and no source bytes
+    /// needed. `None` when it is not there.
+    pub fn load_compiled_file(
+        &self,
+        dir: &Path,
+        digest: PolicyDigest,
+        world: World,
+    ) -> Result<Option<Arc<LoadedPolicy>>, PolicyError> {
+        if let Some(found) = self.cached(digest, world) {
+            return Ok(Some(found));
+        }
+        let path = self.compiled_file(dir, digest);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        // SAFETY: the file is machine code that `compile_to_file` of an engine with the same
+        // compatibility key (part of the name) wrote into the operator's own cache directory,
+        // from a component it compiled itself; untrusted bytes are never deserialized. The
+        // directory must be writable only by the operator (see the README).
+        let component = unsafe { Component::deserialize_file(&self.engine, &path) }
+            .map_err(|e| PolicyError::Engine(format!("loading {}: {e:#}", path.display())))?;
+        let loaded = Arc::new(self.instantiate_pre(component, digest, world)?);
+        Ok(Some(self.remember(loaded)))
+    }
+
+    /// Compiles `bytes` (or finds them in memory) and leaves the machine code in `dir` for
+    /// [`load_compiled_file`](Self::load_compiled_file) after a restart.
+    pub fn compile_to_file(
+        &self,
+        dir: &Path,
+        bytes: &[u8],
+        world: World,
+    ) -> Result<Arc<LoadedPolicy>, PolicyError> {
+        let digest = PolicyDigest::of(bytes);
+        if let Some(found) = self.cached(digest, world) {
+            return Ok(found);
+        }
+        let component = self.component(bytes)?;
+        let loaded = Arc::new(self.instantiate_pre(component.clone(), digest, world)?);
+        // Only a module that loads is kept. Written under a temporary name and renamed, so
+        // a crash never leaves a half-written file under the real name.
+        let path = self.compiled_file(dir, digest);
+        let store = || -> std::io::Result<()> {
+            std::fs::create_dir_all(dir)?;
+            let code = component
+                .serialize()
+                .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, code)?;
+            std::fs::rename(&tmp, &path)
+        };
+        if let Err(error) = store() {
+            tracing::warn!(path = %path.display(), %error, "could not keep the compiled policy on disk");
+        }
+        Ok(self.remember(loaded))
+    }
+
+    /// Adds a loaded policy to the in-memory cache (or returns the one another thread added).
+    fn remember(&self, loaded: Arc<LoadedPolicy>) -> Arc<LoadedPolicy> {
+        let key = (loaded.digest, loaded.world());
+        let mut cache = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|_, weak| weak.strong_count() > 0);
+        if let Some(first) = cache.get(&key).and_then(Weak::upgrade) {
+            return first;
+        }
+        cache.insert(key, Arc::downgrade(&loaded));
+        loaded
+    }
+
     fn compile(
         &self,
         bytes: &[u8],
         digest: PolicyDigest,
         world: World,
     ) -> Result<LoadedPolicy, PolicyError> {
+        let component = self.component(bytes)?;
+        self.instantiate_pre(component, digest, world)
+    }
+
+    /// Compiles untrusted bytes to a component (never deserializes them).
+    fn component(&self, bytes: &[u8]) -> Result<Component, PolicyError> {
         check_header(bytes)?;
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| PolicyError::NotAComponent(format!("{e:#}")))?;
+        Component::new(&self.engine, bytes)
+            .map_err(|e| PolicyError::NotAComponent(format!("{e:#}")))
+    }
+
+    /// Checks the component is of `world` and pre-instantiates it.
+    fn instantiate_pre(
+        &self,
+        component: Component,
+        digest: PolicyDigest,
+        world: World,
+    ) -> Result<LoadedPolicy, PolicyError> {
         self.check_exports(&component, world)?;
         let mut linker = Linker::<CallState>::new(&self.engine);
         linker

@@ -56,6 +56,9 @@ pub enum PolicyError {
         expected: String,
         found: String,
     },
+    /// The selected module is larger than the operator accepts.
+    #[error("the policy module has {size} bytes, more than the limit of {limit} bytes")]
+    ModuleTooLarge { size: u64, limit: u64 },
     /// The selected module is being compiled; decisions wait for it.
     #[error("the policy module {0} is being compiled")]
     Pending(String),
@@ -92,6 +95,7 @@ impl PolicyError {
             PolicyError::Selection(_) => "PolicySelectionInvalid",
             PolicyError::ModuleMissing(_) => "PolicyModuleMissing",
             PolicyError::DigestMismatch { .. } => "PolicyDigestMismatch",
+            PolicyError::ModuleTooLarge { .. } => "PolicyModuleTooLarge",
             PolicyError::Pending(_) => "PolicyPending",
             PolicyError::BudgetExhausted { .. } => "PolicyBudgetExhausted",
             PolicyError::Unavailable(_) => "PolicyUnavailable",

@@ -5,7 +5,8 @@
 //! * [`engine`] — compiles components once (by digest), runs each call in a fresh store under
 //!   CPU, memory and result-size limits, and classifies every failure;
 //! * [`builtin`] — the built-in default policies, compiled from `policies/` at build time;
-//! * [`selection`] — how a namespace names its policies (the selection ConfigMap).
+//! * [`selection`] — how a namespace names its policies (the selection ConfigMap);
+//! * [`oci`] — policies as OCI artifacts: pull (capped, verified) and push.
 
 mod bindings;
 pub mod builtin;
@@ -13,6 +14,7 @@ pub mod contract;
 pub mod engine;
 mod error;
 mod limits;
+pub mod oci;
 pub mod selection;
 
 pub use engine::{LoadedPolicy, PolicyDigest, PolicyEngine};

@@ -19,6 +19,11 @@
 //! | `builtin:<name>` | a policy built into the operator |
 //! | `configmap:<name>/<key>[@sha256:<hex>]` | `binaryData.<key>` of ConfigMap `<name>` in the same namespace |
 //! | `catalog:<name>/<key>[@sha256:<hex>]` | the same, from the catalog: a ConfigMap in the operator's namespace |
+//! | `oci://<registry>/<repository>@sha256:<hex>` | an OCI artifact (one `application/wasm` layer), pulled by manifest digest |
+//! | `oci://<registry>/<repository>:<tag>` | the same, the tag resolved to a digest when first used |
+//!
+//! An optional `pull-secret` key names a `kubernetes.io/dockerconfigjson` Secret of the
+//! namespace with credentials for OCI registries.
 //!
 //! A world without a key (or a namespace without the ConfigMap) uses the built-in default.
 //! Anything unparsable is an error for that namespace, never a silent fallback.
@@ -36,7 +41,32 @@ pub const SELECTION_CONFIG_MAP: &str = "quarks-job-policies";
 pub enum PolicyRef {
     Builtin(&'static Builtin),
     ConfigMap(ModuleRef),
+    Oci(OciRef),
 }
+
+/// An artifact in an OCI registry: `registry/repository` and a tag or a manifest digest.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OciRef {
+    pub registry: String,
+    pub repository: String,
+    pub tag: Option<String>,
+    /// The manifest digest (`sha256:<hex>`), when pinned.
+    pub digest: Option<String>,
+}
+
+impl OciRef {
+    /// `registry/repository@digest` or `registry/repository:tag`, without the scheme.
+    pub fn without_scheme(&self) -> String {
+        match (&self.digest, &self.tag) {
+            (Some(digest), _) => format!("{}/{}@{digest}", self.registry, self.repository),
+            (None, Some(tag)) => format!("{}/{}:{tag}", self.registry, self.repository),
+            (None, None) => format!("{}/{}", self.registry, self.repository),
+        }
+    }
+}
+
+/// The key of the selection ConfigMap naming a pull secret for OCI references.
+pub const PULL_SECRET_KEY: &str = "pull-secret";
 
 /// A module stored in a ConfigMap's `binaryData`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -82,6 +112,7 @@ impl std::fmt::Display for PolicyRef {
                 }
                 Ok(())
             }
+            PolicyRef::Oci(oci) => write!(f, "oci://{}", oci.without_scheme()),
         }
     }
 }
@@ -114,10 +145,16 @@ pub fn default_for(world: World) -> &'static Builtin {
 /// Parses one reference (see the module docs), checking that a built-in is of `world`.
 pub fn parse_policy_ref(text: &str, world: World) -> Result<PolicyRef, SelectionError> {
     let text = text.trim();
+    if let Some(rest) = text.strip_prefix("oci://") {
+        return parse_oci(rest)
+            .map(PolicyRef::Oci)
+            .map_err(|why| SelectionError(format!("{world} policy {text:?}: {why}")));
+    }
     let (scheme, rest) = text.split_once(':').ok_or_else(|| {
         SelectionError(format!(
             "{world} policy {text:?} is not a policy reference; use builtin:<name>, \
-             configmap:<name>/<key>[@sha256:<digest>] or catalog:<name>/<key>[@sha256:<digest>]"
+             configmap:<name>/<key>[@sha256:<digest>], catalog:<name>/<key>[@sha256:<digest>] \
+             or oci://<registry>/<repository>@sha256:<digest>"
         ))
     })?;
     match scheme {
@@ -170,9 +207,55 @@ pub fn parse_policy_ref(text: &str, world: World) -> Result<PolicyRef, Selection
             }))
         }
         _ => Err(SelectionError(format!(
-            "{world} policy {text:?}: unknown scheme {scheme:?}; use builtin:, configmap: or catalog:"
+            "{world} policy {text:?}: unknown scheme {scheme:?}; use builtin:, configmap:, catalog: or oci://"
         ))),
     }
+}
+
+/// `registry[:port]/repository[:tag|@sha256:<hex>]` (after `oci://`).
+fn parse_oci(text: &str) -> Result<OciRef, String> {
+    let usage = "expected oci://<registry>/<repository>@sha256:<digest> or oci://<registry>/<repository>:<tag>";
+    let (registry, rest) = text
+        .split_once('/')
+        .filter(|(r, rest)| !r.is_empty() && !rest.is_empty())
+        .ok_or(usage)?;
+    let (path, digest) = match rest.split_once('@') {
+        Some((path, digest)) => {
+            PolicyDigest::parse(digest)
+                .ok_or_else(|| format!("the digest {digest:?} is not sha256:<64 hex digits>"))?;
+            (path, Some(digest.to_owned()))
+        }
+        None => (rest, None),
+    };
+    // A tag follows the last `:` after the last `/` (a registry port has its own `:`).
+    let (repository, tag) = match path.rsplit_once(':') {
+        Some((repository, tag)) if !tag.contains('/') => (repository, Some(tag.to_owned())),
+        _ => (path, None),
+    };
+    if digest.is_none() && tag.is_none() {
+        return Err(format!("{usage}: give a digest (recommended) or a tag"));
+    }
+    let repository_ok = repository.split('/').all(|part| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    });
+    let tag_ok = tag.as_deref().is_none_or(|t| {
+        !t.is_empty()
+            && t.len() <= 128
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    });
+    if !repository_ok || !tag_ok || registry.contains(char::is_whitespace) {
+        return Err(usage.to_owned());
+    }
+    Ok(OciRef {
+        registry: registry.to_owned(),
+        repository: repository.to_owned(),
+        tag,
+        digest,
+    })
 }
 
 /// A ConfigMap name: a DNS subdomain (lower-case alphanumerics, `-`, `.`; ≤ 253).
@@ -255,7 +338,14 @@ mod tests {
             ),
             ("configmap:Approval/x", "expected configmap:"),
             ("configmap:a/b@sha256:123", "is not sha256:<64 hex digits>"),
-            ("oci://registry/p@sha256:00", "unknown scheme"),
+            (
+                "oci://registry/p@sha256:00",
+                "is not sha256:<64 hex digits>",
+            ),
+            ("oci://registry/p", "give a digest (recommended) or a tag"),
+            ("oci://registry", "expected oci://"),
+            ("oci://registry/Policies:v1", "expected oci://"),
+            ("ftp:x/y", "unknown scheme"),
         ];
         for (text, expected) in cases {
             let error = parse_policy_ref(text, World::Trigger).unwrap_err();
@@ -264,6 +354,27 @@ mod tests {
                 "{text}: {error} should contain {expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn oci_references_take_a_digest_or_a_tag() {
+        let digest = format!("sha256:{}", "cd".repeat(32));
+        let text = format!("oci://127.0.0.1:5000/policies/approval@{digest}");
+        let Ok(PolicyRef::Oci(oci)) = parse_policy_ref(&text, World::Trigger) else {
+            panic!()
+        };
+        assert_eq!(oci.registry, "127.0.0.1:5000");
+        assert_eq!(oci.repository, "policies/approval");
+        assert_eq!(oci.digest.as_deref(), Some(digest.as_str()));
+        assert_eq!(oci.tag, None);
+        assert_eq!(PolicyRef::Oci(oci).to_string(), text);
+        let Ok(PolicyRef::Oci(tagged)) =
+            parse_policy_ref("oci://ghcr.io/acme/approval:v1.2", World::Trigger)
+        else {
+            panic!()
+        };
+        assert_eq!(tagged.tag.as_deref(), Some("v1.2"));
+        assert_eq!(tagged.without_scheme(), "ghcr.io/acme/approval:v1.2");
     }
 
     #[test]
