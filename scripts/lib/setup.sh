@@ -52,3 +52,22 @@ WRAPPER
     cp "$requirements" "$tools/requirements.txt"
     "$wrapper" --version
 }
+
+# The OCI registry the policy-distribution tests push to and pull from: Debian's
+# docker-registry package (the CNCF distribution server), started by the tests themselves on a
+# loopback port. Installed with apt-get when missing (CI machines run as root).
+ensure_registry() {
+    if [ -x /usr/bin/docker-registry ]; then
+        return
+    fi
+    echo "== installing docker-registry (Debian) for the OCI policy tests"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -q >/dev/null
+    # Installing must not start the packaged service: the tests run their own instances.
+    if ! DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends \
+        docker-registry >/dev/null; then
+        echo "error: could not install docker-registry; install it (apt-get install docker-registry) and run again" >&2
+        exit 1
+    fi
+}
