@@ -71,3 +71,35 @@ ensure_registry() {
         exit 1
     fi
 }
+
+# Real Helm and the Kubernetes JSON schemas for the chart tests (host/tests/cluster/chart.rs):
+# helm-python-sdk (Helm v4's Go SDK as a library, bundled in its wheel: no helm binary, no
+# download outside PyPI) and kubernetes-validate, pinned with hashes in
+# scripts/lib/chart-tools.txt, in a venv at target/chart-tools (ignored by git). Quick when
+# already installed: reinstalls only when chart-tools.txt changed. The chart tests fail (never
+# skip) when target/chart-tools/bin/python is missing.
+ensure_chart_tools() {
+    local root
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+    local tools=$root/target/chart-tools
+    local requirements=$root/scripts/lib/chart-tools.txt
+    if [ -x "$tools/bin/python" ] && cmp -s "$requirements" "$tools/requirements.txt" \
+        && "$tools/bin/python" -c 'import helm_python, kubernetes_validate' >/dev/null 2>&1; then
+        return
+    fi
+    local python
+    python=$(python3 -c 'import sys; print(sys.executable)') || {
+        echo "error: python3 (3.11, with venv and pip) is required for the chart tests" >&2
+        exit 1
+    }
+    echo "== installing Helm (helm-python-sdk) and kubernetes-validate (scripts/lib/chart-tools.txt) into target/chart-tools"
+    rm -rf "$tools"
+    "$python" -m venv "$tools" || {
+        echo "error: could not create a venv (python3 -m venv); install python3-venv and run again" >&2
+        exit 1
+    }
+    "$tools/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+        --require-hashes -r "$requirements"
+    cp "$requirements" "$tools/requirements.txt"
+    "$tools/bin/python" -c 'import helm_python as h; print("Helm", h.helm_sdk_version(), "(helm-python-sdk", h.__version__ + ")")'
+}
