@@ -9,5 +9,6 @@ mod harness;
 mod operator;
 mod output;
 mod policies;
+mod second_language;
 
 pub use harness::*;

@@ -1,0 +1,317 @@
+//! The approval policy in Python (examples/policies/approval-py, 17 MiB: too big for a
+//! ConfigMap) and in Rust, both pushed to a real registry with `quarks-job policy push` and
+//! selected by digest in two namespaces: the operator makes the same decisions with either,
+//! QuarksJob by QuarksJob (conditions, messages, runs, strategies written back).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use quarks_job::crd::QuarksJob;
+
+#[path = "../policies/python_policy.rs"]
+mod python_policy;
+
+use crate::{Cluster, wait_for};
+
+const APPROVAL: &str = "quarks.cloudfoundry.org/approved";
+
+/// Loading a 17 MiB component means pulling and compiling it (seconds in a debug build, more
+/// on a busy machine) before the first decision; everything after that uses the harness's
+/// usual deadline.
+const FIRST_DECISION: Duration = Duration::from_secs(180);
+
+/// Debian's `docker-registry` (the CNCF distribution server) on a free loopback port, plain
+/// HTTP, storage in a temporary directory.
+struct Registry {
+    child: Child,
+    addr: String,
+    _storage: tempfile::TempDir,
+}
+
+impl Registry {
+    async fn start() -> Registry {
+        let binary = Path::new("/usr/bin/docker-registry");
+        assert!(
+            binary.is_file(),
+            "this test needs Debian's docker-registry package; scripts/test installs it"
+        );
+        let storage = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = storage.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                storage.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        let registry = Registry {
+            child,
+            addr,
+            _storage: storage,
+        };
+        wait_for("the registry to listen", || async {
+            tokio::net::TcpStream::connect(&registry.addr).await.is_ok()
+        })
+        .await;
+        registry
+    }
+
+    /// `quarks-job policy push`; returns the `oci://…@sha256:…` reference it printed.
+    fn push(&self, component: &Path, repository_and_tag: &str) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_quarks-job"))
+            .args(["policy", "push"])
+            .arg(component)
+            .arg(format!("{}/{repository_and_tag}", self.addr))
+            .arg("--insecure")
+            .output()
+            .expect("run quarks-job policy push");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A QuarksJob, optionally approved (`approval` is the annotation's value) and optionally
+/// referencing a ConfigMap through an environment variable.
+fn qjob(name: &str, strategy: &str, approval: Option<&str>, config_map: Option<&str>) -> QuarksJob {
+    let annotations = match approval {
+        Some(value) => serde_json::json!({ APPROVAL: value }),
+        None => serde_json::json!({}),
+    };
+    let env = match config_map {
+        Some(config_map) => serde_json::json!([{
+            "name": "SETTING",
+            "valueFrom": {"configMapKeyRef": {"name": config_map, "key": "value"}},
+        }]),
+        None => serde_json::json!([]),
+    };
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "quarks.cloudfoundry.org/v1alpha1",
+        "kind": "QuarksJob",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {
+            "trigger": {"strategy": strategy},
+            "template": {"spec": {
+                "backoffLimit": 0,
+                "template": {"spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{
+                        "name": "busybox",
+                        "image": "busybox",
+                        "command": ["sh", "-c", "true"],
+                        "env": env,
+                    }],
+                }},
+            }},
+        },
+    }))
+    .expect("QuarksJob")
+}
+
+/// What an observer sees of one QuarksJob: Ready's reason and message, runs, strategy.
+#[derive(Debug, PartialEq, Eq, Clone)]
+struct Seen {
+    reason: String,
+    message: String,
+    run_count: i64,
+    strategy: String,
+}
+
+async fn seen(c: &Cluster, namespace: &str, name: &str) -> Option<Seen> {
+    let qjob = Api::<QuarksJob>::namespaced(c.client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .ok()??;
+    let strategy = serde_json::to_value(qjob.spec.trigger.strategy).ok()?;
+    let status = qjob.status?;
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+    Some(Seen {
+        reason: ready.reason.clone(),
+        message: ready.message.clone(),
+        run_count: status.run_count,
+        strategy: strategy.as_str()?.to_owned(),
+    })
+}
+
+/// Waits until `name` shows `reason`, `run_count` and `strategy` in both namespaces, then
+/// asserts that everything else seen is the same too.
+async fn same_in_both(
+    c: &Cluster,
+    [rust, python]: [&str; 2],
+    name: &str,
+    (reason, run_count, strategy): (&str, i64, &str),
+) -> Seen {
+    let wanted = |s: &Option<Seen>| {
+        s.as_ref().is_some_and(|s| {
+            s.reason == reason && s.run_count == run_count && s.strategy == strategy
+        })
+    };
+    wait_for(
+        &format!(
+            "{name} to show {reason}, {run_count} run(s), strategy {strategy}, in both namespaces"
+        ),
+        || async { wanted(&seen(c, rust, name).await) && wanted(&seen(c, python, name).await) },
+    )
+    .await;
+    let (by_rust, by_python) = (seen(c, rust, name).await, seen(c, python, name).await);
+    assert_eq!(by_python, by_rust, "{name}: Python vs Rust");
+    by_rust.unwrap()
+}
+
+async fn approve(c: &Cluster, namespace: &str, name: &str) {
+    Api::<QuarksJob>::namespaced(c.client.clone(), namespace)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {APPROVAL: "true"}}})),
+        )
+        .await
+        .unwrap();
+}
+
+async fn set_strategy(c: &Cluster, namespace: &str, name: &str, strategy: &str) {
+    Api::<QuarksJob>::namespaced(c.client.clone(), namespace)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"trigger": {"strategy": strategy}}})),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_approval_policy_from_a_registry_decides_like_the_rust_one_on_the_operator() {
+    let python_component = python_policy::approval_py();
+    let c = Cluster::start().await;
+    let registry = Registry::start().await;
+    let rust_component = Path::new(env!("QUARKS_POLICY_FIXTURES")).join("approval-trigger.wasm");
+    let rust_ref = registry.push(&rust_component, "policies/approval-rust:v1");
+    let python_ref = registry.push(&python_component, "policies/approval-py:v1");
+
+    let rust = format!("{}-rust", c.namespace);
+    let python = format!("{}-python", c.namespace);
+    let cache = tempfile::tempdir().unwrap();
+    let _op = c
+        .operator_with(
+            &c.monitored_id,
+            &[
+                "--policy-insecure-registry",
+                &registry.addr,
+                "--policy-cache-dir",
+                cache.path().to_str().unwrap(),
+            ],
+        )
+        .await;
+    for (namespace, reference) in [(&rust, &rust_ref), (&python, &python_ref)] {
+        c.create_namespace(namespace, Some(&c.monitored_id)).await;
+        let selection: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "quarks-job-policies"},
+            "data": {"trigger": reference},
+        }))
+        .unwrap();
+        Api::<ConfigMap>::namespaced(c.client.clone(), namespace)
+            .create(&PostParams::default(), &selection)
+            .await
+            .unwrap();
+    }
+
+    // The first QuarksJob in each namespace waits for its policy to be pulled and compiled.
+    let created = Instant::now();
+    let qjobs = [
+        qjob("unapproved", "once", None, None),
+        qjob("approved-false", "once", Some("false"), None),
+        qjob("approved", "once", Some("true"), None),
+        qjob("errand", "manual", None, None),
+        qjob("waiting", "once", Some("true"), Some("missing-settings")),
+    ];
+    for namespace in [&rust, &python] {
+        for q in &qjobs {
+            Api::<QuarksJob>::namespaced(c.client.clone(), namespace)
+                .create(&PostParams::default(), q)
+                .await
+                .unwrap();
+        }
+    }
+    for (namespace, language) in [(&rust, "Rust"), (&python, "Python")] {
+        let deadline = Instant::now() + FIRST_DECISION;
+        while seen(&c, namespace, "unapproved")
+            .await
+            .is_none_or(|s| s.reason != "NotApproved")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{language}: no decision within {FIRST_DECISION:?}: {:?}",
+                seen(&c, namespace, "unapproved").await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "{language}: QuarksJobs created → first decision by the pulled policy: {:?}",
+            created.elapsed()
+        );
+    }
+
+    let ns = [rust.as_str(), python.as_str()];
+    let unapproved = same_in_both(&c, ns, "unapproved", ("NotApproved", 0, "once")).await;
+    assert!(
+        unapproved
+            .message
+            .contains("annotate the QuarksJob with quarks.cloudfoundry.org/approved=true"),
+        "{unapproved:?}"
+    );
+    same_in_both(&c, ns, "approved-false", ("NotApproved", 0, "once")).await;
+    same_in_both(&c, ns, "errand", ("StrategyManual", 0, "manual")).await;
+    let waiting = same_in_both(&c, ns, "waiting", ("WaitingForConfig", 0, "once")).await;
+    assert!(
+        waiting.message.contains("configmap/missing-settings"),
+        "{waiting:?}"
+    );
+    // Approved: it ran once, `done` was written back, and the decision after the run says so.
+    same_in_both(&c, ns, "approved", ("StrategyDone", 1, "done")).await;
+
+    // An errand set to `now` waits for approval and stays `now`; approving runs it once and
+    // resets it to `manual`.
+    for namespace in ns {
+        set_strategy(&c, namespace, "errand", "now").await;
+    }
+    same_in_both(&c, ns, "errand", ("NotApproved", 0, "now")).await;
+    for namespace in ns {
+        approve(&c, namespace, "errand").await;
+    }
+    same_in_both(&c, ns, "errand", ("StrategyManual", 1, "manual")).await;
+
+    // Approved later: runs then, exactly like the one approved from the start.
+    for namespace in ns {
+        approve(&c, namespace, "unapproved").await;
+    }
+    same_in_both(&c, ns, "unapproved", ("StrategyDone", 1, "done")).await;
+}
