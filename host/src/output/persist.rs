@@ -85,27 +85,104 @@ pub async fn run(args: PersistOutputArgs) -> anyhow::Result<()> {
     for container in &args.containers {
         let exit_code = exit_code(&pod, container).unwrap_or(-1);
         let files = mapped.get(container).cloned().unwrap_or_default();
-        let (manifest, data) = collect(&args, container, exit_code, &files);
+        let parts = hand_over(
+            &secrets,
+            &args,
+            &qjob_label,
+            &owner,
+            container,
+            exit_code,
+            &files,
+        )
+        .await?;
+        info!(
+            container,
+            exit_code,
+            files = files.len(),
+            parts,
+            "handed output to the operator"
+        );
+    }
+    Ok(())
+}
+
+/// Hands one container's files over in as many staging Secrets as their size needs (each
+/// under the object size limit), reading one part's files at a time. Returns the number of
+/// parts.
+async fn hand_over(
+    secrets: &Api<Secret>,
+    args: &PersistOutputArgs,
+    qjob_label: &str,
+    owner: &OwnerReference,
+    container: &str,
+    exit_code: i32,
+    files: &[String],
+) -> anyhow::Result<usize> {
+    let dir = args.output_root.join(container);
+    let found: Vec<Result<u64, FileState>> = files.iter().map(|f| inspect(&dir, f)).collect();
+    let sizes: Vec<Option<u64>> = found.iter().map(|f| f.as_ref().ok().copied()).collect();
+    let budget = STAGING_DATA_BUDGET as u64;
+    let parts = staging::plan_parts(&sizes, budget);
+    for (part, indices) in parts.iter().enumerate() {
+        let mut states = BTreeMap::new();
+        let mut data = BTreeMap::new();
+        if part == 0 {
+            // What cannot be handed over is reported once, with the first part.
+            for (file, state) in files.iter().zip(&found) {
+                match state {
+                    Err(state) => {
+                        states.insert(file.clone(), state.clone());
+                    }
+                    Ok(size) if *size > budget => {
+                        states.insert(file.clone(), FileState::TooLarge { size: *size });
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+        for &index in indices {
+            let file = &files[index];
+            let state = match read_file(&dir, file, budget) {
+                Ok(bytes) => {
+                    let key = format!("file-{index}");
+                    data.insert(key.clone(), bytes);
+                    FileState::Present { key }
+                }
+                Err(state) => state,
+            };
+            states.insert(file.clone(), state);
+        }
+        let manifest = StagingManifest {
+            quarks_job: args.quarks_job.clone(),
+            pod: args.pod_name.clone(),
+            container: container.to_owned(),
+            exit_code,
+            files: states,
+            staged_at_micros: now_micros(),
+        };
         let secret = staging::build(
             &args.pod_namespace,
-            &qjob_label,
+            qjob_label,
             &manifest,
+            part,
             data,
             owner.clone(),
         )?;
         match secrets.create(&PostParams::default(), &secret).await {
             Ok(_) => {}
+            // A restarted helper container handing over again.
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(e).context("creating the staging Secret"),
         }
-        info!(
-            container,
-            exit_code,
-            files = manifest.files.len(),
-            "handed output to the operator"
-        );
     }
-    Ok(())
+    Ok(parts.len())
+}
+
+fn now_micros() -> Option<u64> {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_micros()).ok())
 }
 
 /// Watches this pod until every served container has terminated for good.
@@ -166,69 +243,43 @@ fn job_owner(pod: &Pod) -> Option<OwnerReference> {
         })
 }
 
-/// Reads one container's files within the staging budget.
-fn collect(
-    args: &PersistOutputArgs,
-    container: &str,
-    exit_code: i32,
-    files: &[String],
-) -> (StagingManifest, BTreeMap<String, Vec<u8>>) {
-    let dir = args.output_root.join(container);
-    let mut budget = STAGING_DATA_BUDGET;
-    let mut states = BTreeMap::new();
-    let mut data = BTreeMap::new();
-    for (index, file) in files.iter().enumerate() {
-        let state = read_file(&dir, file, &mut budget).map(|bytes| {
-            let key = format!("file-{index}");
-            data.insert(key.clone(), bytes);
-            FileState::Present { key }
-        });
-        states.insert(file.clone(), state.unwrap_or_else(|s| s));
-    }
-    let manifest = StagingManifest {
-        quarks_job: args.quarks_job.clone(),
-        pod: args.pod_name.clone(),
-        container: container.to_owned(),
-        exit_code,
-        files: states,
-    };
-    (manifest, data)
-}
-
-fn read_file(dir: &Path, file: &str, budget: &mut usize) -> Result<Vec<u8>, FileState> {
+/// The size of a mapped file, or why there is nothing to hand over.
+fn inspect(dir: &Path, file: &str) -> Result<u64, FileState> {
     // Mapped names are single path components: never read outside the output directory.
     if file.contains('/') || file == ".." || file == "." {
         return Err(FileState::Unreadable {
             reason: "the file name must not contain '/'".into(),
         });
     }
-    let path = dir.join(file);
-    let meta = match std::fs::metadata(&path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(FileState::Missing),
-        Err(e) => {
-            return Err(FileState::Unreadable {
-                reason: e.to_string(),
-            });
-        }
-    };
-    if !meta.is_file() {
-        return Err(FileState::Unreadable {
+    match std::fs::metadata(dir.join(file)) {
+        Ok(meta) if meta.is_file() => Ok(meta.len()),
+        Ok(_) => Err(FileState::Unreadable {
             reason: "not a regular file".into(),
-        });
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(FileState::Missing),
+        Err(e) => Err(FileState::Unreadable {
+            reason: e.to_string(),
+        }),
     }
-    let size = usize::try_from(meta.len()).unwrap_or(usize::MAX);
-    if size > *budget {
-        return Err(FileState::TooLarge { size: meta.len() });
-    }
-    let bytes = std::fs::read(&path).map_err(|e| FileState::Unreadable {
+}
+
+/// Reads a file [`inspect`] sized; at most `limit` bytes (the containers have terminated,
+/// but the read is bounded anyway).
+fn read_file(dir: &Path, file: &str, limit: u64) -> Result<Vec<u8>, FileState> {
+    use std::io::Read as _;
+    let unreadable = |e: std::io::Error| FileState::Unreadable {
         reason: e.to_string(),
-    })?;
-    if bytes.len() > *budget {
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(dir.join(file))
+        .map_err(unreadable)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > limit {
         return Err(FileState::TooLarge {
             size: bytes.len() as u64,
         });
     }
-    *budget -= bytes.len();
     Ok(bytes)
 }

@@ -41,10 +41,19 @@ pub async fn pending_staging(
         "{STAGING_LABEL}=true,{QJOB_NAME_LABEL}={}",
         qjob_name_label_value(&qjob.name_any())
     );
-    Ok(secrets
+    let mut staged = secrets
         .list(&ListParams::default().labels(&selector))
         .await?
-        .items)
+        .items;
+    // Oldest hand-over first: a retried pod's output overwrites the failed attempt's.
+    staged.sort_by_cached_key(|s| {
+        (
+            s.metadata.creation_timestamp.clone().map(|t| t.0),
+            staging::staged_at_micros(s),
+            s.name_any(),
+        )
+    });
+    Ok(staged)
 }
 
 /// Everything output needs from the operator: the API and a way to run the output policy.
