@@ -1,10 +1,13 @@
 //! What every reconcile shares: the API client, the per-namespace policies and their CPU
-//! budget, the set of monitored namespaces, metrics, the Event recorder and per-object backoff.
+//! budget, the set of monitored namespaces, the cache of Jobs and the record of the operator's
+//! own writes, metrics, the Event recorder and per-object backoff.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -13,6 +16,7 @@ use tracing::warn;
 use super::budget::{CpuBudget, Quarantine};
 use super::metrics::{Metrics, PolicyErrorLabels, PolicyLabels};
 use super::namespaces::MonitoredNamespaces;
+use super::observe::{JobCache, OwnWrites};
 use super::policies::{PolicyResolver, Resolved};
 use crate::crd::QuarksJob;
 use crate::policy::contract::{OutputInput, OutputResult, TriggerDecision, TriggerInput};
@@ -32,8 +36,13 @@ pub struct Context {
     pub helper: crate::output::transport::HelperSpec,
     pub helper_identity: crate::output::write::HelperIdentity,
     pub monitored: MonitoredNamespaces,
+    /// The operator's Jobs.
+    pub jobs: JobCache,
+    /// What the operator last wrote to each QuarksJob.
+    pub own_writes: OwnWrites,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    /// Events to publish, in the background: a reconcile does not wait for them.
+    events: tokio::sync::mpsc::UnboundedSender<(Event, ObjectReference)>,
     pub backoff: Backoff,
     /// How often a QuarksJob is re-evaluated without any event (a safety net; every real
     /// trigger is watch-driven).
@@ -47,6 +56,7 @@ impl Context {
         budget: CpuBudget,
         helper: crate::output::transport::HelperSpec,
         monitored: MonitoredNamespaces,
+        jobs: JobCache,
         metrics: Arc<Metrics>,
         instance: String,
     ) -> Self {
@@ -55,7 +65,7 @@ impl Context {
             instance: Some(instance),
         };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: spawn_event_publisher(Recorder::new(client.clone(), reporter)),
             client,
             policies,
             budget,
@@ -64,6 +74,8 @@ impl Context {
             helper,
             helper_identity: Default::default(),
             monitored,
+            jobs,
+            own_writes: OwnWrites::default(),
             metrics,
             backoff: Backoff::default(),
             resync: Duration::from_secs(300),
@@ -177,7 +189,8 @@ impl Context {
             .inc();
     }
 
-    /// Publishes an Event on the QuarksJob. Failing to publish is logged, never fatal.
+    /// Publishes an Event on the QuarksJob, in the background. Failing to publish is logged,
+    /// never fatal.
     pub async fn event(
         &self,
         qjob: &QuarksJob,
@@ -193,10 +206,37 @@ impl Context {
             action: action.to_owned(),
             secondary: None,
         };
-        if let Err(error) = self.recorder.publish(&event, &qjob.object_ref(&())).await {
-            warn!(name = %qjob.name_any(), %error, reason, "could not publish Event");
+        if self.events.send((event, qjob.object_ref(&()))).is_err() {
+            warn!(name = %qjob.name_any(), reason, "could not publish Event: publisher stopped");
         }
     }
+}
+
+/// How many Events are published at once.
+const EVENTS_IN_FLIGHT: usize = 4;
+
+/// Publishes queued Events, a few at a time, until every sender is gone.
+fn spawn_event_publisher(
+    recorder: Recorder,
+) -> tokio::sync::mpsc::UnboundedSender<(Event, ObjectReference)> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(Event, ObjectReference)>();
+    let queued = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    tokio::spawn(
+        queued
+            .map(move |(event, reference)| {
+                let recorder = recorder.clone();
+                async move {
+                    if let Err(error) = recorder.publish(&event, &reference).await {
+                        warn!(name = ?reference.name, %error, reason = %event.reason, "could not publish Event");
+                    }
+                }
+            })
+            .buffer_unordered(EVENTS_IN_FLIGHT)
+            .for_each(|()| async {}),
+    );
+    tx
 }
 
 /// Per-object exponential backoff for failed reconciles: 500 ms doubling up to 60 s.

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -118,12 +118,22 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
 
     let (ns_store, ns_writer) = reflector::store::<Namespace>();
     let monitored = MonitoredNamespaces::new(ns_store);
+    // Each cache says when it has listed everything (a store's `wait_until_ready` wakes only
+    // one waiter, and the Controller is already waiting on the QuarksJob store).
+    let (qjobs_synced, namespaces_synced, jobs_synced) = (
+        CancellationToken::new(),
+        CancellationToken::new(),
+        CancellationToken::new(),
+    );
+    let (job_store, job_writer) = reflector::store::<Job>();
+    let job_cache = observe::JobCache::new(job_store, jobs_synced.clone());
     let ctx = Arc::new(Context::new(
         client.clone(),
         policies,
         budget::CpuBudget::default(),
         config.helper.clone(),
         monitored.clone(),
+        job_cache,
         metrics,
         identity,
     ));
@@ -140,6 +150,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
                 .remove("kubectl.kubernetes.io/last-applied-configuration");
         })
         .reflect(qjob_writer)
+        .inspect_ok(synced_on_init_done(&qjobs_synced))
         .applied_objects();
     let controller = Controller::for_stream(qjob_stream, qjob_store.clone())
         .with_config(ControllerConfig::default().concurrency(config.max_workers));
@@ -152,6 +163,20 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         ),
     )
     .default_backoff()
+    .inspect_ok(synced_on_init_done(&namespaces_synced))
+    .touched_objects();
+    // The operator's Jobs, cached for the reconciles (which read their annotations, owner and
+    // status), and each change of one reconciles its QuarksJob.
+    let jobs = watcher(
+        Api::<Job>::all(client.clone()),
+        watcher::Config::default()
+            .labels(naming::QJOB_NAME_LABEL)
+            .any_semantic(),
+    )
+    .default_backoff()
+    .modify(observe::JobCache::slim)
+    .reflect(job_writer)
+    .inspect_ok(synced_on_init_done(&jobs_synced))
     .touched_objects();
     let in_namespace = {
         let store = qjob_store.clone();
@@ -214,10 +239,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     };
 
     let controller = controller
-        .owns(
-            Api::<Job>::all(client.clone()),
-            watcher::Config::default().labels(naming::QJOB_NAME_LABEL),
-        )
+        .owns_stream(jobs)
         .watches_stream(namespaces, in_namespace)
         .watches_stream(config_maps, referencing_map)
         .watches_stream(secrets, referencing_secret)
@@ -228,16 +250,15 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             async move { shutdown.cancelled().await }
         });
 
-    // Ready once both caches the decisions depend on are synced.
+    // Ready once the caches the decisions depend on are synced.
     tokio::spawn({
         let ready = ready.clone();
-        let store = qjob_store.clone();
         async move {
-            if store.wait_until_ready().await.is_ok() && monitored.wait_until_ready().await.is_ok()
-            {
-                ready.store(true, Ordering::Relaxed);
-                info!("caches synced; ready");
-            }
+            qjobs_synced.cancelled().await;
+            namespaces_synced.cancelled().await;
+            jobs_synced.cancelled().await;
+            ready.store(true, Ordering::Relaxed);
+            info!("caches synced; ready");
         }
     });
 
@@ -265,6 +286,16 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     let _ = http.await;
     info!("stopped");
     Ok(())
+}
+
+/// For `inspect_ok` on a reflected watch: cancels `synced` when the initial list is in.
+fn synced_on_init_done<K>(synced: &CancellationToken) -> impl FnMut(&watcher::Event<K>) + use<K> {
+    let synced = synced.clone();
+    move |event| {
+        if matches!(event, watcher::Event::InitDone) {
+            synced.cancel();
+        }
+    }
 }
 
 /// QuarksJobs in a namespace (a namespace became monitored: all of them need a look).

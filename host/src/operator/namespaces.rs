@@ -27,10 +27,4 @@ impl MonitoredNamespaces {
     pub fn contains(&self, namespace: &str) -> bool {
         self.store.get(&ObjectRef::new(namespace)).is_some()
     }
-
-    pub async fn wait_until_ready(
-        &self,
-    ) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
-        self.store.wait_until_ready().await
-    }
 }

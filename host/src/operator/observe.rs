@@ -1,13 +1,20 @@
 //! Gathering what a reconcile needs from the API: the ConfigMaps and Secrets the pod template
 //! references (with versioned references resolved to their newest version) and the Jobs of
-//! the current and the next run. Reads only; decisions are made elsewhere.
+//! the current and the next run (from a cache of the operator's Jobs, with a read through to
+//! the API where a stale cache could mislead). Also what the operator itself last wrote to
+//! each QuarksJob, so that a reconcile on a cached copy older than that write waits for the
+//! watch instead of acting twice. Reads only; decisions are made elsewhere.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret};
-use kube::Api;
 use kube::api::ListParams;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, ResourceExt};
+use tokio_util::sync::CancellationToken;
 
 use super::digest::{ConfigContent, config_digest};
 use super::naming::job_name;
@@ -15,7 +22,7 @@ use super::references::{ConfigKind, referenced_config};
 use super::versioned::{
     SECRET_KIND_LABEL, VERSIONED_SECRET_KIND, newest_versions, rewrite_versioned_references,
 };
-use crate::crd::QuarksJob;
+use crate::crd::{QuarksJob, QuarksJobStatus};
 
 /// The referenced config of a QuarksJob as it is now.
 pub struct ConfigObservation {
@@ -99,24 +106,202 @@ pub struct RunJobs {
     pub next: Option<Job>,
 }
 
-pub async fn run_jobs(client: &kube::Client, qjob: &QuarksJob) -> Result<RunJobs, kube::Error> {
+/// The operator's Jobs (those with the `qjob-name` label), as a reflector caches them: the
+/// metadata and status a reconcile reads, without the Job's spec and managedFields.
+#[derive(Clone)]
+pub struct JobCache {
+    store: Store<Job>,
+    synced: CancellationToken,
+}
+
+impl JobCache {
+    /// `synced` is cancelled once the reflector filling `store` has listed all Jobs.
+    pub fn new(store: Store<Job>, synced: CancellationToken) -> Self {
+        JobCache { store, synced }
+    }
+
+    /// Drops what no reconcile reads from a Job before it is cached.
+    pub fn slim(job: &mut Job) {
+        job.managed_fields_mut().clear();
+        job.spec = None;
+    }
+
+    fn get(&self, namespace: &str, name: &str) -> Option<Job> {
+        self.store
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|job| job.as_ref().clone())
+    }
+}
+
+/// The Jobs of the current and the next run of `qjob`.
+///
+/// From the cache once it is synced; it may lag behind the API, which is harmless except for
+/// one case that is therefore read from the API: the current run is not finished according to
+/// status but its Job is not in the cache (it may have been created a moment ago; deciding
+/// without it would start a second run next to it). A next-run Job missing from the cache is
+/// either adopted when its watch event arrives or met as a 409 on create (the same name).
+pub async fn run_jobs(
+    client: &kube::Client,
+    cache: &JobCache,
+    qjob: &QuarksJob,
+) -> Result<RunJobs, kube::Error> {
     let namespace = qjob.metadata.namespace.as_deref().unwrap_or_default();
     let name = qjob.metadata.name.as_deref().unwrap_or_default();
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let run_count = qjob
-        .status
-        .as_ref()
-        .map(|s| s.run_count)
-        .unwrap_or_default();
+    let status = qjob.status.as_ref();
+    let run_count = status.map(|s| s.run_count).unwrap_or_default();
     let run_count = u64::try_from(run_count).unwrap_or_default();
+    let running = status.is_some_and(|s| s.last_run_finished_at.is_none());
     let uid = qjob.metadata.uid.as_deref().unwrap_or_default();
     // Only Jobs this very QuarksJob controls count (not a namesake's from before a re-create).
     let ours = |job: Option<Job>| job.filter(|j| super::job_builder::is_controlled_by(j, uid));
-    let current = if run_count > 0 {
-        ours(jobs.get_opt(&job_name(name, run_count)).await?)
-    } else {
+    if !cache.synced.is_cancelled() {
+        let current = if run_count > 0 {
+            ours(jobs.get_opt(&job_name(name, run_count)).await?)
+        } else {
+            None
+        };
+        let next = ours(jobs.get_opt(&job_name(name, run_count + 1)).await?);
+        return Ok(RunJobs { current, next });
+    }
+    let current = if run_count == 0 {
         None
+    } else {
+        let current_name = job_name(name, run_count);
+        match ours(cache.get(namespace, &current_name)) {
+            None if running => ours(jobs.get_opt(&current_name).await?),
+            cached => cached,
+        }
     };
-    let next = ours(jobs.get_opt(&job_name(name, run_count + 1)).await?);
+    let next = ours(cache.get(namespace, &job_name(name, run_count + 1)));
     Ok(RunJobs { current, next })
+}
+
+/// How long a recorded write is waited for; after that the cached copy is used as it is (a
+/// safety net: the watch delivers the operator's own writes within milliseconds).
+const OWN_WRITE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// What the operator last wrote to each QuarksJob (by uid): the generation its spec had after
+/// the write and the run it recorded. A cached QuarksJob that shows less is older than the
+/// operator's own write: acting on it would redo the write (and could start the run again).
+#[derive(Default)]
+pub struct OwnWrites {
+    by_uid: Mutex<HashMap<String, OwnWrite>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct OwnWrite {
+    generation: i64,
+    run_count: i64,
+    finished: bool,
+    at: Instant,
+}
+
+impl OwnWrites {
+    /// Records a write of `status` to `qjob`, whose spec was at `generation` afterwards.
+    pub fn record(&self, qjob: &QuarksJob, generation: Option<i64>, status: &QuarksJobStatus) {
+        let Some(uid) = qjob.metadata.uid.clone() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut by_uid = self.by_uid.lock().unwrap_or_else(|p| p.into_inner());
+        if by_uid.len() >= 4096 {
+            by_uid.retain(|_, w| now.duration_since(w.at) < OWN_WRITE_PATIENCE);
+        }
+        by_uid.insert(
+            uid,
+            OwnWrite {
+                generation: generation.unwrap_or_default(),
+                run_count: status.run_count,
+                finished: status.last_run_finished_at.is_some(),
+                at: now,
+            },
+        );
+    }
+
+    /// Whether `qjob` (a cached copy) predates the operator's last write to it. Forgets the
+    /// write once a copy shows it.
+    pub fn predates_own_write(&self, qjob: &QuarksJob) -> bool {
+        let Some(uid) = qjob.metadata.uid.as_deref() else {
+            return false;
+        };
+        let mut by_uid = self.by_uid.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(write) = by_uid.get(uid).copied() else {
+            return false;
+        };
+        let status = qjob.status.clone().unwrap_or_default();
+        let stale = write_is_newer(&write, qjob.metadata.generation, &status);
+        if !stale || write.at.elapsed() > OWN_WRITE_PATIENCE {
+            by_uid.remove(uid);
+            return false;
+        }
+        true
+    }
+}
+
+/// Whether a QuarksJob at `generation` with `status` has not yet seen `write`.
+fn write_is_newer(write: &OwnWrite, generation: Option<i64>, status: &QuarksJobStatus) -> bool {
+    generation.unwrap_or_default() < write.generation
+        || status.run_count < write.run_count
+        || (status.run_count == write.run_count
+            && write.finished
+            && status.last_run_finished_at.is_none())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn qjob(generation: i64, status: serde_json::Value) -> QuarksJob {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "quarks.cloudfoundry.org/v1alpha1", "kind": "QuarksJob",
+            "metadata": {"name": "q", "namespace": "ns", "uid": "u1", "generation": generation},
+            "spec": {"trigger": {"strategy": "once"}, "template": {"spec": {"template": {}}}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn started(run: i64) -> QuarksJobStatus {
+        serde_json::from_value(serde_json::json!({"runCount": run})).unwrap()
+    }
+
+    #[test]
+    fn a_copy_from_before_the_run_was_recorded_predates_the_write() {
+        let writes = OwnWrites::default();
+        let before = qjob(1, serde_json::json!({}));
+        // The strategy write-back made generation 2, and status recorded run 1.
+        writes.record(&before, Some(2), &started(1));
+        assert!(writes.predates_own_write(&before));
+        // Status arrived, the strategy write not yet.
+        assert!(writes.predates_own_write(&qjob(1, serde_json::json!({"runCount": 1}))));
+        assert!(!writes.predates_own_write(&qjob(2, serde_json::json!({"runCount": 1}))));
+        // Forgotten once seen: later copies are taken as they are.
+        assert!(!writes.predates_own_write(&before));
+    }
+
+    #[test]
+    fn a_recorded_finish_must_show_in_the_copy() {
+        let writes = OwnWrites::default();
+        let running = qjob(1, serde_json::json!({"runCount": 1}));
+        let finished: QuarksJobStatus = serde_json::from_value(
+            serde_json::json!({"runCount": 1, "lastRunFinishedAt": "2026-01-01T00:00:00Z"}),
+        )
+        .unwrap();
+        writes.record(&running, Some(1), &finished);
+        assert!(writes.predates_own_write(&running));
+        let seen = qjob(
+            1,
+            serde_json::json!({"runCount": 1, "lastRunFinishedAt": "2026-01-01T00:00:00Z"}),
+        );
+        assert!(!writes.predates_own_write(&seen));
+    }
+
+    #[test]
+    fn a_newer_user_change_is_not_stale() {
+        let writes = OwnWrites::default();
+        writes.record(&qjob(1, serde_json::json!({})), Some(2), &started(1));
+        // The user changed the spec again after the operator's write.
+        assert!(!writes.predates_own_write(&qjob(3, serde_json::json!({"runCount": 1}))));
+    }
 }

@@ -65,14 +65,26 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
     if !ctx.monitored.contains(&namespace) || qjob.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    // A cached copy from before this operator's last write: the watch brings the newer one
+    // (and with it a reconcile) in a moment; acting now would redo that write.
+    if ctx.own_writes.predates_own_write(qjob) {
+        tracing::debug!("cached QuarksJob predates our last write; waiting for the watch");
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
     let mut status = qjob.status.clone().unwrap_or_default();
+    // The status as the API has it after this reconcile's writes so far.
+    let mut written = qjob.status.clone();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let generation = qjob.metadata.generation;
-    let jobs = run_jobs(&ctx.client, qjob).await?;
+    let jobs = run_jobs(&ctx.client, &ctx.jobs, qjob).await?;
 
     // Output handed over by the helpers of this QuarksJob's pods: write it before settling the
     // run, so a succeeded Job is only deleted (taking its staging Secrets) once they are used.
-    let staged = crate::output::write::pending_staging(&ctx.client, qjob).await?;
+    // Only pods of a QuarksJob with output have a helper that stages files.
+    let staged = match &qjob.spec.output {
+        Some(_) => crate::output::write::pending_staging(&ctx.client, qjob).await?,
+        None => Vec::new(),
+    };
     if !staged.is_empty() {
         // Without the selected output policy nothing is written, and the staging Secrets (and
         // the Job owning them) stay until it is usable.
@@ -127,6 +139,7 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
         policies.output = Some(output_digest);
         policies.output_source = Some(output_source);
         write_status(ctx, qjob, &status).await?;
+        written = Some(status.clone());
     }
 
     // A Job created for the next run but not recorded (crash or conflict after creating it):
@@ -223,8 +236,10 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
             // Record before deleting: a crash in between leaves a recorded, succeeded Job that
             // the next reconcile deletes.
             write_status(ctx, qjob, &status).await?;
+            written = Some(status.clone());
         }
-        if state == JobState::Succeeded {
+        // (A cached Job may already be on its way out.)
+        if state == JobState::Succeeded && job.metadata.deletion_timestamp.is_none() {
             delete_job(ctx, job).await?;
         }
     }
@@ -325,15 +340,29 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
         .map(|r| r.code.as_str())
         .unwrap_or("NoRun");
     let waiting = !config.missing.is_empty();
-    set_condition(
-        &mut status,
-        CONDITION_READY,
-        !waiting,
-        reason,
-        &reasons_text(&decision),
-        generation,
-        &now,
-    );
+    // While the run started by this generation is active, Ready keeps saying so (this is the
+    // usual decision right after a start, e.g. "strategy is done"; it is recorded when the
+    // run ends or the spec changes, instead of a status write per run just for it).
+    let ready_says_run_started = qjob
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == CONDITION_READY))
+        .is_some_and(|c| c.status == "True" && c.reason == RUN_STARTED);
+    let keep_run_started = run_active
+        && !waiting
+        && ready_says_run_started
+        && qjob.status.as_ref().and_then(|s| s.observed_generation) == generation;
+    if !keep_run_started {
+        set_condition(
+            &mut status,
+            CONDITION_READY,
+            !waiting,
+            reason,
+            &reasons_text(&decision),
+            generation,
+            &now,
+        );
+    }
     if waiting
         && qjob
             .status
@@ -358,7 +387,7 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
     let policy_status = status.policies.get_or_insert_with(PolicyDigests::default);
     policy_status.trigger = Some(policy.policy.digest().to_string());
     policy_status.trigger_source = Some(policy.reference.clone());
-    if Some(&status) != qjob.status.as_ref() {
+    if Some(&status) != written.as_ref() {
         write_status(ctx, qjob, &status).await?;
     }
     if let Some(strategy) = strategy_to_write(qjob, decision.write_strategy) {
@@ -367,8 +396,12 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
     Ok(Action::requeue(ctx.resync))
 }
 
-/// Records a started run in status, then writes the strategy back (the order spec.md asks:
-/// only once the run's Job exists).
+/// The reason of the Ready condition while a run that just started is active.
+const RUN_STARTED: &str = "RunStarted";
+
+/// Writes the strategy back, then records the started run in status (the order spec.md asks:
+/// the strategy only once the run's Job exists; status last, so that it observes the spec as
+/// written back and the next reconcile has nothing left to write).
 async fn record_run_started(
     ctx: &Context,
     qjob: &QuarksJob,
@@ -377,7 +410,18 @@ async fn record_run_started(
     trigger_source: Option<&str>,
     now: &Time,
 ) -> Result<Action, ReconcileError> {
-    let generation = qjob.metadata.generation;
+    let mut generation = qjob.metadata.generation;
+    let mut strategy = qjob.spec.trigger.strategy;
+    if let Some(write) = plan
+        .write_strategy
+        .filter(|s| *s != qjob.spec.trigger.strategy)
+    {
+        // Not written when the user changed it meanwhile: their change is decided on next.
+        if let Some(written) = write_strategy(ctx, qjob, write).await? {
+            generation = Some(written);
+            strategy = write;
+        }
+    }
     let job = job_name(&qjob.name_any(), plan.run);
     status.run_count = i64::try_from(plan.run).unwrap_or(i64::MAX);
     status.last_job_name = Some(job.clone());
@@ -386,7 +430,7 @@ async fn record_run_started(
     status.completed = false;
     status.config_digest = plan.config_digest.clone();
     status.observed_generation = generation;
-    status.observed_strategy = Some(qjob.spec.trigger.strategy);
+    status.observed_strategy = Some(strategy);
     // An adopted run keeps the recorded source: its decision was made before.
     let policies = status.policies.get_or_insert_with(PolicyDigests::default);
     policies.trigger = Some(plan.trigger_policy.clone());
@@ -406,18 +450,12 @@ async fn record_run_started(
         &mut status,
         CONDITION_READY,
         true,
-        "RunStarted",
+        RUN_STARTED,
         &format!("run {} started", plan.run),
         generation,
         now,
     );
     write_status(ctx, qjob, &status).await?;
-    if let Some(strategy) = plan
-        .write_strategy
-        .filter(|s| *s != qjob.spec.trigger.strategy)
-    {
-        write_strategy(ctx, qjob, strategy).await?;
-    }
     Ok(Action::requeue(ctx.resync))
 }
 
@@ -508,16 +546,19 @@ async fn write_status(
         &Patch::Apply(&patch),
     )
     .await?;
+    let generation = qjob.metadata.generation.max(status.observed_generation);
+    ctx.own_writes.record(qjob, generation, status);
     Ok(())
 }
 
 /// Writes `spec.trigger.strategy` back, only if it is still what this reconcile acted on (a
-/// JSON patch `test`): a user's change in between wins and is decided on next.
+/// JSON patch `test`): a user's change in between wins and is decided on next. Returns the
+/// generation the write made, `None` when it was not written.
 async fn write_strategy(
     ctx: &Context,
     qjob: &QuarksJob,
     strategy: Strategy,
-) -> Result<(), ReconcileError> {
+) -> Result<Option<i64>, ReconcileError> {
     let api: Api<QuarksJob> =
         Api::namespaced(ctx.client.clone(), &qjob.namespace().unwrap_or_default());
     let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
@@ -535,16 +576,17 @@ async fn write_strategy(
         )
         .await
     {
-        Ok(_) => {
+        Ok(patched) => {
             info!(
                 from = qjob.spec.trigger.strategy.as_str(),
                 to = strategy.as_str(),
                 "strategy written back"
             );
-            Ok(())
+            // (The API server always sets it.)
+            Ok(Some(patched.metadata.generation.unwrap_or_default()))
         }
         // The strategy changed meanwhile: leave it to the user's newer intent.
-        Err(kube::Error::Api(e)) if e.code == 422 || e.code == 409 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 422 || e.code == 409 => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

@@ -373,6 +373,32 @@ async fn a_namespace_labelled_later_is_picked_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_without_any_monitored_namespace_and_then_acts_in_one_labelled_later() {
+    let c = Cluster::start().await;
+    // A monitored id no namespace carries yet: its caches sync empty, which is ready.
+    let id = format!("{}-none-yet", c.monitored_id);
+    let op = c.operator_with(&id, &[]).await;
+    wait_for("/readyz to answer 200", || async {
+        op.http_get("/readyz").await.0 == 200
+    })
+    .await;
+    let later = format!("{}-later", c.namespace);
+    c.create_namespace(&later, Some(&id)).await;
+    let qjobs: kube::Api<QuarksJob> = kube::Api::namespaced(c.client.clone(), &later);
+    let q: QuarksJob = serde_yaml::from_str(&qjob_yaml("first", "once", "true")).unwrap();
+    qjobs.create(&PostParams::default(), &q).await.unwrap();
+    wait_for("the QuarksJob in the new namespace to run", || async {
+        qjobs
+            .get("first")
+            .await
+            .unwrap()
+            .status
+            .is_some_and(|s| s.completed && s.run_count == 1)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_with_different_monitored_ids_act_only_on_their_own_namespaces() {
     let c = Cluster::start().await;
     let _mine = c.operator().await;
