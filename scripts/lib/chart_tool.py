@@ -51,6 +51,16 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# The order in which `helm install` creates kinds (Helm's InstallOrder, the kinds this chart has),
+# so that `kubectl apply -f` of the stream creates namespaces and accounts before their users.
+INSTALL_ORDER = ["Namespace", "ServiceAccount", "Secret", "ConfigMap", "CustomResourceDefinition",
+                 "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Deployment"]
+
+
+def install_order(doc: Doc) -> int:
+    return INSTALL_ORDER.index(doc["kind"]) if doc["kind"] in INSTALL_ORDER else len(INSTALL_ORDER)
+
+
 def render(values: dict[str, Any], include_crds: bool) -> list[Doc]:
     chart = helm.Chart.load(CHART)
     docs: list[Doc] = []
@@ -62,7 +72,7 @@ def render(values: dict[str, Any], include_crds: bool) -> list[Doc]:
         if path.endswith("NOTES.txt"):
             continue
         docs.extend(d for d in yaml.safe_load_all(rendered[path]) if d)
-    return docs
+    return sorted(docs, key=install_order)
 
 
 def notes(values: dict[str, Any]) -> str:

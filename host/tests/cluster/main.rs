@@ -5,6 +5,7 @@
 //! run against that cluster instead (kind, k3d, ...): each test then uses its own namespace and
 //! its own monitored id, and needs the CRD installable by the operator (`--apply-crd`).
 
+mod chart;
 mod harness;
 mod operator;
 mod output;
