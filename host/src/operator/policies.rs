@@ -116,6 +116,9 @@ pub struct PolicyResolver {
     oci: OciSettings,
     oci_client: Arc<oci_client::Client>,
     loads: AtomicU64,
+    /// Cancelled once the selection cache has its first full list. (The store's own
+    /// `wait_until_ready` wakes only one of several waiters: concurrent reconciles would hang.)
+    selections_synced: tokio_util::sync::CancellationToken,
 }
 
 impl PolicyResolver {
@@ -132,7 +135,19 @@ impl PolicyResolver {
             .iter()
             .map(|b| engine.load(b.bytes, b.world))
             .collect::<Result<Vec<_>, _>>()?;
+        let selections_synced = tokio_util::sync::CancellationToken::new();
+        tokio::spawn({
+            let store = selections.clone();
+            let synced = selections_synced.clone();
+            async move {
+                // The only waiter on the store; everyone else waits on the token.
+                if store.wait_until_ready().await.is_ok() {
+                    synced.cancel();
+                }
+            }
+        });
         Ok(PolicyResolver {
+            selections_synced,
             client,
             engine,
             operator_namespace,
@@ -154,10 +169,7 @@ impl PolicyResolver {
     /// The policy `namespace` selected for `world`.
     pub async fn resolve(&self, namespace: &str, world: World) -> Result<Resolved, PolicyError> {
         // Before the first sync an absent selection would look like "use the defaults".
-        self.selections
-            .wait_until_ready()
-            .await
-            .map_err(|e| PolicyError::Unavailable(format!("policy selections: {e}")))?;
+        self.selections_synced.cancelled().await;
         let selection = self
             .selections
             .get(&ObjectRef::new(SELECTION_CONFIG_MAP).within(namespace));

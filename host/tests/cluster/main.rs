@@ -7,6 +7,7 @@
 
 mod chart;
 mod harness;
+mod oci;
 mod operator;
 mod output;
 mod policies;

@@ -1,0 +1,284 @@
+//! Policies from an OCI registry (issue 8): a real registry (Debian's `docker-registry`, the
+//! CNCF distribution server) on loopback, components pushed with `quarks-job policy push`,
+//! selected by digest or tag in namespaces on kubesim.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use quarks_job::crd::QuarksJob;
+use quarks_job::policy::PolicyDigest;
+
+use crate::{Cluster, qjob_yaml, wait_for};
+
+/// A `docker-registry` process serving plain HTTP on a free loopback port.
+struct Registry {
+    child: Child,
+    addr: String,
+    _storage: tempfile::TempDir,
+}
+
+impl Registry {
+    async fn start() -> Registry {
+        let binary = Path::new("/usr/bin/docker-registry");
+        assert!(
+            binary.is_file(),
+            "the OCI registry tests need Debian's docker-registry package; \
+             scripts/test installs it (apt-get install docker-registry)"
+        );
+        let storage = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = storage.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                storage.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        let registry = Registry {
+            child,
+            addr,
+            _storage: storage,
+        };
+        wait_for("the registry to listen", || async {
+            tokio::net::TcpStream::connect(&registry.addr).await.is_ok()
+        })
+        .await;
+        registry
+    }
+
+    /// `quarks-job policy push` of a component; returns the `oci://…@sha256:…` it printed.
+    fn push(&self, component: &str, repository_and_tag: &str) -> String {
+        let path = format!("{}/{component}.wasm", env!("QUARKS_POLICY_FIXTURES"));
+        let out = Command::new(env!("CARGO_BIN_EXE_quarks-job"))
+            .args(["policy", "push", &path])
+            .arg(format!("{}/{repository_and_tag}", self.addr))
+            .arg("--insecure")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn component_digest(name: &str) -> String {
+    let path = format!("{}/{name}.wasm", env!("QUARKS_POLICY_FIXTURES"));
+    PolicyDigest::of(&std::fs::read(path).unwrap()).to_string()
+}
+
+async fn select_trigger(c: &Cluster, namespace: &str, reference: &str) {
+    let config_map = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "quarks-job-policies"},
+        "data": {"trigger": reference},
+    });
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(c.client.clone(), namespace)
+        .patch(
+            "quarks-job-policies",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(config_map),
+        )
+        .await
+        .unwrap();
+}
+
+async fn create_in(c: &Cluster, namespace: &str, name: &str) {
+    let qjob: QuarksJob = serde_yaml::from_str(&qjob_yaml(name, "once", "true")).unwrap();
+    Api::<QuarksJob>::namespaced(c.client.clone(), namespace)
+        .create(&PostParams::default(), &qjob)
+        .await
+        .unwrap();
+}
+
+async fn status(c: &Cluster, namespace: &str, name: &str) -> quarks_job::crd::QuarksJobStatus {
+    Api::<QuarksJob>::namespaced(c.client.clone(), namespace)
+        .get(name)
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default()
+}
+
+/// Waits for the Ready condition's reason; returns its message.
+async fn wait_for_reason(c: &Cluster, namespace: &str, name: &str, reason: &str) -> String {
+    wait_for(&format!("{namespace}/{name} to show {reason}"), || async {
+        status(c, namespace, name)
+            .await
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == reason)
+    })
+    .await;
+    status(c, namespace, name)
+        .await
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.message)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_come_from_a_registry_by_digest_or_tag_fail_closed_and_survive_a_restart_from_the_disk_cache()
+ {
+    let c = Cluster::start().await;
+    let mut registry = Registry::start().await;
+    let approval = registry.push("approval-trigger", "policies/approval:v1");
+    let approval_digest = component_digest("approval-trigger");
+    let manifest_digest = approval.rsplit_once('@').unwrap().1.to_owned();
+    // 44 KiB, over the 40 KiB this operator accepts.
+    let big = registry.push("loop-forever", "policies/big:v1");
+    let cache = tempfile::tempdir().unwrap();
+    let registry_addr = registry.addr.clone();
+    let operator_args = [
+        "--policy-insecure-registry",
+        &registry_addr,
+        "--policy-cache-dir",
+        cache.path().to_str().unwrap(),
+        "--policy-max-module-kib",
+        "40",
+    ];
+    let op = c.operator_with(&c.monitored_id, &operator_args).await;
+
+    let ns = |suffix: &str| format!("{}-{suffix}", c.namespace);
+    let cases = [
+        ("digest", approval.clone(), "NotApproved"),
+        (
+            "tag",
+            format!("oci://{}/policies/approval:v1", registry.addr),
+            "NotApproved",
+        ),
+        (
+            "wrong-digest",
+            format!(
+                "oci://{}/policies/approval@sha256:{}",
+                registry.addr,
+                "0".repeat(64)
+            ),
+            "PolicyModuleMissing",
+        ),
+        (
+            "missing",
+            format!("oci://{}/policies/nothing:v1", registry.addr),
+            "PolicyModuleMissing",
+        ),
+        ("oversized", big, "PolicyModuleTooLarge"),
+    ];
+    for (suffix, reference, _) in &cases {
+        c.create_namespace(&ns(suffix), Some(&c.monitored_id)).await;
+        select_trigger(&c, &ns(suffix), reference).await;
+        create_in(&c, &ns(suffix), "deploy").await;
+    }
+    c.create_qjob(&qjob_yaml("default-ns", "once", "true"))
+        .await;
+    for (suffix, _, reason) in &cases {
+        let message = wait_for_reason(&c, &ns(suffix), "deploy", reason).await;
+        println!("{suffix}: {reason}: {message}");
+    }
+    let by_digest = status(&c, &ns("digest"), "deploy").await;
+    let policies = by_digest.policies.unwrap();
+    assert_eq!(policies.trigger.as_deref(), Some(approval_digest.as_str()));
+    assert_eq!(policies.trigger_source.as_deref(), Some(approval.as_str()));
+    let by_tag = status(&c, &ns("tag"), "deploy").await.policies.unwrap();
+    assert_eq!(
+        by_tag.trigger_source,
+        Some(format!(
+            "oci://{}/policies/approval:v1@{manifest_digest}",
+            registry.addr
+        )),
+        "the tag is recorded with the digest it resolved to"
+    );
+    // The namespace without a selection was never affected.
+    wait_for("the default namespace's run", || async {
+        c.qjobs()
+            .get("default-ns")
+            .await
+            .unwrap()
+            .status
+            .is_some_and(|s| s.run_count == 1)
+    })
+    .await;
+    for (suffix, _, _) in &cases {
+        let jobs = Api::<Job>::namespaced(c.client.clone(), &ns(suffix))
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        assert!(jobs.items.is_empty(), "{suffix}: failed closed, no Job");
+    }
+
+    // Registry down: an artifact never pulled cannot load; those already loaded keep working.
+    registry.stop();
+    c.create_namespace(&ns("down"), Some(&c.monitored_id)).await;
+    select_trigger(
+        &c,
+        &ns("down"),
+        &format!("oci://{}/policies/approval:v2", registry.addr),
+    )
+    .await;
+    create_in(&c, &ns("down"), "deploy").await;
+    let message = wait_for_reason(&c, &ns("down"), "deploy", "PolicyUnavailable").await;
+    println!("registry down: {message}");
+    create_in(&c, &ns("digest"), "second").await;
+    wait_for_reason(&c, &ns("digest"), "second", "NotApproved").await;
+
+    // A restart with the registry still down: the pinned module comes from the disk cache.
+    op.stop().await;
+    let op = c.operator_with(&c.monitored_id, &operator_args).await;
+    create_in(&c, &ns("digest"), "after-restart").await;
+    let deadline = std::time::Instant::now() + crate::DEADLINE;
+    while !status(&c, &ns("digest"), "after-restart")
+        .await
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.reason == "NotApproved")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after the restart: {:?}\n{}",
+            status(&c, &ns("digest"), "after-restart").await,
+            op.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        op.log()
+            .contains("policy module loaded from the disk cache"),
+        "{}",
+        op.log()
+    );
+    assert!(
+        !op.log().contains("policy module pulled"),
+        "no pull after the restart"
+    );
+}
