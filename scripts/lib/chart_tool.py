@@ -215,6 +215,17 @@ def crds_match_code() -> None:
     assert names == ["crds/quarksjobs.quarks.cloudfoundry.org.yaml"], names
 
 
+def dockerfile_matches_chart() -> None:
+    """The image runs as the chart's runAsUser and has the binary where the operator's output
+    helper container expects it (command /usr/local/bin/quarks-job)."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    pod = the(render({}, include_crds=False), "Deployment")["spec"]["template"]["spec"]
+    user = pod["securityContext"]["runAsUser"]
+    assert f"USER {user}:{user}" in dockerfile, f"Dockerfile USER is not {user}"
+    assert 'ENTRYPOINT ["/usr/local/bin/quarks-job"]' in dockerfile
+    assert "COPY --from=build /quarks-job /usr/local/bin/quarks-job" in dockerfile
+
+
 def check() -> int:
     value_sets: list[tuple[str, list[str], Callable[[list[Doc]], None]]] = [
         ("default values", [], defaults),
@@ -242,6 +253,7 @@ def check() -> int:
         checks.run(f"NOTES.txt renders ({name})", lambda: notes(values))
     checks.run("values.schema.json refuses invalid values", invalid_values_are_refused)
     checks.run("the chart ships the CRD", crds_match_code)
+    checks.run("the Dockerfile matches the chart", dockerfile_matches_chart)
     print(f"{checks.passed} passed, {checks.failed} failed", flush=True)
     return 1 if checks.failed else 0
 
