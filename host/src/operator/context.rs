@@ -210,6 +210,33 @@ impl Context {
             warn!(name = %qjob.name_any(), reason, "could not publish Event: publisher stopped");
         }
     }
+
+    /// Like [`Context::event`], about one field of the QuarksJob (`regarding.fieldPath`, e.g.
+    /// one output file). The recorder folds Events with the same object, reason and action
+    /// into one series that keeps the first note; the field keeps Events about different
+    /// fields apart.
+    pub async fn event_about(
+        &self,
+        qjob: &QuarksJob,
+        field_path: String,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        let mut reference = qjob.object_ref(&());
+        reference.field_path = Some(field_path);
+        if self.events.send((event, reference)).is_err() {
+            warn!(name = %qjob.name_any(), reason, "could not publish Event: publisher stopped");
+        }
+    }
 }
 
 /// How many Events are published at once.

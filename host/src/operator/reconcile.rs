@@ -110,10 +110,16 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
                         && !(r.container == record.container && r.file == record.file)
                 });
                 let what = format!("{}/{}", record.container, record.file);
+                // One Event series per file (the recorder would fold them into one).
+                let field = format!(
+                    "spec.output.outputMap[{:?}][{:?}]",
+                    record.container, record.file
+                );
                 match &record.error {
                     Some(error) => {
-                        ctx.event(
+                        ctx.event_about(
                             qjob,
+                            field,
                             EventType::Warning,
                             "OutputFailed",
                             "WriteOutput",
@@ -122,8 +128,9 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
                         .await
                     }
                     None => {
-                        ctx.event(
+                        ctx.event_about(
                             qjob,
+                            field,
                             EventType::Normal,
                             "OutputWritten",
                             "WriteOutput",
