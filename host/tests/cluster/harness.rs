@@ -37,6 +37,12 @@ fn unique(prefix: &str) -> String {
 impl Cluster {
     /// A cluster with a fresh namespace labelled for a fresh monitored id.
     pub async fn start() -> Cluster {
+        Cluster::start_with(KubeSimOptions::default()).await
+    }
+
+    /// Like [`Cluster::start`], with kubesim started with `options` (e.g. `enforce_rbac`);
+    /// `quarks_job_bin` is always this build's binary. A given kubeconfig ignores them.
+    pub async fn start_with(options: KubeSimOptions) -> Cluster {
         let (client, kubeconfig, sim) = match std::env::var_os("QUARKS_TEST_KUBECONFIG") {
             Some(path) => {
                 let path = PathBuf::from(path);
@@ -49,7 +55,7 @@ impl Cluster {
             None => {
                 let sim = KubeSim::start(KubeSimOptions {
                     quarks_job_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_quarks-job"))),
-                    ..Default::default()
+                    ..options
                 })
                 .await
                 .expect("kubesim starts");

@@ -1,7 +1,7 @@
 //! spec.md §4–§5: output files become Secrets, through the helper in the pod and the
 //! built-in output policy.
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
 
 use crate::{Cluster, put_config_map, wait_for};
@@ -149,5 +149,823 @@ async fn versioned_output_writes_a_new_version_only_when_the_content_changes() {
             .unwrap()["value"]
             .0,
         b"b"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for the scenarios below.
+
+/// A QuarksJob whose pod runs `containers` (name, script, extra container YAML lines) with
+/// `output` (the YAML of `spec.output`, indented by four spaces).
+fn qjob_with(
+    name: &str,
+    strategy: &str,
+    backoff_limit: u32,
+    output: &str,
+    containers: &[(&str, &str, &str)],
+) -> String {
+    let mut yaml = format!(
+        r#"
+apiVersion: quarks.cloudfoundry.org/v1alpha1
+kind: QuarksJob
+metadata:
+  name: {name}
+spec:
+  trigger:
+    strategy: {strategy}
+  output:
+{output}
+  template:
+    spec:
+      backoffLimit: {backoff_limit}
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+"#
+    );
+    for (container, script, extra) in containers {
+        yaml.push_str(&format!(
+            "          - name: {container}\n            image: busybox\n            command: [\"sh\", \"-c\", {script:?}]\n{extra}"
+        ));
+    }
+    yaml
+}
+
+async fn secret_opt(c: &Cluster, name: &str) -> Option<Secret> {
+    c.api::<Secret>().get_opt(name).await.unwrap()
+}
+
+async fn wait_secret(c: &Cluster, name: &str) -> Secret {
+    wait_for(&format!("Secret {name}"), || async {
+        secret_opt(c, name).await.is_some()
+    })
+    .await;
+    secret_opt(c, name).await.unwrap()
+}
+
+fn value(secret: &Secret, key: &str) -> String {
+    let data = secret.data.as_ref().expect("Secret data");
+    String::from_utf8(data[key].0.clone()).unwrap()
+}
+
+/// Waits until status records `count` output files, then returns the status.
+async fn wait_outputs(c: &Cluster, name: &str, count: usize) -> quarks_job::crd::QuarksJobStatus {
+    wait_for(&format!("{count} output records of {name}"), || async {
+        qjob_status(c, name).await.outputs.len() >= count
+    })
+    .await;
+    qjob_status(c, name).await
+}
+
+fn record<'a>(
+    status: &'a quarks_job::crd::QuarksJobStatus,
+    container: &str,
+    file: &str,
+) -> &'a quarks_job::crd::OutputRecord {
+    status
+        .outputs
+        .iter()
+        .find(|r| r.container == container && r.file == file)
+        .unwrap_or_else(|| panic!("no output record for {container}/{file}: {status:?}"))
+}
+
+/// The notes of the Events with `reason` on objects in the test's namespace.
+async fn event_notes(c: &Cluster, reason: &str) -> Vec<String> {
+    c.api::<k8s_openapi::api::events::v1::Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+/// The pods of a QuarksJob's runs.
+async fn pods_of(c: &Cluster, qjob: &str) -> Vec<Pod> {
+    c.api::<Pod>()
+        .list(&ListParams::default().labels(&format!(
+            "{}={}",
+            quarks_job::operator::naming::QJOB_NAME_LABEL,
+            quarks_job::operator::naming::qjob_name_label_value(qjob)
+        )))
+        .await
+        .unwrap()
+        .items
+}
+
+const STAGING_SELECTOR: &str = "quarks.cloudfoundry.org/output-staging=true";
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_containers_one_to_one_and_fan_out_in_one_pod() {
+    let c = Cluster::start().await;
+    let _op = c.operator().await;
+    let output = r#"    outputMap:
+      plain:
+        output.json:
+          name: plain-json
+      fan:
+        fan.json:
+          name: fan
+          persistencemethod: fan-out
+          secretLabels: {kind: fanned}"#;
+    let plain = r#"printf '%s' '{"user": "admin", "pass": "p1"}' > /mnt/quarks/output.json"#;
+    let fan = r#"printf '%s' '{"alpha": "{\"k\": \"1\", \"l\": \"x\"}", "beta": "{\"k\": \"2\"}"}' > /mnt/quarks/fan.json"#;
+    c.create_qjob(&qjob_with(
+        "two",
+        "once",
+        0,
+        output,
+        &[("plain", plain, ""), ("fan", fan, "")],
+    ))
+    .await;
+
+    let plain = wait_secret(&c, "plain-json").await;
+    assert_eq!(value(&plain, "user"), "admin");
+    assert_eq!(value(&plain, "pass"), "p1");
+    assert_eq!(
+        plain.metadata.labels.as_ref().unwrap()["quarks.cloudfoundry.org/container-name"],
+        "plain"
+    );
+    let alpha = wait_secret(&c, "fan-alpha").await;
+    let beta = wait_secret(&c, "fan-beta").await;
+    assert_eq!(value(&alpha, "k"), "1");
+    assert_eq!(value(&alpha, "l"), "x");
+    assert_eq!(value(&beta, "k"), "2");
+    assert_eq!(beta.data.as_ref().unwrap().len(), 1);
+    for s in [&alpha, &beta] {
+        let labels = s.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["quarks.cloudfoundry.org/container-name"], "fan");
+        assert_eq!(labels["kind"], "fanned");
+    }
+    // Neither container's file became the other's Secret, and no fan-out Secret `fan` exists.
+    assert!(secret_opt(&c, "fan").await.is_none());
+
+    let status = wait_outputs(&c, "two", 2).await;
+    assert_eq!(
+        record(&status, "plain", "output.json").secrets,
+        ["plain-json"]
+    );
+    let mut fanned = record(&status, "fan", "fan.json").secrets.clone();
+    fanned.sort();
+    assert_eq!(fanned, ["fan-alpha", "fan-beta"]);
+    wait_for("the run to complete", || async {
+        qjob_status(&c, "two").await.completed
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_id_env_becomes_a_label_only_where_set() {
+    let c = Cluster::start().await;
+    let _op = c.operator().await;
+    let output = r#"    outputMap:
+      with-id:
+        output.json: {name: with-id}
+      without-id:
+        output.json: {name: without-id}"#;
+    let script = r#"printf '%s' '{"a": "b"}' > /mnt/quarks/output.json"#;
+    let env = "            env:\n            - {name: REMOTE_ID, value: zone-7.node-3}\n";
+    c.create_qjob(&qjob_with(
+        "remote",
+        "once",
+        0,
+        output,
+        &[("with-id", script, env), ("without-id", script, "")],
+    ))
+    .await;
+    let with = wait_secret(&c, "with-id").await;
+    let without = wait_secret(&c, "without-id").await;
+    assert_eq!(
+        with.metadata.labels.as_ref().unwrap()["quarks.cloudfoundry.org/remote-id"],
+        "zone-7.node-3"
+    );
+    assert!(
+        !without
+            .metadata
+            .labels
+            .as_ref()
+            .unwrap()
+            .contains_key("quarks.cloudfoundry.org/remote-id")
+    );
+}
+
+/// Two containers exiting 1 and 3 after writing their files; the Job fails either way.
+async fn write_on_failure_scenario(c: &Cluster, name: &str, write_on_failure: bool) {
+    let output = format!(
+        r#"    writeOnFailure: {write_on_failure}
+    outputMap:
+      exit-one:
+        output.json: {{name: {name}-one}}
+      exit-three:
+        output.json: {{name: {name}-three}}"#
+    );
+    let one = r#"printf '%s' '{"code": "1"}' > /mnt/quarks/output.json; exit 1"#;
+    let three = r#"printf '%s' '{"code": "3"}' > /mnt/quarks/output.json; exit 3"#;
+    c.create_qjob(&qjob_with(
+        name,
+        "once",
+        0,
+        &output,
+        &[("exit-one", one, ""), ("exit-three", three, "")],
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_on_failure_false_writes_nothing_for_exit_codes_1_and_3() {
+    let c = Cluster::start().await;
+    let _op = c.operator().await;
+    write_on_failure_scenario(&c, "nowof", false).await;
+    let status = wait_outputs(&c, "nowof", 2).await;
+    for container in ["exit-one", "exit-three"] {
+        let r = record(&status, container, "output.json");
+        assert!(r.secrets.is_empty(), "{r:?}");
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(error.contains("ContainerFailed"), "{r:?}");
+    }
+    assert!(
+        record(&status, "exit-three", "output.json")
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("code 3")
+    );
+    assert!(secret_opt(&c, "nowof-one").await.is_none());
+    assert!(secret_opt(&c, "nowof-three").await.is_none());
+    wait_for("an OutputFailed Event per container", || async {
+        let notes = event_notes(&c, "OutputFailed").await;
+        ["exit-one", "exit-three"].iter().all(|c| {
+            notes
+                .iter()
+                .any(|n| n.starts_with(&format!("{c}/output.json")))
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_on_failure_true_writes_for_exit_codes_1_and_3() {
+    let c = Cluster::start().await;
+    let _op = c.operator().await;
+    write_on_failure_scenario(&c, "wof", true).await;
+    let one = wait_secret(&c, "wof-one").await;
+    let three = wait_secret(&c, "wof-three").await;
+    assert_eq!(value(&one, "code"), "1");
+    assert_eq!(value(&three, "code"), "3");
+    let status = wait_outputs(&c, "wof", 2).await;
+    assert_eq!(
+        record(&status, "exit-one", "output.json").secrets,
+        ["wof-one"]
+    );
+    assert_eq!(
+        record(&status, "exit-three", "output.json").secrets,
+        ["wof-three"]
+    );
+    // The run itself still failed, and the Job is kept for inspection.
+    wait_for("the failed run to be recorded", || async {
+        qjob_status(&c, "wof").await.last_failure.is_some()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_crashes_before_writing_its_file_does_not_hang_the_pod() {
+    let c = Cluster::start().await;
+    let _op = c.operator().await;
+    let output = r#"    writeOnFailure: true
+    outputMap:
+      crasher:
+        output.json: {name: never}"#;
+    // Killed by a signal before it writes anything.
+    let crash = "kill -KILL $$";
+    c.create_qjob(&qjob_with(
+        "crash",
+        "once",
+        0,
+        output,
+        &[("crasher", crash, "")],
+    ))
+    .await;
+    let status = wait_outputs(&c, "crash", 1).await;
+    let r = record(&status, "crasher", "output.json");
+    let error = r.error.as_deref().unwrap();
+    assert!(
+        error.starts_with("FileMissing") && error.contains("output.json"),
+        "{r:?}"
+    );
+    assert!(secret_opt(&c, "never").await.is_none());
+    // The helper ended too: the whole pod finished.
+    wait_for("the pod to finish", || async {
+        pods_of(&c, "crash").await.iter().all(|p| {
+            matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Failed") | Some("Succeeded")
+            )
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_not_in_the_output_map_are_not_waited_for() {
+    let c = Cluster::start().await;
+    let _op = c.operator().await;
+    // `ghost` is mapped but not in the pod; `sidecar` is in the pod but not mapped and runs
+    // far longer than the test waits.
+    let output = r#"    outputMap:
+      writer:
+        output.json: {name: from-writer}
+      ghost:
+        output.json: {name: from-ghost}"#;
+    let writer = r#"printf '%s' '{"a": "b"}' > /mnt/quarks/output.json"#;
+    c.create_qjob(&qjob_with(
+        "sidecar",
+        "once",
+        0,
+        output,
+        &[("writer", writer, ""), ("sidecar", "sleep 300", "")],
+    ))
+    .await;
+    wait_secret(&c, "from-writer").await;
+    let status = wait_outputs(&c, "sidecar", 1).await;
+    assert_eq!(status.outputs.len(), 1, "{status:?}");
+    assert_eq!(
+        record(&status, "writer", "output.json").secrets,
+        ["from-writer"]
+    );
+    // The sidecar is still running: the Secret did not wait for it.
+    let pods = pods_of(&c, "sidecar").await;
+    let sidecar_running = pods.iter().any(|p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|s| {
+                s.name == "sidecar" && s.state.as_ref().and_then(|s| s.running.as_ref()).is_some()
+            })
+    });
+    assert!(sidecar_running, "{pods:?}");
+    assert!(secret_opt(&c, "from-ghost").await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_files_write_nothing_and_are_reported_while_the_others_are_written() {
+    let c = Cluster::start().await;
+    let _op = c.operator().await;
+    let output = r#"    outputMap:
+      busybox:
+        good.json: {name: good}
+        invalid.json: {name: from-invalid}
+        nested.json: {name: from-nested}
+        big.json: {name: from-big}
+        badname.json: {name: Not_A_Valid.Name}"#;
+    let script = r#"cd /mnt/quarks
+printf '%s' '{"ok": "yes"}' > good.json
+printf '%s' '{"ok": "yes"' > invalid.json
+printf '%s' '{"ok": {"deeper": "no"}}' > nested.json
+{ printf '{"big": "'; head -c 2097152 /dev/zero | tr '\0' a; printf '"}'; } > big.json
+printf '%s' '{"ok": "yes"}' > badname.json"#;
+    c.create_qjob(&qjob_with(
+        "invalid",
+        "once",
+        0,
+        output,
+        &[("busybox", script, "")],
+    ))
+    .await;
+    let good = wait_secret(&c, "good").await;
+    assert_eq!(value(&good, "ok"), "yes");
+    let status = wait_outputs(&c, "invalid", 5).await;
+    let expect = [
+        ("invalid.json", "InvalidJson"),
+        ("nested.json", "NotFlat"),
+        ("big.json", "TooLarge"),
+        ("badname.json", "InvalidSecretName"),
+    ];
+    for (file, code) in expect {
+        let r = record(&status, "busybox", file);
+        assert!(r.secrets.is_empty(), "{r:?}");
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(error.contains(code), "{file}: expected {code} in {r:?}");
+    }
+    for name in ["from-invalid", "from-nested", "from-big"] {
+        assert!(secret_opt(&c, name).await.is_none(), "{name} was written");
+    }
+    wait_for(
+        "an OutputFailed Event naming each bad file and reason",
+        || async {
+            let notes = event_notes(&c, "OutputFailed").await;
+            expect.iter().all(|(file, code)| {
+                notes
+                    .iter()
+                    .any(|n| n.starts_with(&format!("busybox/{file}:")) && n.contains(code))
+            })
+        },
+    )
+    .await;
+    wait_for("an OutputWritten Event for the good file", || async {
+        event_notes(&c, "OutputWritten")
+            .await
+            .iter()
+            .any(|n| n.starts_with("busybox/good.json"))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_large_files_of_one_container_are_both_written() {
+    // Each file fits a Secret (600 KiB < 1 MiB); together they do not fit one object.
+    let c = Cluster::start().await;
+    let _op = c.operator().await;
+    let output = r#"    outputMap:
+      busybox:
+        first.json: {name: first}
+        second.json: {name: second}"#;
+    let script = r#"cd /mnt/quarks
+for f in first second; do { printf '{"v": "'; head -c 614400 /dev/zero | tr '\0' b; printf '"}'; } > $f.json; done"#;
+    c.create_qjob(&qjob_with(
+        "large",
+        "once",
+        0,
+        output,
+        &[("busybox", script, "")],
+    ))
+    .await;
+    let status = wait_outputs(&c, "large", 2).await;
+    for file in ["first", "second"] {
+        let r = record(&status, "busybox", &format!("{file}.json"));
+        assert_eq!(r.secrets, [file], "{r:?}");
+        assert_eq!(value(&wait_secret(&c, file).await, "v").len(), 614400);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versioned_identical_rerun_writes_no_new_version_and_consumers_move_to_the_next() {
+    let c = Cluster::start().await;
+    let _op = c.operator().await;
+    // The producer: an errand (strategy `now`) whose output is the ConfigMap's value.
+    let output = r#"    outputMap:
+      producer:
+        output.json: {name: cred, versioned: true}"#;
+    let producer =
+        r#"printf '{"value": "%s"}' "$(cat /etc/config/value)" > /mnt/quarks/output.json"#;
+    let mounts =
+        "            volumeMounts:\n            - {name: config, mountPath: /etc/config}\n";
+    let mut yaml = qjob_with(
+        "producer",
+        "now",
+        0,
+        output,
+        &[("producer", producer, mounts)],
+    );
+    yaml = yaml.replace(
+        "          containers:",
+        "          volumes:\n          - name: config\n            configMap: {name: input}\n          containers:",
+    );
+    put_config_map(&c, "input", "a").await;
+    c.create_qjob(&yaml).await;
+    wait_secret(&c, "cred-v1").await;
+    let run_done = |run: i64| {
+        let c = &c;
+        async move {
+            let s = qjob_status(c, "producer").await;
+            let job = quarks_job::operator::naming::job_name("producer", run as u64);
+            s.run_count == run && s.completed && s.outputs.iter().any(|r| r.job == job)
+        }
+    };
+    wait_for("run 1 of the producer", || run_done(1)).await;
+
+    // A consumer referencing `cred-v1`, re-run when a new version appears; its output shows
+    // which version its Job mounted.
+    let consumer_output = r#"    outputMap:
+      consumer:
+        output.json: {name: seen}"#;
+    let consumer = r#"printf '{"seen": "%s"}' "$(cat /etc/cred/value)" > /mnt/quarks/output.json"#;
+    let consumer_mounts =
+        "            volumeMounts:\n            - {name: cred, mountPath: /etc/cred}\n";
+    let consumer_yaml = qjob_with(
+        "consumer",
+        "once",
+        0,
+        consumer_output,
+        &[("consumer", consumer, consumer_mounts)],
+    )
+    .replace("strategy: once", "strategy: once\n  updateOnConfigChange: true")
+    .replace(
+        "          containers:",
+        "          volumes:\n          - name: cred\n            secret: {secretName: cred-v1}\n          containers:",
+    );
+    c.create_qjob(&consumer_yaml).await;
+    let seen = wait_secret(&c, "seen").await;
+    assert_eq!(value(&seen, "seen"), "a");
+
+    // Identical re-run: no -v2, and status names the existing version.
+    let now = serde_json::json!({"spec": {"trigger": {"strategy": "now"}}});
+    let patch = |p: serde_json::Value| {
+        let c = &c;
+        async move {
+            c.qjobs()
+                .patch(
+                    "producer",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(p),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    patch(now.clone()).await;
+    wait_for("run 2 of the producer", || run_done(2)).await;
+    assert!(secret_opt(&c, "cred-v2").await.is_none());
+    let s = qjob_status(&c, "producer").await;
+    let job2 = quarks_job::operator::naming::job_name("producer", 2);
+    let r = s.outputs.iter().find(|r| r.job == job2).unwrap();
+    assert_eq!(r.secrets, ["cred-v1"], "{r:?}");
+
+    // Changed re-run: -v2, and the consumer re-runs with it although it names -v1.
+    put_config_map(&c, "input", "b").await;
+    patch(now).await;
+    let v2 = wait_secret(&c, "cred-v2").await;
+    assert_eq!(value(&v2, "value"), "b");
+    wait_for("the consumer to see version 2", || async {
+        secret_opt(&c, "seen")
+            .await
+            .is_some_and(|s| value(&s, "seen") == "b")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_value_never_reaches_logs_events_or_status() {
+    let c = Cluster::start().await;
+    let op = c.operator().await;
+    // The value exists only at run time (the container upper-cases what the spec holds), so
+    // finding it anywhere means it came from the output.
+    let canary_source = format!("xq-{}-canary", std::process::id());
+    let canary = canary_source.to_uppercase();
+    // Written on failure so that the failed Job's pod, and its helper's log, are kept. One
+    // good file, and bad ones whose error paths could be tempted to quote content.
+    let output = r#"    writeOnFailure: true
+    outputMap:
+      busybox:
+        good.json: {name: canary-good}
+        invalid.json: {name: canary-invalid}
+        nested.json: {name: canary-nested}
+        fan.json: {name: canary-fan, persistencemethod: fan-out}"#;
+    let script = format!(
+        r#"cd /mnt/quarks
+canary=$(echo {canary_source} | tr a-z A-Z)
+printf '{{"secret": "%s"}}' $canary > good.json
+printf '{{"secret": "%s' $canary > invalid.json
+printf '{{"secret": {{"x": "%s"}}}}' $canary > nested.json
+printf '{{"k": "%s"}}' $canary > fan.json
+exit 1"#
+    );
+    c.create_qjob(&qjob_with(
+        "canary",
+        "once",
+        0,
+        output,
+        &[("busybox", &script, "")],
+    ))
+    .await;
+    let good = wait_secret(&c, "canary-good").await;
+    assert_eq!(value(&good, "secret"), canary);
+    let status = wait_outputs(&c, "canary", 4).await;
+    assert!(
+        status.outputs.iter().filter(|r| r.error.is_some()).count() == 3,
+        "{status:?}"
+    );
+    wait_for("the failed run to be recorded", || async {
+        qjob_status(&c, "canary").await.last_failure.is_some()
+    })
+    .await;
+
+    // The helper's log, through pods/log (the failed Job's pod is kept).
+    let pods = pods_of(&c, "canary").await;
+    assert_eq!(pods.len(), 1);
+    let pod = pods[0].metadata.name.clone().unwrap();
+    let helper_log = || async {
+        c.api::<Pod>()
+            .logs(
+                &pod,
+                &kube::api::LogParams {
+                    container: Some("quarks-persist-output".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_or_default()
+    };
+    wait_for("the helper's log", || async {
+        helper_log().await.contains("handed output to the operator")
+    })
+    .await;
+    let helper_log = helper_log().await;
+    assert!(!helper_log.contains(&canary), "helper log: {helper_log}");
+    let op_log = op.log();
+    assert!(
+        op_log.contains("canary"),
+        "the operator log covers this QuarksJob"
+    );
+    assert!(!op_log.contains(&canary), "operator log leaks the value");
+    let events = c
+        .api::<k8s_openapi::api::events::v1::Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(!serde_json::to_string(&events).unwrap().contains(&canary));
+    let qjob = c.qjobs().get("canary").await.unwrap();
+    assert!(!serde_json::to_string(&qjob).unwrap().contains(&canary));
+}
+
+/// A client acting as the helper's service account: kubesim's token for it, or, on a given
+/// cluster, the test's identity impersonating it.
+async fn helper_client(c: &Cluster) -> kube::Client {
+    let sa = quarks_job::output::transport::HELPER_SERVICE_ACCOUNT;
+    match &c.sim {
+        Some(sim) => sim.service_account_client(&c.namespace, sa).await.unwrap(),
+        None => {
+            let kc = kube::config::Kubeconfig::read_from(&c.kubeconfig).unwrap();
+            let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .unwrap();
+            config.auth_info.impersonate =
+                Some(format!("system:serviceaccount:{}:{sa}", c.namespace));
+            kube::Client::try_from(config).unwrap()
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_helper_may_create_staging_secrets_but_not_read_other_secrets() {
+    let c = Cluster::start_with(kubesim::KubeSimOptions {
+        enforce_rbac: true,
+        ..Default::default()
+    })
+    .await;
+    let _op = c.operator().await;
+    // A Secret the helper has no business reading.
+    let unrelated: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "unrelated"}, "stringData": {"password": "hunter2"}
+    }))
+    .unwrap();
+    c.api::<Secret>()
+        .create(&Default::default(), &unrelated)
+        .await
+        .unwrap();
+
+    // A whole output run under enforced RBAC: the helper watches its pod and creates its
+    // staging Secret with the Role the operator set up, nothing more.
+    let output = r#"    outputMap:
+      busybox:
+        output.json: {name: rbac-out}"#;
+    let script = r#"printf '%s' '{"a": "b"}' > /mnt/quarks/output.json"#;
+    c.create_qjob(&qjob_with(
+        "rbac",
+        "once",
+        0,
+        output,
+        &[("busybox", script, "")],
+    ))
+    .await;
+    assert_eq!(value(&wait_secret(&c, "rbac-out").await, "a"), "b");
+
+    let helper: kube::Api<Secret> = kube::Api::namespaced(helper_client(&c).await, &c.namespace);
+    let status_code = |r: Result<Secret, kube::Error>| match r {
+        Ok(_) => 200,
+        Err(kube::Error::Api(e)) => e.code,
+        Err(e) => panic!("unexpected error: {e}"),
+    };
+    assert_eq!(status_code(helper.get("unrelated").await), 403);
+    assert!(matches!(
+        helper.list(&ListParams::default()).await,
+        Err(kube::Error::Api(e)) if e.code == 403
+    ));
+    let mut changed = unrelated.clone();
+    changed.metadata.resource_version = None;
+    assert_eq!(
+        status_code(
+            helper
+                .replace("unrelated", &Default::default(), &changed)
+                .await
+        ),
+        403
+    );
+    assert!(matches!(
+        helper.delete("unrelated", &Default::default()).await,
+        Err(kube::Error::Api(e)) if e.code == 403
+    ));
+    // What it is for: creating a staging Secret.
+    let staging: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "probe-output-busybox", "labels": {"quarks.cloudfoundry.org/output-staging": "probe"}},
+        "data": {}
+    }))
+    .unwrap();
+    assert_eq!(
+        status_code(helper.create(&Default::default(), &staging).await),
+        200
+    );
+    // And the helper in the pod asked for nothing else about Secrets.
+    if let Some(sim) = &c.sim {
+        let user = format!(
+            "system:serviceaccount:{}:{}",
+            c.namespace,
+            quarks_job::output::transport::HELPER_SERVICE_ACCOUNT
+        );
+        let log = sim.request_log();
+        let pod_requests: Vec<_> = log.iter().filter(|r| r.user == user).collect();
+        assert!(
+            pod_requests
+                .iter()
+                .any(|r| r.resource == "secrets" && r.verb == "create" && r.code == 201),
+            "{pod_requests:?}"
+        );
+        assert!(
+            pod_requests
+                .iter()
+                .all(|r| r.code < 400 || r.name == "unrelated" || r.verb == "list"),
+            "the helper was refused something it needed: {pod_requests:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_pod_overwrites_the_output_of_the_failed_attempt() {
+    let c = Cluster::start().await;
+    if c.sim.is_none() {
+        // The attempts coordinate through a host directory, which only kubesim's pods share.
+        eprintln!("skipped: needs kubesim");
+        return;
+    }
+    let op = c.operator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().display().to_string();
+    let output = r#"    writeOnFailure: true
+    outputMap:
+      busybox:
+        output.json: {name: attempt}"#;
+    // Attempt 1 waits for the test's go-ahead, writes attempt=1 and fails; attempt 2 writes
+    // attempt=2 and succeeds (backoffLimit 1).
+    let script = format!(
+        r#"d={dir_path}
+if [ -e $d/first-done ]; then printf '%s' '{{"attempt": "2"}}' > /mnt/quarks/output.json; exit 0; fi
+while [ ! -e $d/go ]; do sleep 0.05; done
+printf '%s' '{{"attempt": "1"}}' > /mnt/quarks/output.json
+touch $d/first-done
+exit 1"#
+    );
+    c.create_qjob(&qjob_with(
+        "retry",
+        "once",
+        1,
+        output,
+        &[("busybox", &script, "")],
+    ))
+    .await;
+    wait_for("the first attempt's pod", || async {
+        !pods_of(&c, "retry").await.is_empty()
+    })
+    .await;
+    // With the operator down, both attempts hand over their output before anything is
+    // consumed, so the next operator sees both staging Secrets at once.
+    assert!(op.stop().await.success());
+    std::fs::write(dir.path().join("go"), b"").unwrap();
+    wait_for("both attempts' staging Secrets", || async {
+        c.api::<Secret>()
+            .list(&ListParams::default().labels(STAGING_SELECTOR))
+            .await
+            .unwrap()
+            .items
+            .len()
+            == 2
+    })
+    .await;
+    let _op = c.operator().await;
+    wait_for(
+        "the staging Secrets to be consumed and the run to complete",
+        || async {
+            let staged = c
+                .api::<Secret>()
+                .list(&ListParams::default().labels(STAGING_SELECTOR))
+                .await
+                .unwrap();
+            staged.items.is_empty() && qjob_status(&c, "retry").await.completed
+        },
+    )
+    .await;
+    assert_eq!(value(&wait_secret(&c, "attempt").await, "attempt"), "2");
+    let status = qjob_status(&c, "retry").await;
+    let r = record(&status, "busybox", "output.json");
+    assert_eq!(
+        (r.secrets.as_slice(), r.error.as_deref()),
+        (["attempt".to_owned()].as_slice(), None),
+        "{status:?}"
     );
 }
