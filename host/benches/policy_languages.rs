@@ -1,16 +1,16 @@
 //! Policy languages benchmark: the approval trigger policy written in Rust
 //! (examples/policies/approval-trigger) and in Python (examples/policies/approval-py, built by
 //! componentize-py like the tests do), through the same engine under the default limits.
-//! Prints a table: component size, cold compile (fresh engine), first decision after it, and
-//! warm decision latency p50/p99 with the ratio to Rust.
+//! Prints a table: component size, cold compile (fresh engine), first decision after it, size
+//! of the compiled module in the disk cache and a restart from it (fresh engine → first
+//! decision), and warm decision latency p50/p99 with the ratio to Rust.
 //!
 //! Run: `cargo bench -p quarks-job --bench policy_languages` (`-- --quick` for fewer
 //! iterations). Needs componentize-py: `source scripts/lib/setup.sh && ensure_policy_tools`.
 //! `-- --policy NAME=PATH` adds another approval component to compare (e.g. one built with
 //! componentize-js); it must decide like the others.
 //!
-//! Pulling from a registry and the restart from the compiled-module cache are measured by the
-//! OCI benchmark; this one starts from bytes in memory.
+//! Pulling from a registry is left to the OCI benchmark; this one starts from bytes in memory.
 
 #[path = "../tests/policies/python_policy.rs"]
 mod python_policy;
@@ -81,6 +81,10 @@ struct Measured {
     first: Duration,
     warm: (Duration, Duration),
     decision: TriggerDecision,
+    /// Size of the machine code kept in `--policy-cache-dir`.
+    compiled_size: u64,
+    /// A fresh engine (an operator restart): load from the disk cache, then first decision.
+    restart: Duration,
 }
 
 fn measure(name: &str, bytes: &[u8], compiles: usize, calls: usize) -> Measured {
@@ -118,8 +122,31 @@ fn measure(name: &str, bytes: &[u8], compiles: usize, calls: usize) -> Measured 
             took
         })
         .collect();
+    // The disk cache of compiled modules: written once, then read by a fresh engine.
+    let cache = tempfile::tempdir().expect("temporary directory");
+    PolicyEngine::new(Limits::default())
+        .expect("engine")
+        .compile_to_file(cache.path(), bytes, World::Trigger)
+        .expect("compiles to the disk cache");
+    let fresh = PolicyEngine::new(Limits::default()).expect("engine");
+    let digest = policy.digest();
+    let compiled_size = std::fs::read_dir(cache.path())
+        .expect("cache directory")
+        .filter_map(|entry| entry.ok()?.metadata().ok())
+        .map(|meta| meta.len())
+        .sum();
+    let start = Instant::now();
+    let reloaded = fresh
+        .load_compiled_file(cache.path(), digest, World::Trigger)
+        .expect("loads from the disk cache")
+        .expect("the compiled file is there");
+    let after_restart = fresh.decide(&reloaded, input.clone()).expect("decides");
+    let restart = start.elapsed();
+    assert_eq!(after_restart, decision, "{name} after a restart");
     Measured {
         name: name.to_owned(),
+        compiled_size,
+        restart,
         size: bytes.len(),
         compile: percentiles(compile).0,
         first: percentiles(first).0,
@@ -175,17 +202,19 @@ fn main() {
         if quick { " (--quick)" } else { "" }
     );
     println!(
-        "| policy | component | cold compile | first decision | warm p50 | warm p99 | p50 vs Rust |"
+        "| policy | component | cold compile | first decision | compiled (disk cache) | restart → first decision | warm p50 | warm p99 | p50 vs Rust |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let rust_p50 = measured[0].warm.0.as_secs_f64();
     for m in &measured {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {:.1}x |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1}x |",
             m.name,
             size(m.size),
             fmt(m.compile),
             fmt(m.first),
+            size(m.compiled_size as usize),
+            fmt(m.restart),
             fmt(m.warm.0),
             fmt(m.warm.1),
             m.warm.0.as_secs_f64() / rust_p50.max(1e-9)
