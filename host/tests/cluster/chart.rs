@@ -244,107 +244,248 @@ fn rule_text(rule: &Value) -> String {
     serde_json::to_string(rule).unwrap()
 }
 
+/// The chart rendered with `sets`, applied with kubectl to a fresh kubesim (RBAC enforced for
+/// service accounts), and the operator started as its Deployment runs it.
+struct Deployed {
+    sim: KubeSim,
+    _work: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    docs: Vec<Value>,
+    operator: RenderedOperator,
+    child: tokio::process::Child,
+    log: tempfile::NamedTempFile,
+    /// The operator's /healthz, /readyz and /metrics address.
+    addr: String,
+}
+
+impl Deployed {
+    async fn start(sets: &[&str]) -> Deployed {
+        // The chart creates cluster-wide objects (a namespace, a ClusterRole): these tests
+        // always run on their own kubesim, also when QUARKS_TEST_KUBECONFIG is set.
+        let sim = KubeSim::start(KubeSimOptions {
+            quarks_job_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_quarks-job"))),
+            enforce_rbac: true,
+            ..Default::default()
+        })
+        .await
+        .expect("kubesim starts");
+        let work = tempfile::tempdir().unwrap();
+
+        // `helm template` (CRDs included, in Helm's install order).
+        let mut args = vec!["render", "--include-crds"];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        let rendered = chart_tool(&args);
+        let manifests = work.path().join("quarks-job.yaml");
+        std::fs::write(&manifests, &rendered.stdout).unwrap();
+        let docs: Vec<Value> = serde_yaml::Deserializer::from_slice(&rendered.stdout)
+            .map(|doc| Value::deserialize(doc).expect("rendered YAML"))
+            .collect();
+        let operator = rendered_operator(&docs);
+
+        // `helm install --create-namespace`, with kubectl: the release namespace, then all.
+        let kubeconfig = sim.kubeconfig_path().to_path_buf();
+        kubectl(&kubeconfig, &["create", "namespace", &operator.namespace]);
+        kubectl(&kubeconfig, &["apply", "-f", manifests.to_str().unwrap()]);
+
+        // The operator as the Deployment runs it: its image's binary, its args and env, as its
+        // service account. Two translations for a process on this host: it listens on a free
+        // loopback port instead of 0.0.0.0:8080 (tests run in parallel), and its emptyDir
+        // mounts are directories of this test.
+        assert!(
+            operator
+                .image
+                .ends_with(&format!(":{}", env!("CARGO_PKG_VERSION")))
+        );
+        let sa_kubeconfig = service_account_kubeconfig(
+            work.path(),
+            &sim.url(),
+            &operator.namespace,
+            &operator.service_account,
+        );
+        let args: Vec<String> = operator
+            .args
+            .iter()
+            .map(|arg| {
+                if arg.starts_with("--listen=") {
+                    return "--listen=127.0.0.1:0".to_owned();
+                }
+                let mut arg = arg.clone();
+                for (i, dir) in operator.empty_dirs.iter().enumerate() {
+                    let local = work.path().join(format!("empty-dir-{i}"));
+                    std::fs::create_dir_all(&local).unwrap();
+                    arg = arg.replace(dir.as_str(), local.to_str().unwrap());
+                }
+                arg
+            })
+            .collect();
+        assert!(
+            args.iter().any(|a| a.starts_with("--policy-cache-dir=")
+                && a.contains(work.path().to_str().unwrap())),
+            "{args:?}"
+        );
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_quarks-job"))
+            .args(&args)
+            .env_clear()
+            .envs(operator.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("KUBECONFIG", &sa_kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start quarks-job");
+
+        // The probes the Deployment declares answer: /healthz, then /readyz once caches synced.
+        let read = || std::fs::read_to_string(log.path()).unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let mut addr = None;
+        while addr.is_none() {
+            addr = http_address(&read());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the operator serves no /healthz; refused: {:?}\nlog:\n{}",
+                sim.request_log()
+                    .iter()
+                    .filter(|r| r.code == 403)
+                    .collect::<Vec<_>>(),
+                read()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let addr = addr.unwrap();
+        let deployed = Deployed {
+            sim,
+            _work: work,
+            kubeconfig,
+            docs,
+            operator,
+            child,
+            log,
+            addr,
+        };
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while !(deployed.log().contains("caches synced")
+            && http_status(&deployed.addr, "/readyz").await == 200)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the operator did not become ready; refused: {:?}\nlog:\n{}",
+                deployed
+                    .sim
+                    .request_log()
+                    .iter()
+                    .filter(|r| r.code == 403)
+                    .collect::<Vec<_>>(),
+                deployed.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(http_status(&deployed.addr, "/healthz").await, 200);
+        assert!(
+            deployed.log().contains("Starting quarks-job"),
+            "{}",
+            deployed.log()
+        );
+        deployed
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    fn user(&self) -> String {
+        format!(
+            "system:serviceaccount:{}:{}",
+            self.operator.namespace, self.operator.service_account
+        )
+    }
+
+    /// The operator's requests so far; none refused.
+    fn requests_none_refused(&self) -> Vec<RequestRecord> {
+        let user = self.user();
+        let requests: Vec<RequestRecord> = self
+            .sim
+            .request_log()
+            .into_iter()
+            .filter(|r| r.user == user)
+            .collect();
+        assert!(
+            requests.len() > 5,
+            "the operator's requests are its service account's: {requests:?}"
+        );
+        let refused: Vec<&RequestRecord> = requests
+            .iter()
+            .filter(|r| r.code == 401 || r.code == 403)
+            .collect();
+        assert!(
+            refused.is_empty(),
+            "the chart's RBAC refused the operator: {refused:?}\n{}",
+            self.log()
+        );
+        requests
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_replicas_and_apply_crd_the_operator_leads_and_applies_the_crd_under_the_charts_rbac()
+ {
+    let d = Deployed::start(&["replicas=2", "applyCRD=true"]).await;
+    let args = &d.operator.args;
+    assert!(args.iter().any(|a| a == "--leader-election"), "{args:?}");
+    assert!(args.iter().any(|a| a == "--apply-crd"), "{args:?}");
+    let log = d.log();
+    assert!(log.contains("became leader"), "{log}");
+    assert!(log.contains("CRD applied and established"), "{log}");
+    let requests = d.requests_none_refused();
+    let succeeded = |verb: &str, resource: &str| {
+        requests
+            .iter()
+            .any(|r| r.verb == verb && r.resource == resource && r.code < 300)
+    };
+    assert!(succeeded("create", "leases"), "{requests:?}");
+    assert!(
+        succeeded("patch", "customresourcedefinitions"),
+        "{requests:?}"
+    );
+    // Waiting until established lists the CRD by name (a field selector: `resourceNames`).
+    assert!(
+        succeeded("list", "customresourcedefinitions"),
+        "{requests:?}"
+    );
+    // The Lease is the one the leader-election Role names.
+    let lease_name = format!(
+        "quarks-job-{}",
+        args.iter()
+            .find_map(|a| a.strip_prefix("--monitored-id="))
+            .unwrap()
+    );
+    let role = d
+        .docs
+        .iter()
+        .find(|doc| {
+            doc["kind"] == "Role" && doc["metadata"]["namespace"] == d.operator.namespace.as_str()
+        })
+        .expect("the leader-election Role");
+    assert!(rule_text(role).contains(&lease_name), "{role}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rendered_chart_applied_with_kubectl_runs_an_output_job_under_its_own_rbac() {
     let started = std::time::Instant::now();
-    // The chart creates cluster-wide objects (the staging namespace, a ClusterRole): this test
-    // always runs on its own kubesim, with RBAC enforced for service accounts.
-    let sim = KubeSim::start(KubeSimOptions {
-        quarks_job_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_quarks-job"))),
-        enforce_rbac: true,
-        ..Default::default()
-    })
-    .await
-    .expect("kubesim starts");
-    let admin = sim.client().await.unwrap();
-    let work = tempfile::tempdir().unwrap();
-
-    // `helm template` with default values (CRDs included, in Helm's install order).
-    let rendered = chart_tool(&["render", "--include-crds"]);
-    let manifests = work.path().join("quarks-job.yaml");
-    std::fs::write(&manifests, &rendered.stdout).unwrap();
-    let docs: Vec<Value> = serde_yaml::Deserializer::from_slice(&rendered.stdout)
-        .map(|doc| Value::deserialize(doc).expect("rendered YAML"))
-        .collect();
-    let operator = rendered_operator(&docs);
-    let cluster_role = docs
+    let mut d = Deployed::start(&[]).await;
+    let admin = d.sim.client().await.unwrap();
+    let kubeconfig = d.kubeconfig.clone();
+    let rules = d
+        .docs
         .iter()
-        .find(|d| d["kind"] == "ClusterRole")
-        .expect("a ClusterRole")
+        .find(|doc| doc["kind"] == "ClusterRole")
+        .expect("a ClusterRole")["rules"]
+        .as_array()
+        .unwrap()
         .clone();
-    let rules = cluster_role["rules"].as_array().unwrap().clone();
-
-    // `helm install --create-namespace`, with kubectl: the release namespace, then everything.
-    let kubeconfig = sim.kubeconfig_path().to_path_buf();
-    kubectl(&kubeconfig, &["create", "namespace", &operator.namespace]);
-    kubectl(&kubeconfig, &["apply", "-f", manifests.to_str().unwrap()]);
-
-    // The operator as the Deployment runs it: its image's binary, its args and env, as its
-    // service account. Two translations for a process on this host: it listens on a free
-    // loopback port instead of 0.0.0.0:8080 (tests run in parallel), and its emptyDir mounts
-    // are directories of this test.
-    assert!(
-        operator
-            .image
-            .ends_with(&format!(":{}", env!("CARGO_PKG_VERSION")))
-    );
-    let sa_kubeconfig = service_account_kubeconfig(
-        work.path(),
-        &sim.url(),
-        &operator.namespace,
-        &operator.service_account,
-    );
-    let args: Vec<String> = operator
-        .args
-        .iter()
-        .map(|arg| {
-            if arg.starts_with("--listen=") {
-                return "--listen=127.0.0.1:0".to_owned();
-            }
-            let mut arg = arg.clone();
-            for (i, dir) in operator.empty_dirs.iter().enumerate() {
-                let local = work.path().join(format!("empty-dir-{i}"));
-                std::fs::create_dir_all(&local).unwrap();
-                arg = arg.replace(dir.as_str(), local.to_str().unwrap());
-            }
-            arg
-        })
-        .collect();
-    assert!(
-        args.iter()
-            .any(|a| a.starts_with("--policy-cache-dir=")
-                && a.contains(work.path().to_str().unwrap())),
-        "{args:?}"
-    );
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_quarks-job"))
-        .args(&args)
-        .env_clear()
-        .envs(operator.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("KUBECONFIG", &sa_kubeconfig)
-        .stdout(Stdio::null())
-        .stderr(log.reopen().unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start quarks-job");
-    let read_log = || std::fs::read_to_string(log.path()).unwrap_or_default();
-
-    // The probes the Deployment declares answer: /healthz, then /readyz once caches synced.
-    let mut addr = None;
-    wait_for("the operator's HTTP address in its JSON log", || {
-        addr = http_address(&read_log());
-        let found = addr.is_some();
-        async move { found }
-    })
-    .await;
-    let addr = addr.unwrap();
-    wait_for("/readyz to answer 200", || {
-        let addr = addr.clone();
-        async move { http_status(&addr, "/readyz").await == 200 }
-    })
-    .await;
-    assert_eq!(http_status(&addr, "/healthz").await, 200);
-    assert!(read_log().contains("Starting quarks-job"), "{}", read_log());
+    let read_log = || d.log();
 
     // A one-off QuarksJob with output in the namespace the chart created.
     let staging = "staging";
@@ -415,7 +556,8 @@ spec:
             panic!(
                 "no Secret chart-output-json; operator log:\n{}\nrequests refused: {:?}",
                 read_log(),
-                sim.request_log()
+                d.sim
+                    .request_log()
                     .iter()
                     .filter(|r| r.code == 403)
                     .collect::<Vec<_>>()
@@ -438,31 +580,12 @@ spec:
                 .is_empty()
     })
     .await;
-    child.start_kill().unwrap();
-    let _ = child.wait().await;
+    d.child.start_kill().unwrap();
+    let _ = d.child.wait().await;
 
     // Sufficient: nothing the operator asked for was refused.
-    let operator_user = format!(
-        "system:serviceaccount:{}:{}",
-        operator.namespace, operator.service_account
-    );
-    let requests: Vec<RequestRecord> = sim
-        .request_log()
-        .into_iter()
-        .filter(|r| r.user == operator_user)
-        .collect();
-    assert!(
-        requests.len() > 10,
-        "the operator's requests are its service account's: {requests:?}"
-    );
-    let refused: Vec<&RequestRecord> = requests
-        .iter()
-        .filter(|r| r.code == 401 || r.code == 403)
-        .collect();
-    assert!(
-        refused.is_empty(),
-        "the chart's RBAC refused the operator: {refused:?}"
-    );
+    let requests = d.requests_none_refused();
+    let operator_user = d.user();
     // Every request is allowed by a rule of the ClusterRole (no other role is bound to it with
     // one replica), so the test above did not pass through some other grant.
     for request in &requests {

@@ -476,6 +476,16 @@ async fn resource_request(
     }
     // Everyone may ask what they themselves may do (system:basic-user in Kubernetes).
     if cluster.enforce_rbac && info.plural != "selfsubjectaccessreviews" {
+        // As kube-apiserver: a list/watch narrowed to one name by the field selector
+        // `metadata.name=<name>` is authorized as a request for that name (resourceNames).
+        let selected_name = matches!(verb, "list" | "watch")
+            .then(|| req.q("fieldSelector"))
+            .flatten()
+            .and_then(|f| {
+                f.strip_prefix("metadata.name==")
+                    .or_else(|| f.strip_prefix("metadata.name="))
+            })
+            .filter(|n| !n.contains(','));
         super::rbac::authorize(
             cluster,
             &req.user,
@@ -484,7 +494,7 @@ async fn resource_request(
             &info.plural,
             rp.sub.as_deref().unwrap_or(""),
             rp.namespace.as_deref().unwrap_or(""),
-            rp.name.as_deref().unwrap_or(""),
+            selected_name.or(rp.name.as_deref()).unwrap_or(""),
         )?;
     }
     let ns = rp.namespace.clone().unwrap_or_default();
