@@ -226,6 +226,16 @@ def dockerfile_matches_chart() -> None:
     assert "COPY --from=build /quarks-job /usr/local/bin/quarks-job" in dockerfile
 
 
+def every_rbac_rule_says_why() -> None:
+    """In the templates, each rule of a Role/ClusterRole follows a comment saying why."""
+    for template in sorted((CHART / "templates").glob("*.yaml")):
+        lines = template.read_text().splitlines()
+        for number, line in enumerate(lines):
+            if line.strip().startswith("- apiGroups:"):
+                before = lines[number - 1].strip() if number else ""
+                assert before.startswith("#"), f"{template.name}:{number + 1}: a rule without a comment saying why"
+
+
 def check() -> int:
     value_sets: list[tuple[str, list[str], Callable[[list[Doc]], None]]] = [
         ("default values", [], defaults),
@@ -254,6 +264,7 @@ def check() -> int:
     checks.run("values.schema.json refuses invalid values", invalid_values_are_refused)
     checks.run("the chart ships the CRD", crds_match_code)
     checks.run("the Dockerfile matches the chart", dockerfile_matches_chart)
+    checks.run("every RBAC rule has a comment saying why", every_rbac_rule_says_why)
     print(f"{checks.passed} passed, {checks.failed} failed", flush=True)
     return 1 if checks.failed else 0
 
