@@ -83,6 +83,7 @@ pub async fn consume(
         .map(|o| o.name.clone())
         .unwrap_or_default();
     let mut records = Vec::new();
+    let mut versions = None;
     match staging::parse(staging_secret) {
         Err(problem) => records.push(OutputRecord {
             job: job.clone(),
@@ -182,7 +183,7 @@ pub async fn consume(
                         } else {
                             for spec in &result.secrets {
                                 let written = if spec.versioned {
-                                    write_versioned(&secrets, spec, qjob).await?
+                                    write_versioned(&secrets, spec, qjob, &mut versions).await?
                                 } else {
                                     write_plain(&secrets, spec).await?
                                 };
@@ -253,31 +254,41 @@ async fn write_plain(secrets: &Api<Secret>, spec: &SecretSpec) -> Result<String,
     Ok(spec.name.clone())
 }
 
-/// Writes `<name>-v<N+1>` unless the newest version holds the same content; a concurrent
-/// writer that took N+1 first makes this one retry with the next number (nothing is lost).
-async fn write_versioned(
-    secrets: &Api<Secret>,
-    spec: &SecretSpec,
-    qjob: &QuarksJob,
-) -> Result<String, kube::Error> {
-    let existing = secrets
-        .list(
+/// Newest version per prefix in the namespace: read once (metadata only) when a staging Secret
+/// first writes a versioned secret, then kept current by its own writes and refreshed when
+/// another writer took a version.
+type NewestVersions = BTreeMap<String, u64>;
+
+async fn read_newest_versions(secrets: &Api<Secret>) -> Result<NewestVersions, kube::Error> {
+    let listed = secrets
+        .list_metadata(
             &ListParams::default().labels(&format!("{SECRET_KIND_LABEL}={VERSIONED_SECRET_KIND}")),
         )
         .await?
         .items;
-    let newest = newest_versions(&existing)
-        .get(&spec.name)
-        .copied()
-        .unwrap_or(0);
-    if newest > 0 {
-        let name = versioned_name(&spec.name, newest);
-        if let Some(current) = existing.iter().find(|s| s.name_any() == name) {
-            if same_content(current, spec) {
-                return Ok(name);
-            }
-        }
-    }
+    let metadata_only: Vec<Secret> = listed
+        .into_iter()
+        .map(|m| Secret {
+            metadata: m.metadata,
+            ..Default::default()
+        })
+        .collect();
+    Ok(newest_versions(&metadata_only))
+}
+
+/// Writes `<name>-v<N+1>` unless the newest version holds the same content; a concurrent
+/// writer that took N+1 first makes this one look again (its version may hold the same
+/// content) and retry with the next number (nothing is lost).
+async fn write_versioned(
+    secrets: &Api<Secret>,
+    spec: &SecretSpec,
+    qjob: &QuarksJob,
+    known: &mut Option<NewestVersions>,
+) -> Result<String, kube::Error> {
+    let versions = match known {
+        Some(versions) => versions,
+        None => known.insert(read_newest_versions(secrets).await?),
+    };
     let owner = OwnerReference {
         api_version: QuarksJob::api_version(&()).into_owned(),
         kind: QuarksJob::kind(&()).into_owned(),
@@ -287,8 +298,17 @@ async fn write_versioned(
         block_owner_deletion: Some(false),
     };
     let mut last_error = None;
-    for attempt in 1..=VERSION_ATTEMPTS {
-        let version = newest + attempt;
+    for _ in 0..VERSION_ATTEMPTS {
+        let newest = versions.get(&spec.name).copied().unwrap_or(0);
+        if newest > 0 {
+            let name = versioned_name(&spec.name, newest);
+            if let Some(current) = secrets.get_opt(&name).await? {
+                if same_content(&current, spec) {
+                    return Ok(name);
+                }
+            }
+        }
+        let version = newest + 1;
         let name = versioned_name(&spec.name, version);
         let mut labels = spec.labels.clone();
         labels.insert(SECRET_KIND_LABEL.into(), VERSIONED_SECRET_KIND.into());
@@ -324,8 +344,17 @@ async fn write_versioned(
             )
             .await
         {
-            Ok(_) => return Ok(name),
-            Err(kube::Error::Api(e)) if e.code == 409 => last_error = Some(kube::Error::Api(e)),
+            Ok(_) => {
+                versions.insert(spec.name.clone(), version);
+                return Ok(name);
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                last_error = Some(kube::Error::Api(e));
+                // Someone else wrote this version: look again (at least this one exists).
+                *versions = read_newest_versions(secrets).await?;
+                let seen = versions.entry(spec.name.clone()).or_insert(version);
+                *seen = (*seen).max(version);
+            }
             Err(e) => return Err(e),
         }
     }
