@@ -476,16 +476,17 @@ async fn resource_request(
     }
     // Everyone may ask what they themselves may do (system:basic-user in Kubernetes).
     if cluster.enforce_rbac && info.plural != "selfsubjectaccessreviews" {
-        // As kube-apiserver: a list/watch narrowed to one name by the field selector
-        // `metadata.name=<name>` is authorized as a request for that name (resourceNames).
+        // As kube-apiserver: a list/watch whose field selector requires `metadata.name=<name>`
+        // is authorized as a request for that name (resourceNames).
         let selected_name = matches!(verb, "list" | "watch")
             .then(|| req.q("fieldSelector"))
             .flatten()
             .and_then(|f| {
-                f.strip_prefix("metadata.name==")
-                    .or_else(|| f.strip_prefix("metadata.name="))
-            })
-            .filter(|n| !n.contains(','));
+                f.split(',').find_map(|term| {
+                    term.strip_prefix("metadata.name==")
+                        .or_else(|| term.strip_prefix("metadata.name="))
+                })
+            });
         super::rbac::authorize(
             cluster,
             &req.user,

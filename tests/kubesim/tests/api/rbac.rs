@@ -159,3 +159,66 @@ async fn access_reviews_and_kubectl_auth_can_i() {
     assert_eq!(code, 403);
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn a_list_by_metadata_name_field_selector_is_authorized_against_resource_names() {
+    let sim = KubeSim::start(KubeSimOptions {
+        run_kubelet: false,
+        enforce_rbac: true,
+        ..Default::default()
+    })
+    .await
+    .expect("start");
+    let admin = sim.client().await.expect("admin");
+    let role: Role = serde_json::from_value(json!({"metadata": {"name": "one-cm"}, "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"], "resourceNames": ["mine"]}]})).expect("role");
+    Api::<Role>::namespaced(admin.clone(), "default")
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("role");
+    let rb: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "rb"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "one-cm"},
+        "subjects": [{"kind": "ServiceAccount", "name": "narrow", "namespace": "default"}]})).expect("rb");
+    Api::<RoleBinding>::namespaced(admin.clone(), "default")
+        .create(&PostParams::default(), &rb)
+        .await
+        .expect("rb");
+    let as_sa: Api<ConfigMap> = Api::namespaced(
+        sim.service_account_client("default", "narrow")
+            .await
+            .expect("sa"),
+        "default",
+    );
+    // As in Kubernetes: the name in the field selector is the request's resource name.
+    for fields in [
+        "metadata.name=mine",
+        "metadata.namespace=default,metadata.name==mine",
+    ] {
+        as_sa
+            .list(&ListParams::default().fields(fields))
+            .await
+            .expect("the named one may be listed");
+    }
+    for fields in ["metadata.name=other", "metadata.name!=mine"] {
+        assert_eq!(
+            api_err(
+                as_sa
+                    .list(&ListParams::default().fields(fields))
+                    .await
+                    .expect_err("not that name")
+            )
+            .code,
+            403,
+            "{fields}"
+        );
+    }
+    assert_eq!(
+        api_err(
+            as_sa
+                .list(&ListParams::default())
+                .await
+                .expect_err("all of them")
+        )
+        .code,
+        403
+    );
+    sim.stop().await;
+}
