@@ -199,16 +199,7 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: action.to_owned(),
-            secondary: None,
-        };
-        if self.events.send((event, qjob.object_ref(&()))).is_err() {
-            warn!(name = %qjob.name_any(), reason, "could not publish Event: publisher stopped");
-        }
+        self.publish(qjob, None, type_, reason, action, note);
     }
 
     /// Like [`Context::event`], about one field of the QuarksJob (`regarding.fieldPath`, e.g.
@@ -224,6 +215,18 @@ impl Context {
         action: &str,
         note: String,
     ) {
+        self.publish(qjob, Some(field_path), type_, reason, action, note);
+    }
+
+    fn publish(
+        &self,
+        qjob: &QuarksJob,
+        field_path: Option<String>,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let event = Event {
             type_,
             reason: reason.to_owned(),
@@ -232,7 +235,7 @@ impl Context {
             secondary: None,
         };
         let mut reference = qjob.object_ref(&());
-        reference.field_path = Some(field_path);
+        reference.field_path = field_path;
         if self.events.send((event, reference)).is_err() {
             warn!(name = %qjob.name_any(), reason, "could not publish Event: publisher stopped");
         }
