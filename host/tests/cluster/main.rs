@@ -6,6 +6,7 @@
 //! its own monitored id, and needs the CRD installable by the operator (`--apply-crd`).
 
 mod chart;
+mod examples;
 mod harness;
 mod oci;
 mod operator;
