@@ -12,6 +12,7 @@ mod oci;
 mod operator;
 mod output;
 mod policies;
+mod registry;
 mod second_language;
 
 pub use harness::*;

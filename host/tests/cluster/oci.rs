@@ -2,99 +2,22 @@
 //! CNCF distribution server) on loopback, components pushed with `quarks-job policy push`,
 //! selected by digest or tag in namespaces on kubesim.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use quarks_job::crd::QuarksJob;
 use quarks_job::policy::PolicyDigest;
 
+use crate::registry::Registry;
 use crate::{Cluster, qjob_yaml, wait_for};
 
-/// A `docker-registry` process serving plain HTTP on a free loopback port.
-struct Registry {
-    child: Child,
-    addr: String,
-    _storage: tempfile::TempDir,
-}
-
-impl Registry {
-    async fn start() -> Registry {
-        let binary = Path::new("/usr/bin/docker-registry");
-        assert!(
-            binary.is_file(),
-            "the OCI registry tests need Debian's docker-registry package; \
-             scripts/test installs it (apt-get install docker-registry)"
-        );
-        let storage = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let config = storage.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                storage.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(binary)
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry");
-        let registry = Registry {
-            child,
-            addr,
-            _storage: storage,
-        };
-        wait_for("the registry to listen", || async {
-            tokio::net::TcpStream::connect(&registry.addr).await.is_ok()
-        })
-        .await;
-        registry
-    }
-
-    /// `quarks-job policy push` of a component; returns the `oci://…@sha256:…` it printed.
-    fn push(&self, component: &str, repository_and_tag: &str) -> String {
-        let path = format!("{}/{component}.wasm", env!("QUARKS_POLICY_FIXTURES"));
-        let out = Command::new(env!("CARGO_BIN_EXE_quarks-job"))
-            .args(["policy", "push", &path])
-            .arg(format!("{}/{repository_and_tag}", self.addr))
-            .arg("--insecure")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// A component built by host/build.rs (fixtures and example policies).
+fn component_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("QUARKS_POLICY_FIXTURES")).join(format!("{name}.wasm"))
 }
 
 fn component_digest(name: &str) -> String {
-    let path = format!("{}/{name}.wasm", env!("QUARKS_POLICY_FIXTURES"));
-    PolicyDigest::of(&std::fs::read(path).unwrap()).to_string()
+    PolicyDigest::of(&std::fs::read(component_path(name)).unwrap()).to_string()
 }
 
 async fn select_trigger(c: &Cluster, namespace: &str, reference: &str) {
@@ -154,11 +77,11 @@ async fn policies_come_from_a_registry_by_digest_or_tag_fail_closed_and_survive_
  {
     let c = Cluster::start().await;
     let mut registry = Registry::start().await;
-    let approval = registry.push("approval-trigger", "policies/approval:v1");
+    let approval = registry.push(&component_path("approval-trigger"), "policies/approval:v1");
     let approval_digest = component_digest("approval-trigger");
     let manifest_digest = approval.rsplit_once('@').unwrap().1.to_owned();
     // 44 KiB, over the 40 KiB this operator accepts.
-    let big = registry.push("loop-forever", "policies/big:v1");
+    let big = registry.push(&component_path("loop-forever"), "policies/big:v1");
     let cache = tempfile::tempdir().unwrap();
     let registry_addr = registry.addr.clone();
     let operator_args = [

@@ -4,7 +4,6 @@
 //! QuarksJob by QuarksJob (conditions, messages, runs, strategies written back).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -15,6 +14,7 @@ use quarks_job::crd::QuarksJob;
 #[path = "../policies/python_policy.rs"]
 mod python_policy;
 
+use crate::registry::Registry;
 use crate::{Cluster, wait_for};
 
 const APPROVAL: &str = "quarks.cloudfoundry.org/approved";
@@ -23,81 +23,6 @@ const APPROVAL: &str = "quarks.cloudfoundry.org/approved";
 /// on a busy machine) before the first decision; everything after that uses the harness's
 /// usual deadline.
 const FIRST_DECISION: Duration = Duration::from_secs(180);
-
-/// Debian's `docker-registry` (the CNCF distribution server) on a free loopback port, plain
-/// HTTP, storage in a temporary directory.
-struct Registry {
-    child: Child,
-    addr: String,
-    _storage: tempfile::TempDir,
-}
-
-impl Registry {
-    async fn start() -> Registry {
-        let binary = Path::new("/usr/bin/docker-registry");
-        assert!(
-            binary.is_file(),
-            "this test needs Debian's docker-registry package; scripts/test installs it"
-        );
-        let storage = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let config = storage.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                storage.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(binary)
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry");
-        let registry = Registry {
-            child,
-            addr,
-            _storage: storage,
-        };
-        wait_for("the registry to listen", || async {
-            tokio::net::TcpStream::connect(&registry.addr).await.is_ok()
-        })
-        .await;
-        registry
-    }
-
-    /// `quarks-job policy push`; returns the `oci://…@sha256:…` reference it printed.
-    fn push(&self, component: &Path, repository_and_tag: &str) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_quarks-job"))
-            .args(["policy", "push"])
-            .arg(component)
-            .arg(format!("{}/{repository_and_tag}", self.addr))
-            .arg("--insecure")
-            .output()
-            .expect("run quarks-job policy push");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A QuarksJob, optionally approved (`approval` is the annotation's value) and optionally
 /// referencing a ConfigMap through an environment variable.
