@@ -10,10 +10,14 @@
 //! `-- --policy NAME=PATH` adds another approval component to compare (e.g. one built with
 //! componentize-js); it must decide like the others.
 //!
-//! Pulling from a registry is left to the OCI benchmark; this one starts from bytes in memory.
+//! Pull: each component is pushed to a local `docker-registry` (plain HTTP on loopback,
+//! installed by scripts/test) and pulled with the operator's own client (size cap, digest
+//! check); "pull + compile + first decision" is what a namespace waits for after selecting it.
 
 #[path = "../tests/policies/python_policy.rs"]
 mod python_policy;
+#[path = "../tests/cluster/registry.rs"]
+mod registry;
 
 use std::time::{Duration, Instant};
 
@@ -76,6 +80,8 @@ fn input() -> TriggerInput {
 
 struct Measured {
     name: String,
+    /// Pull from the local registry (manifest + layer, verified).
+    pull: Duration,
     size: usize,
     compile: Duration,
     first: Duration,
@@ -85,6 +91,45 @@ struct Measured {
     compiled_size: u64,
     /// A fresh engine (an operator restart): load from the disk cache, then first decision.
     restart: Duration,
+}
+
+/// Pushes `bytes` to the registry, then times a pull like the operator's (median of `n`).
+fn pull_time(registry: &registry::Registry, name: &str, bytes: &[u8], n: usize) -> Duration {
+    use quarks_job::policy::{oci, selection};
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let client = oci::client(std::slice::from_ref(&registry.addr));
+    let auth = oci_client::secrets::RegistryAuth::Anonymous;
+    let repository = format!(
+        "bench/{}",
+        name.to_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+            .trim_matches('-')
+    );
+    let digest = runtime
+        .block_on(oci::push(
+            &client,
+            &format!("{}/{repository}:v1", registry.addr),
+            bytes.to_vec(),
+            &auth,
+        ))
+        .expect("push");
+    let reference = selection::OciRef {
+        registry: registry.addr.clone(),
+        repository,
+        tag: None,
+        digest: Some(digest),
+    };
+    let samples = (0..n)
+        .map(|_| {
+            let start = Instant::now();
+            let pulled = runtime
+                .block_on(oci::pull(&client, &reference, &auth, 64 << 20))
+                .expect("pull");
+            assert_eq!(pulled.bytes, bytes, "{name}: pulled what was pushed");
+            start.elapsed()
+        })
+        .collect();
+    percentiles(samples).0
 }
 
 fn measure(name: &str, bytes: &[u8], compiles: usize, calls: usize) -> Measured {
@@ -145,6 +190,7 @@ fn measure(name: &str, bytes: &[u8], compiles: usize, calls: usize) -> Measured 
     assert_eq!(after_restart, decision, "{name} after a restart");
     Measured {
         name: name.to_owned(),
+        pull: Duration::ZERO,
         compiled_size,
         restart,
         size: bytes.len(),
@@ -182,9 +228,15 @@ fn main() {
         policies.push((name.to_owned(), bytes));
     }
 
+    let registry = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(registry::Registry::start());
     let measured: Vec<Measured> = policies
         .iter()
-        .map(|(name, bytes)| measure(name, bytes, compiles, calls))
+        .map(|(name, bytes)| Measured {
+            pull: pull_time(&registry, name, bytes, if quick { 1 } else { 3 }),
+            ..measure(name, bytes, compiles, calls)
+        })
         .collect();
     for m in &measured[1..] {
         assert_eq!(
@@ -202,17 +254,19 @@ fn main() {
         if quick { " (--quick)" } else { "" }
     );
     println!(
-        "| policy | component | cold compile | first decision | compiled (disk cache) | restart → first decision | warm p50 | warm p99 | p50 vs Rust |"
+        "| policy | component | pull | cold compile | first decision | pull + compile + first decision | compiled (disk cache) | restart → first decision | warm p50 | warm p99 | p50 vs Rust |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let rust_p50 = measured[0].warm.0.as_secs_f64();
     for m in &measured {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1}x |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1}x |",
             m.name,
             size(m.size),
+            fmt(m.pull),
             fmt(m.compile),
             fmt(m.first),
+            fmt(m.pull + m.compile + m.first),
             size(m.compiled_size as usize),
             fmt(m.restart),
             fmt(m.warm.0),

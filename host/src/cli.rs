@@ -236,8 +236,6 @@ pub fn main() -> ExitCode {
 
 /// Runs one parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    // The registry client (reqwest) uses the process's TLS provider: ring, as kube does.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let Some(command) = cli.command else {
         return run_operator(cli.operator);
     };

@@ -25,6 +25,9 @@ pub const WASM_LAYER_MEDIA_TYPE: &str = "application/wasm";
 /// A client for `registries`; those in `insecure` are spoken to over plain HTTP (local
 /// registries only: an explicit opt-in, never a fallback).
 pub fn client(insecure: &[String]) -> Client {
+    // reqwest (under oci-client) uses the process's TLS provider: ring, as kube does. Installing
+    // it twice is harmless; another provider installed first is kept.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     Client::new(ClientConfig {
         protocol: ClientProtocol::HttpsExcept(insecure.to_vec()),
         ..Default::default()
@@ -135,11 +138,7 @@ pub async fn push(
         "os": "wasip2",
         "layerDigests": [layer_digest],
     }))?;
-    let config = Config::new(
-        config_json,
-        WASM_CONFIG_MEDIA_TYPE.to_owned(),
-        None,
-    );
+    let config = Config::new(config_json, WASM_CONFIG_MEDIA_TYPE.to_owned(), None);
     let manifest = OciImageManifest::build(&layers, &config, None);
     client
         .push(&reference, &layers, config, auth, Some(manifest))

@@ -1,10 +1,9 @@
-//! A real OCI registry for the tests: Debian's `docker-registry` (the CNCF distribution
-//! server), installed by scripts/test (`ensure_registry`), started per test on loopback.
+//! A real OCI registry for the tests and benchmarks: Debian's `docker-registry` (the CNCF
+//! distribution server), installed by scripts/test (`ensure_registry`), started on loopback.
+//! Self-contained, so that benchmarks can include it with `#[path]`.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-
-use crate::wait_for;
 
 /// Debian's `docker-registry` (the CNCF distribution server) on a free loopback port, plain
 /// HTTP, storage in a temporary directory.
@@ -49,10 +48,18 @@ impl Registry {
             addr,
             _storage: storage,
         };
-        wait_for("the registry to listen", || async {
-            tokio::net::TcpStream::connect(&registry.addr).await.is_ok()
-        })
-        .await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(&registry.addr)
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "docker-registry did not listen on {}",
+                registry.addr
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         registry
     }
 
