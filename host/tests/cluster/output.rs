@@ -969,3 +969,53 @@ exit 1"#
         "{status:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_of_one_versioned_secret_lose_no_version() {
+    let c = Cluster::start().await;
+    let _op = c.operator().await;
+    let output = r#"    outputMap:
+      busybox:
+        output.json: {name: shared, versioned: true}"#;
+    // Two QuarksJobs started together, writing different content to the same prefix.
+    for writer in ["a", "b"] {
+        let script = format!(r#"printf '{{"writer": "{writer}"}}' > /mnt/quarks/output.json"#);
+        c.create_qjob(&qjob_with(
+            &format!("writer-{writer}"),
+            "once",
+            0,
+            output,
+            &[("busybox", &script, "")],
+        ))
+        .await;
+    }
+    for writer in ["a", "b"] {
+        wait_outputs(&c, &format!("writer-{writer}"), 1).await;
+    }
+    let versions = c
+        .api::<Secret>()
+        .list(&ListParams::default().labels("quarks.cloudfoundry.org/secret-kind=versionedSecret"))
+        .await
+        .unwrap()
+        .items;
+    let mut names: Vec<_> = versions
+        .iter()
+        .map(|s| s.metadata.name.clone().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["shared-v1", "shared-v2"]);
+    let mut writers: Vec<_> = versions.iter().map(|s| value(s, "writer")).collect();
+    writers.sort();
+    assert_eq!(writers, ["a", "b"]);
+    // Each QuarksJob's status names the version holding its own content.
+    for writer in ["a", "b"] {
+        let status = qjob_status(&c, &format!("writer-{writer}")).await;
+        let written = &record(&status, "busybox", "output.json").secrets;
+        assert_eq!(written.len(), 1, "{status:?}");
+        let secret = versions
+            .iter()
+            .find(|s| s.metadata.name.as_ref() == Some(&written[0]))
+            .unwrap();
+        assert_eq!(value(secret, "writer"), writer);
+    }
+}
