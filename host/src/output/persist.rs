@@ -1,9 +1,11 @@
 //! `quarks-job persist-output`: the helper container of a pod with output. It waits (on a
 //! watch of its own pod, no polling) until every container it serves has terminated — with or
 //! without its files — reads the mapped files from /mnt/quarks/<container>/, and hands them to
-//! the operator as one staging Secret per container, owned by the Job. It needs only `create`
-//! on Secrets and `get/list/watch` on Pods; it never reads other Secrets and never logs file
-//! contents. It always ends: at the latest after its deadline.
+//! the operator as one staging Secret per container (more when its files do not fit one
+//! object), owned by the Job. It needs only `create` on Secrets and `get/list/watch` on Pods;
+//! it never reads other Secrets and never logs file contents. It always ends: at the latest at
+//! its deadline, handing over what finished and reporting the files of containers still
+//! running as unfinished.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::PostParams;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::OUTPUT_DIR;
 use super::staging::{self, FileState, STAGING_DATA_BUDGET, StagingManifest};
@@ -70,9 +72,19 @@ pub async fn run(args: PersistOutputArgs) -> anyhow::Result<()> {
         .context("connecting to the API server")?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &args.pod_namespace);
     let deadline = Duration::from_secs(args.deadline_seconds);
-    let pod = tokio::time::timeout(deadline, wait_for_containers(&pods, &args))
-        .await
-        .with_context(|| format!("the served containers did not finish within {deadline:?}"))??;
+    let pod = match tokio::time::timeout(deadline, wait_for_containers(&pods, &args)).await {
+        Ok(pod) => pod?,
+        // Hand over what finished; the others are reported as unfinished, never waited for.
+        Err(_) => {
+            warn!(
+                deadline_seconds = args.deadline_seconds,
+                "not every served container finished before the deadline"
+            );
+            pods.get(&args.pod_name)
+                .await
+                .context("reading this pod at the deadline")?
+        }
+    };
 
     let owner = job_owner(&pod).context("this pod is not owned by a Job")?;
     let qjob_label = pod
@@ -90,8 +102,11 @@ pub async fn run(args: PersistOutputArgs) -> anyhow::Result<()> {
             &args,
             &qjob_label,
             &owner,
-            container,
-            exit_code,
+            HandOver {
+                container,
+                exit_code,
+                finished: finished(&pod, container),
+            },
             &files,
         )
         .await?;
@@ -106,6 +121,14 @@ pub async fn run(args: PersistOutputArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One served container, as the helper found it.
+struct HandOver<'a> {
+    container: &'a str,
+    exit_code: i32,
+    /// Terminated for good (false: still running at the deadline).
+    finished: bool,
+}
+
 /// Hands one container's files over in as many staging Secrets as their size needs (each
 /// under the object size limit), reading one part's files at a time. Returns the number of
 /// parts.
@@ -114,12 +137,25 @@ async fn hand_over(
     args: &PersistOutputArgs,
     qjob_label: &str,
     owner: &OwnerReference,
-    container: &str,
-    exit_code: i32,
+    what: HandOver<'_>,
     files: &[String],
 ) -> anyhow::Result<usize> {
+    let HandOver {
+        container,
+        exit_code,
+        finished,
+    } = what;
     let dir = args.output_root.join(container);
-    let found: Vec<Result<u64, FileState>> = files.iter().map(|f| inspect(&dir, f)).collect();
+    // A container still running at the deadline may be writing: its files are not read.
+    let found: Vec<Result<u64, FileState>> = files
+        .iter()
+        .map(|f| match finished {
+            true => inspect(&dir, f),
+            false => Err(FileState::Unfinished {
+                deadline_seconds: args.deadline_seconds,
+            }),
+        })
+        .collect();
     let sizes: Vec<Option<u64>> = found.iter().map(|f| f.as_ref().ok().copied()).collect();
     let budget = STAGING_DATA_BUDGET as u64;
     let parts = staging::plan_parts(&sizes, budget);

@@ -27,6 +27,8 @@ pub enum FileState {
     TooLarge { size: u64 },
     /// Could not be read (e.g. a directory instead of a file).
     Unreadable { reason: String },
+    /// The container had not terminated when the helper's deadline passed.
+    Unfinished { deadline_seconds: u64 },
 }
 
 /// Everything about one container's output except the bytes.

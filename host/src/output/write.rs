@@ -140,6 +140,14 @@ pub async fn consume(
                         records.push(record);
                         continue;
                     }
+                    FileState::Unfinished { deadline_seconds } => {
+                        record.error = Some(format!(
+                            "Unfinished: container {} was still running when the output helper's deadline of {deadline_seconds} s passed; nothing written for {file_name}",
+                            manifest.container
+                        ));
+                        records.push(record);
+                        continue;
+                    }
                 };
                 let input = OutputInput {
                     quarks_job_name: qjob.name_any(),
@@ -302,10 +310,10 @@ async fn write_versioned(
         let newest = versions.get(&spec.name).copied().unwrap_or(0);
         if newest > 0 {
             let name = versioned_name(&spec.name, newest);
-            if let Some(current) = secrets.get_opt(&name).await? {
-                if same_content(&current, spec) {
-                    return Ok(name);
-                }
+            if let Some(current) = secrets.get_opt(&name).await?
+                && same_content(&current, spec)
+            {
+                return Ok(name);
             }
         }
         let version = newest + 1;

@@ -1019,3 +1019,38 @@ async fn concurrent_writers_of_one_versioned_secret_lose_no_version() {
         assert_eq!(value(secret, "writer"), writer);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_helpers_deadline_finished_output_is_written_and_the_rest_reported() {
+    let c = Cluster::start().await;
+    let _op = c
+        .operator_with(&c.monitored_id, &["--persist-output-deadline-seconds", "1"])
+        .await;
+    let output = r#"    outputMap:
+      quick:
+        output.json: {name: from-quick}
+      slow:
+        output.json: {name: from-slow}"#;
+    let quick = r#"printf '%s' '{"a": "b"}' > /mnt/quarks/output.json"#;
+    let slow = "sleep 300";
+    c.create_qjob(&qjob_with(
+        "deadline",
+        "once",
+        0,
+        output,
+        &[("quick", quick, ""), ("slow", slow, "")],
+    ))
+    .await;
+    let status = wait_outputs(&c, "deadline", 2).await;
+    assert_eq!(
+        record(&status, "quick", "output.json").secrets,
+        ["from-quick"]
+    );
+    let slow = record(&status, "slow", "output.json");
+    let error = slow.error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with("Unfinished") && error.contains("deadline"),
+        "{slow:?}"
+    );
+    assert!(secret_opt(&c, "from-slow").await.is_none());
+}
