@@ -319,3 +319,33 @@ fn read_file(dir: &Path, file: &str, limit: u64) -> Result<Vec<u8>, FileState> {
     }
     Ok(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_sized_read_or_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("out.json"), b"{}").unwrap();
+        std::fs::create_dir(dir.path().join("a-dir")).unwrap();
+        assert_eq!(inspect(dir.path(), "out.json"), Ok(2));
+        assert_eq!(inspect(dir.path(), "missing.json"), Err(FileState::Missing));
+        assert!(matches!(
+            inspect(dir.path(), "a-dir"),
+            Err(FileState::Unreadable { .. })
+        ));
+        // Never outside the container's output directory.
+        for name in ["../etc/passwd", "sub/file", "..", "."] {
+            assert!(
+                matches!(inspect(dir.path(), name), Err(FileState::Unreadable { .. })),
+                "{name}"
+            );
+        }
+        assert_eq!(read_file(dir.path(), "out.json", 2), Ok(b"{}".to_vec()));
+        assert_eq!(
+            read_file(dir.path(), "out.json", 1),
+            Err(FileState::TooLarge { size: 2 })
+        );
+    }
+}
