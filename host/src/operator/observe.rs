@@ -194,7 +194,19 @@ struct OwnWrite {
     generation: i64,
     run_count: i64,
     finished: bool,
+    /// Digest of the output records written (only the operator writes them).
+    outputs: u64,
     at: Instant,
+}
+
+/// A digest of a status's output records, to tell a copy without the latest ones.
+fn outputs_digest(status: &QuarksJobStatus) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    serde_json::to_string(&status.outputs)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
 }
 
 impl OwnWrites {
@@ -214,6 +226,7 @@ impl OwnWrites {
                 generation: generation.unwrap_or_default(),
                 run_count: status.run_count,
                 finished: status.last_run_finished_at.is_some(),
+                outputs: outputs_digest(status),
                 at: now,
             },
         );
@@ -246,6 +259,9 @@ fn write_is_newer(write: &OwnWrite, generation: Option<i64>, status: &QuarksJobS
         || (status.run_count == write.run_count
             && write.finished
             && status.last_run_finished_at.is_none())
+        // Output records written for this run that the copy lacks: a status write from it
+        // would erase them.
+        || (status.run_count == write.run_count && outputs_digest(status) != write.outputs)
 }
 
 #[cfg(test)]
@@ -293,6 +309,24 @@ mod tests {
         let seen = qjob(
             1,
             serde_json::json!({"runCount": 1, "lastRunFinishedAt": "2026-01-01T00:00:00Z"}),
+        );
+        assert!(!writes.predates_own_write(&seen));
+    }
+
+    #[test]
+    fn a_copy_without_the_recorded_outputs_is_stale() {
+        let writes = OwnWrites::default();
+        let running = qjob(1, serde_json::json!({"runCount": 1}));
+        let with_outputs: QuarksJobStatus = serde_json::from_value(serde_json::json!({
+            "runCount": 1,
+            "outputs": [{"job": "q-1", "container": "c", "file": "o.json", "secrets": ["s"]}]
+        }))
+        .unwrap();
+        writes.record(&running, Some(1), &with_outputs);
+        assert!(writes.predates_own_write(&running));
+        let seen = qjob(
+            1,
+            serde_json::json!({"runCount": 1, "outputs": [{"job": "q-1", "container": "c", "file": "o.json", "secrets": ["s"]}]}),
         );
         assert!(!writes.predates_own_write(&seen));
     }
