@@ -32,6 +32,10 @@
 //! Secret, the operator's Secret watch seeing that, the reconcile (output policy per file,
 //! validation, the writes), and the bench's watch delivery.
 //!
+//! Versioned rows grow with the run count: each staging Secret's first versioned write lists
+//! the metadata of every versioned Secret in the namespace (no retention yet), so the last
+//! samples of a row see up to `files × runs` of them.
+//!
 //! Policy share: the operator's `quarks_job_policy_call_seconds_sum{world="output"}` (from
 //! `/metrics`, read before and after each row) over the sum of the row's intervals.
 //!
