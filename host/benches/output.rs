@@ -207,7 +207,6 @@ struct Row {
     policy_share: f64,
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn run_scenario(
     client: &kube::Client,
     op: &Operator,
