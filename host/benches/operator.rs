@@ -22,7 +22,8 @@
 //! Targets (issue 4): p50 ≤ 100 ms, ratio ≤ 1.5, RSS ≤ 100 MiB.
 //!
 //! Run: `cargo bench -p quarks-job --bench operator` (a few minutes on 2 cores);
-//! `cargo bench -p quarks-job --bench operator -- --quick` for smaller counts (20 / 100 / 1 000).
+//! `cargo bench -p quarks-job --bench operator -- --quick` for smaller counts (20 / 100 / 1 000);
+//! `-- --memory` runs only part 3.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -410,6 +411,7 @@ fn tally(log: &[kubesim::RequestRecord]) -> Vec<(String, usize)> {
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let memory_only = std::env::args().any(|a| a == "--memory");
     let counts = if quick {
         Counts {
             latency: 20,
@@ -436,171 +438,176 @@ async fn main() {
     let mut notes: Vec<String> = Vec::new();
 
     // ---- 1 and 2: latency and throughput on one kubesim ------------------------------------
-    let sim = KubeSim::start(options()).await.expect("kubesim starts");
-    let client = sim.client().await.expect("client");
     let id = format!("bench-{}", std::process::id());
-    let operator = Operator::start(sim.kubeconfig_path(), &client, &id).await;
+    if !memory_only {
+        let sim = KubeSim::start(options()).await.expect("kubesim starts");
+        let client = sim.client().await.expect("client");
+        let operator = Operator::start(sim.kubeconfig_path(), &client, &id).await;
 
-    create_namespace(&client, "latency", Some(&id)).await;
-    let mut jobs = watch_jobs(Api::namespaced(client.clone(), "latency"));
-    watch_ready(&mut jobs).await;
-    let api = qjob_api(&client, "latency");
-    let mut samples = Vec::new();
-    for i in 0..WARMUP + counts.latency {
-        let name = format!("once-{i}");
-        let sent = Instant::now();
-        api.create(&PostParams::default(), &qjob(&name, "once"))
+        create_namespace(&client, "latency", Some(&id)).await;
+        let mut jobs = watch_jobs(Api::namespaced(client.clone(), "latency"));
+        watch_ready(&mut jobs).await;
+        let api = qjob_api(&client, "latency");
+        let mut samples = Vec::new();
+        for i in 0..WARMUP + counts.latency {
+            let name = format!("once-{i}");
+            let sent = Instant::now();
+            api.create(&PostParams::default(), &qjob(&name, "once"))
+                .await
+                .expect("create QuarksJob");
+            let arrived = tokio::time::timeout(DEADLINE, async {
+                loop {
+                    match jobs.recv().await {
+                        Some(Some((_, owner, at))) if owner == name => return at,
+                        Some(_) => {}
+                        None => panic!("the Job watcher ended"),
+                    }
+                }
+            })
             .await
-            .expect("create QuarksJob");
-        let arrived = tokio::time::timeout(DEADLINE, async {
-            loop {
-                match jobs.recv().await {
-                    Some(Some((_, owner, at))) if owner == name => return at,
-                    Some(_) => {}
-                    None => panic!("the Job watcher ended"),
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "no Job for QuarksJob {name}; operator log:\n{}",
-                operator.log_tail()
-            )
-        });
-        if i >= WARMUP {
-            samples.push(arrived - sent);
-        }
-    }
-    drop(jobs);
-    samples.sort();
-    rows.push((
-        format!(
-            "QuarksJob create → Job exists, p50 (n = {})",
-            counts.latency
-        ),
-        ms(percentile(&samples, 0.5)),
-        "≤ 100 ms (Go operator: ≥ 10 s)".into(),
-    ));
-    rows.push((
-        "QuarksJob create → Job exists, p99".into(),
-        ms(percentile(&samples, 0.99)),
-        "-".into(),
-    ));
-
-    let monitored: Vec<String> = (0..counts.burst_namespaces)
-        .map(|i| format!("burst-{i}"))
-        .collect();
-    let bare: Vec<String> = (0..counts.burst_namespaces)
-        .map(|i| format!("bare-{i}"))
-        .collect();
-    for ns in &monitored {
-        create_namespace(&client, ns, Some(&id)).await;
-    }
-    for ns in &bare {
-        create_namespace(&client, ns, None).await;
-    }
-    let bare_before = create_bare_jobs(&client, &bare, "a", counts.burst).await;
-
-    let mut jobs = watch_jobs(Api::all(client.clone()));
-    watch_ready(&mut jobs).await;
-    let log_from = sim.request_log().len();
-    let (cpu_operator, cpu_bench) = (cpu_seconds(&operator.pid.to_string()), cpu_seconds("self"));
-    let reconciles = operator.metric("controller_runtime_reconcile_total").await;
-    let started = Instant::now();
-    let creating = create_qjobs(&client, &monitored, "once-", counts.burst, "once");
-    let counting = async {
-        let mut seen = 0;
-        let mut last = started;
-        while seen < counts.burst {
-            match tokio::time::timeout(Duration::from_secs(120), jobs.recv()).await {
-                Ok(Some(Some((namespace, _, at)))) if namespace.starts_with("burst-") => {
-                    seen += 1;
-                    last = at;
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => panic!("the Job watcher ended"),
-                Err(_) => panic!(
-                    "only {seen} of {} Jobs after 120 s without progress; operator log:\n{}",
-                    counts.burst,
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no Job for QuarksJob {name}; operator log:\n{}",
                     operator.log_tail()
-                ),
+                )
+            });
+            if i >= WARMUP {
+                samples.push(arrived - sent);
             }
         }
-        last
-    };
-    let (created_at, all_jobs_at) = tokio::join!(
-        async {
-            creating.await;
-            Instant::now()
-        },
-        counting
-    );
-    let operator_time = all_jobs_at - started;
-    let cpu_operator = cpu_seconds(&operator.pid.to_string()) - cpu_operator;
-    let cpu_bench = cpu_seconds("self") - cpu_bench;
-    let reconciles = operator.metric("controller_runtime_reconcile_total").await - reconciles;
-    // The operator finishes its write-backs after the last Job exists; let it settle for the tally.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let requests = sim.request_log();
-    let requests = &requests[log_from.min(requests.len())..];
-    drop(jobs);
+        drop(jobs);
+        samples.sort();
+        rows.push((
+            format!(
+                "QuarksJob create → Job exists, p50 (n = {})",
+                counts.latency
+            ),
+            ms(percentile(&samples, 0.5)),
+            "≤ 100 ms (Go operator: ≥ 10 s)".into(),
+        ));
+        rows.push((
+            "QuarksJob create → Job exists, p99".into(),
+            ms(percentile(&samples, 0.99)),
+            "-".into(),
+        ));
 
-    let bare_after = create_bare_jobs(&client, &bare, "b", counts.burst).await;
-    // What the bench's own QuarksJob creates cost the API server, with no operator acting on
-    // them (unmonitored namespaces): part of the operator's time above that no operator saves.
-    let qjobs_started = Instant::now();
-    create_qjobs(&client, &bare, "unwatched-", counts.burst, "once").await;
-    let qjobs_alone = qjobs_started.elapsed();
-    let floor = bare_before.min(bare_after);
-    let n = counts.burst;
-    let nns = counts.burst_namespaces;
-    rows.push((
-        format!("{n} one-off QuarksJobs / {nns} ns → all {n} Jobs exist"),
-        ms(operator_time),
-        "-".into(),
-    ));
-    rows.push((
-        format!("  of which after the last QuarksJob create returned"),
-        ms(all_jobs_at.saturating_duration_since(created_at)),
-        "-".into(),
-    ));
-    rows.push((
-        format!(
-            "bare client: {n} Jobs / {nns} ns (floor; runs: {} / {})",
-            ms(bare_before),
-            ms(bare_after)
-        ),
-        ms(floor),
-        "-".into(),
-    ));
-    rows.push((
-        "ratio operator / bare floor".into(),
-        format!("{:.2}", operator_time.as_secs_f64() / floor.as_secs_f64()),
-        "≤ 1.5".into(),
-    ));
-    rows.push((
-        format!("  bare client: {n} QuarksJobs / {nns} unmonitored ns (the bench's creates alone)"),
-        ms(qjobs_alone),
-        "-".into(),
-    ));
-    let operator_requests: usize = requests.len().saturating_sub(n); // minus the bench's QuarksJob creates
-    notes.push(format!(
+        let monitored: Vec<String> = (0..counts.burst_namespaces)
+            .map(|i| format!("burst-{i}"))
+            .collect();
+        let bare: Vec<String> = (0..counts.burst_namespaces)
+            .map(|i| format!("bare-{i}"))
+            .collect();
+        for ns in &monitored {
+            create_namespace(&client, ns, Some(&id)).await;
+        }
+        for ns in &bare {
+            create_namespace(&client, ns, None).await;
+        }
+        let bare_before = create_bare_jobs(&client, &bare, "a", counts.burst).await;
+
+        let mut jobs = watch_jobs(Api::all(client.clone()));
+        watch_ready(&mut jobs).await;
+        let log_from = sim.request_log().len();
+        let (cpu_operator, cpu_bench) =
+            (cpu_seconds(&operator.pid.to_string()), cpu_seconds("self"));
+        let reconciles = operator.metric("controller_runtime_reconcile_total").await;
+        let started = Instant::now();
+        let creating = create_qjobs(&client, &monitored, "once-", counts.burst, "once");
+        let counting = async {
+            let mut seen = 0;
+            let mut last = started;
+            while seen < counts.burst {
+                match tokio::time::timeout(Duration::from_secs(120), jobs.recv()).await {
+                    Ok(Some(Some((namespace, _, at)))) if namespace.starts_with("burst-") => {
+                        seen += 1;
+                        last = at;
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("the Job watcher ended"),
+                    Err(_) => panic!(
+                        "only {seen} of {} Jobs after 120 s without progress; operator log:\n{}",
+                        counts.burst,
+                        operator.log_tail()
+                    ),
+                }
+            }
+            last
+        };
+        let (created_at, all_jobs_at) = tokio::join!(
+            async {
+                creating.await;
+                Instant::now()
+            },
+            counting
+        );
+        let operator_time = all_jobs_at - started;
+        let cpu_operator = cpu_seconds(&operator.pid.to_string()) - cpu_operator;
+        let cpu_bench = cpu_seconds("self") - cpu_bench;
+        let reconciles = operator.metric("controller_runtime_reconcile_total").await - reconciles;
+        // The operator finishes its write-backs after the last Job exists; let it settle for the tally.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let requests = sim.request_log();
+        let requests = &requests[log_from.min(requests.len())..];
+        drop(jobs);
+
+        let bare_after = create_bare_jobs(&client, &bare, "b", counts.burst).await;
+        // What the bench's own QuarksJob creates cost the API server, with no operator acting on
+        // them (unmonitored namespaces): part of the operator's time above that no operator saves.
+        let qjobs_started = Instant::now();
+        create_qjobs(&client, &bare, "unwatched-", counts.burst, "once").await;
+        let qjobs_alone = qjobs_started.elapsed();
+        let floor = bare_before.min(bare_after);
+        let n = counts.burst;
+        let nns = counts.burst_namespaces;
+        rows.push((
+            format!("{n} one-off QuarksJobs / {nns} ns → all {n} Jobs exist"),
+            ms(operator_time),
+            "-".into(),
+        ));
+        rows.push((
+            format!("  of which after the last QuarksJob create returned"),
+            ms(all_jobs_at.saturating_duration_since(created_at)),
+            "-".into(),
+        ));
+        rows.push((
+            format!(
+                "bare client: {n} Jobs / {nns} ns (floor; runs: {} / {})",
+                ms(bare_before),
+                ms(bare_after)
+            ),
+            ms(floor),
+            "-".into(),
+        ));
+        rows.push((
+            "ratio operator / bare floor".into(),
+            format!("{:.2}", operator_time.as_secs_f64() / floor.as_secs_f64()),
+            "≤ 1.5".into(),
+        ));
+        rows.push((
+            format!(
+                "  bare client: {n} QuarksJobs / {nns} unmonitored ns (the bench's creates alone)"
+            ),
+            ms(qjobs_alone),
+            "-".into(),
+        ));
+        let operator_requests: usize = requests.len().saturating_sub(n); // minus the bench's QuarksJob creates
+        notes.push(format!(
         "burst: operator CPU {cpu_operator:.1} s, bench process (kubesim + clients) CPU {cpu_bench:.1} s, {reconciles} reconciles; \
          {:.1} API requests per QuarksJob besides its create:",
         operator_requests as f64 / n as f64
     ));
-    for (what, count) in tally(requests) {
-        notes.push(format!("  {what}: {count}"));
+        for (what, count) in tally(requests) {
+            notes.push(format!("  {what}: {count}"));
+        }
+        let errors = operator
+            .metric("controller_runtime_reconcile_errors_total")
+            .await;
+        if errors > 0.0 {
+            notes.push(format!("reconcile errors during phases 1-2: {errors}"));
+        }
+        operator.stop().await;
+        sim.stop().await;
     }
-    let errors = operator
-        .metric("controller_runtime_reconcile_errors_total")
-        .await;
-    if errors > 0.0 {
-        notes.push(format!("reconcile errors during phases 1-2: {errors}"));
-    }
-    operator.stop().await;
-    sim.stop().await;
 
     // ---- 3: memory on a fresh kubesim ---------------------------------------------------------
     let sim = KubeSim::start(options()).await.expect("kubesim starts");
@@ -654,6 +661,19 @@ async fn main() {
     watch.abort();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss, hwm) = memory_mib(operator.pid);
+    let threads = std::fs::read_to_string(format!("/proc/{}/status", operator.pid))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:").map(|t| t.trim().to_owned()))
+        .unwrap_or_default();
+    notes.push(format!(
+        "memory: operator threads with the QuarksJobs reconciled: {threads}"
+    ));
+    if std::env::args().any(|a| a == "--memory-later") {
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let (later, _) = memory_mib(operator.pid);
+        notes.push(format!("memory: operator RSS 15 s later: {later:.1} MiB"));
+    }
     let m = counts.idle;
     rows.push((
         format!("operator RSS, {m} `manual` QuarksJobs reconciled"),

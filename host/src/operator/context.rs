@@ -44,8 +44,8 @@ pub struct Context {
     /// Events to publish, in the background: a reconcile does not wait for them.
     events: tokio::sync::mpsc::UnboundedSender<(Event, ObjectReference)>,
     pub backoff: Backoff,
-    /// How often a QuarksJob is re-evaluated without any event (a safety net; every real
-    /// trigger is watch-driven).
+    /// How often a QuarksJob with a run active or config awaited is re-evaluated without any
+    /// event (a safety net; every real trigger is watch-driven; settled ones wait for events).
     pub resync: Duration,
 }
 

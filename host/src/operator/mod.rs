@@ -4,11 +4,13 @@
 //! * pure core: [`naming`], [`references`], [`versioned`], [`digest`], [`job_builder`], [`plan`];
 //! * API reads: [`observe`]; API effects on QuarksJobs and Jobs: [`reconcile`];
 //! * per-namespace policies: [`policies`] (selection → compiled module), [`budget`] (CPU share);
-//! * wiring: [`run`] (this file), [`context`], [`namespaces`], [`leader`], [`http`], [`metrics`].
+//! * wiring: [`run`] (this file), [`context`], [`namespaces`], [`leader`], [`http`], [`metrics`],
+//!   [`heap`].
 
 pub mod budget;
 pub mod context;
 pub mod digest;
+pub mod heap;
 pub mod http;
 pub mod job_builder;
 pub mod leader;
@@ -63,6 +65,7 @@ pub struct OperatorConfig {
 
 /// Runs the operator until SIGINT/SIGTERM.
 pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
+    heap::limit_arenas();
     info!(
         "Starting quarks-job {}, monitoring namespaces labeled with '{}'",
         crate::VERSION,
