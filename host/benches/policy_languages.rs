@@ -16,6 +16,8 @@
 
 #[path = "../tests/policies/python_policy.rs"]
 mod python_policy;
+// The benchmark pushes with the library, not the CLI helper.
+#[allow(dead_code)]
 #[path = "../tests/cluster/registry.rs"]
 mod registry;
 

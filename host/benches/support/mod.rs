@@ -98,7 +98,7 @@ impl Operator {
         kubeconfig: &Path,
         client: &kube::Client,
         monitored_id: &str,
-        extra: &[&str],
+        extra: &[String],
     ) -> Operator {
         let log = tempfile::NamedTempFile::new().expect("temp file");
         let child = Command::new(env!("CARGO_BIN_EXE_quarks-job"))
