@@ -277,3 +277,40 @@ spec:
 "#
     )
 }
+
+/// The seed's output QuarksJob: container `busybox` runs `script`; its `output.json` becomes
+/// Secret `foo-json` (optionally versioned), `missing.json` (never written) is mapped too, and
+/// every Secret gets the label `key=value`.
+pub fn output_qjob(name: &str, script: &str, versioned: bool) -> String {
+    format!(
+        r#"
+apiVersion: quarks.cloudfoundry.org/v1alpha1
+kind: QuarksJob
+metadata:
+  name: {name}
+spec:
+  trigger:
+    strategy: once
+  output:
+    outputMap:
+      busybox:
+        output.json:
+          name: foo-json
+          versioned: {versioned}
+        missing.json:
+          name: never-written
+    secretLabels:
+      key: value
+  template:
+    spec:
+      backoffLimit: 0
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+          - name: busybox
+            image: busybox
+            command: ["sh", "-c", {script:?}]
+"#
+    )
+}

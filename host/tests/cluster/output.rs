@@ -4,41 +4,7 @@
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
 
-use crate::{Cluster, put_config_map, wait_for};
-
-fn output_qjob(name: &str, script: &str, versioned: bool) -> String {
-    format!(
-        r#"
-apiVersion: quarks.cloudfoundry.org/v1alpha1
-kind: QuarksJob
-metadata:
-  name: {name}
-spec:
-  trigger:
-    strategy: once
-  output:
-    outputMap:
-      busybox:
-        output.json:
-          name: foo-json
-          versioned: {versioned}
-        missing.json:
-          name: never-written
-    secretLabels:
-      key: value
-  template:
-    spec:
-      backoffLimit: 0
-      template:
-        spec:
-          restartPolicy: Never
-          containers:
-          - name: busybox
-            image: busybox
-            command: ["sh", "-c", {script:?}]
-"#
-    )
-}
+use crate::{Cluster, output_qjob, put_config_map, wait_for};
 
 async fn qjob_status(c: &Cluster, name: &str) -> quarks_job::crd::QuarksJobStatus {
     c.qjobs()

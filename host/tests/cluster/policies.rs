@@ -13,7 +13,7 @@ use kube::{Api, ResourceExt};
 use quarks_job::crd::QuarksJob;
 use quarks_job::policy::PolicyDigest;
 
-use crate::{Cluster, qjob_yaml, wait_for};
+use crate::{Cluster, output_qjob, qjob_yaml, wait_for};
 
 const SELECTION: &str = "quarks-job-policies";
 
@@ -330,33 +330,7 @@ async fn a_custom_output_policy_writes_its_secrets() {
         .operator_with(&c.monitored_id, &["--operator-namespace", &catalog])
         .await;
     let script = r#"echo '{"foo": "1", "bar": "baz"}' > /mnt/quarks/output.json"#;
-    c.create_qjob(&format!(
-        r#"
-apiVersion: quarks.cloudfoundry.org/v1alpha1
-kind: QuarksJob
-metadata:
-  name: dotenv
-spec:
-  trigger:
-    strategy: once
-  output:
-    outputMap:
-      busybox:
-        output.json:
-          name: foo-json
-  template:
-    spec:
-      backoffLimit: 0
-      template:
-        spec:
-          restartPolicy: Never
-          containers:
-          - name: busybox
-            image: busybox
-            command: ["sh", "-c", {script:?}]
-"#
-    ))
-    .await;
+    c.create_qjob(&output_qjob("dotenv", script, false)).await;
     wait_for("Secret foo-json", || async {
         c.api::<Secret>()
             .get_opt("foo-json")
