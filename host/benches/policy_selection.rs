@@ -319,6 +319,21 @@ async fn operator_tables(quick: bool) {
     let cpu_hostile =
         (support::cpu_seconds(&operator.pid.to_string()) - cpu1) / t1.elapsed().as_secs_f64();
     let timeouts = operator.metric("quarks_job_policy_errors_total").await;
+    let by_code: Vec<String> = support::http_get(operator.addr, "/metrics")
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("quarks_job_policy_errors_total{"))
+        .map(|l| {
+            let code = l
+                .split("code=\"")
+                .nth(1)
+                .and_then(|c| c.split('"').next())
+                .unwrap_or("?");
+            format!("{code} {}", l.rsplit(' ').next().unwrap_or("?"))
+        })
+        .collect();
     let (rss, hwm) = memory_mib(operator.pid);
 
     println!("\n### Hot swap and isolation (operator on kubesim, no kubelet)\n");
@@ -332,11 +347,12 @@ async fn operator_tables(quick: bool) {
     row(&format!("A: create → Job, C looping ({n})"), &hostile);
     println!(
         "\nA's p99 with C hostile / alone: {:.2}x; p50: {:.2}x. Operator CPU: {:.0}% alone, {:.0}% with C \
-         (policy errors counted: {timeouts:.0}). RSS {rss:.1} MiB (peak {hwm:.1} MiB).",
+         (policy errors counted: {timeouts:.0}: {}). RSS {rss:.1} MiB (peak {hwm:.1} MiB).",
         percentile(&hostile, 0.99).as_secs_f64() / percentile(&alone, 0.99).as_secs_f64(),
         percentile(&hostile, 0.5).as_secs_f64() / percentile(&alone, 0.5).as_secs_f64(),
         cpu_alone * 100.0,
         cpu_hostile * 100.0,
+        by_code.join(", "),
     );
     operator.stop().await;
     sim.stop().await;

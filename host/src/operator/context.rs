@@ -90,12 +90,6 @@ impl Context {
         policy: &Resolved,
         input: TriggerInput,
     ) -> Result<TriggerDecision, PolicyError> {
-        if let Err(retry_after) = self.budget.check(namespace, Instant::now()) {
-            return Err(PolicyError::BudgetExhausted {
-                namespace: namespace.to_owned(),
-                retry_after,
-            });
-        }
         let loaded = policy.policy.clone();
         self.call_policy(namespace, policy, World::Trigger, move |engine| {
             engine.decide(&loaded, input)
@@ -148,6 +142,18 @@ impl Context {
         if let Some(error) = quarantined {
             self.count_policy_error(world, &error, Some(&digest));
             return Err(error);
+        }
+        // The budget is checked after the quarantine, so a quarantined module keeps one
+        // reason (a flip between two reasons would rewrite status on every reconcile).
+        if world == World::Trigger {
+            if let Err(retry_after) = self.budget.check(namespace, Instant::now()) {
+                let error = PolicyError::BudgetExhausted {
+                    namespace: namespace.to_owned(),
+                    retry_after,
+                };
+                self.count_policy_error(world, &error, Some(&digest));
+                return Err(error);
+            }
         }
         let engine = self.policies.engine().clone();
         let started = Instant::now();
