@@ -1,9 +1,7 @@
 //! spec.md §7: the examples under `examples/` work as their comments say, applied and patched
 //! with the real `kubectl`, as the README and `scripts/demo` tell users to.
 
-use k8s_openapi::api::core::v1::Secret;
-
-use crate::{Cluster, wait_for};
+use crate::{Cluster, wait_for, wait_secret};
 
 /// Runs `kubectl -n <test namespace> <args>` against the test's cluster; returns stdout.
 fn kubectl(c: &Cluster, args: &[&str]) -> String {
@@ -57,16 +55,7 @@ async fn the_examples_work_as_documented() {
     }
 
     // The output example: Secret foo-json with foo and bar, and the label key=value.
-    wait_for("Secret foo-json", || async {
-        c.api::<Secret>()
-            .get_opt("foo-json")
-            .await
-            .ok()
-            .flatten()
-            .is_some()
-    })
-    .await;
-    let secret = c.api::<Secret>().get("foo-json").await.unwrap();
+    let secret = wait_secret(&c, "foo-json").await;
     let data = secret.data.unwrap_or_default();
     assert_eq!(data.get("foo").map(|v| v.0.as_slice()), Some(&b"1"[..]));
     assert_eq!(data.get("bar").map(|v| v.0.as_slice()), Some(&b"baz"[..]));

@@ -314,3 +314,20 @@ spec:
 "#
     )
 }
+
+/// Secret `name` in the test's namespace, if it exists.
+pub async fn secret_opt(c: &Cluster, name: &str) -> Option<k8s_openapi::api::core::v1::Secret> {
+    c.api::<k8s_openapi::api::core::v1::Secret>()
+        .get_opt(name)
+        .await
+        .unwrap()
+}
+
+/// Waits for Secret `name` in the test's namespace to exist, and returns it.
+pub async fn wait_secret(c: &Cluster, name: &str) -> k8s_openapi::api::core::v1::Secret {
+    wait_for(&format!("Secret {name}"), || async {
+        secret_opt(c, name).await.is_some()
+    })
+    .await;
+    secret_opt(c, name).await.unwrap()
+}

@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
 
-use crate::{Cluster, output_qjob, put_config_map, wait_for};
+use crate::{Cluster, output_qjob, put_config_map, secret_opt, wait_for, wait_secret};
 
 async fn qjob_status(c: &Cluster, name: &str) -> quarks_job::crd::QuarksJobStatus {
     c.qjobs()
@@ -22,15 +22,7 @@ async fn the_seed_example_becomes_secret_foo_json_and_a_missing_file_is_reported
     let script = r#"echo '{"foo": "1", "bar": "baz"}' > /mnt/quarks/output.json"#;
     c.create_qjob(&output_qjob("output-job", script, false))
         .await;
-    wait_for("Secret foo-json", || async {
-        c.api::<Secret>()
-            .get_opt("foo-json")
-            .await
-            .unwrap()
-            .is_some()
-    })
-    .await;
-    let secret = c.api::<Secret>().get("foo-json").await.unwrap();
+    let secret = wait_secret(&c, "foo-json").await;
     let data = secret.data.unwrap();
     assert_eq!(data["foo"].0, b"1");
     assert_eq!(data["bar"].0, b"baz");
@@ -156,18 +148,6 @@ spec:
         ));
     }
     yaml
-}
-
-async fn secret_opt(c: &Cluster, name: &str) -> Option<Secret> {
-    c.api::<Secret>().get_opt(name).await.unwrap()
-}
-
-async fn wait_secret(c: &Cluster, name: &str) -> Secret {
-    wait_for(&format!("Secret {name}"), || async {
-        secret_opt(c, name).await.is_some()
-    })
-    .await;
-    secret_opt(c, name).await.unwrap()
 }
 
 fn value(secret: &Secret, key: &str) -> String {

@@ -7,13 +7,13 @@ use std::time::Instant;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use quarks_job::crd::QuarksJob;
 use quarks_job::policy::PolicyDigest;
 
-use crate::{Cluster, output_qjob, qjob_yaml, wait_for};
+use crate::{Cluster, output_qjob, qjob_yaml, wait_for, wait_secret};
 
 const SELECTION: &str = "quarks-job-policies";
 
@@ -331,16 +331,7 @@ async fn a_custom_output_policy_writes_its_secrets() {
         .await;
     let script = r#"echo '{"foo": "1", "bar": "baz"}' > /mnt/quarks/output.json"#;
     c.create_qjob(&output_qjob("dotenv", script, false)).await;
-    wait_for("Secret foo-json", || async {
-        c.api::<Secret>()
-            .get_opt("foo-json")
-            .await
-            .ok()
-            .flatten()
-            .is_some()
-    })
-    .await;
-    let secret = c.api::<Secret>().get("foo-json").await.unwrap();
+    let secret = wait_secret(&c, "foo-json").await;
     let data = secret.data.unwrap_or_default();
     assert_eq!(data.get("foo").map(|v| v.0.as_slice()), Some(&b"1"[..]));
     assert_eq!(
