@@ -126,6 +126,11 @@ impl Context {
                 .namespace_gates
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
+            // Gates nobody holds are dropped now and then, so the map follows the namespaces
+            // in use rather than every namespace ever seen.
+            if gates.len() > 1024 {
+                gates.retain(|_, gate| Arc::strong_count(gate) > 1);
+            }
             gates
                 .entry(namespace.to_owned())
                 .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1)))

@@ -107,7 +107,8 @@ pub struct PolicyResolver {
     engine: Arc<PolicyEngine>,
     operator_namespace: String,
     selections: Store<ConfigMap>,
-    builtins: Vec<Arc<LoadedPolicy>>,
+    /// The built-ins by name, compiled at start (a decision must not hash their bytes).
+    builtins: Vec<(&'static str, Arc<LoadedPolicy>)>,
     modules: Arc<Mutex<HashMap<ModuleKey, ModuleEntry>>>,
     /// One compilation at a time.
     compile_gate: Arc<Semaphore>,
@@ -133,8 +134,8 @@ impl PolicyResolver {
     ) -> Result<Self, PolicyError> {
         let builtins = builtin::all()
             .iter()
-            .map(|b| engine.load(b.bytes, b.world))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|b| Ok((b.name, engine.load(b.bytes, b.world)?)))
+            .collect::<Result<Vec<_>, PolicyError>>()?;
         let selections_synced = tokio_util::sync::CancellationToken::new();
         tokio::spawn({
             let store = selections.clone();
@@ -195,11 +196,10 @@ impl PolicyResolver {
     }
 
     fn builtin(&self, wanted: &builtin::Builtin) -> Arc<LoadedPolicy> {
-        let digest = PolicyDigest::of(wanted.bytes);
         self.builtins
             .iter()
-            .find(|p| p.digest() == digest && p.world() == wanted.world)
-            .cloned()
+            .find(|(name, _)| *name == wanted.name)
+            .map(|(_, policy)| policy.clone())
             .expect("every built-in is loaded at start")
     }
 
