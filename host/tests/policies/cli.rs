@@ -312,3 +312,24 @@ fn policy_new_creates_a_crate_that_builds_and_passes_its_own_table() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"));
 }
+
+#[test]
+fn policy_push_refuses_a_file_that_is_not_a_policy_before_touching_a_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"#!/bin/sh\n").unwrap();
+    // Port 9 on loopback: nothing listens; the refusal must come first.
+    let out = quarks_job(&[
+        "policy",
+        "push",
+        garbage.to_str().unwrap(),
+        "127.0.0.1:9/policies/x:v1",
+        "--insecure",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not a trigger or output policy component"),
+        "{stderr}"
+    );
+}
