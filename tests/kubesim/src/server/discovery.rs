@@ -86,6 +86,7 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
             let (kind, verbs): (&str, Vec<&str>) = match sub.as_str() {
                 "log" => ("Pod", vec!["get"]),
                 "binding" => ("Binding", vec!["create"]),
+                "token" => ("TokenRequest", vec!["create"]),
                 "finalize" => ("Namespace", vec!["update"]),
                 "scale" => ("Scale", vec!["get", "patch", "update"]),
                 _ => (r.kind.as_str(), vec!["get", "patch", "update"]),
@@ -93,6 +94,10 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
             let mut se = json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
             if sub == "scale" {
                 se["group"] = json!("autoscaling");
+                se["version"] = json!("v1");
+            }
+            if sub == "token" {
+                se["group"] = json!("authentication.k8s.io");
                 se["version"] = json!("v1");
             }
             resources.push(se);
@@ -203,6 +208,7 @@ pub fn aggregated(reg: &Registry, core: bool) -> Value {
                         let (k, verbs): (&str, Vec<&str>) = match sub.as_str() {
                             "log" => ("Pod", vec!["get"]),
                             "binding" => ("Binding", vec!["create"]),
+                            "token" => ("TokenRequest", vec!["create"]),
                             _ => (r.kind.as_str(), vec!["get", "patch", "update"]),
                         };
                         json!({"subresource": sub, "responseKind": kind(k), "verbs": verbs})

@@ -529,6 +529,9 @@ async fn resource_request(
             ))
         }
         "create" if rp.sub.as_deref() == Some("binding") => bind(cluster, req, &info, &ns, &name),
+        "create" if info.plural == "serviceaccounts" && rp.sub.as_deref() == Some("token") => {
+            super::tokens::create(cluster, &ns, &name, req.json_body()?)
+        }
         "create" if rp.sub.is_some() => Err(ApiError::method_not_allowed("create")),
         "create" => {
             let body = req.json_body()?;

@@ -25,6 +25,7 @@ pub mod shape;
 pub mod ssa;
 pub mod store;
 pub mod table;
+pub mod tokens;
 pub mod watch;
 
 use std::collections::VecDeque;

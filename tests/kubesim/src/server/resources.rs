@@ -162,7 +162,7 @@ pub fn builtins() -> Vec<ResourceInfo> {
             "serviceaccounts",
             true,
             &["sa"],
-            &[],
+            &["token"],
             false,
         ),
         builtin(
