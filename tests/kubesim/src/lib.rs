@@ -151,6 +151,7 @@ impl KubeSim {
                 images.add(pattern, program.clone());
             }
             let cfg = kubelet::KubeletConfig {
+                node_name: kubelet::NODE_NAME.to_string(),
                 state_dir: state_dir.clone(),
                 api_url: url.clone(),
                 images,

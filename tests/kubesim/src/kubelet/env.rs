@@ -13,11 +13,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, ObjectFieldSelector, Pod,
 pub const NODE_IP: &str = "127.0.0.1";
 
 /// The ConfigMaps and Secrets of the pod's namespace that the pod refers to, by name.
-/// An absent entry means "does not exist".
+/// An absent entry means "does not exist". `tokens` holds the service-account tokens of
+/// the pod's projected volumes (obtained through TokenRequest, [`super::tokens`]).
 #[derive(Debug, Default, Clone)]
 pub struct ConfigSources {
     pub config_maps: BTreeMap<String, ConfigMap>,
     pub secrets: BTreeMap<String, Secret>,
+    pub tokens: BTreeMap<super::tokens::TokenKey, String>,
 }
 
 impl ConfigSources {

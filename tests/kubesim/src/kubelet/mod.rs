@@ -1,23 +1,31 @@
-//! kubesim's kubelet: the one node `kubesim-node`, an ordinary API client that binds
-//! unscheduled pods to itself and runs them as local processes.
+//! kubesim's kubelet: one node (`kubesim-node` in kubesim, any name under `kubesim node`),
+//! an ordinary API client that binds unscheduled pods to itself and runs them as local
+//! processes. The same code runs in-process in kubesim and as the node of a real API
+//! server ([`crate::node`]).
 //!
 //! This module owns the watch of Pods and the map of pod workers (one tokio task per pod,
 //! see [`pod`]). Images map to programs via [`images`]; volumes are files under
-//! `state_dir/pods/<uid>` ([`volumes`]) mounted into each container's own mount namespace
-//! ([`mounts`], [`process`]); logs go to [`logs::container_log_path`].
+//! `state_dir/pods/<uid>` ([`volumes`], projected tokens from TokenRequest via [`tokens`])
+//! mounted into each container's own mount namespace ([`mounts`], [`process`]); logs go
+//! to [`logs::container_log_path`].
 //!
 //! Deliberate differences from a real kubelet (kept small, and written down here):
 //! * containers are host processes (root, host network, host PID namespace, the host's
 //!   files) isolated only by their own mount namespace; the kubelet's state directory is
 //!   covered inside it. `securityContext`, resources, probes, ports, `lifecycle` hooks and
 //!   `subPathExpr` are ignored; a running container counts as ready;
-//! * pods get a kubeconfig (`KUBECONFIG`, under `/var/run/secrets/kubesim`) next to the
-//!   usual service-account files, because kube clients' in-cluster config insists on https;
+//! * on kubesim's plain-http server (which has no ServiceAccount admission) pods without a
+//!   volume at the service-account path get kubesim's own identity files there, plus a
+//!   kubeconfig (`KUBECONFIG`, under `/var/run/secrets/kubesim`), because kube clients'
+//!   in-cluster config insists on https. Against an https server nothing is added: pods use
+//!   the admission-added projected volume and in-cluster config;
 //! * the restart back-off is 250 ms doubling to 5 s (Kubernetes: 10 s to 5 min); images are
 //!   never pulled, so `ImagePullBackOff` lasts until the pod is deleted;
-//! * volumes are set up once (no refresh of secret/configMap contents); `resourceFieldRef`
-//!   in env and downward-API volumes is skipped; the ServiceAccount object's own
-//!   `automountServiceAccountToken` is not consulted (the pod's is).
+//! * volumes are set up once (no refresh of secret/configMap contents; projected tokens
+//!   alone are renewed, at 80 % of their lifetime); `resourceFieldRef` in env and
+//!   downward-API volumes is skipped; the ServiceAccount object's own
+//!   `automountServiceAccountToken` is not consulted (the pod's is; on a real server the
+//!   admission plugin consults both before adding the volume).
 
 pub mod env;
 pub mod images;
@@ -26,6 +34,7 @@ pub mod mounts;
 mod pod;
 pub mod process;
 pub mod status;
+pub mod tokens;
 pub mod volumes;
 
 use std::collections::{HashMap, HashSet};
@@ -43,12 +52,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// The name of kubesim's only node.
+/// The name of kubesim's only node (and the default of `kubesim node --name`).
 pub const NODE_NAME: &str = "kubesim-node";
 
 /// How the kubelet is set up.
 #[derive(Debug, Clone)]
 pub struct KubeletConfig {
+    /// The node this kubelet is: pods bound to it run here, unbound pods are bound to it.
+    pub node_name: String,
     /// Where pod volumes, staging mounts and logs live (`pods/<uid>`, `logs/...`).
     pub state_dir: PathBuf,
     /// The API server URL given to pods (their kubeconfig and `KUBERNETES_SERVICE_*`).
@@ -59,6 +70,10 @@ pub struct KubeletConfig {
 /// What every pod worker shares.
 pub(crate) struct Shared {
     pub(crate) client: Client,
+    pub(crate) node_name: String,
+    /// Whether pods get kubesim's own identity files (plain-http kubesim server, which has
+    /// no ServiceAccount admission); against https servers they use in-cluster config.
+    pub(crate) kubesim_identity: bool,
     pub(crate) state_dir: PathBuf,
     pub(crate) api_url: String,
     pub(crate) images: images::ImageTable,
@@ -80,6 +95,8 @@ pub async fn run_kubelet(
     let state_dir = std::fs::canonicalize(&cfg.state_dir)?;
     let shared = Arc::new(Shared {
         client: client.clone(),
+        node_name: cfg.node_name,
+        kubesim_identity: cfg.api_url.starts_with("http://"),
         state_dir,
         api_url: cfg.api_url,
         images: cfg.images,
@@ -148,7 +165,7 @@ async fn handle_pod(
                 remove_unstarted(pods, &pod).await;
             }
         }
-        Some(n) if n != NODE_NAME => {}
+        Some(n) if n != shared.node_name => {}
         Some(_) => {
             let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
             let finished = matches!(phase, Some("Succeeded" | "Failed"));
@@ -204,7 +221,7 @@ async fn bind(shared: &Shared, pod: &Pod) {
         target: ObjectReference {
             api_version: Some("v1".to_string()),
             kind: Some("Node".to_string()),
-            name: Some(NODE_NAME.to_string()),
+            name: Some(shared.node_name.clone()),
             ..Default::default()
         },
     };
@@ -214,7 +231,7 @@ async fn bind(shared: &Shared, pod: &Pod) {
     match result {
         Ok(_) => scheduled_event(shared, pod).await,
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 405 => {
-            let patch = serde_json::json!({ "spec": { "nodeName": NODE_NAME } });
+            let patch = serde_json::json!({ "spec": { "nodeName": shared.node_name } });
             if let Err(e) = api
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -251,7 +268,10 @@ async fn scheduled_event(shared: &Shared, pod: &Pod) {
             ..Default::default()
         },
         reason: Some("Scheduled".to_string()),
-        message: Some(format!("Successfully assigned {ns}/{name} to {NODE_NAME}")),
+        message: Some(format!(
+            "Successfully assigned {ns}/{name} to {}",
+            shared.node_name
+        )),
         type_: Some("Normal".to_string()),
         // Reported as the real scheduler reports it (new-style event fields only).
         event_time: Some(now),

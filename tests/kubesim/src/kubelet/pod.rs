@@ -28,17 +28,20 @@ use super::logs::{container_log_path, pod_log_dir};
 use super::mounts::{MountRequest, plan};
 use super::process::{ContainerProcess, ProcessSpec};
 use super::status::{pod_conditions, pod_phase};
+use super::tokens::{self, IssuedToken, TokenKey};
 use super::volumes::{
     KUBECONFIG_FILE, KUBECONFIG_MOUNT_DIR, PodDir, SERVICE_ACCOUNT_MOUNT, materialize,
-    referenced_objects, write_identity,
+    referenced_objects, rewrite_tokens, write_identity,
 };
-use super::{NODE_NAME, Shared, retry_transient};
+use super::{Shared, retry_transient};
 
 /// Shortened CrashLoopBackOff: Kubernetes waits 10s doubling to 5m; tests cannot.
 const RESTART_BACKOFF_BASE: Duration = Duration::from_millis(250);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often a pod waiting for a Secret/ConfigMap or an image looks again.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// How soon a failed token renewal is tried again (the old token is still valid).
+const TOKEN_RETRY_INTERVAL: Duration = Duration::from_secs(10);
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn now() -> Time {
@@ -65,6 +68,18 @@ enum Outcome {
 enum Slot {
     Init(usize),
     Main(usize),
+}
+
+/// What the volume setup leaves to do while the containers run.
+struct VolumesReady {
+    renew_tokens_after: Option<Duration>,
+}
+
+fn token_values(issued: &BTreeMap<TokenKey, IssuedToken>) -> BTreeMap<TokenKey, String> {
+    issued
+        .iter()
+        .map(|(k, t)| (k.clone(), t.token.clone()))
+        .collect()
 }
 
 struct PodState {
@@ -288,8 +303,15 @@ impl PodWorker {
 
     async fn run(self: &Arc<Self>) {
         self.flush().await;
-        if !self.stop.is_cancelled() && self.pull_images().await && self.set_up_volumes().await {
-            self.run_containers().await;
+        if !self.stop.is_cancelled()
+            && self.pull_images().await
+            && let Some(volumes) = self.set_up_volumes().await
+        {
+            // Renewal ends with the containers (it never finishes on its own).
+            tokio::select! {
+                () = self.run_containers() => {}
+                () = self.renew_tokens(volumes.renew_tokens_after) => {}
+            }
         }
         self.flush().await;
     }
@@ -351,21 +373,13 @@ impl PodWorker {
     }
 
     /// Writes volumes and identity files, waiting (with `FailedMount` Events) while a
-    /// referenced Secret or ConfigMap is missing.
-    async fn set_up_volumes(&self) -> bool {
+    /// referenced Secret or ConfigMap is missing or a token cannot be had. `None`: the pod
+    /// was stopped first.
+    async fn set_up_volumes(&self) -> Option<VolumesReady> {
         let mut last_message = String::new();
         loop {
-            let result = match self.fetch_sources().await {
-                Ok(sources) => materialize(&self.dir, &self.pod, &sources)
-                    .map_err(|e| e.to_string())
-                    .and_then(|_| {
-                        write_identity(&self.dir, &self.pod, &self.shared.api_url)
-                            .map_err(|e| e.to_string())
-                    }),
-                Err(e) => Err(format!("fetching referenced objects: {e}")),
-            };
-            match result {
-                Ok(()) => return true,
+            match self.try_set_up_volumes().await {
+                Ok(ready) => return Some(ready),
                 Err(message) => {
                     if message != last_message {
                         tracing::info!(pod = %self.name, namespace = %self.namespace, %message, "volume setup waiting");
@@ -376,9 +390,49 @@ impl PodWorker {
             }
             tokio::select! {
                 () = tokio::time::sleep(RETRY_INTERVAL) => {}
-                () = self.stop.cancelled() => return false,
+                () = self.stop.cancelled() => return None,
             }
         }
+    }
+
+    async fn try_set_up_volumes(&self) -> Result<VolumesReady, String> {
+        let mut sources = self
+            .fetch_sources()
+            .await
+            .map_err(|e| format!("fetching referenced objects: {e}"))?;
+        let issued = tokens::request_all(&self.shared.client, &self.pod)
+            .await
+            .map_err(|e| format!("requesting a service account token: {e}"))?;
+        sources.tokens = token_values(&issued);
+        materialize(&self.dir, &self.pod, &sources).map_err(|e| e.to_string())?;
+        if self.shared.kubesim_identity {
+            write_identity(&self.dir, &self.pod, &self.shared.api_url)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(VolumesReady {
+            renew_tokens_after: tokens::renew_after(&issued),
+        })
+    }
+
+    /// Renews the projected tokens whenever they reach 80 % of their lifetime, rewriting
+    /// the files in place; runs until cancelled by its caller.
+    async fn renew_tokens(&self, mut after: Option<Duration>) {
+        while let Some(wait) = after {
+            tokio::time::sleep(wait).await;
+            after = match tokens::request_all(&self.shared.client, &self.pod).await {
+                Ok(issued) => {
+                    if let Err(e) = rewrite_tokens(&self.dir, &self.pod, &token_values(&issued)) {
+                        tracing::warn!(pod = %self.name, namespace = %self.namespace, error = %e, "renewed token not written");
+                    }
+                    tokens::renew_after(&issued)
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %self.name, namespace = %self.namespace, error = %e, "token renewal failed; retrying");
+                    Some(TOKEN_RETRY_INTERVAL)
+                }
+            };
+        }
+        std::future::pending::<()>().await;
     }
 
     async fn fetch_sources(&self) -> Result<ConfigSources, kube::Error> {
@@ -688,8 +742,9 @@ impl PodWorker {
         .map_err(|e| StartFailure::Start(format!("failed to start container \"{}\": {e}", c.name)))
     }
 
-    /// Whether the pod gets the service-account and kubeconfig mounts (and whether this
-    /// container already mounts something at that path itself).
+    /// Whether the container gets kubesim's own service-account and kubeconfig mounts: only
+    /// on kubesim's plain-http server (a real server's admission adds a projected volume
+    /// instead), unless the pod opts out or the container mounts that path itself.
     fn automount_identity(&self, c: &Container) -> bool {
         let spec = self.pod.spec.as_ref();
         let enabled = spec.and_then(|s| s.automount_service_account_token) != Some(false);
@@ -698,7 +753,7 @@ impl PodWorker {
             .iter()
             .flatten()
             .any(|m| Path::new(&m.mount_path) == Path::new(SERVICE_ACCOUNT_MOUNT));
-        enabled && !own
+        self.shared.kubesim_identity && enabled && !own
     }
 
     fn base_env(&self, automount: bool) -> Vec<(String, String)> {
@@ -918,10 +973,10 @@ impl PodWorker {
             type_: Some(type_.to_string()),
             source: Some(EventSource {
                 component: Some("kubelet".to_string()),
-                host: Some(NODE_NAME.to_string()),
+                host: Some(self.shared.node_name.clone()),
             }),
             reporting_component: Some("kubelet".to_string()),
-            reporting_instance: Some(NODE_NAME.to_string()),
+            reporting_instance: Some(self.shared.node_name.clone()),
             first_timestamp: Some(t.clone()),
             last_timestamp: Some(t),
             count: Some(1),

@@ -1,5 +1,6 @@
-//! Pod volumes on disk: emptyDir, secret, configMap, downwardAPI, projected and hostPath
-//! volumes, plus the service-account and kubeconfig files every pod gets.
+//! Pod volumes on disk: emptyDir, secret, configMap, downwardAPI, projected (with tokens
+//! already obtained through TokenRequest) and hostPath volumes, plus kubesim's own
+//! service-account and kubeconfig files for pods on kubesim's plain-http server.
 //!
 //! Owns the layout under `state_dir/pods/<uid>/`: `volumes/<name>` for each volume,
 //! `serviceaccount/` and `kubesim/kubeconfig`. It writes files from data already fetched
@@ -15,6 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
 
 use super::env::{ConfigSources, EnvError, field_ref_value};
+use super::tokens::TokenKey;
 
 /// Where the service-account token, namespace and CA appear in a container.
 pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -49,6 +51,10 @@ pub enum VolumeError {
     InvalidPath { volume: String, path: String },
     #[error("MountVolume.SetUp failed for volume \"{volume}\" : hostPath {path} does not exist")]
     HostPathMissing { volume: String, path: String },
+    #[error(
+        "MountVolume.SetUp failed for volume \"{volume}\" : no service account token was issued"
+    )]
+    TokenMissing { volume: String },
     #[error("volume \"{volume}\" has a type kubesim does not support")]
     Unsupported { volume: String },
     #[error("MountVolume.SetUp failed for volume \"{volume}\" : {source}")]
@@ -307,7 +313,6 @@ fn materialize_one(
         )?;
     } else if let Some(projected) = &volume.projected {
         let mode = mode_or(projected.default_mode, DEFAULT_MODE);
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         for source in projected.sources.iter().flatten() {
             if let Some(s) = &source.secret {
                 match sources.secret_entries(&s.name) {
@@ -361,8 +366,12 @@ fn materialize_one(
                 )?;
             }
             if let Some(token) = &source.service_account_token {
-                let value = service_account_token(&namespace, &service_account_name(pod));
-                files.push((token.path.clone(), value.into_bytes(), mode));
+                let value = sources.tokens.get(&TokenKey::of(token)).ok_or_else(|| {
+                    VolumeError::TokenMissing {
+                        volume: name.into(),
+                    }
+                })?;
+                files.push((token.path.clone(), value.clone().into_bytes(), mode));
             }
         }
     } else {
@@ -471,6 +480,54 @@ pub fn is_safe_relative(path: &str) -> bool {
             .all(|c| matches!(c, Component::Normal(_)))
 }
 
+/// Replaces the token files of the pod's projected volumes with renewed tokens. Each file
+/// is written beside itself and renamed over the old one: a container reading it sees the
+/// old or the new token, never a partial one (and the volume directory, bind-mounted into
+/// containers, stays the same directory).
+pub fn rewrite_tokens(
+    dir: &PodDir,
+    pod: &Pod,
+    tokens: &BTreeMap<TokenKey, String>,
+) -> Result<(), VolumeError> {
+    for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let Some(projected) = &volume.projected else {
+            continue;
+        };
+        let mode = mode_or(projected.default_mode, DEFAULT_MODE);
+        let io_err = |source| VolumeError::Io {
+            volume: volume.name.clone(),
+            source,
+        };
+        for token in projected
+            .sources
+            .iter()
+            .flatten()
+            .filter_map(|s| s.service_account_token.as_ref())
+        {
+            let value =
+                tokens
+                    .get(&TokenKey::of(token))
+                    .ok_or_else(|| VolumeError::TokenMissing {
+                        volume: volume.name.clone(),
+                    })?;
+            if !is_safe_relative(&token.path) {
+                return Err(VolumeError::InvalidPath {
+                    volume: volume.name.clone(),
+                    path: token.path.clone(),
+                });
+            }
+            let path = dir.volume(&volume.name).join(&token.path);
+            let tmp = path.with_file_name(format!(
+                ".{}.tmp",
+                path.file_name().and_then(|n| n.to_str()).unwrap_or("token")
+            ));
+            write_file(&tmp, value.as_bytes(), mode).map_err(io_err)?;
+            fs::rename(&tmp, &path).map_err(io_err)?;
+        }
+    }
+    Ok(())
+}
+
 fn write_file(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
     fs::write(path, content)?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
@@ -507,7 +564,15 @@ mod tests {
             )
             .expect("secret"),
         );
+        s.tokens.insert(token_key(), "issued".to_string());
         s
+    }
+
+    fn token_key() -> TokenKey {
+        TokenKey {
+            audience: None,
+            expiration_seconds: 3600,
+        }
     }
 
     #[test]
@@ -556,7 +621,11 @@ mod tests {
         assert_eq!(mode("all", "b"), 0o600);
         assert_eq!(read("all", "password"), "hunter2");
         assert_eq!(read("all", "name"), "p");
-        assert_eq!(read("all", "token"), "kubesim:serviceaccount:ns:runner");
+        assert_eq!(read("all", "token"), "issued");
+        let renewed = BTreeMap::from([(token_key(), "renewed".to_string())]);
+        rewrite_tokens(&dir, &p, &renewed).expect("rewrite");
+        assert_eq!(read("all", "token"), "renewed");
+        assert_eq!(mode("all", "token"), 0o644);
 
         // emptyDir content survives a second setup; object-backed volumes are rewritten.
         fs::write(vols["scratch"].join("keep"), "x").expect("write");
