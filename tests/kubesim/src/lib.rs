@@ -3,9 +3,11 @@
 //! a kubelet that are ordinary API clients of it ([`job_controller`], [`kubelet`]).
 //!
 //! [`KubeSim`] starts everything in-process; the `kubesim` binary wraps it for shells.
+//! [`node`] runs the same kubelet as the node of another API server (`kubesim node`).
 
 pub mod job_controller;
 pub mod kubelet;
+pub mod node;
 pub mod server;
 
 use std::net::SocketAddr;
