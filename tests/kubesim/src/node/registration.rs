@@ -35,6 +35,7 @@ pub struct Registration {
     client: Client,
     name: String,
     log_port: u16,
+    registered_at: String,
     created_node: bool,
     created_lease: bool,
 }
@@ -51,11 +52,12 @@ fn micro_now() -> String {
         .to_string()
 }
 
-fn node_status(log_port: u16, name: &str) -> Value {
+/// The Node's status; the conditions have held since `since` (registration).
+fn node_status(log_port: u16, name: &str, since: &str) -> Value {
     let now = timestamp_now();
     let condition = |type_: &str, status: &str, reason: &str, message: &str| {
         json!({"type": type_, "status": status, "reason": reason, "message": message,
-               "lastHeartbeatTime": now, "lastTransitionTime": now})
+               "lastHeartbeatTime": now, "lastTransitionTime": since})
     };
     let capacity: serde_json::Map<String, Value> = CAPACITY
         .iter()
@@ -108,6 +110,7 @@ impl Registration {
             client,
             name: name.to_string(),
             log_port,
+            registered_at: timestamp_now(),
             created_node,
             created_lease: false,
         };
@@ -118,7 +121,9 @@ impl Registration {
 
     async fn report_status(&self) -> Result<(), kube::Error> {
         let nodes: Api<Node> = Api::all(self.client.clone());
-        let patch = Patch::Merge(json!({"status": node_status(self.log_port, &self.name)}));
+        let patch = Patch::Merge(
+            json!({"status": node_status(self.log_port, &self.name, &self.registered_at)}),
+        );
         let pp = PatchParams::default();
         retry_transient(|| nodes.patch_status(&self.name, &pp, &patch)).await?;
         Ok(())
