@@ -322,10 +322,11 @@ pub async fn handle(cluster: Arc<Cluster>, req: hyper::Request<Incoming>) -> Res
         Route::Apis => json_response(200, &discovery::group_list(&cluster.registry)),
         Route::Group(g) => match discovery::group(&cluster.registry, &g) {
             Some(v) => json_response(200, &v),
-            None => error_response(&ApiError::no_route(&path)),
+            None => page_not_found(),
         },
         Route::GroupVersion(g, v) => match discovery::resource_list(&cluster.registry, &g, &v) {
             Some(v) => json_response(200, &v),
+            None if discovery::group(&cluster.registry, &g).is_none() => page_not_found(),
             None => error_response(&ApiError::no_route(&path)),
         },
         Route::NotFound => error_response(&ApiError::no_route(&path)),
@@ -346,6 +347,13 @@ pub async fn handle(cluster: Arc<Cluster>, req: hyper::Request<Incoming>) -> Res
             record.verb = verb.to_string();
             match resource_request(&cluster, &request, &rp, verb, &path).await {
                 Ok(r) => r,
+                Err(e)
+                    if e.code == 404
+                        && !rp.group.is_empty()
+                        && discovery::group(&cluster.registry, &rp.group).is_none() =>
+                {
+                    page_not_found()
+                }
                 Err(e) => error_response(&e),
             }
         }
@@ -357,6 +365,18 @@ pub async fn handle(cluster: Arc<Cluster>, req: hyper::Request<Incoming>) -> Res
     record.code = response.status().as_u16();
     cluster.record(record);
     response
+}
+
+/// kube-apiserver's answer for a path under no served API group: not a Status but the
+/// plain-text 404 of its catch-all handler.
+fn page_not_found() -> Response {
+    let mut r = hyper::Response::new(super::http::full("404 page not found\n"));
+    *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
 }
 
 fn verb_of(req: &Request, rp: &ResPath) -> &'static str {
@@ -564,6 +584,9 @@ async fn resource_request(
         "delete" => {
             let opts = delete_opts(req)?;
             let d = cluster.delete(&info, &ns, &name, &opts)?;
+            if d.gone && !super::kinds::returns_deleted_object(&info) {
+                return Ok(json_response(200, &deleted_status(&info, &d.object)));
+            }
             Ok(object_response(req, &info, 200, &d.object))
         }
         "deletecollection" => {
@@ -598,6 +621,19 @@ async fn resource_request(
         }
         _ => Err(ApiError::method_not_allowed(req.method.as_str())),
     }
+}
+
+/// What kube-apiserver answers for an object removed at once: a `Status` naming it.
+fn deleted_status(info: &ResourceInfo, obj: &Value) -> Value {
+    let mut details = json!({
+        "name": obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
+        "kind": info.plural,
+        "uid": obj.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
+    });
+    if !info.group.is_empty() {
+        details["group"] = json!(info.group);
+    }
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
 }
 
 fn delete_opts(req: &Request) -> ApiResult<DeleteOpts> {

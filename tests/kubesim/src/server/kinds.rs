@@ -353,6 +353,17 @@ pub fn default_propagation(info: &ResourceInfo) -> &'static str {
     }
 }
 
+/// Whether a DELETE that removes the object at once answers with the object, as these
+/// kinds' storage does in kube-apiserver (`ReturnDeletedObject`); others answer a
+/// `Status` naming it. Objects that stay (finalizers, grace periods) are always returned.
+pub fn returns_deleted_object(info: &ResourceInfo) -> bool {
+    info.group.is_empty()
+        && matches!(
+            info.plural.as_str(),
+            "pods" | "serviceaccounts" | "services" | "resourcequotas" | "persistentvolumeclaims"
+        )
+}
+
 fn without(v: Option<&Value>, drop: &dyn Fn(&mut Value)) -> Value {
     let mut c = v.cloned().unwrap_or(Value::Null);
     drop(&mut c);

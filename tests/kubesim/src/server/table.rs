@@ -32,16 +32,12 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
             format: "name".into(),
             ..col("Name", "string", ".metadata.name")
         }];
-        let mut has_age = false;
         for c in &crd.printer_columns {
             let path = c
                 .get("jsonPath")
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            if path == ".metadata.creationTimestamp" {
-                has_age = true;
-            }
             cols.push(Column {
                 name: c.get("name").and_then(Value::as_str).unwrap_or("").into(),
                 ty: c
@@ -54,7 +50,8 @@ fn columns(info: &ResourceInfo) -> Vec<Column> {
                 path,
             });
         }
-        if !has_age {
+        // kube-apiserver adds Age only to CRDs that declare no columns of their own.
+        if crd.printer_columns.is_empty() {
             cols.push(Column {
                 format: String::new(),
                 ..col("Age", "date", ".metadata.creationTimestamp")

@@ -8,7 +8,7 @@ use kube::{Api, Client, Config};
 use tokio::io::AsyncBufReadExt;
 
 #[tokio::test]
-async fn binary_serves_until_sigterm() {
+async fn kubesim_only_binary_serves_until_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kc");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubesim"))

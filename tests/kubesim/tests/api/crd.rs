@@ -2,17 +2,26 @@
 //! schema pruning/defaulting/validation, printer columns in Tables, big schemas, removal.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use serde_json::{Value, json};
 
-use super::common::{api_err, raw, raw_with, sim};
+use super::common::{Cluster, api_err, eventually, raw, raw_with};
 
-fn widget_crd(scope: &str) -> CustomResourceDefinition {
+/// This test's API group: CRDs are cluster-scoped, so each test has its own.
+fn group(c: &Cluster) -> String {
+    format!("{}.example.com", c.name("g"))
+}
+
+fn crd_name(c: &Cluster) -> String {
+    format!("widgets.{}", group(c))
+}
+
+fn widget_crd(c: &Cluster, scope: &str) -> CustomResourceDefinition {
     serde_json::from_value(json!({
-        "metadata": {"name": "widgets.example.com"},
+        "metadata": {"name": crd_name(c)},
         "spec": {
-            "group": "example.com",
+            "group": group(c),
             "scope": scope,
             "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"], "categories": ["all"]},
             "versions": [{
@@ -33,29 +42,46 @@ fn widget_crd(scope: &str) -> CustomResourceDefinition {
     .expect("crd")
 }
 
-fn widgets(client: &Client, ns: Option<&str>) -> Api<DynamicObject> {
+/// Creates `crd` (deleted again when the test ends) and waits until its resource is
+/// served: a real API server establishes a CRD and starts serving it asynchronously.
+async fn install(c: &Cluster, crd: &CustomResourceDefinition) -> CustomResourceDefinition {
+    let crds: Api<CustomResourceDefinition> = Api::all(c.client.clone());
+    crds.create(&PostParams::default(), crd)
+        .await
+        .expect("create crd");
+    let name = crd.metadata.name.clone().expect("name");
+    c.delete_on_stop(&format!(
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+    ));
+    let path = format!("/apis/{}/v1/widgets", crd.spec.group);
+    eventually("the custom resource served", || async {
+        raw(&c.client, "GET", &path, None, None).await.0 == 200
+    })
+    .await;
+    crds.get(&name).await.expect("get crd")
+}
+
+fn widgets(c: &Cluster, ns: Option<&str>) -> Api<DynamicObject> {
     let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("example.com", "v1", "Widget"),
+        &GroupVersionKind::gvk(&group(c), "v1", "Widget"),
         "widgets",
     );
     match ns {
-        Some(n) => Api::namespaced_with(client.clone(), n, &ar),
-        None => Api::all_with(client.clone(), &ar),
+        Some(n) => Api::namespaced_with(c.client.clone(), n, &ar),
+        None => Api::all_with(c.client.clone(), &ar),
     }
 }
 
-fn widget(name: &str, spec: Value) -> DynamicObject {
-    serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": name}, "spec": spec})).expect("widget")
+fn widget(c: &Cluster, name: &str, spec: Value) -> DynamicObject {
+    serde_json::from_value(json!({"apiVersion": format!("{}/v1", group(c)), "kind": "Widget", "metadata": {"name": name}, "spec": spec})).expect("widget")
 }
 
 #[tokio::test]
 async fn crd_becomes_a_served_resource() {
-    let (sim, client) = sim().await;
+    let c = Cluster::start().await;
+    let client = c.client.clone();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let made = crds
-        .create(&PostParams::default(), &widget_crd("Namespaced"))
-        .await
-        .expect("create crd");
+    let made = install(&c, &widget_crd(&c, "Namespaced")).await;
     let conds = made.status.and_then(|s| s.conditions).unwrap_or_default();
     for t in ["NamesAccepted", "Established"] {
         assert!(
@@ -63,7 +89,14 @@ async fn crd_becomes_a_served_resource() {
             "{t}"
         );
     }
-    let (code, gv) = raw(&client, "GET", "/apis/example.com/v1", None, None).await;
+    let (code, gv) = raw(
+        &client,
+        "GET",
+        &format!("/apis/{}/v1", group(&c)),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(code, 200);
     let r = gv["resources"]
         .as_array()
@@ -76,11 +109,12 @@ async fn crd_becomes_a_served_resource() {
         (r["namespaced"].as_bool(), r["shortNames"][0].as_str()),
         (Some(true), Some("wd"))
     );
-    let api = widgets(&client, Some("default"));
+    let api = widgets(&c, Some(&c.ns));
     let w = api
         .create(
             &PostParams::default(),
             &widget(
+                &c,
                 "w1",
                 json!({"color": "red", "junk": 1, "extra": {"free": {"x": 1}}}),
             ),
@@ -94,7 +128,7 @@ async fn crd_becomes_a_served_resource() {
     let err = api_err(
         api.create(
             &PostParams::default(),
-            &widget("w2", json!({"size": "big"})),
+            &widget(&c, "w2", json!({"size": "big"})),
         )
         .await
         .expect_err("invalid"),
@@ -108,7 +142,7 @@ async fn crd_becomes_a_served_resource() {
         fields.contains(&"spec.color".to_string()) && fields.contains(&"spec.size".to_string()),
         "{fields:?}"
     );
-    let st = json!({"apiVersion": "example.com/v1", "kind": "Widget", "status": {"ready": true}});
+    let st = json!({"apiVersion": format!("{}/v1", group(&c)), "kind": "Widget", "status": {"ready": true}});
     let s = api
         .patch_status("w1", &PatchParams::apply("ctl").force(), &Patch::Apply(&st))
         .await
@@ -128,7 +162,7 @@ async fn crd_becomes_a_served_resource() {
     let (code, _) = raw(
         &client,
         "PATCH",
-        "/apis/example.com/v1/namespaces/default/widgets/w1",
+        &format!("/apis/{}/v1/namespaces/{}/widgets/w1", group(&c), c.ns),
         Some("application/strategic-merge-patch+json"),
         Some("{}"),
     )
@@ -137,7 +171,7 @@ async fn crd_becomes_a_served_resource() {
     let (code, table) = raw_with(
         &client,
         "GET",
-        "/apis/example.com/v1/namespaces/default/widgets",
+        &format!("/apis/{}/v1/namespaces/{}/widgets", group(&c), c.ns),
         None,
         Some("application/json;as=Table;v=v1;g=meta.k8s.io"),
         None,
@@ -150,40 +184,40 @@ async fn crd_becomes_a_served_resource() {
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(cols, ["Name", "Size", "Age"]);
+    assert_eq!(
+        cols,
+        ["Name", "Size"],
+        "Age only when no columns are declared"
+    );
     assert_eq!(table["rows"][0]["cells"][1], 5);
-    crds.delete("widgets.example.com", &Default::default())
+    crds.delete(&crd_name(&c), &Default::default())
         .await
         .expect("delete crd");
-    let (code, _) = raw(
-        &client,
-        "GET",
-        "/apis/example.com/v1/namespaces/default/widgets",
-        None,
-        None,
-    )
+    // A real API server first deletes the custom objects, then stops serving the resource.
+    let path = format!("/apis/{}/v1/namespaces/{}/widgets", group(&c), c.ns);
+    eventually("the resource no longer served", || async {
+        raw(&client, "GET", &path, None, None).await.0 == 404
+    })
     .await;
-    assert_eq!(code, 404, "resource no longer served");
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn cluster_scoped_crd_and_invalid_crd() {
-    let (sim, client) = sim().await;
+    let c = Cluster::start().await;
+    let client = c.client.clone();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &widget_crd("Cluster"))
-        .await
-        .expect("create crd");
-    let api = widgets(&client, None);
+    install(&c, &widget_crd(&c, "Cluster")).await;
+    let api = widgets(&c, None);
     api.create(
         &PostParams::default(),
-        &widget("c1", json!({"color": "blue"})),
+        &widget(&c, "c1", json!({"color": "blue"})),
     )
     .await
     .expect("cluster widget");
     assert_eq!(api.get("c1").await.expect("get").metadata.namespace, None);
-    let mut bad = widget_crd("Namespaced");
-    bad.metadata.name = Some("wrong.example.com".into());
+    let mut bad = widget_crd(&c, "Namespaced");
+    bad.metadata.name = Some(format!("wrong.{}", group(&c)));
     assert_eq!(
         api_err(
             crds.create(&PostParams::default(), &bad)
@@ -193,31 +227,29 @@ async fn cluster_scoped_crd_and_invalid_crd() {
         .code,
         422
     );
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn large_crd_is_accepted() {
-    let (sim, client) = sim().await;
+    let c = Cluster::start().await;
     // A schema of several hundred KB, like one embedding a full JobTemplateSpec.
     let mut props = serde_json::Map::new();
     for i in 0..3000 {
         props.insert(format!("field{i}"), json!({"type": "object", "description": "x".repeat(100), "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}}));
     }
-    let mut crd = widget_crd("Namespaced");
+    let mut crd = widget_crd(&c, "Namespaced");
     let mut v = serde_json::to_value(&crd).expect("json");
     v["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["big"] =
         json!({"type": "object", "properties": props});
     assert!(v.to_string().len() > 400_000);
     crd = serde_json::from_value(v).expect("crd");
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &crd)
-        .await
-        .expect("big crd accepted");
-    let w = widgets(&client, Some("default"))
+    install(&c, &crd).await;
+    let w = widgets(&c, Some(&c.ns))
         .create(
             &PostParams::default(),
             &widget(
+                &c,
                 "b",
                 json!({"color": "x", "big": {"field7": {"a": "y", "zz": 1}}}),
             ),
@@ -225,21 +257,24 @@ async fn large_crd_is_accepted() {
         .await
         .expect("widget");
     assert_eq!(w.data["spec"]["big"]["field7"], json!({"a": "y"}));
-    sim.stop().await;
+    c.stop().await;
 }
 
+/// Server-side field validation is newer than Kubernetes 1.24 (which ignores the parameter).
 #[tokio::test]
-async fn strict_field_validation_rejects_unknown_fields() {
-    let (sim, client) = sim().await;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &widget_crd("Namespaced"))
-        .await
-        .expect("crd");
-    let body = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "s"}, "spec": {"color": "red", "junk": 1}}).to_string();
+async fn kubesim_only_strict_field_validation_rejects_unknown_fields() {
+    let c = Cluster::kubesim().await;
+    let client = c.client.clone();
+    install(&c, &widget_crd(&c, "Namespaced")).await;
+    let body = json!({"apiVersion": format!("{}/v1", group(&c)), "kind": "Widget", "metadata": {"name": "s"}, "spec": {"color": "red", "junk": 1}}).to_string();
     let (code, status) = raw(
         &client,
         "POST",
-        "/apis/example.com/v1/namespaces/default/widgets?fieldValidation=Strict",
+        &format!(
+            "/apis/{}/v1/namespaces/{}/widgets?fieldValidation=Strict",
+            group(&c),
+            c.ns
+        ),
         Some("application/json"),
         Some(&body),
     )
@@ -255,13 +290,13 @@ async fn strict_field_validation_rejects_unknown_fields() {
     let (code, _) = raw(
         &client,
         "POST",
-        "/apis/example.com/v1/namespaces/default/widgets",
+        &format!("/apis/{}/v1/namespaces/{}/widgets", group(&c), c.ns),
         Some("application/json"),
         Some(&body),
     )
     .await;
     assert_eq!(code, 201, "without Strict unknown fields are pruned");
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
@@ -269,13 +304,14 @@ async fn metadata_only_requests() {
     use futures::TryStreamExt;
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::ListParams;
-    let (sim, client) = sim().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let c: ConfigMap = serde_json::from_value(
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &c.ns);
+    let m: ConfigMap = serde_json::from_value(
         json!({"metadata": {"name": "m", "labels": {"a": "b"}}, "data": {"secret-ish": "x"}}),
     )
     .expect("cm");
-    api.create(&PostParams::default(), &c)
+    api.create(&PostParams::default(), &m)
         .await
         .expect("create");
     let meta = api.get_metadata("m").await.expect("get_metadata");
@@ -287,14 +323,15 @@ async fn metadata_only_requests() {
         Some("b")
     );
     let list = api
-        .list_metadata(&ListParams::default())
+        // Real namespaces also hold kube-root-ca.crt.
+        .list_metadata(&ListParams::default().labels("a=b"))
         .await
         .expect("list_metadata");
     assert_eq!(list.items.len(), 1);
     let (_, raw_get) = raw_with(
         &client,
         "GET",
-        "/api/v1/namespaces/default/configmaps/m",
+        &format!("/api/v1/namespaces/{}/configmaps/m", c.ns),
         None,
         Some("application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"),
         None,
@@ -303,7 +340,7 @@ async fn metadata_only_requests() {
     assert_eq!(raw_get["kind"], "PartialObjectMetadata");
     assert!(raw_get.get("data").is_none());
     let meta_api: Api<kube::core::PartialObjectMeta<ConfigMap>> =
-        Api::namespaced(client.clone(), "default");
+        Api::namespaced(client.clone(), &c.ns);
     let mut events = Box::pin(kube::runtime::watcher(
         meta_api,
         kube::runtime::watcher::Config::default(),
@@ -313,30 +350,28 @@ async fn metadata_only_requests() {
         .expect("in time")
         .expect("ok");
     assert!(first.is_some());
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn watches_of_custom_resources_end_with_their_crd() {
     use futures::TryStreamExt;
     use kube::api::WatchParams;
-    let (sim, client) = sim().await;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &widget_crd("Namespaced"))
-        .await
-        .expect("crd");
-    let api = widgets(&client, Some("default"));
+    let c = Cluster::start().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(c.client.clone());
+    install(&c, &widget_crd(&c, "Namespaced")).await;
+    let api = widgets(&c, Some(&c.ns));
     let mut stream = Box::pin(
         api.watch(&WatchParams::default().timeout(30), "0")
             .await
             .expect("watch"),
     );
-    crds.delete("widgets.example.com", &Default::default())
+    crds.delete(&crd_name(&c), &Default::default())
         .await
         .expect("delete crd");
     let end = tokio::time::timeout(std::time::Duration::from_secs(10), stream.try_next())
         .await
         .expect("watch ends in time");
     assert!(matches!(end, Ok(None)), "{end:?}");
-    sim.stop().await;
+    c.stop().await;
 }

@@ -9,7 +9,7 @@ use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 
-use super::common::{api_err, namespace, raw, sim};
+use super::common::{Cluster, api_err, eventually, raw};
 
 fn cm(name: &str, data: &[(&str, &str)]) -> ConfigMap {
     serde_json::from_value(json!({"metadata": {"name": name}, "data": data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()})).expect("cm")
@@ -21,8 +21,9 @@ fn job(name: &str, image: &str) -> Job {
 
 #[tokio::test]
 async fn create_assigns_identity_and_versions() {
-    let (sim, client) = sim().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &c.ns);
     let a = api
         .create(&PostParams::default(), &cm("a", &[("k", "v")]))
         .await
@@ -52,13 +53,14 @@ async fn create_assigns_identity_and_versions() {
     assert_eq!((err.code, err.reason.as_str()), (409, "AlreadyExists"));
     let err = api_err(api.get("nope").await.expect_err("missing"));
     assert_eq!((err.code, err.reason.as_str()), (404, "NotFound"));
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn stale_update_conflicts_and_noop_keeps_version() {
-    let (sim, client) = sim().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &c.ns);
     let created = api
         .create(&PostParams::default(), &cm("c", &[("k", "1")]))
         .await
@@ -95,13 +97,13 @@ async fn stale_update_conflicts_and_noop_keeps_version() {
         again.metadata.resource_version,
         updated.metadata.resource_version
     );
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
-async fn generation_follows_spec_not_metadata_or_status() {
-    let (sim, client) = sim().await;
-    let api: Api<Job> = Api::namespaced(client.clone(), "default");
+async fn jobs_are_defaulted() {
+    let c = Cluster::start().await;
+    let api: Api<Job> = Api::namespaced(c.client.clone(), &c.ns);
     let j = api
         .create(&PostParams::default(), &job("g", "busybox"))
         .await
@@ -116,6 +118,25 @@ async fn generation_follows_spec_not_metadata_or_status() {
         .and_then(|m| m.labels.clone())
         .expect("template labels");
     assert_eq!(labels.get("job-name").map(String::as_str), Some("g"));
+    assert!(j.spec.as_ref().and_then(|s| s.selector.as_ref()).is_some());
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn generation_follows_spec_not_metadata_or_status() {
+    use k8s_openapi::api::batch::v1::CronJob;
+    let c = Cluster::start().await;
+    // A suspended CronJob: a real controller-manager leaves its status alone (a Job's it
+    // rewrites at once), so these writes race with nobody.
+    let api: Api<CronJob> = Api::namespaced(c.client.clone(), &c.ns);
+    let cj: CronJob = serde_json::from_value(json!({"metadata": {"name": "g"}, "spec": {"schedule": "0 0 1 1 *", "suspend": true,
+        "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}}}}))
+    .expect("cronjob");
+    let j = api
+        .create(&PostParams::default(), &cj)
+        .await
+        .expect("create");
+    assert_eq!(j.metadata.generation, Some(1));
     let mut m = j.clone();
     m.metadata.labels = Some(BTreeMap::from([("x".to_string(), "y".to_string())]));
     let m = api
@@ -127,8 +148,10 @@ async fn generation_follows_spec_not_metadata_or_status() {
         Some(1),
         "metadata changes keep generation"
     );
+    let scheduled = "2024-01-01T00:00:00Z";
     let mut s = m.clone();
-    s.status = Some(serde_json::from_value(json!({"active": 1})).expect("status"));
+    s.status =
+        Some(serde_json::from_value(json!({"lastScheduleTime": scheduled})).expect("status"));
     let s = api
         .replace_status("g", &PostParams::default(), &s)
         .await
@@ -138,10 +161,16 @@ async fn generation_follows_spec_not_metadata_or_status() {
         Some(1),
         "status changes keep generation"
     );
-    assert_eq!(s.status.as_ref().and_then(|st| st.active), Some(1));
+    let last_scheduled = |cj: &CronJob| {
+        cj.status
+            .as_ref()
+            .and_then(|st| st.last_schedule_time.as_ref())
+            .map(|t| t.0.to_string())
+    };
+    assert!(last_scheduled(&s).is_some());
     let mut p = s.clone();
     if let Some(spec) = p.spec.as_mut() {
-        spec.backoff_limit = Some(2);
+        spec.successful_jobs_history_limit = Some(1);
     }
     p.status = None;
     let p = api
@@ -154,17 +183,18 @@ async fn generation_follows_spec_not_metadata_or_status() {
         "spec change bumps generation"
     );
     assert_eq!(
-        p.status.as_ref().and_then(|st| st.active),
-        Some(1),
+        last_scheduled(&p),
+        last_scheduled(&s),
         "status is ignored on the main resource"
     );
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn names_are_validated_and_generated() {
-    let (sim, client) = sim().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &c.ns);
     let err = api_err(
         api.create(&PostParams::default(), &cm("Bad_Name", &[]))
             .await
@@ -188,33 +218,35 @@ async fn names_are_validated_and_generated() {
         .expect("generateName");
     let name = made.metadata.name.expect("name");
     assert!(name.starts_with("pre-") && name.len() == 9, "{name}");
+    let absent = c.name("absent");
     let err = api_err(
-        Api::<ConfigMap>::namespaced(client.clone(), "absent")
+        Api::<ConfigMap>::namespaced(client.clone(), &absent)
             .create(&PostParams::default(), &cm("x", &[]))
             .await
             .expect_err("no ns"),
     );
     assert_eq!(err.code, 404);
     assert!(
-        err.message.contains("namespaces \"absent\" not found"),
+        err.message
+            .contains(&format!("namespaces \"{absent}\" not found")),
         "{}",
         err.message
     );
-    let bad_job = api_err(Api::<Job>::namespaced(client.clone(), "default").create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}})).expect("job")).await.expect_err("restartPolicy"));
+    let bad_job = api_err(Api::<Job>::namespaced(client.clone(), &c.ns).create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}})).expect("job")).await.expect_err("restartPolicy"));
     assert_eq!(bad_job.code, 422);
     assert!(
         bad_job.message.contains("spec.template.spec.restartPolicy"),
         "{}",
         bad_job.message
     );
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn secrets_merge_string_data() {
-    let (sim, client) = sim().await;
-    namespace(&client, "sec").await;
-    let api: Api<Secret> = Api::namespaced(client.clone(), "sec");
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let api: Api<Secret> = Api::namespaced(client.clone(), &c.ns);
     let s: Secret = serde_json::from_value(
         json!({"metadata": {"name": "s"}, "data": {"a": "YQ=="}, "stringData": {"b": "plain"}}),
     )
@@ -228,16 +260,17 @@ async fn secrets_merge_string_data() {
     assert_eq!(data.get("b").map(|b| b.0.clone()), Some(b"plain".to_vec()));
     assert!(made.string_data.is_none(), "stringData is write-only");
     assert_eq!(made.type_.as_deref(), Some("Opaque"));
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn errors_are_status_objects() {
-    let (sim, client) = sim().await;
+    let c = Cluster::start().await;
+    let client = c.client.clone();
     let (code, body) = raw(
         &client,
         "PATCH",
-        "/api/v1/namespaces/default/configmaps/x",
+        &format!("/api/v1/namespaces/{}/configmaps/x", c.ns),
         Some("application/xml"),
         Some("{}"),
     )
@@ -249,7 +282,7 @@ async fn errors_are_status_objects() {
     let (code, body) = raw(
         &client,
         "POST",
-        "/api/v1/namespaces/default/configmaps",
+        &format!("/api/v1/namespaces/{}/configmaps", c.ns),
         Some("application/json"),
         Some("{not json"),
     )
@@ -258,7 +291,7 @@ async fn errors_are_status_objects() {
     let (code, body) = raw(
         &client,
         "GET",
-        "/api/v1/namespaces/default/widgets",
+        &format!("/api/v1/namespaces/{}/widgets", c.ns),
         None,
         None,
     )
@@ -267,19 +300,20 @@ async fn errors_are_status_objects() {
     let (code, _) = raw(
         &client,
         "POST",
-        "/api/v1/namespaces/default/configmaps",
+        &format!("/api/v1/namespaces/{}/configmaps", c.ns),
         Some("application/json"),
         Some(r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#),
     )
     .await;
     assert_eq!(code, 400, "kind mismatch");
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn dry_run_stores_nothing_and_delete_returns_object() {
-    let (sim, client) = sim().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &c.ns);
     let pp = PostParams {
         dry_run: true,
         ..Default::default()
@@ -297,9 +331,11 @@ async fn dry_run_stores_nothing_and_delete_returns_object() {
         .delete("del", &DeleteParams::default())
         .await
         .expect("delete");
-    assert!(
-        gone.left()
-            .is_some_and(|c| c.metadata.name.as_deref() == Some("del"))
+    // An object removed at once is answered with a Status naming it, not the object.
+    let status = gone.right().expect("a Status");
+    assert_eq!(
+        status.details.map(|d| (d.name, d.kind)),
+        Some(("del".to_string(), "configmaps".to_string()))
     );
     assert_eq!(
         api_err(
@@ -310,7 +346,7 @@ async fn dry_run_stores_nothing_and_delete_returns_object() {
         .code,
         404
     );
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
@@ -318,16 +354,17 @@ async fn events_are_shared_between_core_and_events_api() {
     use k8s_openapi::api::core::v1::Event as CoreEvent;
     use k8s_openapi::api::events::v1::Event;
     use kube::api::ListParams;
-    let (sim, client) = sim().await;
-    let new_api: Api<Event> = Api::namespaced(client.clone(), "default");
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let new_api: Api<Event> = Api::namespaced(client.clone(), &c.ns);
     let e: Event = serde_json::from_value(json!({"metadata": {"name": "e1"}, "eventTime": "2024-01-01T00:00:00.000000Z",
-        "regarding": {"kind": "ConfigMap", "name": "cfg", "namespace": "default"}, "note": "hello", "reason": "Created", "type": "Normal",
+        "regarding": {"kind": "ConfigMap", "name": "cfg", "namespace": c.ns}, "note": "hello", "reason": "Created", "type": "Normal",
         "action": "Create", "reportingController": "ctl", "reportingInstance": "ctl-1"})).expect("event");
     new_api
         .create(&PostParams::default(), &e)
         .await
         .expect("create via events.k8s.io");
-    let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+    let core: Api<CoreEvent> = Api::namespaced(client.clone(), &c.ns);
     let listed = core
         .list(
             &ListParams::default().fields("involvedObject.name=cfg,involvedObject.kind=ConfigMap"),
@@ -356,14 +393,15 @@ async fn events_are_shared_between_core_and_events_api() {
         core.get("e1").await.expect("core get").message.as_deref(),
         Some("again")
     );
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn deletecollection_and_delete_preconditions() {
     use kube::api::{ListParams, Preconditions};
-    let (sim, client) = sim().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &c.ns);
     for (n, app) in [("x1", "x"), ("x2", "x"), ("y1", "y")] {
         let c: ConfigMap =
             serde_json::from_value(json!({"metadata": {"name": n, "labels": {"app": app}}}))
@@ -378,8 +416,9 @@ async fn deletecollection_and_delete_preconditions() {
     )
     .await
     .expect("deletecollection");
+    // Only this test's objects: real namespaces also hold kube-root-ca.crt.
     let left: Vec<String> = api
-        .list(&ListParams::default())
+        .list(&ListParams::default().labels("app"))
         .await
         .expect("list")
         .items
@@ -404,14 +443,15 @@ async fn deletecollection_and_delete_preconditions() {
             .expect_err("update of missing"),
     );
     assert_eq!(err.code, 404);
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn bound_pods_are_deleted_gracefully() {
     use k8s_openapi::api::core::v1::Pod;
-    let (sim, client) = sim().await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &c.ns);
     for n in ["bound", "unbound"] {
         let p: Pod = serde_json::from_value(
             json!({"metadata": {"name": n}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
@@ -430,7 +470,7 @@ async fn bound_pods_are_deleted_gracefully() {
     let (code, _) = raw(
         &client,
         "POST",
-        "/api/v1/namespaces/default/pods/bound/binding",
+        &format!("/api/v1/namespaces/{}/pods/bound/binding", c.ns),
         Some("application/json"),
         Some(&binding.to_string()),
     )
@@ -439,7 +479,7 @@ async fn bound_pods_are_deleted_gracefully() {
     let (code, _) = raw(
         &client,
         "POST",
-        "/api/v1/namespaces/default/pods/bound/binding",
+        &format!("/api/v1/namespaces/{}/pods/bound/binding", c.ns),
         Some("application/json"),
         Some(&binding.to_string()),
     )
@@ -480,15 +520,16 @@ async fn bound_pods_are_deleted_gracefully() {
         pods.get_opt("bound").await.expect("get").is_none(),
         "the kubelet's grace-0 delete removes it"
     );
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn immutable_fields_are_rejected() {
     use k8s_openapi::api::core::v1::Pod;
     use kube::api::{Patch, PatchParams};
-    let (sim, client) = sim().await;
-    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &c.ns);
     jobs.create(&PostParams::default(), &job("im", "busybox"))
         .await
         .expect("job");
@@ -505,7 +546,7 @@ async fn immutable_fields_are_rejected() {
     jobs.patch("im", &PatchParams::default(), &Patch::Merge(&p))
         .await
         .expect("backoffLimit may change");
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &c.ns);
     let pod: Pod = serde_json::from_value(
         json!({"metadata": {"name": "ip"}, "spec": {"containers": [{"name": "c", "image": "a"}]}}),
     )
@@ -527,7 +568,7 @@ async fn immutable_fields_are_rejected() {
         .code,
         422
     );
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &c.ns);
     let s: Secret = serde_json::from_value(
         json!({"metadata": {"name": "frozen"}, "immutable": true, "stringData": {"a": "1"}}),
     )
@@ -552,26 +593,25 @@ async fn immutable_fields_are_rejected() {
         .patch("frozen", &PatchParams::default(), &Patch::Merge(&label))
         .await
         .expect("metadata may change");
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn new_namespaces_get_a_default_service_account() {
     use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
     use kube::api::{Patch, PatchParams};
-    let (sim, client) = sim().await;
-    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "applied"}});
-    Api::<Namespace>::all(client.clone())
-        .patch("applied", &PatchParams::apply("t"), &Patch::Apply(&ns))
+    let c = Cluster::start().await;
+    let name = c.name("applied");
+    c.delete_on_stop(&format!("/api/v1/namespaces/{name}"));
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    Api::<Namespace>::all(c.client.clone())
+        .patch(&name, &PatchParams::apply("t"), &Patch::Apply(&ns))
         .await
         .expect("apply namespace");
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "applied");
-    for _ in 0..100 {
-        if sas.get_opt("default").await.expect("get").is_some() {
-            sim.stop().await;
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("no default service account");
+    let sas: Api<ServiceAccount> = Api::namespaced(c.client.clone(), &name);
+    eventually("the default service account", || async {
+        sas.get_opt("default").await.expect("get").is_some()
+    })
+    .await;
+    c.stop().await;
 }

@@ -1,10 +1,11 @@
 //! Discovery documents and the resources kube clients discover.
 
-use super::common::{raw, sim};
+use super::common::{Cluster, raw};
 
 #[tokio::test]
 async fn version_and_core_discovery() {
-    let (sim, client) = sim().await;
+    let c = Cluster::start().await;
+    let client = c.client.clone();
     let v = client.apiserver_version().await.expect("version");
     assert_eq!(v.major, "1");
     let (code, api) = raw(&client, "GET", "/api", None, None).await;
@@ -30,12 +31,13 @@ async fn version_and_core_discovery() {
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn group_discovery_lists_builtin_groups() {
-    let (sim, client) = sim().await;
+    let c = Cluster::start().await;
+    let client = c.client.clone();
     let (_, apis) = raw(&client, "GET", "/apis", None, None).await;
     let groups: Vec<&str> = apis["groups"]
         .as_array()
@@ -64,7 +66,13 @@ async fn group_discovery_lists_builtin_groups() {
             .iter()
             .any(|r| r["name"] == "jobs/status")
     );
+    // An unknown group is not routed at all: a plain-text 404, not a Status.
     let (code, missing) = raw(&client, "GET", "/apis/nope.example.com/v1", None, None).await;
+    assert_eq!(
+        (code, missing.as_str()),
+        (404, Some("404 page not found\n"))
+    );
+    let (code, missing) = raw(&client, "GET", "/apis/batch/v9", None, None).await;
     assert_eq!((code, missing["reason"].as_str()), (404, Some("NotFound")));
     // kube's discovery client understands the documents.
     let discovery = kube::Discovery::new(client.clone())
@@ -72,12 +80,14 @@ async fn group_discovery_lists_builtin_groups() {
         .await
         .expect("discovery");
     assert!(discovery.groups().any(|g| g.name() == "batch"));
-    sim.stop().await;
+    c.stop().await;
 }
 
+/// Aggregated discovery (apidiscovery.k8s.io/v2) is newer than Kubernetes 1.24.
 #[tokio::test]
-async fn aggregated_discovery_when_asked() {
-    let (sim, client) = sim().await;
+async fn kubesim_only_aggregated_discovery_when_asked() {
+    let c = Cluster::kubesim().await;
+    let client = c.client.clone();
     let accept =
         "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
     let (code, apis) =
@@ -108,5 +118,5 @@ async fn aggregated_discovery_when_asked() {
     assert_eq!(jobs["subresources"][0]["subresource"], "status");
     let (_, core) = super::common::raw_with(&client, "GET", "/api", None, Some(accept), None).await;
     assert_eq!(core["items"][0]["metadata"]["name"], "");
-    sim.stop().await;
+    c.stop().await;
 }

@@ -1,4 +1,4 @@
-//! Fault injection and the request log.
+//! Fault injection and the request log (kubesim only).
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,7 @@ use serde_json::json;
 use super::common::{api_err, sim};
 
 #[tokio::test]
-async fn fail_next_requests_then_recover() {
+async fn kubesim_only_fail_next_requests_then_recover() {
     let (sim, client) = sim().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     sim.faults().fail_next("create", "configmaps", 500, 1);
@@ -45,7 +45,7 @@ async fn fail_next_requests_then_recover() {
 }
 
 #[tokio::test]
-async fn latency_is_added() {
+async fn kubesim_only_latency_is_added() {
     let (sim, client) = sim().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     sim.faults().set_latency(Duration::from_millis(200));
@@ -57,7 +57,7 @@ async fn latency_is_added() {
 }
 
 #[tokio::test]
-async fn request_log_records_user_and_verb() {
+async fn kubesim_only_request_log_records_user_and_verb() {
     let (sim, client) = sim().await;
     let sa = sim
         .service_account_client("default", "robot")
@@ -90,7 +90,7 @@ async fn request_log_records_user_and_verb() {
 }
 
 #[tokio::test]
-async fn faults_can_target_a_subresource() {
+async fn kubesim_only_faults_can_target_a_subresource() {
     use k8s_openapi::api::batch::v1::Job;
     use kube::api::{Patch, PatchParams};
     let (sim, client) = sim().await;

@@ -8,21 +8,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy}
 use kube::{Api, Client};
 use serde_json::json;
 
-use super::common::{namespace, sim};
-
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..100 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
+use super::common::{Cluster, eventually};
 
 async fn exists(api: &Api<ConfigMap>, name: &str) -> bool {
     api.get_opt(name).await.expect("get").is_some()
@@ -46,13 +32,14 @@ async fn owner_and_dependent(client: &Client, ns: &str, block: bool) -> Api<Conf
 
 #[tokio::test]
 async fn finalizers_hold_deletion() {
-    let (sim, client) = sim().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let c: ConfigMap = serde_json::from_value(
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &c.ns);
+    let fin: ConfigMap = serde_json::from_value(
         json!({"metadata": {"name": "fin", "finalizers": ["example.com/hold"]}}),
     )
     .expect("cm");
-    api.create(&PostParams::default(), &c)
+    api.create(&PostParams::default(), &fin)
         .await
         .expect("create");
     api.delete("fin", &DeleteParams::default())
@@ -75,14 +62,14 @@ async fn finalizers_hold_deletion() {
         !exists(&api, "fin").await,
         "gone once the last finalizer is removed"
     );
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn background_deletion_collects_dependents() {
-    let (sim, client) = sim().await;
-    namespace(&client, "bg").await;
-    let api = owner_and_dependent(&client, "bg", false).await;
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let api = owner_and_dependent(&client, &c.ns, false).await;
     api.delete("owner", &DeleteParams::background())
         .await
         .expect("delete");
@@ -91,14 +78,14 @@ async fn background_deletion_collects_dependents() {
         !exists(&api, "dep").await
     })
     .await;
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn foreground_deletion_waits_for_blocking_dependents() {
-    let (sim, client) = sim().await;
-    namespace(&client, "fg").await;
-    let api = owner_and_dependent(&client, "fg", true).await;
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let api = owner_and_dependent(&client, &c.ns, true).await;
     // Hold the dependent so the owner visibly waits for it.
     let hold = json!({"metadata": {"finalizers": ["example.com/hold"]}});
     api.patch("dep", &PatchParams::default(), &Patch::Merge(&hold))
@@ -133,14 +120,14 @@ async fn foreground_deletion_waits_for_blocking_dependents() {
         !exists(&api, "owner").await
     })
     .await;
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn orphan_deletion_keeps_dependents() {
-    let (sim, client) = sim().await;
-    namespace(&client, "or").await;
-    let api = owner_and_dependent(&client, "or", true).await;
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let api = owner_and_dependent(&client, &c.ns, true).await;
     let dp = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Orphan),
         ..Default::default()
@@ -153,14 +140,15 @@ async fn orphan_deletion_keeps_dependents() {
         dep.metadata.owner_references.unwrap_or_default().is_empty(),
         "owner reference removed"
     );
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn namespace_deletion_removes_contents() {
-    let (sim, client) = sim().await;
-    namespace(&client, "doomed").await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "doomed");
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let doomed = c.namespace("doomed").await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &doomed);
     api.create(
         &PostParams::default(),
         &serde_json::from_value(json!({"metadata": {"name": "c"}})).expect("cm"),
@@ -168,13 +156,13 @@ async fn namespace_deletion_removes_contents() {
     .await
     .expect("c");
     let nss: Api<Namespace> = Api::all(client.clone());
-    nss.delete("doomed", &DeleteParams::default())
+    nss.delete(&doomed, &DeleteParams::default())
         .await
         .expect("delete ns");
     eventually("namespace gone", || async {
-        nss.get_opt("doomed").await.expect("get").is_none()
+        nss.get_opt(&doomed).await.expect("get").is_none()
     })
     .await;
     assert!(!exists(&api, "c").await);
-    sim.stop().await;
+    c.stop().await;
 }

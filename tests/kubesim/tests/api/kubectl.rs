@@ -1,20 +1,27 @@
 //! The real kubectl (1.32) against kubesim: the commands users and scripts rely on.
+//! kubectl works in the test's namespace (the kubeconfig's context namespace).
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use kubesim::{KubeSim, KubeSimOptions};
+use kubesim::KubeSimOptions;
+use tokio::io::AsyncBufReadExt;
 
-/// Runs kubectl with this sim's kubeconfig and a private discovery cache.
-async fn kubectl(sim: &KubeSim, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    let cache = sim.state_dir().join("kubectl-cache");
+use super::common::Cluster;
+
+/// kubectl with the test's kubeconfig and a private discovery cache.
+fn command(c: &Cluster, args: &[&str]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new("kubectl");
     cmd.arg("--kubeconfig")
-        .arg(sim.kubeconfig_path())
+        .arg(c.kubeconfig_path())
         .arg("--cache-dir")
-        .arg(&cache)
+        .arg(c.scratch_dir().join("kubectl-cache"))
         .args(args);
+    cmd
+}
+
+async fn kubectl(c: &Cluster, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut cmd = command(c, args);
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -39,34 +46,25 @@ async fn kubectl(sim: &KubeSim, args: &[&str], stdin: Option<&str>) -> (bool, St
     )
 }
 
-async fn ok(sim: &KubeSim, args: &[&str]) -> String {
-    let (success, out, err) = kubectl(sim, args, None).await;
+async fn ok(c: &Cluster, args: &[&str]) -> String {
+    let (success, out, err) = kubectl(c, args, None).await;
     assert!(success, "kubectl {args:?} failed: {err}\n{out}");
     out
 }
 
-async fn ok_stdin(sim: &KubeSim, args: &[&str], input: &str) -> String {
-    let (success, out, err) = kubectl(sim, args, Some(input)).await;
+async fn ok_stdin(c: &Cluster, args: &[&str], input: &str) -> String {
+    let (success, out, err) = kubectl(c, args, Some(input)).await;
     assert!(success, "kubectl {args:?} failed: {err}\n{out}");
     assert!(!err.contains("warning"), "kubectl {args:?} warned: {err}");
     out
-}
-
-async fn api_only() -> KubeSim {
-    KubeSim::start(KubeSimOptions {
-        run_kubelet: false,
-        ..Default::default()
-    })
-    .await
-    .expect("start")
 }
 
 const MANIFEST: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  labels:\n    app: demo\ndata:\n  key: one\n";
 
 #[tokio::test]
 async fn discovery_create_get_describe() {
-    let sim = api_only().await;
-    let out = ok(&sim, &["api-resources"]).await;
+    let c = Cluster::start().await;
+    let out = ok(&c, &["api-resources"]).await;
     for want in [
         "configmaps",
         "jobs",
@@ -76,79 +74,78 @@ async fn discovery_create_get_describe() {
     ] {
         assert!(out.contains(want), "api-resources lacks {want}:\n{out}");
     }
-    ok(&sim, &["create", "namespace", "team"]).await;
+    let team = c.name("team");
+    c.delete_on_stop(&format!("/api/v1/namespaces/{team}"));
+    let team = team.as_str();
+    ok(&c, &["create", "namespace", team]).await;
     ok(
-        &sim,
+        &c,
         &[
             "create",
             "configmap",
             "c1",
             "-n",
-            "team",
+            team,
             "--from-literal=a=b",
         ],
     )
     .await;
     ok(
-        &sim,
+        &c,
         &[
             "create",
             "secret",
             "generic",
             "s1",
             "-n",
-            "team",
+            team,
             "--from-literal=password=hunter2",
         ],
     )
     .await;
     let secret = ok(
-        &sim,
+        &c,
         &[
             "get",
             "secret",
             "s1",
             "-n",
-            "team",
+            team,
             "-o",
             "jsonpath={.data.password}",
         ],
     )
     .await;
     assert_eq!(secret, "aHVudGVyMg==");
-    let yaml = ok(
-        &sim,
-        &["get", "configmap", "c1", "-n", "team", "-o", "yaml"],
-    )
-    .await;
+    let yaml = ok(&c, &["get", "configmap", "c1", "-n", team, "-o", "yaml"]).await;
     assert!(
         yaml.contains("name: c1") && yaml.contains("a: b") && yaml.contains("resourceVersion"),
         "{yaml}"
     );
-    let table = ok(&sim, &["get", "configmaps", "-n", "team"]).await;
+    let table = ok(&c, &["get", "configmaps", "-n", team]).await;
     assert!(
         table.contains("NAME") && table.contains("DATA") && table.contains("c1"),
         "{table}"
     );
-    let described = ok(&sim, &["describe", "configmap", "c1", "-n", "team"]).await;
+    let described = ok(&c, &["describe", "configmap", "c1", "-n", team]).await;
     assert!(
         described.contains("Name:") && described.contains("c1"),
         "{described}"
     );
-    let ns = ok(&sim, &["get", "namespaces"]).await;
-    assert!(ns.contains("team") && ns.contains("Active"), "{ns}");
-    sim.stop().await;
+    let ns = ok(&c, &["get", "namespaces"]).await;
+    assert!(ns.contains(team) && ns.contains("Active"), "{ns}");
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn apply_client_and_server_side_patch_label_annotate() {
-    let sim = api_only().await;
-    ok_stdin(&sim, &["apply", "-f", "-"], MANIFEST).await;
+    let c = Cluster::start().await;
+    ok_stdin(&c, &["apply", "-f", "-"], MANIFEST).await;
     let changed = MANIFEST.replace("key: one", "key: two");
-    let out = ok_stdin(&sim, &["apply", "-f", "-"], &changed).await;
+    let out = ok_stdin(&c, &["apply", "-f", "-"], &changed).await;
     assert!(out.contains("configured"), "{out}");
     let out = ok_stdin(
-        &sim,
+        &c,
         &["apply", "--server-side", "-f", "-"],
         &changed.replace("key: two", "key: three"),
     )
@@ -156,14 +153,14 @@ async fn apply_client_and_server_side_patch_label_annotate() {
     assert!(out.contains("serverside-applied"), "{out}");
     // A different manager applying another value conflicts, unless forced.
     let (success, _, err) = kubectl(
-        &sim,
+        &c,
         &["apply", "--server-side", "--field-manager=other", "-f", "-"],
         Some(&changed.replace("key: two", "key: four")),
     )
     .await;
     assert!(!success && err.contains("conflict"), "{err}");
     ok_stdin(
-        &sim,
+        &c,
         &[
             "apply",
             "--server-side",
@@ -176,7 +173,7 @@ async fn apply_client_and_server_side_patch_label_annotate() {
     )
     .await;
     ok(
-        &sim,
+        &c,
         &[
             "patch",
             "configmap",
@@ -189,7 +186,7 @@ async fn apply_client_and_server_side_patch_label_annotate() {
     )
     .await;
     ok(
-        &sim,
+        &c,
         &[
             "patch",
             "configmap",
@@ -202,7 +199,7 @@ async fn apply_client_and_server_side_patch_label_annotate() {
     )
     .await;
     ok(
-        &sim,
+        &c,
         &[
             "patch",
             "configmap",
@@ -214,24 +211,24 @@ async fn apply_client_and_server_side_patch_label_annotate() {
         ],
     )
     .await;
-    ok(&sim, &["label", "configmap", "cfg", "tier=web"]).await;
-    ok(&sim, &["annotate", "configmap", "cfg", "note=hi"]).await;
-    let data = ok(&sim, &["get", "configmap", "cfg", "-o", "jsonpath={.data.key},{.data.m},{.data.j},{.data.s},{.metadata.labels.tier},{.metadata.annotations.note}"]).await;
+    ok(&c, &["label", "configmap", "cfg", "tier=web"]).await;
+    ok(&c, &["annotate", "configmap", "cfg", "note=hi"]).await;
+    let data = ok(&c, &["get", "configmap", "cfg", "-o", "jsonpath={.data.key},{.data.m},{.data.j},{.data.s},{.metadata.labels.tier},{.metadata.annotations.note}"]).await;
     assert_eq!(data, "four,1,2,3,web,hi");
-    let by_label = ok(&sim, &["get", "configmaps", "-l", "tier=web", "-o", "name"]).await;
+    let by_label = ok(&c, &["get", "configmaps", "-l", "tier=web", "-o", "name"]).await;
     assert_eq!(by_label.trim(), "configmap/cfg");
-    let none = ok(&sim, &["get", "configmaps", "-l", "tier=db", "-o", "name"]).await;
+    let none = ok(&c, &["get", "configmaps", "-l", "tier=db", "-o", "name"]).await;
     assert_eq!(none.trim(), "");
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn delete_with_each_cascade() {
-    let sim = api_only().await;
+    let c = Cluster::start().await;
     for cascade in ["background", "foreground", "orphan"] {
         let owner = format!("owner-{cascade}");
         let out = ok_stdin(
-            &sim,
+            &c,
             &["create", "-f", "-", "-o", "jsonpath={.metadata.uid}"],
             &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {owner}\n"),
         )
@@ -239,9 +236,9 @@ async fn delete_with_each_cascade() {
         let dep = format!(
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dep-{cascade}\n  ownerReferences:\n  - apiVersion: v1\n    kind: ConfigMap\n    name: {owner}\n    uid: {out}\n    blockOwnerDeletion: true\n"
         );
-        ok_stdin(&sim, &["create", "-f", "-"], &dep).await;
+        ok_stdin(&c, &["create", "-f", "-"], &dep).await;
         ok(
-            &sim,
+            &c,
             &[
                 "delete",
                 "configmap",
@@ -254,7 +251,7 @@ async fn delete_with_each_cascade() {
         let mut dep_exists = true;
         for _ in 0..40 {
             let (found, _, _) =
-                kubectl(&sim, &["get", "configmap", &format!("dep-{cascade}")], None).await;
+                kubectl(&c, &["get", "configmap", &format!("dep-{cascade}")], None).await;
             dep_exists = found;
             if !found || cascade == "orphan" {
                 break;
@@ -263,57 +260,56 @@ async fn delete_with_each_cascade() {
         }
         assert_eq!(dep_exists, cascade == "orphan", "--cascade={cascade}");
     }
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn get_watch_prints_changes() {
-    let sim = api_only().await;
-    let cache = sim.state_dir().join("kubectl-cache-watch");
-    let child = tokio::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(sim.kubeconfig_path())
-        .arg("--cache-dir")
-        .arg(&cache)
-        .args(["get", "configmaps", "-w", "--request-timeout=3s"])
+    let c = Cluster::start().await;
+    ok_stdin(&c, &["apply", "-f", "-"], MANIFEST).await;
+    let mut child = command(&c, &["get", "configmaps", "-l", "app=demo", "-w"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("kubectl");
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    ok_stdin(&sim, &["apply", "-f", "-"], MANIFEST).await;
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-        .await
-        .expect("watch ends")
-        .expect("output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("cfg"),
-        "watch output: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    sim.stop().await;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut until_row = async |name: &str| loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no watch output for {name} in time"))
+            .expect("read")
+            .expect("kubectl still watching");
+        if line.split_whitespace().next() == Some(name) {
+            return;
+        }
+    };
+    // The existing object is printed once kubectl has listed; the watch starts from that
+    // list, so what is created afterwards is printed too.
+    until_row("cfg").await;
+    let second = MANIFEST.replace("name: cfg", "name: cfg2");
+    ok_stdin(&c, &["apply", "-f", "-"], &second).await;
+    until_row("cfg2").await;
+    c.stop().await;
 }
 
+/// Needs kubesim's kubelet and Job controller (the real control plane has no kubelet).
 #[tokio::test]
-async fn jobs_complete_fail_and_log_with_the_kubelet() {
-    let sim = KubeSim::start(KubeSimOptions::default())
-        .await
-        .expect("start");
+async fn kubesim_only_jobs_complete_fail_and_log_with_the_kubelet() {
+    let c = Cluster::kubesim_with(KubeSimOptions::default()).await;
     let job = |name: &str, script: &str, backoff: u32| {
         format!(
             "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n  backoffLimit: {backoff}\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: main\n        image: busybox\n        command: [\"sh\", \"-c\", \"{script}\"]\n        volumeMounts: [{{name: scratch, mountPath: /scratch}}]\n      volumes: [{{name: scratch, emptyDir: {{}}}}]\n"
         )
     };
     ok_stdin(
-        &sim,
+        &c,
         &["apply", "-f", "-"],
         &job("good", "echo written > /scratch/f && cat /scratch/f", 0),
     )
     .await;
     ok(
-        &sim,
+        &c,
         &[
             "wait",
             "--for=condition=complete",
@@ -322,48 +318,47 @@ async fn jobs_complete_fail_and_log_with_the_kubelet() {
         ],
     )
     .await;
-    let logs = ok(&sim, &["logs", "job/good"]).await;
+    let logs = ok(&c, &["logs", "job/good"]).await;
     assert_eq!(logs.trim(), "written");
-    ok_stdin(&sim, &["apply", "-f", "-"], &job("bad", "exit 1", 1)).await;
+    ok_stdin(&c, &["apply", "-f", "-"], &job("bad", "exit 1", 1)).await;
     ok(
-        &sim,
+        &c,
         &["wait", "--for=condition=failed", "job/bad", "--timeout=60s"],
     )
     .await;
-    let pods = ok(&sim, &["get", "pods", "-l", "job-name=bad", "-o", "name"]).await;
+    let pods = ok(&c, &["get", "pods", "-l", "job-name=bad", "-o", "name"]).await;
     assert_eq!(
         pods.lines().count(),
         2,
         "backoffLimit 1 means two pods: {pods}"
     );
-    assert!(Path::new(sim.kubeconfig_path()).exists());
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn describe_shows_events_recorded_through_events_api() {
     use k8s_openapi::api::events::v1::Event;
     use kube::api::PostParams;
-    let sim = api_only().await;
-    let client = sim.client().await.expect("client");
-    ok_stdin(&sim, &["apply", "-f", "-"], MANIFEST).await;
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    ok_stdin(&c, &["apply", "-f", "-"], MANIFEST).await;
     let uid = ok(
-        &sim,
+        &c,
         &["get", "configmap", "cfg", "-o", "jsonpath={.metadata.uid}"],
     )
     .await;
     let e: Event = serde_json::from_value(serde_json::json!({"metadata": {"name": "cfg.1"}, "eventTime": "2024-01-01T00:00:00.000000Z",
-        "regarding": {"apiVersion": "v1", "kind": "ConfigMap", "name": "cfg", "namespace": "default", "uid": uid},
+        "regarding": {"apiVersion": "v1", "kind": "ConfigMap", "name": "cfg", "namespace": c.ns, "uid": uid},
         "note": "reconciled the thing", "reason": "Reconciled", "type": "Normal", "action": "Reconcile",
         "reportingController": "quarks-job", "reportingInstance": "quarks-job-0"})).expect("event");
-    kube::Api::<Event>::namespaced(client, "default")
+    kube::Api::<Event>::namespaced(client, &c.ns)
         .create(&PostParams::default(), &e)
         .await
         .expect("event");
-    let described = ok(&sim, &["describe", "configmap", "cfg"]).await;
+    let described = ok(&c, &["describe", "configmap", "cfg"]).await;
     assert!(
         described.contains("Reconciled") && described.contains("reconciled the thing"),
         "{described}"
     );
-    sim.stop().await;
+    c.stop().await;
 }

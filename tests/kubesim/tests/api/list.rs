@@ -5,16 +5,21 @@ use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
 
-use super::common::{api_err, namespace, raw, sim};
+use super::common::{Cluster, api_err, raw};
+
+// Real namespaces start with objects of their own (ConfigMap kube-root-ca.crt; on 1.24 the
+// default service account's token Secret): the tests label theirs and list by that label.
+const OURS: &str = "set=ours";
 
 #[tokio::test]
 async fn label_selectors() {
-    let (sim, client) = sim().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &c.ns);
     for (n, labels) in [
-        ("a", json!({"app": "web", "tier": "front"})),
-        ("b", json!({"app": "db"})),
-        ("c", json!({})),
+        ("a", json!({"set": "ours", "app": "web", "tier": "front"})),
+        ("b", json!({"set": "ours", "app": "db"})),
+        ("c", json!({"set": "ours"})),
     ] {
         let c: ConfigMap =
             serde_json::from_value(json!({"metadata": {"name": n, "labels": labels}})).expect("cm");
@@ -26,7 +31,7 @@ async fn label_selectors() {
         let api = api.clone();
         async move {
             let l = api
-                .list(&ListParams::default().labels(sel))
+                .list(&ListParams::default().labels(&format!("{OURS},{sel}")))
                 .await
                 .expect(sel);
             l.items
@@ -48,28 +53,34 @@ async fn label_selectors() {
             .expect_err("bad selector"),
     );
     assert_eq!(err.code, 400);
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn field_selectors_and_all_namespaces() {
-    let (sim, client) = sim().await;
-    namespace(&client, "n1").await;
-    namespace(&client, "n2").await;
-    for ns in ["n1", "n2"] {
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let n1 = c.namespace("n1").await;
+    let n2 = c.namespace("n2").await;
+    // All-namespace lists see every test's objects on a shared cluster: select this test's.
+    let run = format!("run={}", c.ns);
+    let labels = json!({"run": c.ns});
+    for ns in [&n1, &n2] {
         let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-        let s: Secret = serde_json::from_value(json!({"metadata": {"name": "s"}, "type": "kubernetes.io/tls", "data": {"tls.crt": "", "tls.key": ""}})).expect("s");
+        let s: Secret = serde_json::from_value(json!({"metadata": {"name": "s", "labels": labels}, "type": "kubernetes.io/tls", "data": {"tls.crt": "", "tls.key": ""}})).expect("s");
         api.create(&PostParams::default(), &s)
             .await
             .expect("create");
-        let o: Secret = serde_json::from_value(json!({"metadata": {"name": "o"}})).expect("o");
+        let o: Secret =
+            serde_json::from_value(json!({"metadata": {"name": "o", "labels": labels}}))
+                .expect("o");
         api.create(&PostParams::default(), &o)
             .await
             .expect("create");
     }
     let all: Api<Secret> = Api::all(client.clone());
     assert_eq!(
-        all.list(&ListParams::default())
+        all.list(&ListParams::default().labels(&run))
             .await
             .expect("list")
             .items
@@ -77,16 +88,20 @@ async fn field_selectors_and_all_namespaces() {
         4
     );
     let tls = all
-        .list(&ListParams::default().fields("type=kubernetes.io/tls"))
+        .list(
+            &ListParams::default()
+                .labels(&run)
+                .fields("type=kubernetes.io/tls"),
+        )
         .await
         .expect("type");
     assert_eq!(tls.items.len(), 2);
-    let n1 = all
-        .list(&ListParams::default().fields("metadata.namespace=n1,metadata.name=o"))
+    let in_n1 = all
+        .list(&ListParams::default().fields(&format!("metadata.namespace={n1},metadata.name=o")))
         .await
         .expect("ns+name");
-    assert_eq!(n1.items.len(), 1);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "n1");
+    assert_eq!(in_n1.items.len(), 1);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &n1);
     let p: Pod = serde_json::from_value(
         json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
     )
@@ -117,22 +132,25 @@ async fn field_selectors_and_all_namespaces() {
     )
     .await;
     assert_eq!(code, 400, "unsupported field label");
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn paging_with_limit_and_continue() {
-    let (sim, client) = sim().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &c.ns);
     for i in 0..7 {
-        let c: ConfigMap =
-            serde_json::from_value(json!({"metadata": {"name": format!("c{i}")}})).expect("cm");
+        let c: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": format!("c{i}"), "labels": {"set": "ours"}}}),
+        )
+        .expect("cm");
         api.create(&PostParams::default(), &c)
             .await
             .expect("create");
     }
     let mut seen = Vec::new();
-    let mut lp = ListParams::default().limit(3);
+    let mut lp = ListParams::default().labels(OURS).limit(3);
     let mut pages = 0;
     let mut first_rv = None;
     loop {
@@ -155,22 +173,26 @@ async fn paging_with_limit_and_continue() {
     let (code, _) = raw(
         &client,
         "GET",
-        "/api/v1/namespaces/default/configmaps?limit=2&continue=garbage",
+        &format!(
+            "/api/v1/namespaces/{}/configmaps?limit=2&continue=garbage",
+            c.ns
+        ),
         None,
         None,
     )
     .await;
     assert_eq!(code, 400);
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn exact_lists_and_pages_are_snapshots() {
-    let (sim, client) = sim().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &c.ns);
     for i in 0..4 {
         let c: ConfigMap = serde_json::from_value(
-            json!({"metadata": {"name": format!("s{i}")}, "data": {"v": "old"}}),
+            json!({"metadata": {"name": format!("s{i}"), "labels": {"set": "ours"}}, "data": {"v": "old"}}),
         )
         .expect("cm");
         api.create(&PostParams::default(), &c)
@@ -178,7 +200,7 @@ async fn exact_lists_and_pages_are_snapshots() {
             .expect("create");
     }
     let first = api
-        .list(&ListParams::default().limit(2))
+        .list(&ListParams::default().labels(OURS).limit(2))
         .await
         .expect("page 1");
     let rv = first.metadata.resource_version.clone().expect("rv");
@@ -192,13 +214,20 @@ async fn exact_lists_and_pages_are_snapshots() {
     )
     .await
     .expect("patch");
-    let c: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "s9"}})).expect("cm");
-    api.create(&PostParams::default(), &c)
+    let s9: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "s9", "labels": {"set": "ours"}}}))
+            .expect("cm");
+    api.create(&PostParams::default(), &s9)
         .await
         .expect("create");
     let token = first.metadata.continue_.clone().expect("continue");
     let second = api
-        .list(&ListParams::default().limit(10).continue_token(&token))
+        .list(
+            &ListParams::default()
+                .labels(OURS)
+                .limit(10)
+                .continue_token(&token),
+        )
         .await
         .expect("page 2");
     let names: Vec<String> = second
@@ -219,7 +248,8 @@ async fn exact_lists_and_pages_are_snapshots() {
         &client,
         "GET",
         &format!(
-            "/api/v1/namespaces/default/configmaps?resourceVersion={rv}&resourceVersionMatch=Exact"
+            "/api/v1/namespaces/{}/configmaps?labelSelector={OURS}&resourceVersion={rv}&resourceVersionMatch=Exact",
+            c.ns
         ),
         None,
         None,
@@ -231,7 +261,10 @@ async fn exact_lists_and_pages_are_snapshots() {
         exact["metadata"]["resourceVersion"].as_str(),
         Some(rv.as_str())
     );
-    let now = api.list(&ListParams::default()).await.expect("now");
+    let now = api
+        .list(&ListParams::default().labels(OURS))
+        .await
+        .expect("now");
     assert_eq!(now.items.len(), 4, "s0 s1 s2 s9");
-    sim.stop().await;
+    c.stop().await;
 }

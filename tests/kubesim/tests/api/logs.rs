@@ -12,7 +12,7 @@ use serde_json::json;
 use super::common::{api_err, sim};
 
 #[tokio::test]
-async fn logs_by_container_tail_and_follow() {
+async fn kubesim_only_logs_by_container_tail_and_follow() {
     let (sim, client) = sim().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let p: Pod = serde_json::from_value(json!({"metadata": {"name": "lp"}, "spec": {"containers": [{"name": "a", "image": "i"}, {"name": "b", "image": "i"}]}})).expect("pod");

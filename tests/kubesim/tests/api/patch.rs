@@ -1,18 +1,18 @@
 //! PATCH in all its types, server-side apply ownership, and the status subresource.
 
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use super::common::{api_err, raw, sim};
+use super::common::{Cluster, api_err, raw};
 
 #[tokio::test]
 async fn merge_json_and_strategic_patches() {
     use k8s_openapi::api::apps::v1::Deployment;
-    let (sim, client) = sim().await;
-    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), &c.ns);
     let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {
         "metadata": {"labels": {"app": "d"}}, "spec": {"containers": [
         {"name": "a", "image": "busybox", "env": [{"name": "X", "value": "1"}]},
@@ -80,19 +80,20 @@ async fn merge_json_and_strategic_patches() {
     let (code, _) = raw(
         &client,
         "PATCH",
-        "/apis/apps/v1/namespaces/default/deployments/d",
+        &format!("/apis/apps/v1/namespaces/{}/deployments/d", c.ns),
         Some("text/plain"),
         Some("{}"),
     )
     .await;
     assert_eq!(code, 415);
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn server_side_apply_tracks_owners_and_conflicts() {
-    let (sim, client) = sim().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &c.ns);
     let a = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"k": "a", "only-a": "1"}});
     let made = api
         .patch("ssa", &PatchParams::apply("alice"), &Patch::Apply(&a))
@@ -157,44 +158,66 @@ async fn server_side_apply_tracks_owners_and_conflicts() {
             .expect_err("editor owns k"),
     );
     assert!(err.message.contains("editor"), "{}", err.message);
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn status_subresource_patches_with_apply_and_merge() {
-    let (sim, client) = sim().await;
-    let api: Api<Job> = Api::namespaced(client.clone(), "default");
-    let j: Job = serde_json::from_value(json!({"metadata": {"name": "st"}, "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}})).expect("job");
-    api.create(&PostParams::default(), &j)
+    use k8s_openapi::api::batch::v1::CronJob;
+    let c = Cluster::start().await;
+    // A suspended CronJob: a real controller-manager leaves its status alone (a Job's it
+    // rewrites at once).
+    let api: Api<CronJob> = Api::namespaced(c.client.clone(), &c.ns);
+    let cj: CronJob = serde_json::from_value(json!({"metadata": {"name": "st"}, "spec": {"schedule": "0 0 1 1 *", "suspend": true,
+        "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}}}}))
+    .expect("cronjob");
+    let made = api
+        .create(&PostParams::default(), &cj)
         .await
         .expect("create");
-    let st = json!({"apiVersion": "batch/v1", "kind": "Job", "status": {"active": 2}});
+    let history = |cj: &CronJob| {
+        cj.spec
+            .as_ref()
+            .and_then(|s| s.successful_jobs_history_limit)
+    };
+    let status_at = |cj: &CronJob, field: &str| {
+        serde_json::to_value(&cj.status).expect("json")[field]
+            .as_str()
+            .map(String::from)
+    };
+    let st = json!({"apiVersion": "batch/v1", "kind": "CronJob", "status": {"lastScheduleTime": "2024-01-01T00:00:00Z"}});
     let out = api
         .patch_status("st", &PatchParams::apply("ctl").force(), &Patch::Apply(&st))
         .await
         .expect("apply status");
-    assert_eq!(out.status.as_ref().and_then(|s| s.active), Some(2));
-    let mp = json!({"status": {"succeeded": 1}, "spec": {"backoffLimit": 0}});
+    assert_eq!(
+        status_at(&out, "lastScheduleTime").as_deref(),
+        Some("2024-01-01T00:00:00Z")
+    );
+    let mp = json!({"status": {"lastSuccessfulTime": "2024-01-02T00:00:00Z"}, "spec": {"successfulJobsHistoryLimit": 9}});
     let out = api
         .patch_status("st", &PatchParams::default(), &Patch::Merge(&mp))
         .await
         .expect("merge status");
-    assert_eq!(out.status.as_ref().and_then(|s| s.succeeded), Some(1));
     assert_eq!(
-        out.spec.as_ref().and_then(|s| s.backoff_limit),
-        Some(6),
+        status_at(&out, "lastSuccessfulTime").as_deref(),
+        Some("2024-01-02T00:00:00Z")
+    );
+    assert_eq!(
+        history(&out),
+        history(&made),
         "spec changes via status are ignored"
     );
     assert_eq!(out.metadata.generation, Some(1));
-    let sp = json!({"status": {"active": 9}});
+    let sp = json!({"status": {"lastScheduleTime": "2030-01-01T00:00:00Z"}});
     let out = api
         .patch("st", &PatchParams::default(), &Patch::Merge(&sp))
         .await
         .expect("main patch");
     assert_eq!(
-        out.status.as_ref().and_then(|s| s.active),
-        Some(2),
+        status_at(&out, "lastScheduleTime").as_deref(),
+        Some("2024-01-01T00:00:00Z"),
         "status changes via the main resource are ignored"
     );
-    sim.stop().await;
+    c.stop().await;
 }

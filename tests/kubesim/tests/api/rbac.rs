@@ -10,7 +10,7 @@ use serde_json::json;
 use super::common::api_err;
 
 #[tokio::test]
-async fn service_accounts_get_what_their_bindings_grant() {
+async fn kubesim_only_service_accounts_get_what_their_bindings_grant() {
     let sim = KubeSim::start(KubeSimOptions {
         run_kubelet: false,
         enforce_rbac: true,
@@ -82,7 +82,7 @@ async fn service_accounts_get_what_their_bindings_grant() {
 }
 
 #[tokio::test]
-async fn access_reviews_and_kubectl_auth_can_i() {
+async fn kubesim_only_access_reviews_and_kubectl_auth_can_i() {
     let sim = KubeSim::start(KubeSimOptions {
         run_kubelet: false,
         enforce_rbac: true,
@@ -161,7 +161,8 @@ async fn access_reviews_and_kubectl_auth_can_i() {
 }
 
 #[tokio::test]
-async fn a_list_by_metadata_name_field_selector_is_authorized_against_resource_names() {
+async fn kubesim_only_a_list_by_metadata_name_field_selector_is_authorized_against_resource_names()
+{
     let sim = KubeSim::start(KubeSimOptions {
         run_kubelet: false,
         enforce_rbac: true,

@@ -10,7 +10,7 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchPar
 use kube::runtime::watcher;
 use serde_json::json;
 
-use super::common::{raw, sim};
+use super::common::{Cluster, raw, sim};
 
 fn cm(name: &str, labels: serde_json::Value) -> ConfigMap {
     serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).expect("cm")
@@ -20,16 +20,21 @@ const T: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn watch_replays_from_resource_version() {
-    let (sim, client) = sim().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let list = api.list(&ListParams::default()).await.expect("list");
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &c.ns);
+    // Only this test's objects: the real namespace controller adds kube-root-ca.crt.
+    let list = api
+        .list(&ListParams::default().labels("set=ours"))
+        .await
+        .expect("list");
     let rv = list.metadata.resource_version.expect("rv");
-    api.create(&PostParams::default(), &cm("a", json!({})))
+    api.create(&PostParams::default(), &cm("a", json!({"set": "ours"})))
         .await
         .expect("a");
     api.delete("a", &Default::default()).await.expect("delete");
     let mut stream = api
-        .watch(&WatchParams::default().timeout(5), &rv)
+        .watch(&WatchParams::default().labels("set=ours").timeout(5), &rv)
         .await
         .expect("watch")
         .boxed();
@@ -53,11 +58,11 @@ async fn watch_replays_from_resource_version() {
             ("DELETED", Some("a".to_string()))
         ]
     );
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
-async fn compacted_history_gives_410() {
+async fn kubesim_only_compacted_history_gives_410() {
     let (sim, client) = sim().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let old = api
@@ -100,10 +105,13 @@ async fn compacted_history_gives_410() {
 
 #[tokio::test]
 async fn bookmarks_when_asked() {
-    let (sim, client) = sim().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &c.ns);
+    // Selects nothing, so that the first event is a bookmark (the real namespace controller
+    // adds kube-root-ca.crt meanwhile). A real server sends one 2 s before the timeout.
     let rv = api
-        .list(&ListParams::default())
+        .list(&ListParams::default().labels("set=ours"))
         .await
         .expect("list")
         .metadata
@@ -115,6 +123,7 @@ async fn bookmarks_when_asked() {
                 bookmarks: true,
                 ..WatchParams::default()
             }
+            .labels("set=ours")
             .timeout(10),
             &rv,
         )
@@ -132,13 +141,14 @@ async fn bookmarks_when_asked() {
         ),
         other => panic!("expected bookmark, got {other:?}"),
     }
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
 async fn selector_watch_sees_objects_enter_and_leave() {
-    let (sim, client) = sim().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let c = Cluster::start().await;
+    let client = c.client.clone();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &c.ns);
     api.create(&PostParams::default(), &cm("s", json!({"app": "no"})))
         .await
         .expect("create");
@@ -176,11 +186,11 @@ async fn selector_watch_sees_objects_enter_and_leave() {
         matches!(second, Some(WatchEvent::Deleted(_))),
         "leaving it is DELETED: {second:?}"
     );
-    sim.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test]
-async fn runtime_watcher_lists_then_follows_and_survives_closed_watches_and_410() {
+async fn kubesim_only_runtime_watcher_lists_then_follows_and_survives_closed_watches_and_410() {
     let (sim, client) = sim().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     api.create(&PostParams::default(), &cm("pre", json!({})))
@@ -253,7 +263,8 @@ async fn runtime_watcher_lists_then_follows_and_survives_closed_watches_and_410(
 
 #[tokio::test]
 async fn watch_ends_after_timeout_seconds() {
-    let (sim, client) = sim().await;
+    let c = Cluster::start().await;
+    let client = c.client.clone();
     let api: Api<ConfigMap> = Api::all(client.clone());
     let started = std::time::Instant::now();
     let mut stream = api
@@ -268,11 +279,12 @@ async fn watch_ends_after_timeout_seconds() {
         .is_some()
     {}
     assert!(started.elapsed() >= Duration::from_millis(900));
-    sim.stop().await;
+    c.stop().await;
 }
 
+/// `sendInitialEvents` is newer than Kubernetes 1.24.
 #[tokio::test]
-async fn send_initial_events_ends_with_a_marked_bookmark_and_watches_all_namespaces() {
+async fn kubesim_only_send_initial_events_ends_with_a_marked_bookmark_and_watches_all_namespaces() {
     let (sim, client) = sim().await;
     super::common::namespace(&client, "w1").await;
     for ns in ["default", "w1"] {
@@ -308,14 +320,14 @@ async fn send_initial_events_ends_with_a_marked_bookmark_and_watches_all_namespa
     sim.stop().await;
 }
 
-#[tokio::test]
-async fn runtime_watcher_with_streaming_lists() {
-    let (sim, client) = sim().await;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    api.create(&PostParams::default(), &cm("s1", json!({})))
+/// kube-runtime's watcher with `config`: the initial objects, then a live change.
+async fn watcher_lists_then_follows(c: Cluster, config: watcher::Config) {
+    let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), &c.ns);
+    api.create(&PostParams::default(), &cm("s1", json!({"set": "ours"})))
         .await
         .expect("s1");
-    let mut events = watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
+    // Only this test's objects: real namespaces also hold kube-root-ca.crt.
+    let mut events = watcher(api.clone(), config.labels("set=ours")).boxed();
     let mut init = Vec::new();
     loop {
         match tokio::time::timeout(T, events.try_next())
@@ -331,7 +343,7 @@ async fn runtime_watcher_with_streaming_lists() {
         }
     }
     assert_eq!(init, ["s1"]);
-    api.create(&PostParams::default(), &cm("s2", json!({})))
+    api.create(&PostParams::default(), &cm("s2", json!({"set": "ours"})))
         .await
         .expect("s2");
     match tokio::time::timeout(T, events.try_next())
@@ -343,5 +355,20 @@ async fn runtime_watcher_with_streaming_lists() {
         watcher::Event::Apply(c) => assert_eq!(c.metadata.name.as_deref(), Some("s2")),
         other => panic!("unexpected {other:?}"),
     }
-    sim.stop().await;
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn runtime_watcher_lists_then_follows() {
+    watcher_lists_then_follows(Cluster::start().await, watcher::Config::default()).await;
+}
+
+/// Streaming lists (`sendInitialEvents`) are newer than Kubernetes 1.24.
+#[tokio::test]
+async fn kubesim_only_runtime_watcher_with_streaming_lists() {
+    watcher_lists_then_follows(
+        Cluster::kubesim().await,
+        watcher::Config::default().streaming_lists(),
+    )
+    .await;
 }
