@@ -8,6 +8,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::JobTemplateSpec;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use kube::core::CustomResourceExt;
@@ -244,56 +247,77 @@ pub struct PolicyDigests {
 /// API server validates and prunes it, but not the upstream Kubernetes field descriptions:
 /// they would make the CRD over 500 KB, too large for `kubectl apply` (client-side) and
 /// wasteful in every API server. `kubectl explain job.spec` documents those fields.
-pub fn crd()
--> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+///
+/// No field is `nullable`: kube-apiserver (1.24 at least) leaves nullable fields out of the
+/// OpenAPI v2 document it publishes, so `kubectl explain qjob.status` showed nothing and
+/// kubectl could not validate `spec.output`. Our optional fields are omitted, never sent as
+/// null (and a null sent for a non-nullable field is pruned by the API server, not refused).
+pub fn crd() -> CustomResourceDefinition {
     let mut crd = QuarksJob::crd();
     for version in &mut crd.spec.versions {
-        let template = version
+        let Some(root) = version
             .schema
             .as_mut()
             .and_then(|s| s.open_api_v3_schema.as_mut())
-            .and_then(|root| root.properties.as_mut())
+        else {
+            continue;
+        };
+        visit_schema(root, &mut |field| field.nullable = None);
+        let template = root
+            .properties
+            .as_mut()
             .and_then(|p| p.get_mut("spec"))
             .and_then(|spec| spec.properties.as_mut())
             .and_then(|p| p.get_mut("template"));
         if let Some(template) = template {
             for (_, field) in template.properties.iter_mut().flatten() {
-                strip_descriptions(field);
+                visit_schema(field, &mut |field| field.description = None);
             }
         }
     }
     crd
 }
 
-fn strip_descriptions(
-    schema: &mut k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps,
-) {
-    schema.description = None;
+/// Calls `visit` on `schema` and on every schema nested in it.
+fn visit_schema(schema: &mut JSONSchemaProps, visit: &mut impl FnMut(&mut JSONSchemaProps)) {
+    visit(schema);
     for (_, child) in schema.properties.iter_mut().flatten() {
-        strip_descriptions(child);
+        visit_schema(child, visit);
     }
-    if let Some(items) = schema.items.as_mut() {
-        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray;
-        match items {
-            JSONSchemaPropsOrArray::Schema(item) => strip_descriptions(item),
-            JSONSchemaPropsOrArray::Schemas(list) => list.iter_mut().for_each(strip_descriptions),
+    match schema.items.as_mut() {
+        Some(JSONSchemaPropsOrArray::Schema(item)) => visit_schema(item, visit),
+        Some(JSONSchemaPropsOrArray::Schemas(list)) => {
+            list.iter_mut().for_each(|s| visit_schema(s, visit))
         }
+        None => {}
     }
-    if let Some(additional) = schema.additional_properties.as_mut() {
-        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrBool;
-        if let JSONSchemaPropsOrBool::Schema(inner) = additional {
-            strip_descriptions(inner);
-        }
+    if let Some(JSONSchemaPropsOrBool::Schema(inner)) = schema.additional_properties.as_mut() {
+        visit_schema(inner, visit);
     }
     for list in [&mut schema.all_of, &mut schema.any_of, &mut schema.one_of]
         .into_iter()
         .flatten()
     {
-        list.iter_mut().for_each(strip_descriptions);
+        list.iter_mut().for_each(|s| visit_schema(s, visit));
     }
 }
 
 /// [`crd`] as YAML.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     serde_yaml::to_string(&crd())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_field_of_the_crd_is_nullable_so_kube_apiserver_publishes_every_field() {
+        let yaml = crd_yaml().unwrap();
+        assert!(!yaml.contains("nullable"), "a nullable field is left");
+        // What `kubectl explain qjob.status` / `qjob.spec.output` list on kube-apiserver.
+        for field in ["runCount:", "lastJobName:", "outputMap:", "secretLabels:"] {
+            assert!(yaml.contains(field), "{field} is in the schema");
+        }
+    }
 }
