@@ -22,6 +22,7 @@ pub mod plan;
 pub mod policies;
 pub mod reconcile;
 pub mod references;
+pub mod rest_client;
 pub mod versioned;
 
 use std::net::SocketAddr;
@@ -71,14 +72,14 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         crate::VERSION,
         config.monitored_id
     );
-    let client = client(&config).await?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let client = client(&config, metrics.rest_client_requests_total.clone()).await?;
     if config.apply_crd {
         apply_crd(&client).await?;
     }
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
 
-    let metrics = Arc::new(metrics::Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let http = tokio::spawn(http::serve(
         config.listen,
@@ -371,7 +372,10 @@ fn staging_owner<K: kube::Resource>(object: &K) -> Option<String> {
     Some(manifest.quarks_job)
 }
 
-async fn client(config: &OperatorConfig) -> anyhow::Result<kube::Client> {
+async fn client(
+    config: &OperatorConfig,
+    requests: rest_client::RequestCounter,
+) -> anyhow::Result<kube::Client> {
     let kube_config = match &config.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
@@ -379,7 +383,7 @@ async fn client(config: &OperatorConfig) -> anyhow::Result<kube::Client> {
         }
         None => kube::Config::infer().await?,
     };
-    Ok(kube::Client::try_from(kube_config)?)
+    Ok(rest_client::counted_client(kube_config, requests)?)
 }
 
 /// Creates or updates the CRD (server-side apply) and waits until it is served.
