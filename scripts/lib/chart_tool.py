@@ -5,7 +5,8 @@ Run with the interpreter of target/chart-tools (scripts/lib/setup.sh ensure_char
 host/tests/cluster/chart.rs does:
 
     target/chart-tools/bin/python scripts/lib/chart_tool.py check
-    target/chart-tools/bin/python scripts/lib/chart_tool.py render [--set k=v]... [--include-crds]
+    target/chart-tools/bin/python scripts/lib/chart_tool.py render [--set k=v]... [--include-crds] \
+        [--release NAME] [--namespace NS]
 
 `check` exits non-zero on any finding and prints one line per check and a closing
 "N passed, N failed" line. `render` prints the manifests as one YAML stream (CRDs first).
@@ -61,13 +62,14 @@ def install_order(doc: Doc) -> int:
     return INSTALL_ORDER.index(doc["kind"]) if doc["kind"] in INSTALL_ORDER else len(INSTALL_ORDER)
 
 
-def render(values: dict[str, Any], include_crds: bool) -> list[Doc]:
+def render(values: dict[str, Any], include_crds: bool, release: str = RELEASE,
+           namespace: str = NAMESPACE) -> list[Doc]:
     chart = helm.Chart.load(CHART)
     docs: list[Doc] = []
     if include_crds:
         for crd in chart.crds:
             docs.extend(d for d in yaml.safe_load_all(crd["data"]) if d)
-    rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    rendered = chart.render(values, name=release, namespace=namespace, is_install=True)
     for path in sorted(rendered):
         if path.endswith("NOTES.txt"):
             continue
@@ -276,10 +278,14 @@ def main() -> int:
     render_parser = sub.add_parser("render")
     render_parser.add_argument("--set", action="append", default=[], dest="assignments")
     render_parser.add_argument("--include-crds", action="store_true")
+    # Another release name and namespace, so that several installs can share one cluster.
+    render_parser.add_argument("--release", default=RELEASE)
+    render_parser.add_argument("--namespace", default=NAMESPACE)
     args = parser.parse_args()
     if args.command == "check":
         return check()
-    docs = render(set_values(args.assignments), include_crds=args.include_crds)
+    docs = render(set_values(args.assignments), include_crds=args.include_crds,
+                  release=args.release, namespace=args.namespace)
     sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False))
     return 0
 

@@ -1,5 +1,11 @@
 //! Test harness: a cluster (kubesim or a given kubeconfig), a namespace of the test's own,
 //! operator processes, and polling helpers with deadlines (never fixed sleeps for outcomes).
+//!
+//! Two backends run the same tests: each test's own in-process kubesim (the default), or the
+//! cluster `QUARKS_TEST_KUBECONFIG` names (scripts/test: the real kube-apiserver and
+//! kube-controller-manager of `../shared/k8s` with `kubesim node` as the node). A test that
+//! needs kubesim itself (fault injection, its request log) says so in its name,
+//! `kubesim_only_…`, and is left out of the real-cluster pass by that name.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -74,6 +80,89 @@ impl Cluster {
             .create_namespace(&cluster.namespace, Some(&cluster.monitored_id))
             .await;
         cluster
+    }
+
+    /// The test's kubesim; only `kubesim_only_…` tests may ask for it.
+    pub fn sim(&self) -> &KubeSim {
+        self.sim.as_ref().expect(
+            "this test needs kubesim (fault injection or its request log): name it kubesim_only_… \
+             so that the real-cluster pass leaves it out",
+        )
+    }
+
+    /// A client authenticating as ServiceAccount `namespace/name` with a token from the
+    /// TokenRequest API (served by kubesim and by kube-apiserver alike): what a pod running as
+    /// that account presents.
+    pub async fn service_account_client(&self, namespace: &str, name: &str) -> kube::Client {
+        let token = self.service_account_token(namespace, name).await;
+        let mut config = self.admin_config().await;
+        config.auth_info = serde_json::from_value(serde_json::json!({ "token": token })).unwrap();
+        config.default_namespace = namespace.to_owned();
+        kube::Client::try_from(config).expect("service account client")
+    }
+
+    /// A kubeconfig file in `dir` for ServiceAccount `namespace/name` (see
+    /// [`Cluster::service_account_client`]): the cluster of the test's kubeconfig, the account's token.
+    pub async fn service_account_kubeconfig(
+        &self,
+        dir: &std::path::Path,
+        namespace: &str,
+        name: &str,
+    ) -> PathBuf {
+        let token = self.service_account_token(namespace, name).await;
+        let mut kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let user = format!("{namespace}-{name}");
+        kubeconfig.auth_infos = vec![
+            serde_json::from_value(serde_json::json!({"name": user, "user": {"token": token}}))
+                .unwrap(),
+        ];
+        for context in &mut kubeconfig.contexts {
+            if let Some(context) = context.context.as_mut() {
+                context.user = Some(user.clone());
+                context.namespace = Some(namespace.to_owned());
+            }
+        }
+        let path = dir.join(format!("{user}.kubeconfig"));
+        std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+        path
+    }
+
+    async fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(self.client.clone(), namespace);
+        let request: k8s_openapi::api::authentication::v1::TokenRequest =
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"audiences": [], "expirationSeconds": 3600},
+            }))
+            .unwrap();
+        // The ServiceAccount may have been created a moment ago (by the chart, the operator).
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let answer = loop {
+            let result = accounts
+                .create_subresource::<_, k8s_openapi::api::authentication::v1::TokenRequest>(
+                    "token",
+                    name,
+                    &PostParams::default(),
+                    &request,
+                )
+                .await;
+            match result {
+                Ok(answer) => break answer,
+                Err(e) if tokio::time::Instant::now() > deadline => {
+                    panic!("no token for {namespace}/{name}: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        answer.status.expect("TokenRequest status").token
+    }
+
+    async fn admin_config(&self) -> kube::Config {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("kubeconfig")
     }
 
     pub async fn create_namespace(&self, name: &str, monitored_id: Option<&str>) {

@@ -511,11 +511,10 @@ async fn twenty_rapid_config_changes_never_run_two_jobs_at_once_and_the_last_run
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn injected_conflicts_errors_and_dropped_watches_do_not_change_the_outcome() {
+async fn kubesim_only_injected_conflicts_errors_and_dropped_watches_do_not_change_the_outcome() {
     let c = Cluster::start().await;
-    let Some(sim) = &c.sim else { return }; // fault injection needs kubesim
     let _op = c.operator().await;
-    let faults = sim.faults();
+    let faults = c.sim().faults();
     faults.fail_next("create", "jobs", 500, 2);
     faults.fail_next("patch", "quarksjobs", 409, 2);
     c.create_qjob(&qjob_yaml("faulty", "once", "true")).await;
