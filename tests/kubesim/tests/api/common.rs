@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -68,10 +68,12 @@ impl Cluster {
         }
     }
 
-    /// Always a fresh kubesim (API server only), for `kubesim_only_*` tests.
+    /// A fresh kubesim (API server only). RBAC is enforced, as on every real cluster; the
+    /// admin and kubectl (no token over http: unsecured) are always allowed.
     pub async fn kubesim() -> Cluster {
         Self::kubesim_with(KubeSimOptions {
             run_kubelet: false,
+            enforce_rbac: true,
             ..Default::default()
         })
         .await
@@ -151,6 +153,41 @@ impl Cluster {
     /// cluster would otherwise outlive the test).
     pub fn delete_on_stop(&self, path: &str) {
         self.cleanup.lock().expect("cleanup").push(path.to_string());
+    }
+
+    /// A client acting as ServiceAccount `ns/name` (created here), with a token from
+    /// TokenRequest, as a pod would get it.
+    pub async fn service_account_client(&self, ns: &str, name: &str) -> Client {
+        let sa: ServiceAccount =
+            serde_json::from_value(json!({"metadata": {"name": name}})).expect("sa");
+        Api::<ServiceAccount>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), &sa)
+            .await
+            .expect("create service account");
+        let request =
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}});
+        let (code, answer) = raw(
+            &self.client,
+            "POST",
+            &format!("/api/v1/namespaces/{ns}/serviceaccounts/{name}/token"),
+            Some("application/json"),
+            Some(&request.to_string()),
+        )
+        .await;
+        assert_eq!(code, 201, "TokenRequest: {answer}");
+        let token = answer["status"]["token"]
+            .as_str()
+            .expect("token")
+            .to_string();
+        let mut kc = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+        for user in &mut kc.auth_infos {
+            user.auth_info =
+                Some(serde_json::from_value(json!({"token": token})).expect("auth info"));
+        }
+        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig");
+        Client::try_from(config).expect("client")
     }
 
     /// A kubeconfig with the client's identity and `ns` as the context's namespace.
