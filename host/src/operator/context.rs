@@ -50,6 +50,10 @@ pub struct Context {
 }
 
 impl Context {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the process's wiring hands over every shared service once, here"
+    )]
     pub fn new(
         client: kube::Client,
         policies: PolicyResolver,
@@ -150,15 +154,15 @@ impl Context {
         }
         // The budget is checked after the quarantine, so a quarantined module keeps one
         // reason (a flip between two reasons would rewrite status on every reconcile).
-        if world == World::Trigger {
-            if let Err(retry_after) = self.budget.check(namespace, Instant::now()) {
-                let error = PolicyError::BudgetExhausted {
-                    namespace: namespace.to_owned(),
-                    retry_after,
-                };
-                self.count_policy_error(world, &error, Some(&digest));
-                return Err(error);
-            }
+        if world == World::Trigger
+            && let Err(retry_after) = self.budget.check(namespace, Instant::now())
+        {
+            let error = PolicyError::BudgetExhausted {
+                namespace: namespace.to_owned(),
+                retry_after,
+            };
+            self.count_policy_error(world, &error, Some(&digest));
+            return Err(error);
         }
         let engine = self.policies.engine().clone();
         let started = Instant::now();

@@ -73,8 +73,11 @@ impl<'a> ConfigContent<'a> {
 /// encode to the same bytes. Only content counts: metadata such as labels or resourceVersion
 /// does not (a pod does not see it). An object that exists but is empty differs from an absent
 /// one, because the pod sees the difference (an optional reference starts resolving).
+/// One object's kind, name and (key, value) entries, in digest order.
+type SortedObject<'a> = (ConfigKind, &'a str, Vec<(&'a str, &'a [u8])>);
+
 pub fn config_digest(contents: &[ConfigContent<'_>]) -> String {
-    let mut objects: Vec<(ConfigKind, &str, Vec<(&str, &[u8])>)> = contents
+    let mut objects: Vec<SortedObject<'_>> = contents
         .iter()
         .map(|c| {
             let mut entries = c.entries.clone();

@@ -320,15 +320,15 @@ fn referencing<K: kube::Resource>(
     object: &K,
 ) -> Vec<ObjectRef<QuarksJob>> {
     let namespace = object.meta().namespace.as_deref();
-    if kind == ConfigKind::Secret {
-        if let Some(owner) = staging_owner(object) {
-            return store
-                .state()
-                .iter()
-                .filter(|q| q.namespace().as_deref() == namespace && q.name_any() == owner)
-                .map(|q| ObjectRef::from_obj(q.as_ref()))
-                .collect();
-        }
+    if kind == ConfigKind::Secret
+        && let Some(owner) = staging_owner(object)
+    {
+        return store
+            .state()
+            .iter()
+            .filter(|q| q.namespace().as_deref() == namespace && q.name_any() == owner)
+            .map(|q| ObjectRef::from_obj(q.as_ref()))
+            .collect();
     }
     let name = object.meta().name.as_deref().unwrap_or_default();
     let prefix = versioned::parse_versioned_name(name).map(|v| v.prefix);

@@ -324,16 +324,14 @@ impl PolicyResolver {
         let text = reference.clone();
         self.start_load(key, namespace, String::new(), None, &reference, async move {
             // A pinned artifact compiled before (by this operator) loads without a pull.
-            if let (Some(dir), Some(_)) = (&settings.cache_dir, &oci_ref.digest) {
-                if let Some(digest) = read_ref(dir, &text) {
-                    if let Some(policy) =
+            if let (Some(dir), Some(_)) = (&settings.cache_dir, &oci_ref.digest)
+                && let Some(digest) = read_ref(dir, &text)
+                    && let Some(policy) =
                         engine.load_compiled_file(&dir.join("compiled"), digest, world)?
                     {
                         info!(reference = %text, %digest, "policy module loaded from the disk cache");
                         return Ok((policy, text));
                     }
-                }
-            }
             let auth = match &pull_secret {
                 Some(name) => pull_auth(&client, &owner, name, &oci_ref.registry).await?,
                 None => RegistryAuth::Anonymous,

@@ -151,11 +151,11 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
 
     // A Job created for the next run but not recorded (crash or conflict after creating it):
     // adopt it, exactly as if this reconcile had created it.
-    if let Some(next) = &jobs.next {
-        if let Some(plan) = run_plan_of(next) {
-            info!(job = %next.name_any(), "adopting the Job of an unrecorded run");
-            return record_run_started(ctx, qjob, status, &plan, None, &now).await;
-        }
+    if let Some(next) = &jobs.next
+        && let Some(plan) = run_plan_of(next)
+    {
+        info!(job = %next.name_any(), "adopting the Job of an unrecorded run");
+        return record_run_started(ctx, qjob, status, &plan, None, &now).await;
     }
 
     // Settle a run whose Job finished since we last looked.

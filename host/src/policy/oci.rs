@@ -59,14 +59,14 @@ pub async fn pull(
         .pull_image_manifest(&reference, auth)
         .await
         .map_err(|e| classify(&text, e))?;
-    if let Some(pinned) = &oci.digest {
-        if &manifest_digest != pinned {
-            return Err(PolicyError::DigestMismatch {
-                reference: text,
-                expected: pinned.clone(),
-                found: manifest_digest,
-            });
-        }
+    if let Some(pinned) = &oci.digest
+        && &manifest_digest != pinned
+    {
+        return Err(PolicyError::DigestMismatch {
+            reference: text,
+            expected: pinned.clone(),
+            found: manifest_digest,
+        });
     }
     let wasm: Vec<_> = manifest
         .layers

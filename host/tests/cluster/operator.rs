@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use quarks_job::crd::{QuarksJob, Strategy};
 
@@ -558,13 +557,4 @@ async fn two_replicas_with_leader_election_never_both_act() {
     for i in 0..5 {
         stays_at(&c, &format!("q{i}"), 1).await;
     }
-    let _ = c
-        .qjobs()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|q| q.name_any())
-        .count();
 }

@@ -225,7 +225,9 @@ async fn a_namespace_with_a_hostile_or_broken_policy_fails_closed_and_others_kee
 
     // Each broken module in turn: a condition naming the problem, an Event, no run; and
     // namespace A keeps running its QuarksJobs meanwhile.
-    let steps: [(&str, Option<Vec<u8>>, Option<String>); 5] = [
+    // (expected reason, module to store, selection to set)
+    type Step = (&'static str, Option<Vec<u8>>, Option<String>);
+    let steps: [Step; 5] = [
         ("PolicyTimeout", None, None),
         (
             "PolicyMemoryLimit",
