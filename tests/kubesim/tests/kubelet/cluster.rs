@@ -48,6 +48,11 @@ pub async fn start_with(tag: &str, options: KubeSimOptions) -> Cluster {
 }
 
 impl Cluster {
+    /// The requests kubesim served so far.
+    pub fn request_log(&self) -> Vec<kubesim::RequestRecord> {
+        self.sim.request_log()
+    }
+
     pub fn faults(&self) -> kubesim::Faults {
         self.sim.faults()
     }

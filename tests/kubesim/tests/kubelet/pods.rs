@@ -1,8 +1,9 @@
 //! Pods run by the kubelet, driven through the API: environment, volumes, isolation,
 //! image pulls, waiting for Secrets, logs, identity and deletion.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
-use kube::api::{DeleteParams, ListParams};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret, ServiceAccount};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
 use super::cluster::{
@@ -219,6 +220,73 @@ async fn the_pod_kubeconfig_identity_reaches_the_api_server() {
     assert_eq!(
         log,
         format!("kubesim:serviceaccount:{ns}:default\n{ns}\npod/whoami\n")
+    );
+}
+
+#[tokio::test]
+async fn projected_tokens_come_from_token_request_and_replace_the_kubesim_identity() {
+    let cluster = start("pod-token").await;
+    let ns = cluster.namespace.clone();
+    // What a real server's ServiceAccount admission adds, plus a token of its own audience.
+    let script = "cat /var/run/secrets/kubernetes.io/serviceaccount/token; echo; \
+                  cat /var/run/secrets/kubernetes.io/serviceaccount/namespace; echo; \
+                  cat /vault/token; echo; echo \"${KUBECONFIG:-none}\"";
+    let mut pod = shell_pod("token", script);
+    pod["spec"]["volumes"] = json!([
+        {"name": "kube-api-access", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}
+        ]}},
+        {"name": "vault", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token", "audience": "vault", "expirationSeconds": 600}}
+        ]}}
+    ]);
+    pod["spec"]["containers"][0]["volumeMounts"] = json!([
+        {"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true},
+        {"name": "vault", "mountPath": "/vault"}
+    ]);
+    cluster.create::<Pod>(pod).await;
+    let (pod, log) = finished_with_log(&cluster, "token").await;
+    assert_eq!(pod_phase(&pod), "Succeeded", "{log}");
+    let token = format!("kubesim:serviceaccount:{ns}:default");
+    // The pod's own service-account mount wins: no kubesim kubeconfig.
+    assert_eq!(log, format!("{token}\n{ns}\n{token}\nnone\n"));
+    let requests: Vec<_> = cluster
+        .request_log()
+        .into_iter()
+        .filter(|r| r.resource == "serviceaccounts" && r.subresource == "token")
+        .collect();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    for r in requests {
+        assert_eq!(
+            (r.verb.as_str(), r.name.as_str(), r.code),
+            ("create", "default", 201)
+        );
+    }
+
+    // TokenRequest itself: lifetimes under 10 minutes are refused, unknown accounts are 404.
+    let sas: kube::Api<ServiceAccount> = cluster.api();
+    let request = |seconds: i64| -> TokenRequest {
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": seconds}}))
+            .expect("token request")
+    };
+    let pp = PostParams::default();
+    let issued = sas
+        .create_token_request("default", &pp, &request(3600))
+        .await
+        .expect("token");
+    assert_eq!(issued.status.expect("status").token, token);
+    let short = sas.create_token_request("default", &pp, &request(60)).await;
+    assert!(
+        matches!(short, Err(kube::Error::Api(ref s)) if s.code == 422),
+        "{short:?}"
+    );
+    let missing = sas
+        .create_token_request("nobody", &pp, &request(3600))
+        .await;
+    assert!(
+        matches!(missing, Err(kube::Error::Api(ref s)) if s.code == 404),
+        "{missing:?}"
     );
 }
 
