@@ -23,7 +23,9 @@
 //!
 //! Run: `cargo bench -p quarks-job --bench operator` (a few minutes on 2 cores);
 //! `cargo bench -p quarks-job --bench operator -- --quick` for smaller counts (20 / 100 / 1 000);
-//! `-- --memory` runs only part 3.
+//! `-- --memory` runs only part 3; `-- --real` also runs parts 1 and 2 on the real
+//! kube-apiserver + kube-controller-manager v1.24 of `../shared/k8s` (started by the bench in a
+//! temporary directory), its bare-client floor measured on the same server in the same run.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -199,14 +201,236 @@ fn tally(log: &[kubesim::RequestRecord]) -> Vec<(String, usize)> {
             .or_default() += 1;
     }
     let mut v: Vec<_> = counts.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
     v
+}
+
+/// The API server phases 1 and 2 run against.
+enum Target {
+    /// kubesim in this process (kubelet and Job controller off).
+    KubeSim(KubeSim),
+    /// The real kube-apiserver and kube-controller-manager of ../shared/k8s (no node: the
+    /// real Job controller makes pods that stay Pending, for the operator and the floor alike).
+    Real(support::ControlPlane),
+}
+
+impl Target {
+    fn name(&self) -> &'static str {
+        match self {
+            Target::KubeSim(_) => "kubesim",
+            Target::Real(_) => "kube-apiserver 1.24",
+        }
+    }
+
+    fn kubeconfig(&self) -> &std::path::Path {
+        match self {
+            Target::KubeSim(sim) => sim.kubeconfig_path(),
+            Target::Real(plane) => plane.kubeconfig(),
+        }
+    }
+
+    async fn client(&self) -> kube::Client {
+        match self {
+            Target::KubeSim(sim) => sim.client().await.expect("client"),
+            Target::Real(plane) => plane.client().await,
+        }
+    }
+
+    /// kubesim's request log; the real API server keeps none.
+    fn request_log(&self) -> Option<Vec<kubesim::RequestRecord>> {
+        match self {
+            Target::KubeSim(sim) => Some(sim.request_log()),
+            Target::Real(_) => None,
+        }
+    }
+}
+
+/// 1. create → Job latency and 2. burst throughput against the bare-client floor, on `target`.
+async fn api_phases(
+    target: &Target,
+    counts: &Counts,
+    id: &str,
+    rows: &mut Vec<(String, String, String)>,
+    notes: &mut Vec<String>,
+) {
+    let client = target.client().await;
+    let operator = Operator::start(target.kubeconfig(), &client, id, &operator_args()).await;
+    let on = target.name();
+    // Names of this run: a real cluster is shared with earlier runs.
+    let latency_ns = format!("{id}-latency");
+
+    create_namespace(&client, &latency_ns, Some(id)).await;
+    let mut jobs = watch_jobs(Api::namespaced(client.clone(), &latency_ns));
+    watch_ready(&mut jobs).await;
+    let api = qjob_api(&client, &latency_ns);
+    let mut samples = Vec::new();
+    for i in 0..WARMUP + counts.latency {
+        let name = format!("once-{i}");
+        let sent = Instant::now();
+        api.create(&PostParams::default(), &qjob(&name, "once"))
+            .await
+            .expect("create QuarksJob");
+        let arrived = tokio::time::timeout(DEADLINE, async {
+            loop {
+                match jobs.recv().await {
+                    Some(Some((_, owner, at))) if owner == name => return at,
+                    Some(_) => {}
+                    None => panic!("the Job watcher ended"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "no Job for QuarksJob {name}; operator log:\n{}",
+                operator.log_tail()
+            )
+        });
+        if i >= WARMUP {
+            samples.push(arrived - sent);
+        }
+    }
+    drop(jobs);
+    samples.sort();
+    rows.push((
+        format!(
+            "{on}: QuarksJob create → Job exists, p50 (n = {})",
+            counts.latency
+        ),
+        ms(percentile(&samples, 0.5)),
+        "≤ 100 ms (Go operator: ≥ 10 s)".into(),
+    ));
+    rows.push((
+        format!("{on}: QuarksJob create → Job exists, p99"),
+        ms(percentile(&samples, 0.99)),
+        "-".into(),
+    ));
+
+    let monitored: Vec<String> = (0..counts.burst_namespaces)
+        .map(|i| format!("{id}-burst-{i}"))
+        .collect();
+    let bare: Vec<String> = (0..counts.burst_namespaces)
+        .map(|i| format!("{id}-bare-{i}"))
+        .collect();
+    for ns in &monitored {
+        create_namespace(&client, ns, Some(id)).await;
+    }
+    for ns in &bare {
+        create_namespace(&client, ns, None).await;
+    }
+    let bare_before = create_bare_jobs(&client, &bare, "a", counts.burst).await;
+
+    let mut jobs = watch_jobs(Api::all(client.clone()));
+    watch_ready(&mut jobs).await;
+    let log_from = target.request_log().map_or(0, |log| log.len());
+    let requests_before = operator.metric("rest_client_requests_total").await;
+    let (cpu_operator, cpu_bench) = (cpu_seconds(&operator.pid.to_string()), cpu_seconds("self"));
+    let reconciles = operator.metric("controller_runtime_reconcile_total").await;
+    let burst_prefix = format!("{id}-burst-");
+    let started = Instant::now();
+    let creating = create_qjobs(&client, &monitored, "once-", counts.burst, "once");
+    let counting = async {
+        let mut seen = 0;
+        let mut last = started;
+        while seen < counts.burst {
+            match tokio::time::timeout(Duration::from_secs(120), jobs.recv()).await {
+                Ok(Some(Some((namespace, _, at)))) if namespace.starts_with(&burst_prefix) => {
+                    seen += 1;
+                    last = at;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the Job watcher ended"),
+                Err(_) => panic!(
+                    "only {seen} of {} Jobs after 120 s without progress; operator log:\n{}",
+                    counts.burst,
+                    operator.log_tail()
+                ),
+            }
+        }
+        last
+    };
+    let (created_at, all_jobs_at) = tokio::join!(
+        async {
+            creating.await;
+            Instant::now()
+        },
+        counting
+    );
+    let operator_time = all_jobs_at - started;
+    let cpu_operator = cpu_seconds(&operator.pid.to_string()) - cpu_operator;
+    let cpu_bench = cpu_seconds("self") - cpu_bench;
+    let reconciles = operator.metric("controller_runtime_reconcile_total").await - reconciles;
+    // The operator finishes its write-backs after the last Job exists; let it settle for the tally.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let operator_requests = operator.metric("rest_client_requests_total").await - requests_before;
+    let requests = target
+        .request_log()
+        .map(|log| log[log_from.min(log.len())..].to_vec());
+    drop(jobs);
+
+    let bare_after = create_bare_jobs(&client, &bare, "b", counts.burst).await;
+    // What the bench's own QuarksJob creates cost the API server, with no operator acting on
+    // them (unmonitored namespaces): part of the operator's time above that no operator saves.
+    let qjobs_started = Instant::now();
+    create_qjobs(&client, &bare, "unwatched-", counts.burst, "once").await;
+    let qjobs_alone = qjobs_started.elapsed();
+    let floor = bare_before.min(bare_after);
+    let n = counts.burst;
+    let nns = counts.burst_namespaces;
+    rows.push((
+        format!("{on}: {n} one-off QuarksJobs / {nns} ns → all {n} Jobs exist"),
+        ms(operator_time),
+        "-".into(),
+    ));
+    rows.push((
+        "  of which after the last QuarksJob create returned".to_string(),
+        ms(all_jobs_at.saturating_duration_since(created_at)),
+        "-".into(),
+    ));
+    rows.push((
+        format!(
+            "{on}: bare client: {n} Jobs / {nns} ns (floor; runs: {} / {})",
+            ms(bare_before),
+            ms(bare_after)
+        ),
+        ms(floor),
+        "-".into(),
+    ));
+    rows.push((
+        format!("{on}: ratio operator / bare floor"),
+        format!("{:.2}", operator_time.as_secs_f64() / floor.as_secs_f64()),
+        "≤ 1.5".into(),
+    ));
+    rows.push((
+        format!("  bare client: {n} QuarksJobs / {nns} unmonitored ns (the bench's creates alone)"),
+        ms(qjobs_alone),
+        "-".into(),
+    ));
+    notes.push(format!(
+        "{on}, burst: operator CPU {cpu_operator:.1} s, bench process CPU {cpu_bench:.1} s, {reconciles} reconciles; \
+         {:.1} API requests per QuarksJob (the operator's rest_client_requests_total)",
+        operator_requests / n as f64
+    ));
+    // kubesim also records what they were.
+    for (what, count) in tally(requests.as_deref().unwrap_or_default()) {
+        notes.push(format!("  {what}: {count}"));
+    }
+    let errors = operator
+        .metric("controller_runtime_reconcile_errors_total")
+        .await;
+    if errors > 0.0 {
+        notes.push(format!(
+            "{on}: reconcile errors during phases 1-2: {errors}"
+        ));
+    }
+    operator.stop().await;
 }
 
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let memory_only = std::env::args().any(|a| a == "--memory");
+    let real = std::env::args().any(|a| a == "--real");
     let counts = if quick {
         Counts {
             latency: 20,
@@ -232,176 +456,15 @@ async fn main() {
     let mut rows: Vec<(String, String, String)> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
 
-    // ---- 1 and 2: latency and throughput on one kubesim ------------------------------------
+    // ---- 1 and 2: latency and throughput, on kubesim (and with --real on the real control plane)
     let id = format!("bench-{}", std::process::id());
     if !memory_only {
         let sim = KubeSim::start(options()).await.expect("kubesim starts");
-        let client = sim.client().await.expect("client");
-        let operator = Operator::start(sim.kubeconfig_path(), &client, &id, &operator_args()).await;
-
-        create_namespace(&client, "latency", Some(&id)).await;
-        let mut jobs = watch_jobs(Api::namespaced(client.clone(), "latency"));
-        watch_ready(&mut jobs).await;
-        let api = qjob_api(&client, "latency");
-        let mut samples = Vec::new();
-        for i in 0..WARMUP + counts.latency {
-            let name = format!("once-{i}");
-            let sent = Instant::now();
-            api.create(&PostParams::default(), &qjob(&name, "once"))
-                .await
-                .expect("create QuarksJob");
-            let arrived = tokio::time::timeout(DEADLINE, async {
-                loop {
-                    match jobs.recv().await {
-                        Some(Some((_, owner, at))) if owner == name => return at,
-                        Some(_) => {}
-                        None => panic!("the Job watcher ended"),
-                    }
-                }
-            })
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "no Job for QuarksJob {name}; operator log:\n{}",
-                    operator.log_tail()
-                )
-            });
-            if i >= WARMUP {
-                samples.push(arrived - sent);
-            }
+        api_phases(&Target::KubeSim(sim), &counts, &id, &mut rows, &mut notes).await;
+        if real {
+            let plane = support::ControlPlane::start().await;
+            api_phases(&Target::Real(plane), &counts, &id, &mut rows, &mut notes).await;
         }
-        drop(jobs);
-        samples.sort();
-        rows.push((
-            format!(
-                "QuarksJob create → Job exists, p50 (n = {})",
-                counts.latency
-            ),
-            ms(percentile(&samples, 0.5)),
-            "≤ 100 ms (Go operator: ≥ 10 s)".into(),
-        ));
-        rows.push((
-            "QuarksJob create → Job exists, p99".into(),
-            ms(percentile(&samples, 0.99)),
-            "-".into(),
-        ));
-
-        let monitored: Vec<String> = (0..counts.burst_namespaces)
-            .map(|i| format!("burst-{i}"))
-            .collect();
-        let bare: Vec<String> = (0..counts.burst_namespaces)
-            .map(|i| format!("bare-{i}"))
-            .collect();
-        for ns in &monitored {
-            create_namespace(&client, ns, Some(&id)).await;
-        }
-        for ns in &bare {
-            create_namespace(&client, ns, None).await;
-        }
-        let bare_before = create_bare_jobs(&client, &bare, "a", counts.burst).await;
-
-        let mut jobs = watch_jobs(Api::all(client.clone()));
-        watch_ready(&mut jobs).await;
-        let log_from = sim.request_log().len();
-        let (cpu_operator, cpu_bench) =
-            (cpu_seconds(&operator.pid.to_string()), cpu_seconds("self"));
-        let reconciles = operator.metric("controller_runtime_reconcile_total").await;
-        let started = Instant::now();
-        let creating = create_qjobs(&client, &monitored, "once-", counts.burst, "once");
-        let counting = async {
-            let mut seen = 0;
-            let mut last = started;
-            while seen < counts.burst {
-                match tokio::time::timeout(Duration::from_secs(120), jobs.recv()).await {
-                    Ok(Some(Some((namespace, _, at)))) if namespace.starts_with("burst-") => {
-                        seen += 1;
-                        last = at;
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) => panic!("the Job watcher ended"),
-                    Err(_) => panic!(
-                        "only {seen} of {} Jobs after 120 s without progress; operator log:\n{}",
-                        counts.burst,
-                        operator.log_tail()
-                    ),
-                }
-            }
-            last
-        };
-        let (created_at, all_jobs_at) = tokio::join!(
-            async {
-                creating.await;
-                Instant::now()
-            },
-            counting
-        );
-        let operator_time = all_jobs_at - started;
-        let cpu_operator = cpu_seconds(&operator.pid.to_string()) - cpu_operator;
-        let cpu_bench = cpu_seconds("self") - cpu_bench;
-        let reconciles = operator.metric("controller_runtime_reconcile_total").await - reconciles;
-        // The operator finishes its write-backs after the last Job exists; let it settle for the tally.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let requests = sim.request_log();
-        let requests = &requests[log_from.min(requests.len())..];
-        drop(jobs);
-
-        let bare_after = create_bare_jobs(&client, &bare, "b", counts.burst).await;
-        // What the bench's own QuarksJob creates cost the API server, with no operator acting on
-        // them (unmonitored namespaces): part of the operator's time above that no operator saves.
-        let qjobs_started = Instant::now();
-        create_qjobs(&client, &bare, "unwatched-", counts.burst, "once").await;
-        let qjobs_alone = qjobs_started.elapsed();
-        let floor = bare_before.min(bare_after);
-        let n = counts.burst;
-        let nns = counts.burst_namespaces;
-        rows.push((
-            format!("{n} one-off QuarksJobs / {nns} ns → all {n} Jobs exist"),
-            ms(operator_time),
-            "-".into(),
-        ));
-        rows.push((
-            format!("  of which after the last QuarksJob create returned"),
-            ms(all_jobs_at.saturating_duration_since(created_at)),
-            "-".into(),
-        ));
-        rows.push((
-            format!(
-                "bare client: {n} Jobs / {nns} ns (floor; runs: {} / {})",
-                ms(bare_before),
-                ms(bare_after)
-            ),
-            ms(floor),
-            "-".into(),
-        ));
-        rows.push((
-            "ratio operator / bare floor".into(),
-            format!("{:.2}", operator_time.as_secs_f64() / floor.as_secs_f64()),
-            "≤ 1.5".into(),
-        ));
-        rows.push((
-            format!(
-                "  bare client: {n} QuarksJobs / {nns} unmonitored ns (the bench's creates alone)"
-            ),
-            ms(qjobs_alone),
-            "-".into(),
-        ));
-        let operator_requests: usize = requests.len().saturating_sub(n); // minus the bench's QuarksJob creates
-        notes.push(format!(
-        "burst: operator CPU {cpu_operator:.1} s, bench process (kubesim + clients) CPU {cpu_bench:.1} s, {reconciles} reconciles; \
-         {:.1} API requests per QuarksJob besides its create:",
-        operator_requests as f64 / n as f64
-    ));
-        for (what, count) in tally(requests) {
-            notes.push(format!("  {what}: {count}"));
-        }
-        let errors = operator
-            .metric("controller_runtime_reconcile_errors_total")
-            .await;
-        if errors > 0.0 {
-            notes.push(format!("reconcile errors during phases 1-2: {errors}"));
-        }
-        operator.stop().await;
-        sim.stop().await;
     }
 
     // ---- 3: memory on a fresh kubesim ---------------------------------------------------------
@@ -429,12 +492,11 @@ async fn main() {
         let mut done = HashSet::new();
         let mut stream = watcher(all, watcher::Config::default()).boxed();
         while let Ok(Some(event)) = stream.try_next().await {
-            if let watcher::Event::Apply(q) | watcher::Event::InitApply(q) = event {
-                if q.data["status"]["observedGeneration"].is_i64()
-                    && done.insert((q.metadata.namespace, q.metadata.name))
-                {
-                    let _ = tx.send(done.len());
-                }
+            if let watcher::Event::Apply(q) | watcher::Event::InitApply(q) = event
+                && q.data["status"]["observedGeneration"].is_i64()
+                && done.insert((q.metadata.namespace, q.metadata.name))
+            {
+                let _ = tx.send(done.len());
             }
         }
     });

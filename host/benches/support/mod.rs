@@ -137,9 +137,9 @@ impl Operator {
         let addr = addr.expect("address");
         // Ready = /readyz 200; after 10 s go on, and say so.
         let until = Instant::now() + Duration::from_secs(10);
-        while !http_get(addr, "/readyz")
+        while http_get(addr, "/readyz")
             .await
-            .is_some_and(|(code, _)| code == 200)
+            .is_none_or(|(code, _)| code != 200)
         {
             if Instant::now() > until {
                 eprintln!("warning: operator /readyz not 200 after 10 s; continuing");
@@ -221,4 +221,66 @@ pub async fn create_namespace(client: &kube::Client, name: &str, monitored_id: O
         .create(&PostParams::default(), &ns)
         .await
         .expect("create namespace");
+}
+
+/// The real control plane of `../shared/k8s` (kube-apiserver + kube-controller-manager v1.24,
+/// etcd) in a temporary directory, stopped when dropped.
+pub struct ControlPlane {
+    dir: tempfile::TempDir,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl ControlPlane {
+    fn script() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/k8s/control-plane")
+    }
+
+    pub async fn start() -> ControlPlane {
+        let script = Self::script();
+        assert!(
+            script.exists(),
+            "--real needs the shared control plane at {}",
+            script.display()
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("bench-control-plane-")
+            .tempdir()
+            .expect("temp dir");
+        let output = Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .await
+            .expect("run control-plane");
+        assert!(
+            output.status.success(),
+            "the control plane did not start:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let kubeconfig = dir.path().join("kubeconfig");
+        ControlPlane { dir, kubeconfig }
+    }
+
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("kube config");
+        kube::Client::try_from(config).expect("client")
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(Self::script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
 }
