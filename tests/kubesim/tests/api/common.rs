@@ -25,7 +25,9 @@ use serde_json::{Value, json};
 /// The environment variable naming a real cluster's kubeconfig.
 pub const REAL_KUBECONFIG_ENV: &str = "KUBESIM_TEST_KUBECONFIG";
 
-/// Label on every namespace a test creates, so leftovers of failed runs can be found.
+/// Label on the namespaces and cluster-scoped objects tests create: a failed test leaves
+/// them behind (cleanup runs only when it gets to the end), so that
+/// `kubectl delete ns,crd,clusterrole,clusterrolebinding -l kubesim-test=true` finds them.
 pub const TEST_LABEL: &str = "kubesim-test";
 
 /// How long the real cluster's controllers (GC, namespace controller, CRD establishing)

@@ -6,7 +6,7 @@ use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use super::common::{Cluster, api_err, eventually, raw, raw_with};
+use super::common::{Cluster, TEST_LABEL, api_err, eventually, raw, raw_with};
 
 /// This test's API group: CRDs are cluster-scoped, so each test has its own.
 fn group(c: &Cluster) -> String {
@@ -19,7 +19,7 @@ fn crd_name(c: &Cluster) -> String {
 
 fn widget_crd(c: &Cluster, scope: &str) -> CustomResourceDefinition {
     serde_json::from_value(json!({
-        "metadata": {"name": crd_name(c)},
+        "metadata": {"name": crd_name(c), "labels": {TEST_LABEL: "true"}},
         "spec": {
             "group": group(c),
             "scope": scope,

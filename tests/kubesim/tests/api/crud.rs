@@ -466,7 +466,10 @@ async fn bound_pods_are_deleted_gracefully() {
             Some("Pending")
         );
     }
-    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bound"}, "target": {"apiVersion": "v1", "kind": "Node", "name": "kubesim-node"}});
+    // A node nobody runs (a real cluster may have a `kubesim node` whose kubelet would
+    // finish the graceful deletion at once).
+    let node = c.name("no-kubelet");
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bound"}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
     let (code, _) = raw(
         &client,
         "POST",
@@ -492,7 +495,7 @@ async fn bound_pods_are_deleted_gracefully() {
             .spec
             .and_then(|s| s.node_name)
             .as_deref(),
-        Some("kubesim-node")
+        Some(node.as_str())
     );
     pods.delete("unbound", &DeleteParams::default())
         .await

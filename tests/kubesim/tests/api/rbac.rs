@@ -7,7 +7,7 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use super::common::{Cluster, api_err, eventually, raw};
+use super::common::{Cluster, TEST_LABEL, api_err, eventually, raw};
 
 /// Whether `client` may list ConfigMaps in `ns` (an RBAC change reaches a real API
 /// server's authorizer through its informers, a moment after the write).
@@ -141,7 +141,7 @@ async fn access_reviews_and_kubectl_auth_can_i() {
     let as_sa = as_sa.as_str();
     assert_eq!(can_i(&["list", "secrets", as_sa]).await, "no");
     let name = c.name("secret-reader");
-    let cr: ClusterRole = serde_json::from_value(json!({"metadata": {"name": name}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]}]})).expect("cr");
+    let cr: ClusterRole = serde_json::from_value(json!({"metadata": {"name": name, "labels": {TEST_LABEL: "true"}}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]}]})).expect("cr");
     Api::<ClusterRole>::all(c.client.clone())
         .create(&PostParams::default(), &cr)
         .await
@@ -149,7 +149,7 @@ async fn access_reviews_and_kubectl_auth_can_i() {
     c.delete_on_stop(&format!(
         "/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}"
     ));
-    let crb: ClusterRoleBinding = serde_json::from_value(json!({"metadata": {"name": name}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+    let crb: ClusterRoleBinding = serde_json::from_value(json!({"metadata": {"name": name, "labels": {TEST_LABEL: "true"}}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
         "subjects": [{"kind": "ServiceAccount", "name": "op", "namespace": c.ns}]})).expect("crb");
     Api::<ClusterRoleBinding>::all(c.client.clone())
         .create(&PostParams::default(), &crb)
