@@ -37,7 +37,7 @@ use kube::api::{ApiResource, DynamicObject, PostParams};
 use kube::runtime::watcher;
 use kubesim::{KubeSim, KubeSimOptions};
 use quarks_job::crd::QuarksJob;
-use quarks_job::operator::naming::QJOB_NAME_LABEL;
+use quarks_job::names::job::QJOB_NAME_LABEL;
 use serde_json::json;
 use tokio::sync::mpsc;
 

@@ -277,7 +277,7 @@ fn init_logging(args: &OperatorArgs) {
 }
 
 fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
-    let config = crate::operator::OperatorConfig {
+    let config = crate::runtime::OperatorConfig {
         kubeconfig: args.kubeconfig,
         monitored_id: args.monitored_id,
         apply_crd: args.apply_crd,
@@ -286,12 +286,12 @@ fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
         leader_election: args.leader_election,
         operator_namespace: args.operator_namespace,
         limits: args.limits.limits(),
-        oci: crate::operator::policies::OciSettings {
+        oci: crate::policy::resolver::OciSettings {
             insecure_registries: args.oci.insecure_registries,
             max_module_bytes: args.oci.policy_max_module_kib.saturating_mul(1024),
             cache_dir: args.oci.policy_cache_dir,
         },
-        helper: crate::output::transport::HelperSpec {
+        helper: crate::output::pod::HelperSpec {
             image: args.persist_output_image,
             deadline_seconds: args.persist_output_deadline_seconds,
         },
@@ -300,7 +300,7 @@ fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(crate::operator::run(config))
+        .block_on(crate::runtime::run(config))
 }
 
 /// Where a policy's bytes come from.

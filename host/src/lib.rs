@@ -8,9 +8,12 @@
 pub mod authoring;
 pub mod cli;
 pub mod crd;
-pub mod operator;
+pub mod metrics;
+pub mod names;
 pub mod output;
 pub mod policy;
+pub mod reconcile;
+pub mod runtime;
 
 /// The operator's version, as `quarks-job version` prints it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

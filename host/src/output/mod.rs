@@ -1,7 +1,7 @@
 //! Persisted output (spec.md §4–§5): files the containers of a run write to /mnt/quarks become
 //! Secrets.
 //!
-//! * [`transport`] — pure: adds the output volumes and the helper container to a run's pod;
+//! * [`pod`] — pure: adds the output volumes and the helper container to a run's pod;
 //! * [`staging`] — pure: the staging Secret the helper hands the raw files over in;
 //! * [`persist`] — the helper itself (`quarks-job persist-output`), running in the Job's pod;
 //! * [`validate`] — pure: what the host refuses from an output policy;
@@ -9,8 +9,8 @@
 //!   where asked.
 
 pub mod persist;
+pub mod pod;
 pub mod staging;
-pub mod transport;
 pub mod validate;
 pub mod write;
 

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use super::OUTPUT_DIR;
 use super::staging::{self, FileState, STAGING_DATA_BUDGET, StagingManifest};
-use crate::operator::naming::QJOB_NAME_LABEL;
+use crate::names::job::QJOB_NAME_LABEL;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct PersistOutputArgs {
@@ -91,7 +91,7 @@ pub async fn run(args: PersistOutputArgs) -> anyhow::Result<()> {
         .labels()
         .get(QJOB_NAME_LABEL)
         .cloned()
-        .unwrap_or_else(|| crate::operator::naming::qjob_name_label_value(&args.quarks_job));
+        .unwrap_or_else(|| crate::names::job::qjob_name_label_value(&args.quarks_job));
     let mapped = args.mapped_files();
     let secrets: Api<Secret> = Api::namespaced(client, &args.pod_namespace);
     for container in &args.containers {

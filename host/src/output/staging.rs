@@ -101,7 +101,7 @@ pub fn build(
             labels: Some(BTreeMap::from([
                 (STAGING_LABEL.to_owned(), "true".to_owned()),
                 (
-                    crate::operator::naming::QJOB_NAME_LABEL.to_owned(),
+                    crate::names::job::QJOB_NAME_LABEL.to_owned(),
                     qjob_label_value.to_owned(),
                 ),
             ])),

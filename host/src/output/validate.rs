@@ -4,7 +4,7 @@
 
 use quarks_policy_sdk::names::{self, NameKind};
 
-use crate::operator::versioned::{
+use crate::names::versioned::{
     SECRET_KIND_LABEL, SECRET_VERSION_LABEL, SOURCE_DESCRIPTION_ANNOTATION,
 };
 use crate::policy::contract::SecretSpec;

@@ -14,19 +14,18 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 
+use super::pod::HELPER_SERVICE_ACCOUNT;
 use super::staging::{self, FileState, STAGING_LABEL};
-use super::transport::HELPER_SERVICE_ACCOUNT;
 use super::validate::validate_secret_spec;
 use crate::crd::{OutputRecord, QuarksJob};
-use crate::operator::naming::{QJOB_NAME_LABEL, qjob_name_label_value};
-use crate::operator::versioned::{
+use crate::names::FIELD_MANAGER;
+use crate::names::job::{QJOB_NAME_LABEL, qjob_name_label_value};
+use crate::names::versioned::{
     SECRET_KIND_LABEL, SECRET_VERSION_LABEL, SOURCE_DESCRIPTION_ANNOTATION, VERSIONED_SECRET_KIND,
     newest_versions, versioned_name,
 };
 use crate::policy::contract::{FileOptions, OutputInput, OutputOptions, SecretSpec};
 
-/// The field manager of output Secrets.
-const FIELD_MANAGER: &str = "quarks-job";
 /// How often a versioned write retries with the next number when another writer took it.
 const VERSION_ATTEMPTS: u64 = 8;
 

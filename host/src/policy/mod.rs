@@ -13,8 +13,10 @@ pub mod builtin;
 pub mod contract;
 pub mod engine;
 mod error;
+pub mod fairness;
 mod limits;
 pub mod oci;
+pub mod resolver;
 pub mod selection;
 
 pub use engine::{LoadedPolicy, PolicyDigest, PolicyEngine};

@@ -171,13 +171,8 @@ impl Cluster {
         }))
         .unwrap();
         if let Some(id) = monitored_id {
-            ns.metadata.labels = Some(
-                [(
-                    quarks_job::operator::namespaces::MONITORED_LABEL.to_owned(),
-                    id.to_owned(),
-                )]
-                .into(),
-            );
+            ns.metadata.labels =
+                Some([(quarks_job::names::MONITORED_LABEL.to_owned(), id.to_owned())].into());
         }
         Api::<Namespace>::all(self.client.clone())
             .create(&PostParams::default(), &ns)

@@ -22,7 +22,7 @@ async fn run_count(c: &Cluster, name: &str) -> i64 {
 }
 
 async fn jobs_of(c: &Cluster, name: &str) -> Vec<Job> {
-    let label = format!("{}={name}", quarks_job::operator::naming::QJOB_NAME_LABEL);
+    let label = format!("{}={name}", quarks_job::names::job::QJOB_NAME_LABEL);
     c.api::<Job>()
         .list(&ListParams::default().labels(&label))
         .await
@@ -477,8 +477,8 @@ async fn twenty_rapid_config_changes_never_run_two_jobs_at_once_and_the_last_run
                     .items
                     .iter()
                     .filter(|j| {
-                        quarks_job::operator::plan::job_state(j)
-                            == quarks_job::operator::plan::JobState::Active
+                        quarks_job::reconcile::plan::job_state(j)
+                            == quarks_job::reconcile::plan::JobState::Active
                     })
                     .count();
                 most = most.max(active);
@@ -491,8 +491,8 @@ async fn twenty_rapid_config_changes_never_run_two_jobs_at_once_and_the_last_run
         put_config_map(&c, "burst", &i.to_string()).await;
     }
     let final_cm = c.api::<ConfigMap>().get("burst").await.unwrap();
-    let expected = quarks_job::operator::digest::config_digest(&[
-        quarks_job::operator::digest::ConfigContent::from_config_map(&final_cm),
+    let expected = quarks_job::reconcile::digest::config_digest(&[
+        quarks_job::reconcile::digest::ConfigContent::from_config_map(&final_cm),
     ]);
     wait_for("a run with the final config", || async {
         qjob(&c, "burst")

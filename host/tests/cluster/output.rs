@@ -194,8 +194,8 @@ async fn pods_of(c: &Cluster, qjob: &str) -> Vec<Pod> {
     c.api::<Pod>()
         .list(&ListParams::default().labels(&format!(
             "{}={}",
-            quarks_job::operator::naming::QJOB_NAME_LABEL,
-            quarks_job::operator::naming::qjob_name_label_value(qjob)
+            quarks_job::names::job::QJOB_NAME_LABEL,
+            quarks_job::names::job::qjob_name_label_value(qjob)
         )))
         .await
         .unwrap()
@@ -581,7 +581,7 @@ async fn versioned_identical_rerun_writes_no_new_version_and_consumers_move_to_t
         let c = &c;
         async move {
             let s = qjob_status(c, "producer").await;
-            let job = quarks_job::operator::naming::job_name("producer", run as u64);
+            let job = quarks_job::names::job::job_name("producer", run as u64);
             s.run_count == run && s.completed && s.outputs.iter().any(|r| r.job == job)
         }
     };
@@ -630,7 +630,7 @@ async fn versioned_identical_rerun_writes_no_new_version_and_consumers_move_to_t
     wait_for("run 2 of the producer", || run_done(2)).await;
     assert!(secret_opt(&c, "cred-v2").await.is_none());
     let s = qjob_status(&c, "producer").await;
-    let job2 = quarks_job::operator::naming::job_name("producer", 2);
+    let job2 = quarks_job::names::job::job_name("producer", 2);
     let r = s.outputs.iter().find(|r| r.job == job2).unwrap();
     assert_eq!(r.secrets, ["cred-v1"], "{r:?}");
 
@@ -735,7 +735,7 @@ exit 1"#
 async fn helper_client(c: &Cluster) -> kube::Client {
     c.service_account_client(
         &c.namespace,
-        quarks_job::output::transport::HELPER_SERVICE_ACCOUNT,
+        quarks_job::output::pod::HELPER_SERVICE_ACCOUNT,
     )
     .await
 }
@@ -815,7 +815,7 @@ async fn the_helper_may_create_staging_secrets_but_not_read_other_secrets() {
         let user = format!(
             "system:serviceaccount:{}:{}",
             c.namespace,
-            quarks_job::output::transport::HELPER_SERVICE_ACCOUNT
+            quarks_job::output::pod::HELPER_SERVICE_ACCOUNT
         );
         let log = sim.request_log();
         let pod_requests: Vec<_> = log.iter().filter(|r| r.user == user).collect();

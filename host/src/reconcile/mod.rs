@@ -3,6 +3,13 @@
 //! strategy back. Each step is idempotent, so a crash or conflict anywhere is repaired by the
 //! next reconcile; every API effect of the operator on QuarksJobs and Jobs happens here.
 
+pub mod context;
+pub mod digest;
+pub mod job;
+pub mod observe;
+pub mod plan;
+pub mod references;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,28 +21,26 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
-use super::context::{Context, NamespaceOutputPolicy};
-use super::job_builder::{RunPlan, build_job, run_plan_of};
-use super::naming::job_name;
-use super::observe::{referenced_config_now, run_jobs};
-use super::plan::{
+use crate::crd::{PolicyDigests, QuarksJob, QuarksJobStatus, Strategy};
+use crate::names::FIELD_MANAGER;
+use crate::names::job::job_name;
+use crate::policy::contract::{JobOutcome, TriggerDecision};
+use crate::policy::resolver::Resolved;
+use crate::policy::{PolicyError, World};
+use context::{Context, NamespaceOutputPolicy};
+use job::{RunPlan, build_job, run_plan_of};
+use observe::{referenced_config_now, run_jobs};
+use plan::{
     CONDITION_FAILED, CONDITION_READY, CONDITION_RUNNING, JobState, job_failure, job_state,
     set_condition, strategy_to_write, trigger_event, trigger_input,
 };
-use super::policies::Resolved;
-use crate::crd::{PolicyDigests, QuarksJob, QuarksJobStatus, Strategy};
-use crate::policy::contract::{JobOutcome, TriggerDecision};
-use crate::policy::{PolicyError, World};
-
-/// The field manager of every write the operator makes.
-pub const FIELD_MANAGER: &str = "quarks-job";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error("building the Job: {0}")]
-    Build(#[from] super::job_builder::BuildError),
+    Build(#[from] job::BuildError),
     #[error("serializing status: {0}")]
     Serialize(#[from] serde_json::Error),
 }
@@ -300,7 +305,7 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
         if let Some(output) = &qjob.spec.output {
             ctx.helper_identity.ensure(&ctx.client, &namespace).await?;
             if let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
-                crate::output::transport::add_output_transport(
+                crate::output::pod::add_output_transport(
                     pod,
                     &qjob.name_any(),
                     output,

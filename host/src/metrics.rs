@@ -47,7 +47,7 @@ pub struct Metrics {
     pub runs_failed_total: Counter,
     pub policy_call_seconds: Family<PolicyLabels, Histogram>,
     pub policy_errors_total: Family<PolicyErrorLabels, Counter>,
-    pub rest_client_requests_total: super::rest_client::RequestCounter,
+    pub rest_client_requests_total: crate::runtime::rest_client::RequestCounter,
 }
 
 impl Default for Metrics {
@@ -106,7 +106,7 @@ impl Default for Metrics {
             "Policy call failures, by world and error code",
             policy_errors_total.clone(),
         );
-        let rest_client_requests_total = super::rest_client::RequestCounter::default();
+        let rest_client_requests_total = crate::runtime::rest_client::RequestCounter::default();
         registry.register(
             "rest_client_requests",
             "API requests of the operator, by HTTP method and response code",

@@ -3,10 +3,15 @@
 //! makes a run wait.
 //!
 //! Owns: the one list of places in a PodSpec where such references live ([`reference_sites`]),
-//! shared with the versioned-secret rewrite so the two can never disagree. Must not: fetch the
-//! objects or judge their content (that is the reconciler's and [`super::digest`]'s job).
+//! and the rewrite of versioned-secret references to their newest version, which walks the same
+//! list so the two can never disagree. Must not: fetch the objects or judge their content (that
+//! is the reconciler's and [`super::digest`]'s job), or ever make a reference older.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, PodSpec};
+
+use crate::names::versioned::{parse_versioned_name, versioned_name};
 
 /// The kind of object a pod template references for its configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -181,6 +186,40 @@ fn container_sites<'a>(container: &'a mut Container, sites: &mut Vec<ReferenceSi
     }
 }
 
+/// Rewrites every secret reference `<prefix>-v<N>` in the pod spec (volumes, projected sources,
+/// env valueFrom, envFrom, init + regular containers) to the newest known version of that prefix
+/// when it is newer — never downgrades. Returns (old name, new name) pairs rewritten.
+///
+/// The pairs are distinct and sorted (a secret referenced from several places is one pair), so
+/// callers can put them in an Event as they are. ConfigMap references are never touched:
+/// versioned secrets are Secrets only.
+pub fn rewrite_versioned_references(
+    pod: &mut PodSpec,
+    newest: &BTreeMap<String, u64>,
+) -> Vec<(String, String)> {
+    let mut rewritten: Vec<(String, String)> = Vec::new();
+    for site in reference_sites(pod) {
+        if site.kind != ConfigKind::Secret {
+            continue;
+        }
+        let Some(parsed) = parse_versioned_name(site.name.as_str()) else {
+            continue;
+        };
+        let Some(&latest) = newest.get(&parsed.prefix) else {
+            continue;
+        };
+        if latest <= parsed.version {
+            continue;
+        }
+        let new_name = versioned_name(&parsed.prefix, latest);
+        let old_name = std::mem::replace(site.name, new_name.clone());
+        rewritten.push((old_name, new_name));
+    }
+    rewritten.sort();
+    rewritten.dedup();
+    rewritten
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,5 +363,90 @@ mod tests {
         assert_eq!(cm("settings", false).display(), "configmap/settings");
         assert_eq!(secret("creds", true).display(), "secret/creds");
         assert_eq!(secret("creds", true).to_string(), "secret/creds");
+    }
+
+    fn pod_with_versioned_refs() -> PodSpec {
+        serde_json::from_value(json!({
+            "initContainers": [{"name": "init", "image": "busybox",
+                "envFrom": [{"secretRef": {"name": "pw-v1"}}]}],
+            "containers": [{"name": "main", "image": "busybox",
+                "env": [
+                    {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "pw-v1", "key": "password"}}},
+                    {"name": "CERT", "valueFrom": {"secretKeyRef": {"name": "cert-v3", "key": "crt"}}},
+                    {"name": "CM", "valueFrom": {"configMapKeyRef": {"name": "pw-v1", "key": "x"}}}
+                ],
+                "envFrom": [{"secretRef": {"name": "plain"}}]}],
+            "volumes": [
+                {"name": "pw", "secret": {"secretName": "pw-v1"}},
+                {"name": "proj", "projected": {"sources": [{"secret": {"name": "pw-v2"}}]}}
+            ]
+        }))
+        .expect("valid PodSpec fixture")
+    }
+
+    #[test]
+    fn references_are_rewritten_to_the_newest_version_everywhere() {
+        let mut spec = pod_with_versioned_refs();
+        let newest = BTreeMap::from([("pw".to_owned(), 4), ("cert".to_owned(), 3)]);
+        let rewritten = rewrite_versioned_references(&mut spec, &newest);
+        assert_eq!(
+            rewritten,
+            vec![
+                ("pw-v1".into(), "pw-v4".into()),
+                ("pw-v2".into(), "pw-v4".into())
+            ]
+        );
+        let after = serde_json::to_value(&spec).expect("serializable");
+        assert_eq!(
+            after["initContainers"][0]["envFrom"][0]["secretRef"]["name"],
+            "pw-v4"
+        );
+        assert_eq!(
+            after["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"],
+            "pw-v4"
+        );
+        assert_eq!(
+            after["containers"][0]["env"][1]["valueFrom"]["secretKeyRef"]["name"],
+            "cert-v3"
+        );
+        assert_eq!(after["volumes"][0]["secret"]["secretName"], "pw-v4");
+        assert_eq!(
+            after["volumes"][1]["projected"]["sources"][0]["secret"]["name"],
+            "pw-v4"
+        );
+    }
+
+    #[test]
+    fn configmap_references_that_look_versioned_are_left_alone() {
+        let mut spec = pod_with_versioned_refs();
+        rewrite_versioned_references(&mut spec, &BTreeMap::from([("pw".to_owned(), 4)]));
+        let after = serde_json::to_value(&spec).expect("serializable");
+        assert_eq!(
+            after["containers"][0]["env"][2]["valueFrom"]["configMapKeyRef"]["name"],
+            "pw-v1"
+        );
+        assert_eq!(
+            after["containers"][0]["envFrom"][0]["secretRef"]["name"],
+            "plain"
+        );
+    }
+
+    #[test]
+    fn references_newer_than_the_newest_known_version_are_never_downgraded() {
+        let mut spec = pod_with_versioned_refs();
+        let before = spec.clone();
+        let rewritten =
+            rewrite_versioned_references(&mut spec, &BTreeMap::from([("pw".to_owned(), 1)]));
+        // pw-v2 is newer than the newest existing pw-v1: it stays (and the run waits for it).
+        assert!(rewritten.is_empty());
+        assert_eq!(spec, before);
+    }
+
+    #[test]
+    fn nothing_is_rewritten_without_known_versions() {
+        let mut spec = pod_with_versioned_refs();
+        let before = spec.clone();
+        assert!(rewrite_versioned_references(&mut spec, &BTreeMap::new()).is_empty());
+        assert_eq!(spec, before);
     }
 }

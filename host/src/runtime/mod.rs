@@ -7,23 +7,11 @@
 //! * wiring: [`run`] (this file), [`context`], [`namespaces`], [`leader`], [`http`], [`metrics`],
 //!   [`heap`].
 
-pub mod budget;
-pub mod context;
-pub mod digest;
 pub mod heap;
 pub mod http;
-pub mod job_builder;
 pub mod leader;
-pub mod metrics;
 pub mod namespaces;
-pub mod naming;
-pub mod observe;
-pub mod plan;
-pub mod policies;
-pub mod reconcile;
-pub mod references;
 pub mod rest_client;
-pub mod versioned;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,10 +31,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::crd::QuarksJob;
+use crate::metrics;
+use crate::names::{job as naming, versioned};
 use crate::policy::{Limits, PolicyEngine};
-use context::Context;
-use namespaces::{MonitoredNamespaces, monitored_selector};
-use references::{ConfigKind, referenced_config};
+use crate::policy::{fairness as budget, resolver as policies};
+use crate::reconcile::context::{Context, MonitoredNamespaces};
+use crate::reconcile::references::{ConfigKind, referenced_config};
+use crate::reconcile::{self, observe};
+use namespaces::monitored_selector;
 
 /// How the operator runs (from the command line; see `cli`).
 #[derive(Clone, Debug)]
@@ -59,7 +51,7 @@ pub struct OperatorConfig {
     pub leader_election: bool,
     pub operator_namespace: String,
     pub limits: Limits,
-    pub helper: crate::output::transport::HelperSpec,
+    pub helper: crate::output::pod::HelperSpec,
     /// Policies from OCI registries.
     pub oci: policies::OciSettings,
 }
@@ -393,7 +385,7 @@ async fn apply_crd(client: &kube::Client) -> anyhow::Result<()> {
     let name = crd.name_any();
     api.patch(
         &name,
-        &PatchParams::apply(reconcile::FIELD_MANAGER).force(),
+        &PatchParams::apply(crate::names::FIELD_MANAGER).force(),
         &Patch::Apply(&crd),
     )
     .await?;

@@ -17,12 +17,10 @@ use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use super::digest::{ConfigContent, config_digest};
-use super::naming::job_name;
-use super::references::{ConfigKind, referenced_config};
-use super::versioned::{
-    SECRET_KIND_LABEL, VERSIONED_SECRET_KIND, newest_versions, rewrite_versioned_references,
-};
+use super::references::{ConfigKind, referenced_config, rewrite_versioned_references};
 use crate::crd::{QuarksJob, QuarksJobStatus};
+use crate::names::job::job_name;
+use crate::names::versioned::{SECRET_KIND_LABEL, VERSIONED_SECRET_KIND, newest_versions};
 
 /// The referenced config of a QuarksJob as it is now.
 pub struct ConfigObservation {
@@ -154,7 +152,7 @@ pub async fn run_jobs(
     let running = status.is_some_and(|s| s.last_run_finished_at.is_none());
     let uid = qjob.metadata.uid.as_deref().unwrap_or_default();
     // Only Jobs this very QuarksJob controls count (not a namesake's from before a re-create).
-    let ours = |job: Option<Job>| job.filter(|j| super::job_builder::is_controlled_by(j, uid));
+    let ours = |job: Option<Job>| job.filter(|j| super::job::is_controlled_by(j, uid));
     if !cache.synced.is_cancelled() {
         let current = if run_count > 0 {
             ours(jobs.get_opt(&job_name(name, run_count)).await?)

@@ -7,19 +7,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tracing::warn;
 
-use super::budget::{CpuBudget, Quarantine};
-use super::metrics::{Metrics, PolicyErrorLabels, PolicyLabels};
-use super::namespaces::MonitoredNamespaces;
 use super::observe::{JobCache, OwnWrites};
-use super::policies::{PolicyResolver, Resolved};
 use crate::crd::QuarksJob;
+use crate::metrics::{Metrics, PolicyErrorLabels, PolicyLabels};
 use crate::policy::contract::{OutputInput, OutputResult, TriggerDecision, TriggerInput};
+use crate::policy::fairness::{CpuBudget, Quarantine};
+use crate::policy::resolver::{PolicyResolver, Resolved};
 use crate::policy::{PolicyEngine, PolicyError, World};
 
 pub struct Context {
@@ -33,7 +33,7 @@ pub struct Context {
     /// One policy call at a time per namespace.
     namespace_gates: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     /// How the output helper runs in pods with output.
-    pub helper: crate::output::transport::HelperSpec,
+    pub helper: crate::output::pod::HelperSpec,
     pub helper_identity: crate::output::write::HelperIdentity,
     pub monitored: MonitoredNamespaces,
     /// The operator's Jobs.
@@ -58,7 +58,7 @@ impl Context {
         client: kube::Client,
         policies: PolicyResolver,
         budget: CpuBudget,
-        helper: crate::output::transport::HelperSpec,
+        helper: crate::output::pod::HelperSpec,
         monitored: MonitoredNamespaces,
         jobs: JobCache,
         metrics: Arc<Metrics>,
@@ -317,5 +317,21 @@ impl crate::output::write::OutputPolicyRunner for NamespaceOutputPolicy<'_> {
         self.ctx
             .call_output_policy(self.namespace, &self.policy, input)
             .await
+    }
+}
+
+/// A live view of the monitored namespaces (a reflector store filled by a label-selected watch).
+#[derive(Clone)]
+pub struct MonitoredNamespaces {
+    store: Store<Namespace>,
+}
+
+impl MonitoredNamespaces {
+    pub fn new(store: Store<Namespace>) -> Self {
+        MonitoredNamespaces { store }
+    }
+
+    pub fn contains(&self, namespace: &str) -> bool {
+        self.store.get(&ObjectRef::new(namespace)).is_some()
     }
 }

@@ -13,9 +13,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::Resource;
 
 use super::digest::is_config_digest;
-use super::naming::{QJOB_NAME_LABEL, job_name, qjob_name_label_value};
-use super::versioned::rewrite_versioned_references;
+use super::references::rewrite_versioned_references;
 use crate::crd::{QuarksJob, Strategy};
+use crate::names::job::{QJOB_NAME_LABEL, job_name, qjob_name_label_value};
 
 /// Annotation on a run's Job: the run number (decimal).
 pub const RUN_ANNOTATION: &str = "quarks.cloudfoundry.org/run";
@@ -431,7 +431,7 @@ mod tests {
         q.metadata.name = Some(long.to_owned());
         let job = build(&q);
         let name = job.metadata.name.clone().expect("name");
-        assert!(super::super::naming::is_dns_label(&name), "{name}");
+        assert!(crate::names::job::is_dns_label(&name), "{name}");
         let label = job.metadata.labels.expect("labels")[QJOB_NAME_LABEL].clone();
         assert_eq!(label, qjob_name_label_value(long));
         assert!(label.len() <= 63);
