@@ -22,46 +22,66 @@ pub struct ConfigSources {
     pub tokens: BTreeMap<super::tokens::TokenKey, String>,
 }
 
-impl ConfigSources {
-    /// The value of `key` in ConfigMap `name` (`data`, then `binaryData`), outer `None` if
-    /// the ConfigMap is missing.
-    pub fn config_map_value(&self, name: &str, key: &str) -> Option<Option<Vec<u8>>> {
-        let cm = self.config_maps.get(name)?;
-        let text = cm
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|v| v.as_bytes().to_vec());
-        let binary = || {
-            cm.binary_data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .map(|v| v.0.clone())
-        };
-        Some(text.or_else(binary))
+/// The two kinds of object a pod reads configuration from; env and volumes treat them
+/// alike apart from where their bytes live and how errors name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    ConfigMap,
+    Secret,
+}
+
+impl ObjectKind {
+    /// The kind as the kubelet's messages spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConfigMap => "ConfigMap",
+            Self::Secret => "Secret",
+        }
     }
 
-    /// The value of `key` in Secret `name`, outer `None` if the Secret is missing.
-    pub fn secret_value(&self, name: &str, key: &str) -> Option<Option<Vec<u8>>> {
-        let secret = self.secrets.get(name)?;
-        let data = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|v| v.0.clone());
-        // stringData is write-only on a real server; honour it in case a server echoes it.
-        let string = || {
-            secret
-                .string_data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .map(|v| v.as_bytes().to_vec())
-        };
-        Some(data.or_else(string))
+    fn not_found(self, name: &str) -> EnvError {
+        match self {
+            Self::ConfigMap => EnvError::ConfigMapNotFound(name.into()),
+            Self::Secret => EnvError::SecretNotFound(name.into()),
+        }
+    }
+
+    fn key_not_found(self, namespace: &str, name: &str, key: &str) -> EnvError {
+        let (namespace, name, key) = (namespace.into(), name.into(), key.into());
+        match self {
+            Self::ConfigMap => EnvError::ConfigMapKeyNotFound {
+                namespace,
+                name,
+                key,
+            },
+            Self::Secret => EnvError::SecretKeyNotFound {
+                namespace,
+                name,
+                key,
+            },
+        }
+    }
+}
+
+impl ConfigSources {
+    /// All entries of the ConfigMap or Secret `name`, `None` if it is missing.
+    pub fn entries(&self, kind: ObjectKind, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        match kind {
+            ObjectKind::ConfigMap => self.config_map_entries(name),
+            ObjectKind::Secret => self.secret_entries(name),
+        }
+    }
+
+    /// The value of `key` in the ConfigMap or Secret `name`, outer `None` if the object is
+    /// missing. The same precedence as [`Self::entries`]: `data` over `binaryData` or
+    /// `stringData`.
+    pub fn value(&self, kind: ObjectKind, name: &str, key: &str) -> Option<Option<Vec<u8>>> {
+        self.entries(kind, name)
+            .map(|mut entries| entries.remove(key))
     }
 
     /// All entries of a ConfigMap (`data` and `binaryData`), `None` if missing.
-    pub fn config_map_entries(&self, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+    fn config_map_entries(&self, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
         let cm = self.config_maps.get(name)?;
         let mut out = BTreeMap::new();
         for (k, v) in cm.binary_data.iter().flatten() {
@@ -73,8 +93,9 @@ impl ConfigSources {
         Some(out)
     }
 
-    /// All entries of a Secret, `None` if missing.
-    pub fn secret_entries(&self, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+    /// All entries of a Secret, `None` if missing. stringData is write-only on a real
+    /// server; it is honoured in case a server echoes it.
+    fn secret_entries(&self, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
         let secret = self.secrets.get(name)?;
         let mut out = BTreeMap::new();
         for (k, v) in secret.string_data.iter().flatten() {
@@ -84,6 +105,26 @@ impl ConfigSources {
             out.insert(k.clone(), v.0.clone());
         }
         Some(out)
+    }
+}
+
+#[cfg(test)]
+impl ConfigSources {
+    /// Test fixture: these sources and one more object, given as its JSON.
+    pub(crate) fn with_object(mut self, kind: ObjectKind, object: serde_json::Value) -> Self {
+        let name = object["metadata"]["name"].as_str().expect("metadata.name");
+        let name = name.to_string();
+        match kind {
+            ObjectKind::ConfigMap => {
+                let cm = serde_json::from_value(object).expect("configmap");
+                self.config_maps.insert(name, cm);
+            }
+            ObjectKind::Secret => {
+                let secret = serde_json::from_value(object).expect("secret");
+                self.secrets.insert(name, secret);
+            }
+        }
+        self
     }
 }
 
@@ -191,20 +232,17 @@ pub fn container_env(
     }
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
-        let entries = if let Some(cm) = &from.config_map_ref {
-            match sources.config_map_entries(&cm.name) {
-                Some(e) => e,
-                None if cm.optional == Some(true) => continue,
-                None => return Err(EnvError::ConfigMapNotFound(cm.name.clone())),
-            }
+        let (kind, name, optional) = if let Some(cm) = &from.config_map_ref {
+            (ObjectKind::ConfigMap, &cm.name, cm.optional)
         } else if let Some(secret) = &from.secret_ref {
-            match sources.secret_entries(&secret.name) {
-                Some(e) => e,
-                None if secret.optional == Some(true) => continue,
-                None => return Err(EnvError::SecretNotFound(secret.name.clone())),
-            }
+            (ObjectKind::Secret, &secret.name, secret.optional)
         } else {
             continue;
+        };
+        let entries = match sources.entries(kind, name) {
+            Some(e) => e,
+            None if optional == Some(true) => continue,
+            None => return Err(kind.not_found(name)),
         };
         for (key, value) in entries {
             let name = format!("{prefix}{key}");
@@ -224,31 +262,18 @@ pub fn container_env(
                 })
             }
             Some(source) => {
-                if let Some(sel) = &source.config_map_key_ref {
-                    match sources.config_map_value(&sel.name, &sel.key) {
+                let key_ref = if let Some(sel) = &source.config_map_key_ref {
+                    Some((ObjectKind::ConfigMap, &sel.name, &sel.key, sel.optional))
+                } else {
+                    (source.secret_key_ref.as_ref())
+                        .map(|sel| (ObjectKind::Secret, &sel.name, &sel.key, sel.optional))
+                };
+                if let Some((kind, name, key, optional)) = key_ref {
+                    match sources.value(kind, name, key) {
                         Some(Some(v)) => String::from_utf8_lossy(&v).into_owned(),
-                        _ if sel.optional == Some(true) => continue,
-                        None => return Err(EnvError::ConfigMapNotFound(sel.name.clone())),
-                        Some(None) => {
-                            return Err(EnvError::ConfigMapKeyNotFound {
-                                namespace: namespace.clone(),
-                                name: sel.name.clone(),
-                                key: sel.key.clone(),
-                            });
-                        }
-                    }
-                } else if let Some(sel) = &source.secret_key_ref {
-                    match sources.secret_value(&sel.name, &sel.key) {
-                        Some(Some(v)) => String::from_utf8_lossy(&v).into_owned(),
-                        _ if sel.optional == Some(true) => continue,
-                        None => return Err(EnvError::SecretNotFound(sel.name.clone())),
-                        Some(None) => {
-                            return Err(EnvError::SecretKeyNotFound {
-                                namespace: namespace.clone(),
-                                name: sel.name.clone(),
-                                key: sel.key.clone(),
-                            });
-                        }
+                        _ if optional == Some(true) => continue,
+                        None => return Err(kind.not_found(name)),
+                        Some(None) => return Err(kind.key_not_found(&namespace, name, key)),
                     }
                 } else if let Some(field) = &source.field_ref {
                     field_ref_value(pod, field)?
@@ -326,7 +351,6 @@ pub fn expand(input: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::ByteString;
     use serde_json::json;
 
     fn lookup(name: &str) -> Option<String> {
@@ -368,23 +392,15 @@ mod tests {
     }
 
     fn sources() -> ConfigSources {
-        let mut s = ConfigSources::default();
-        s.config_maps.insert(
-            "cm".into(),
-            serde_json::from_value(
+        ConfigSources::default()
+            .with_object(
+                ObjectKind::ConfigMap,
                 json!({"metadata": {"name": "cm"}, "data": {"K1": "v1", "K2": "v2"}}),
             )
-            .expect("cm"),
-        );
-        let secret = Secret {
-            data: Some(BTreeMap::from([(
-                "PASS".to_string(),
-                ByteString(b"s3cret".to_vec()),
-            )])),
-            ..Default::default()
-        };
-        s.secrets.insert("sec".into(), secret);
-        s
+            .with_object(
+                ObjectKind::Secret,
+                json!({"metadata": {"name": "sec"}, "data": {"PASS": "czNjcmV0"}}),
+            )
     }
 
     fn container(value: serde_json::Value) -> Container {

@@ -13,9 +13,11 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
+use k8s_openapi::api::core::v1::{
+    DownwardAPIVolumeFile, HostPathVolumeSource, KeyToPath, Pod, Volume, VolumeProjection,
+};
 
-use super::env::{ConfigSources, EnvError, field_ref_value};
+use super::env::{ConfigSources, EnvError, ObjectKind, field_ref_value};
 use super::tokens::TokenKey;
 
 /// Where the service-account token, namespace and CA appear in a container.
@@ -238,165 +240,139 @@ fn materialize_one(
         return Ok(target);
     }
     if let Some(host) = &volume.host_path {
-        let path = PathBuf::from(&host.path);
-        match host.type_.as_deref() {
-            Some("DirectoryOrCreate") => fs::create_dir_all(&path).map_err(io_err)?,
-            Some("FileOrCreate") if !path.exists() => {
-                if let Some(parent) = path.parent() {
-                    fs::create_dir_all(parent).map_err(io_err)?;
-                }
-                fs::write(&path, b"").map_err(io_err)?;
-            }
-            _ if !path.exists() => {
-                return Err(VolumeError::HostPathMissing {
-                    volume: name.into(),
-                    path: host.path.clone(),
-                });
-            }
-            _ => {}
-        }
-        return Ok(path);
+        return host_path(name, host);
     }
     // Everything else is a set of files computed from objects: build it afresh.
-    let mut files: Vec<(String, Vec<u8>, u32)> = Vec::new();
+    let files = planned_files(pod, sources, volume)?;
+    if target.exists() {
+        fs::remove_dir_all(&target).map_err(io_err)?;
+    }
+    fs::create_dir_all(&target).map_err(io_err)?;
+    for file in files {
+        let path = target.join(&file.path);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io_err)?;
+        }
+        write_file(&path, &file.content, file.mode).map_err(io_err)?;
+    }
+    Ok(target)
+}
+
+/// A hostPath volume: the host path itself, created first where its `type` says so.
+fn host_path(volume: &str, host: &HostPathVolumeSource) -> Result<PathBuf, VolumeError> {
+    let io_err = |source| VolumeError::Io {
+        volume: volume.to_string(),
+        source,
+    };
+    let path = PathBuf::from(&host.path);
+    match host.type_.as_deref() {
+        Some("DirectoryOrCreate") => fs::create_dir_all(&path).map_err(io_err)?,
+        Some("FileOrCreate") if !path.exists() => {
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(io_err)?;
+            }
+            fs::write(&path, b"").map_err(io_err)?;
+        }
+        _ if !path.exists() => {
+            return Err(VolumeError::HostPathMissing {
+                volume: volume.into(),
+                path: host.path.clone(),
+            });
+        }
+        _ => {}
+    }
+    Ok(path)
+}
+
+/// One file of an object-backed volume, planned before anything is written.
+struct VolumeFile {
+    path: String,
+    content: Vec<u8>,
+    mode: u32,
+}
+
+/// The files of a secret, configMap, downwardAPI or projected volume, computed from the
+/// pod and the fetched objects alone (no disk access), every path already checked.
+fn planned_files(
+    pod: &Pod,
+    sources: &ConfigSources,
+    volume: &Volume,
+) -> Result<Vec<VolumeFile>, VolumeError> {
+    let name = volume.name.as_str();
+    let mut files = Vec::new();
     if let Some(secret) = &volume.secret {
-        let secret_name = secret.secret_name.clone().unwrap_or_default();
+        let object = ObjectSource::new(
+            ObjectKind::Secret,
+            secret.secret_name.as_deref().unwrap_or_default(),
+            &secret.items,
+            secret.optional,
+        );
         let mode = mode_or(secret.default_mode, DEFAULT_MODE);
-        match sources.secret_entries(&secret_name) {
-            Some(entries) => project(
-                name,
-                "Secret",
-                &secret_name,
-                &entries,
-                secret.items.as_deref(),
-                secret.optional,
-                mode,
-                &mut files,
-            )?,
-            None if secret.optional == Some(true) => {}
-            None => {
-                return Err(VolumeError::SecretNotFound {
-                    volume: name.into(),
-                    name: secret_name,
-                });
-            }
-        }
+        object_files(name, sources, &object, mode, &mut files)?;
     } else if let Some(cm) = &volume.config_map {
+        let object = ObjectSource::new(ObjectKind::ConfigMap, &cm.name, &cm.items, cm.optional);
         let mode = mode_or(cm.default_mode, DEFAULT_MODE);
-        match sources.config_map_entries(&cm.name) {
-            Some(entries) => project(
-                name,
-                "ConfigMap",
-                &cm.name,
-                &entries,
-                cm.items.as_deref(),
-                cm.optional,
-                mode,
-                &mut files,
-            )?,
-            None if cm.optional == Some(true) => {}
-            None => {
-                return Err(VolumeError::ConfigMapNotFound {
-                    volume: name.into(),
-                    name: cm.name.clone(),
-                });
-            }
-        }
+        object_files(name, sources, &object, mode, &mut files)?;
     } else if let Some(dapi) = &volume.downward_api {
         let mode = mode_or(dapi.default_mode, DEFAULT_MODE);
-        downward_files(
-            name,
-            pod,
-            dapi.items.as_deref().unwrap_or_default(),
-            mode,
-            &mut files,
-        )?;
+        let items = dapi.items.as_deref().unwrap_or_default();
+        downward_files(name, pod, items, mode, &mut files)?;
     } else if let Some(projected) = &volume.projected {
         let mode = mode_or(projected.default_mode, DEFAULT_MODE);
         for source in projected.sources.iter().flatten() {
-            if let Some(s) = &source.secret {
-                match sources.secret_entries(&s.name) {
-                    Some(entries) => project(
-                        name,
-                        "Secret",
-                        &s.name,
-                        &entries,
-                        s.items.as_deref(),
-                        s.optional,
-                        mode,
-                        &mut files,
-                    )?,
-                    None if s.optional == Some(true) => {}
-                    None => {
-                        return Err(VolumeError::SecretNotFound {
-                            volume: name.into(),
-                            name: s.name.clone(),
-                        });
-                    }
-                }
-            }
-            if let Some(cm) = &source.config_map {
-                match sources.config_map_entries(&cm.name) {
-                    Some(entries) => project(
-                        name,
-                        "ConfigMap",
-                        &cm.name,
-                        &entries,
-                        cm.items.as_deref(),
-                        cm.optional,
-                        mode,
-                        &mut files,
-                    )?,
-                    None if cm.optional == Some(true) => {}
-                    None => {
-                        return Err(VolumeError::ConfigMapNotFound {
-                            volume: name.into(),
-                            name: cm.name.clone(),
-                        });
-                    }
-                }
-            }
-            if let Some(d) = &source.downward_api {
-                downward_files(
-                    name,
-                    pod,
-                    d.items.as_deref().unwrap_or_default(),
-                    mode,
-                    &mut files,
-                )?;
-            }
-            if let Some(token) = &source.service_account_token {
-                let value = sources.tokens.get(&TokenKey::of(token)).ok_or_else(|| {
-                    VolumeError::TokenMissing {
-                        volume: name.into(),
-                    }
-                })?;
-                files.push((token.path.clone(), value.clone().into_bytes(), mode));
-            }
+            projection_files(name, pod, sources, source, mode, &mut files)?;
         }
     } else {
         return Err(VolumeError::Unsupported {
             volume: name.into(),
         });
     }
-    if target.exists() {
-        fs::remove_dir_all(&target).map_err(io_err)?;
+    if let Some(bad) = files.iter().find(|f| !is_safe_relative(&f.path)) {
+        return Err(VolumeError::InvalidPath {
+            volume: name.into(),
+            path: bad.path.clone(),
+        });
     }
-    fs::create_dir_all(&target).map_err(io_err)?;
-    for (rel, content, mode) in files {
-        if !is_safe_relative(&rel) {
-            return Err(VolumeError::InvalidPath {
-                volume: name.into(),
-                path: rel,
-            });
-        }
-        let path = target.join(&rel);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(io_err)?;
-        }
-        write_file(&path, &content, mode).map_err(io_err)?;
+    Ok(files)
+}
+
+/// The files of one source of a projected volume (a source may set several fields; each
+/// contributes, as in Kubernetes).
+fn projection_files(
+    volume: &str,
+    pod: &Pod,
+    sources: &ConfigSources,
+    source: &VolumeProjection,
+    mode: u32,
+    files: &mut Vec<VolumeFile>,
+) -> Result<(), VolumeError> {
+    if let Some(s) = &source.secret {
+        let object = ObjectSource::new(ObjectKind::Secret, &s.name, &s.items, s.optional);
+        object_files(volume, sources, &object, mode, files)?;
     }
-    Ok(target)
+    if let Some(cm) = &source.config_map {
+        let object = ObjectSource::new(ObjectKind::ConfigMap, &cm.name, &cm.items, cm.optional);
+        object_files(volume, sources, &object, mode, files)?;
+    }
+    if let Some(d) = &source.downward_api {
+        let items = d.items.as_deref().unwrap_or_default();
+        downward_files(volume, pod, items, mode, files)?;
+    }
+    if let Some(token) = &source.service_account_token {
+        let value =
+            sources
+                .tokens
+                .get(&TokenKey::of(token))
+                .ok_or_else(|| VolumeError::TokenMissing {
+                    volume: volume.into(),
+                })?;
+        files.push(VolumeFile {
+            path: token.path.clone(),
+            content: value.clone().into_bytes(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 fn mode_or(mode: Option<i32>, default: u32) -> u32 {
@@ -404,43 +380,76 @@ fn mode_or(mode: Option<i32>, default: u32) -> u32 {
         .map_or(default, |m| m & 0o777)
 }
 
-/// Keys (or `items`) of one object as files. A missing key listed in `items` is an error
-/// unless the source is optional, as in Kubernetes.
-#[allow(clippy::too_many_arguments)]
-fn project(
-    volume: &str,
-    kind: &'static str,
-    object: &str,
-    entries: &BTreeMap<String, Vec<u8>>,
-    items: Option<&[KeyToPath]>,
-    optional: Option<bool>,
-    default_mode: u32,
-    files: &mut Vec<(String, Vec<u8>, u32)>,
-) -> Result<(), VolumeError> {
-    match items {
-        None => {
-            for (k, v) in entries {
-                files.push((k.clone(), v.clone(), default_mode));
-            }
+/// A Secret or ConfigMap as a volume's files: a whole secret/configMap volume or one
+/// source of a projected volume, which Kubernetes treats alike.
+struct ObjectSource<'a> {
+    kind: ObjectKind,
+    name: &'a str,
+    items: Option<&'a [KeyToPath]>,
+    optional: bool,
+}
+
+impl<'a> ObjectSource<'a> {
+    fn new(
+        kind: ObjectKind,
+        name: &'a str,
+        items: &'a Option<Vec<KeyToPath>>,
+        optional: Option<bool>,
+    ) -> Self {
+        Self {
+            kind,
+            name,
+            items: items.as_deref(),
+            optional: optional == Some(true),
         }
-        Some(items) => {
-            for item in items {
-                match entries.get(&item.key) {
-                    Some(v) => files.push((
-                        item.path.clone(),
-                        v.clone(),
-                        mode_or(item.mode, default_mode),
-                    )),
-                    None if optional == Some(true) => {}
-                    None => {
-                        return Err(VolumeError::KeyNotFound {
-                            volume: volume.into(),
-                            kind,
-                            name: object.into(),
-                            key: item.key.clone(),
-                        });
-                    }
-                }
+    }
+}
+
+/// Keys (or `items`) of one object as files. A missing object, or a missing key listed in
+/// `items`, is an error unless the source is optional, as in Kubernetes.
+fn object_files(
+    volume: &str,
+    sources: &ConfigSources,
+    object: &ObjectSource<'_>,
+    default_mode: u32,
+    files: &mut Vec<VolumeFile>,
+) -> Result<(), VolumeError> {
+    let Some(entries) = sources.entries(object.kind, object.name) else {
+        return match (object.optional, object.kind) {
+            (true, _) => Ok(()),
+            (false, ObjectKind::Secret) => Err(VolumeError::SecretNotFound {
+                volume: volume.into(),
+                name: object.name.into(),
+            }),
+            (false, ObjectKind::ConfigMap) => Err(VolumeError::ConfigMapNotFound {
+                volume: volume.into(),
+                name: object.name.into(),
+            }),
+        };
+    };
+    let Some(items) = object.items else {
+        files.extend(entries.into_iter().map(|(path, content)| VolumeFile {
+            path,
+            content,
+            mode: default_mode,
+        }));
+        return Ok(());
+    };
+    for item in items {
+        match entries.get(&item.key) {
+            Some(v) => files.push(VolumeFile {
+                path: item.path.clone(),
+                content: v.clone(),
+                mode: mode_or(item.mode, default_mode),
+            }),
+            None if object.optional => {}
+            None => {
+                return Err(VolumeError::KeyNotFound {
+                    volume: volume.into(),
+                    kind: object.kind.as_str(),
+                    name: object.name.into(),
+                    key: item.key.clone(),
+                });
             }
         }
     }
@@ -452,7 +461,7 @@ fn downward_files(
     pod: &Pod,
     items: &[DownwardAPIVolumeFile],
     default_mode: u32,
-    files: &mut Vec<(String, Vec<u8>, u32)>,
+    files: &mut Vec<VolumeFile>,
 ) -> Result<(), VolumeError> {
     for item in items {
         let Some(field) = &item.field_ref else {
@@ -463,11 +472,11 @@ fn downward_files(
             volume: volume.into(),
             source,
         })?;
-        files.push((
-            item.path.clone(),
-            value.into_bytes(),
-            mode_or(item.mode, default_mode),
-        ));
+        files.push(VolumeFile {
+            path: item.path.clone(),
+            content: value.into_bytes(),
+            mode: mode_or(item.mode, default_mode),
+        });
     }
     Ok(())
 }
@@ -549,21 +558,15 @@ mod tests {
     }
 
     fn sources() -> ConfigSources {
-        let mut s = ConfigSources::default();
-        s.config_maps.insert(
-            "cm".into(),
-            serde_json::from_value(
+        let mut s = ConfigSources::default()
+            .with_object(
+                ObjectKind::ConfigMap,
                 json!({"metadata": {"name": "cm"}, "data": {"a.conf": "A", "b.conf": "B"}}),
             )
-            .expect("cm"),
-        );
-        s.secrets.insert(
-            "sec".into(),
-            serde_json::from_value(
+            .with_object(
+                ObjectKind::Secret,
                 json!({"metadata": {"name": "sec"}, "data": {"password": "aHVudGVyMg=="}}),
-            )
-            .expect("secret"),
-        );
+            );
         s.tokens.insert(token_key(), "issued".to_string());
         s
     }
