@@ -43,6 +43,8 @@ const OWNER_REF: &[Field] = &[
     f(6, "controller", Ty::Bool),
     f(7, "blockOwnerDeletion", Ty::Bool),
 ];
+/// Field 1 of every top-level object.
+const METADATA: Field = f(1, "metadata", Ty::Msg(OBJECT_META));
 const OBJECT_META: &[Field] = &[
     f(1, "name", Ty::Str),
     f(2, "generateName", Ty::Str),
@@ -57,23 +59,20 @@ const OBJECT_META: &[Field] = &[
     f(14, "finalizers", Ty::RepStr),
 ];
 const SECRET: &[Field] = &[
-    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    METADATA,
     f(2, "data", Ty::MapStrBytes),
     f(3, "type", Ty::Str),
     f(4, "stringData", Ty::MapStrStr),
     f(5, "immutable", Ty::Bool),
 ];
 const CONFIG_MAP: &[Field] = &[
-    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    METADATA,
     f(2, "data", Ty::MapStrStr),
     f(3, "binaryData", Ty::MapStrBytes),
     f(4, "immutable", Ty::Bool),
 ];
 const NAMESPACE_SPEC: &[Field] = &[f(1, "finalizers", Ty::RepStr)];
-const NAMESPACE: &[Field] = &[
-    f(1, "metadata", Ty::Msg(OBJECT_META)),
-    f(2, "spec", Ty::Msg(NAMESPACE_SPEC)),
-];
+const NAMESPACE: &[Field] = &[METADATA, f(2, "spec", Ty::Msg(NAMESPACE_SPEC))];
 const LOCAL_REF: &[Field] = &[f(1, "name", Ty::Str)];
 const OBJECT_REF: &[Field] = &[
     f(1, "kind", Ty::Str),
@@ -83,7 +82,7 @@ const OBJECT_REF: &[Field] = &[
     f(5, "apiVersion", Ty::Str),
 ];
 const SERVICE_ACCOUNT: &[Field] = &[
-    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    METADATA,
     f(2, "secrets", Ty::RepMsg(OBJECT_REF)),
     f(3, "imagePullSecrets", Ty::RepMsg(LOCAL_REF)),
     f(4, "automountServiceAccountToken", Ty::Bool),
@@ -109,14 +108,8 @@ const REVIEW_SPEC: &[Field] = &[
     f(4, "groups", Ty::RepStr),
     f(6, "uid", Ty::Str),
 ];
-const SELF_REVIEW: &[Field] = &[
-    f(1, "metadata", Ty::Msg(OBJECT_META)),
-    f(2, "spec", Ty::Msg(SELF_REVIEW_SPEC)),
-];
-const REVIEW: &[Field] = &[
-    f(1, "metadata", Ty::Msg(OBJECT_META)),
-    f(2, "spec", Ty::Msg(REVIEW_SPEC)),
-];
+const SELF_REVIEW: &[Field] = &[METADATA, f(2, "spec", Ty::Msg(SELF_REVIEW_SPEC))];
+const REVIEW: &[Field] = &[METADATA, f(2, "spec", Ty::Msg(REVIEW_SPEC))];
 const TYPE_META: &[Field] = &[f(1, "apiVersion", Ty::Str), f(2, "kind", Ty::Str)];
 
 fn bad(msg: &str) -> ApiError {
@@ -190,17 +183,19 @@ fn text(b: &[u8]) -> ApiResult<String> {
     String::from_utf8(b.to_vec()).map_err(|_| bad("invalid utf-8"))
 }
 
-fn map_entry(b: &[u8]) -> ApiResult<(String, Vec<u8>)> {
+/// Fields 1 and 2 of a two-field message as bytes (empty when absent): a map entry's key
+/// and value, or `runtime.Unknown`'s typeMeta and raw object.
+fn pair(b: &[u8]) -> ApiResult<(&[u8], &[u8])> {
     let mut r = Reader { buf: b, pos: 0 };
-    let (mut k, mut v) = (String::new(), Vec::new());
+    let (mut first, mut second) = (&[][..], &[][..]);
     while let Some((n, raw)) = r.next()? {
         match (n, raw) {
-            (1, Raw::Bytes(x)) => k = text(x)?,
-            (2, Raw::Bytes(x)) => v = x.to_vec(),
+            (1, Raw::Bytes(x)) => first = x,
+            (2, Raw::Bytes(x)) => second = x,
             _ => {}
         }
     }
-    Ok((k, v))
+    Ok((first, second))
 }
 
 fn message(b: &[u8], fields: &[Field]) -> ApiResult<Value> {
@@ -212,57 +207,56 @@ fn message(b: &[u8], fields: &[Field]) -> ApiResult<Value> {
         };
         let name = field.name.to_string();
         match (field.ty, raw) {
-            // Go's encoder writes empty strings that JSON would omit.
-            (Ty::Str, Raw::Bytes([])) => {}
-            (Ty::Str, Raw::Bytes(x)) => {
-                out.insert(name, json!(text(x)?));
+            (Ty::MapStrStr | Ty::MapStrBytes, Raw::Bytes(x)) => {
+                let (k, v) = pair(x)?;
+                let v = match field.ty {
+                    Ty::MapStrStr => json!(text(v)?),
+                    _ => json!(base64::engine::general_purpose::STANDARD.encode(v)),
+                };
+                out.entry(name).or_insert_with(|| json!({}))[text(k)?] = v;
             }
-            (Ty::Bool, Raw::Varint(v)) => {
-                out.insert(name, json!(v != 0));
-            }
-            (Ty::Int, Raw::Varint(v)) => {
-                out.insert(name, json!(v as i64));
-            }
-            (Ty::Time, Raw::Bytes(x)) => {
-                let t = message(x, &[f(1, "seconds", Ty::Int)])?;
-                let secs = t.get("seconds").and_then(Value::as_i64).unwrap_or(0);
-                if let Ok(ts) = Timestamp::from_second(secs) {
-                    out.insert(name, json!(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
-                }
-            }
-            (Ty::Msg(sub), Raw::Bytes(x)) => {
-                out.insert(name, message(x, sub)?);
-            }
-            (Ty::MapStrStr, Raw::Bytes(x)) => {
-                let (k, v) = map_entry(x)?;
-                let m = out.entry(name).or_insert_with(|| json!({}));
-                m[k] = json!(text(&v)?);
-            }
-            (Ty::MapStrBytes, Raw::Bytes(x)) => {
-                let (k, v) = map_entry(x)?;
-                let m = out.entry(name).or_insert_with(|| json!({}));
-                m[k] = json!(base64::engine::general_purpose::STANDARD.encode(v));
-            }
-            (Ty::RepStr, Raw::Bytes(x)) => {
-                if let Some(a) = out.entry(name).or_insert_with(|| json!([])).as_array_mut() {
-                    a.push(json!(text(x)?));
-                }
-            }
-            (Ty::RepMsg(sub), Raw::Bytes(x)) => {
-                let item = message(x, sub)?;
+            (Ty::RepStr | Ty::RepMsg(_), Raw::Bytes(x)) => {
+                let item = match field.ty {
+                    Ty::RepMsg(sub) => message(x, sub)?,
+                    _ => json!(text(x)?),
+                };
                 if let Some(a) = out.entry(name).or_insert_with(|| json!([])).as_array_mut() {
                     a.push(item);
                 }
             }
-            _ => {
-                return Err(bad(&format!(
-                    "unexpected wire type for field {}",
-                    field.name
-                )));
+            (_, raw) => {
+                if let Some(v) = singular(field, raw)? {
+                    out.insert(name, v);
+                }
             }
         }
     }
     Ok(Value::Object(out))
+}
+
+/// The JSON value of a field that occurs once, `None` where JSON omits it.
+fn singular(field: &Field, raw: Raw<'_>) -> ApiResult<Option<Value>> {
+    Ok(match (field.ty, raw) {
+        // Go's encoder writes empty strings that JSON would omit.
+        (Ty::Str, Raw::Bytes([])) => None,
+        (Ty::Str, Raw::Bytes(x)) => Some(json!(text(x)?)),
+        (Ty::Bool, Raw::Varint(v)) => Some(json!(v != 0)),
+        (Ty::Int, Raw::Varint(v)) => Some(json!(v as i64)),
+        (Ty::Time, Raw::Bytes(x)) => {
+            let t = message(x, &[f(1, "seconds", Ty::Int)])?;
+            let secs = t.get("seconds").and_then(Value::as_i64).unwrap_or(0);
+            Timestamp::from_second(secs)
+                .ok()
+                .map(|ts| json!(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()))
+        }
+        (Ty::Msg(sub), Raw::Bytes(x)) => Some(message(x, sub)?),
+        _ => {
+            return Err(bad(&format!(
+                "unexpected wire type for field {}",
+                field.name
+            )));
+        }
+    })
 }
 
 /// Decodes a protobuf-encoded object of a supported kind into its JSON form.
@@ -271,29 +265,11 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
         .strip_prefix(b"k8s\x00")
         .ok_or_else(|| bad("missing k8s envelope"))?;
     // runtime.Unknown: typeMeta = 1, raw = 2 (decoded by hand so `raw` stays bytes).
-    let mut r = Reader {
-        buf: payload,
-        pos: 0,
-    };
-    let (mut tm, mut raw) = (Value::Null, &[][..]);
-    while let Some((n, v)) = r.next()? {
-        match (n, v) {
-            (1, Raw::Bytes(x)) => tm = message(x, TYPE_META)?,
-            (2, Raw::Bytes(x)) => raw = x,
-            _ => {}
-        }
-    }
-    let api_version = tm
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let kind = tm
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let fields = match (api_version.as_str(), kind.as_str()) {
+    let (type_meta, raw) = pair(payload)?;
+    let type_meta = message(type_meta, TYPE_META)?;
+    let string = |key| type_meta.get(key).and_then(Value::as_str).unwrap_or("");
+    let (api_version, kind) = (string("apiVersion"), string("kind"));
+    let fields = match (api_version, kind) {
         ("v1", "Secret") => SECRET,
         ("v1", "ConfigMap") => CONFIG_MAP,
         ("v1", "Namespace") => NAMESPACE,
