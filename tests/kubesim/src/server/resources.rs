@@ -63,6 +63,15 @@ impl ResourceInfo {
         self.api_version()
     }
 
+    /// The registry's key: (group, version, plural).
+    fn key(&self) -> (String, String, String) {
+        (
+            self.group.clone(),
+            self.version.clone(),
+            self.plural.clone(),
+        )
+    }
+
     pub fn has_status(&self) -> bool {
         self.subresources.iter().any(|s| s == "status")
     }
@@ -105,278 +114,85 @@ pub fn storage_key(group: &str, plural: &str) -> String {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn builtin(
-    group: &str,
-    version: &str,
-    kind: &str,
-    plural: &str,
-    namespaced: bool,
-    short: &[&str],
-    subs: &[&str],
-    has_generation: bool,
-) -> ResourceInfo {
-    ResourceInfo {
-        group: group.into(),
-        version: version.into(),
-        kind: kind.into(),
-        plural: plural.into(),
-        singular: kind.to_lowercase(),
-        namespaced,
-        short_names: short.iter().map(|s| s.to_string()).collect(),
-        categories: Vec::new(),
-        subresources: subs.iter().map(|s| s.to_string()).collect(),
-        has_generation,
-        crd: None,
-    }
-}
+const NAMESPACED: bool = true;
+const CLUSTER: bool = false;
+/// Whether `metadata.generation` is maintained.
+const GEN: bool = true;
+const NO_GEN: bool = false;
+const STATUS: &[&str] = &["status"];
+/// The `all` category (`kubectl get all`).
+const ALL: &[&str] = &["all"];
+
+/// One built-in resource, served at version v1: group, kind, plural, scope, short names,
+/// subresources, generation, categories.
+type Builtin = (
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    &'static [&'static str],
+    &'static [&'static str],
+    bool,
+    &'static [&'static str],
+);
+
+/// The built-in kinds kubesim serves, one row each (kept one a line by hand: rustfmt would
+/// spread each row over ten lines and hide the table).
+#[rustfmt::skip]
+const BUILTINS: &[Builtin] = &[
+    ("", "Namespace", "namespaces", CLUSTER, &["ns"], STATUS, NO_GEN, &[]),
+    ("", "ConfigMap", "configmaps", NAMESPACED, &["cm"], &[], NO_GEN, &[]),
+    ("", "Secret", "secrets", NAMESPACED, &[], &[], NO_GEN, &[]),
+    ("", "ServiceAccount", "serviceaccounts", NAMESPACED, &["sa"], &["token"], NO_GEN, &[]),
+    ("", "Pod", "pods", NAMESPACED, &["po"], &["status", "log", "binding"], NO_GEN, ALL),
+    ("", "Event", "events", NAMESPACED, &["ev"], &[], NO_GEN, &[]),
+    ("", "Service", "services", NAMESPACED, &["svc"], STATUS, NO_GEN, ALL),
+    ("", "Node", "nodes", CLUSTER, &["no"], STATUS, NO_GEN, &[]),
+    ("", "PersistentVolumeClaim", "persistentvolumeclaims", NAMESPACED, &["pvc"], STATUS, NO_GEN, &[]),
+    ("batch", "Job", "jobs", NAMESPACED, &[], STATUS, GEN, ALL),
+    ("batch", "CronJob", "cronjobs", NAMESPACED, &["cj"], STATUS, GEN, ALL),
+    ("apps", "Deployment", "deployments", NAMESPACED, &["deploy"], STATUS, GEN, ALL),
+    ("apps", "ReplicaSet", "replicasets", NAMESPACED, &["rs"], STATUS, GEN, ALL),
+    ("apps", "StatefulSet", "statefulsets", NAMESPACED, &["sts"], STATUS, GEN, ALL),
+    ("apps", "DaemonSet", "daemonsets", NAMESPACED, &["ds"], STATUS, GEN, ALL),
+    ("coordination.k8s.io", "Lease", "leases", NAMESPACED, &[], &[], NO_GEN, &[]),
+    (RBAC, "Role", "roles", NAMESPACED, &[], &[], NO_GEN, &[]),
+    (RBAC, "RoleBinding", "rolebindings", NAMESPACED, &[], &[], NO_GEN, &[]),
+    (RBAC, "ClusterRole", "clusterroles", CLUSTER, &[], &[], NO_GEN, &[]),
+    (RBAC, "ClusterRoleBinding", "clusterrolebindings", CLUSTER, &[], &[], NO_GEN, &[]),
+    ("events.k8s.io", "Event", "events", NAMESPACED, &["ev"], &[], NO_GEN, &[]),
+    (AUTHZ, "SubjectAccessReview", "subjectaccessreviews", CLUSTER, &[], &[], NO_GEN, &[]),
+    (AUTHZ, "SelfSubjectAccessReview", "selfsubjectaccessreviews", CLUSTER, &[], &[], NO_GEN, &[]),
+    (AUTHZ, "LocalSubjectAccessReview", "localsubjectaccessreviews", NAMESPACED, &[], &[], NO_GEN, &[]),
+    ("apiextensions.k8s.io", "CustomResourceDefinition", "customresourcedefinitions", CLUSTER,
+        &["crd", "crds"], STATUS, GEN, &["api-extensions"]),
+];
+const RBAC: &str = "rbac.authorization.k8s.io";
+const AUTHZ: &str = "authorization.k8s.io";
 
 /// The built-in kinds kubesim serves.
 pub fn builtins() -> Vec<ResourceInfo> {
-    let mut v = vec![
-        builtin(
-            "",
-            "v1",
-            "Namespace",
-            "namespaces",
-            false,
-            &["ns"],
-            &["status"],
-            false,
-        ),
-        builtin(
-            "",
-            "v1",
-            "ConfigMap",
-            "configmaps",
-            true,
-            &["cm"],
-            &[],
-            false,
-        ),
-        builtin("", "v1", "Secret", "secrets", true, &[], &[], false),
-        builtin(
-            "",
-            "v1",
-            "ServiceAccount",
-            "serviceaccounts",
-            true,
-            &["sa"],
-            &["token"],
-            false,
-        ),
-        builtin(
-            "",
-            "v1",
-            "Pod",
-            "pods",
-            true,
-            &["po"],
-            &["status", "log", "binding"],
-            false,
-        ),
-        builtin("", "v1", "Event", "events", true, &["ev"], &[], false),
-        builtin(
-            "",
-            "v1",
-            "Service",
-            "services",
-            true,
-            &["svc"],
-            &["status"],
-            false,
-        ),
-        builtin(
-            "",
-            "v1",
-            "Node",
-            "nodes",
-            false,
-            &["no"],
-            &["status"],
-            false,
-        ),
-        builtin(
-            "",
-            "v1",
-            "PersistentVolumeClaim",
-            "persistentvolumeclaims",
-            true,
-            &["pvc"],
-            &["status"],
-            false,
-        ),
-        builtin("batch", "v1", "Job", "jobs", true, &[], &["status"], true),
-        builtin(
-            "batch",
-            "v1",
-            "CronJob",
-            "cronjobs",
-            true,
-            &["cj"],
-            &["status"],
-            true,
-        ),
-        builtin(
-            "apps",
-            "v1",
-            "Deployment",
-            "deployments",
-            true,
-            &["deploy"],
-            &["status"],
-            true,
-        ),
-        builtin(
-            "apps",
-            "v1",
-            "ReplicaSet",
-            "replicasets",
-            true,
-            &["rs"],
-            &["status"],
-            true,
-        ),
-        builtin(
-            "apps",
-            "v1",
-            "StatefulSet",
-            "statefulsets",
-            true,
-            &["sts"],
-            &["status"],
-            true,
-        ),
-        builtin(
-            "apps",
-            "v1",
-            "DaemonSet",
-            "daemonsets",
-            true,
-            &["ds"],
-            &["status"],
-            true,
-        ),
-        builtin(
-            "coordination.k8s.io",
-            "v1",
-            "Lease",
-            "leases",
-            true,
-            &[],
-            &[],
-            false,
-        ),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "Role",
-            "roles",
-            true,
-            &[],
-            &[],
-            false,
-        ),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "RoleBinding",
-            "rolebindings",
-            true,
-            &[],
-            &[],
-            false,
-        ),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "ClusterRole",
-            "clusterroles",
-            false,
-            &[],
-            &[],
-            false,
-        ),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "ClusterRoleBinding",
-            "clusterrolebindings",
-            false,
-            &[],
-            &[],
-            false,
-        ),
-        builtin(
-            "events.k8s.io",
-            "v1",
-            "Event",
-            "events",
-            true,
-            &["ev"],
-            &[],
-            false,
-        ),
-        builtin(
-            "authorization.k8s.io",
-            "v1",
-            "SubjectAccessReview",
-            "subjectaccessreviews",
-            false,
-            &[],
-            &[],
-            false,
-        ),
-        builtin(
-            "authorization.k8s.io",
-            "v1",
-            "SelfSubjectAccessReview",
-            "selfsubjectaccessreviews",
-            false,
-            &[],
-            &[],
-            false,
-        ),
-        builtin(
-            "authorization.k8s.io",
-            "v1",
-            "LocalSubjectAccessReview",
-            "localsubjectaccessreviews",
-            true,
-            &[],
-            &[],
-            false,
-        ),
-        builtin(
-            "apiextensions.k8s.io",
-            "v1",
-            "CustomResourceDefinition",
-            "customresourcedefinitions",
-            false,
-            &["crd", "crds"],
-            &["status"],
-            true,
-        ),
-    ];
-    for r in &mut v {
-        if matches!(
-            r.plural.as_str(),
-            "pods"
-                | "services"
-                | "deployments"
-                | "replicasets"
-                | "statefulsets"
-                | "daemonsets"
-                | "jobs"
-                | "cronjobs"
-        ) {
-            r.categories = vec!["all".into()];
-        }
-        if r.plural == "customresourcedefinitions" {
-            r.categories = vec!["api-extensions".into()];
-        }
-    }
-    v
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+    BUILTINS
+        .iter()
+        .map(
+            |&(group, kind, plural, namespaced, short, subs, has_generation, categories)| {
+                ResourceInfo {
+                    group: group.into(),
+                    version: "v1".into(),
+                    kind: kind.into(),
+                    plural: plural.into(),
+                    singular: kind.to_lowercase(),
+                    namespaced,
+                    short_names: strings(short),
+                    categories: strings(categories),
+                    subresources: strings(subs),
+                    has_generation,
+                    crd: None,
+                }
+            },
+        )
+        .collect()
 }
 
 /// Thread-safe set of served resources.
@@ -390,10 +206,7 @@ impl Registry {
     pub fn new() -> Self {
         let mut served = BTreeMap::new();
         for r in builtins() {
-            served.insert(
-                (r.group.clone(), r.version.clone(), r.plural.clone()),
-                Arc::new(r),
-            );
+            served.insert(r.key(), Arc::new(r));
         }
         Registry {
             served: RwLock::new(served),
@@ -453,10 +266,7 @@ impl Registry {
         if let Ok(mut served) = self.served.write() {
             served.retain(|_, r| r.crd.as_ref().is_none_or(|c| c.crd_name != crd_name));
             for r in infos {
-                served.insert(
-                    (r.group.clone(), r.version.clone(), r.plural.clone()),
-                    Arc::new(r),
-                );
+                served.insert(r.key(), Arc::new(r));
             }
         }
     }
