@@ -10,7 +10,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
@@ -20,7 +19,7 @@ use serde::Deserialize as _;
 use serde_json::Value;
 use tokio::process::Command;
 
-use crate::{Cluster, DEADLINE, wait_for};
+use crate::{Cluster, DEADLINE, OperatorProcess, http_get, poll, wait_for};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -190,30 +189,6 @@ fn http_address(log: &str) -> Option<String> {
         })
 }
 
-/// `GET path` on the operator's HTTP endpoint: status code (0 when unreachable) and body.
-async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
-        return (0, String::new());
-    };
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return (0, String::new());
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response).await;
-    let code = response
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
-}
-
 async fn http_status(addr: &str, path: &str) -> u16 {
     http_get(addr, path).await.0
 }
@@ -264,8 +239,7 @@ struct Deployed {
     operator: RenderedOperator,
     /// The namespace the chart created for QuarksJobs (`global.singleNamespace.name`).
     staging: String,
-    child: tokio::process::Child,
-    log: tempfile::NamedTempFile,
+    process: OperatorProcess,
     /// The operator's /healthz, /readyz and /metrics address.
     addr: String,
 }
@@ -368,20 +342,12 @@ impl Deployed {
             .spawn()
             .expect("start quarks-job");
 
+        let process = OperatorProcess { child, log };
+
         // The probes the Deployment declares answer: /healthz, then /readyz once caches synced.
-        let read = || std::fs::read_to_string(log.path()).unwrap_or_default();
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        let mut addr = None;
-        while addr.is_none() {
-            addr = http_address(&read());
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the operator serves no /healthz; log:\n{}",
-                read()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let addr = addr.unwrap();
+        let addr = poll(DEADLINE, || async { http_address(&process.log()) })
+            .await
+            .unwrap_or_else(|| panic!("the operator serves no /healthz; log:\n{}", process.log()));
         let deployed = Deployed {
             cluster,
             _work: work,
@@ -389,21 +355,21 @@ impl Deployed {
             docs,
             operator,
             staging,
-            child,
-            log,
+            process,
             addr,
         };
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while !(deployed.log().contains("caches synced")
-            && http_status(&deployed.addr, "/readyz").await == 200)
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
+        let ready = poll(DEADLINE, || async {
+            (deployed.log().contains("caches synced")
+                && http_status(&deployed.addr, "/readyz").await == 200)
+                .then_some(())
+        })
+        .await;
+        if ready.is_none() {
+            panic!(
                 "the operator did not become ready; refused: {:?}\nlog:\n{}",
                 deployed.refused().await,
                 deployed.log()
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(http_status(&deployed.addr, "/healthz").await, 200);
         assert!(
@@ -415,7 +381,7 @@ impl Deployed {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+        self.process.log()
     }
 
     fn user(&self) -> String {
@@ -592,20 +558,18 @@ spec:
     let qjobs: Api<QuarksJob> = Api::namespaced(admin.clone(), namespace);
     qjobs.create(&PostParams::default(), &qjob).await.unwrap();
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), namespace);
-    let mut secret = None;
-    let deadline = tokio::time::Instant::now() + DEADLINE * 2;
-    while secret.is_none() {
-        secret = secrets.get_opt("chart-output-json").await.unwrap();
-        if tokio::time::Instant::now() > deadline {
-            panic!(
-                "no Secret chart-output-json in {namespace}; requests refused: {:?}\noperator log:\n{}",
-                d.refused().await,
-                d.log(),
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let data = secret.unwrap().data.unwrap();
+    let Some(secret) = poll(DEADLINE * 2, || async {
+        secrets.get_opt("chart-output-json").await.unwrap()
+    })
+    .await
+    else {
+        panic!(
+            "no Secret chart-output-json in {namespace}; requests refused: {:?}\noperator log:\n{}",
+            d.refused().await,
+            d.log(),
+        );
+    };
+    let data = secret.data.unwrap();
     assert_eq!(data["greeting"].0, b"hello chart");
     wait_for("the one-off to be done and its Job deleted", || async {
         let q = qjobs.get("chart-output").await.unwrap();
@@ -654,8 +618,8 @@ async fn the_rendered_chart_applied_with_kubectl_runs_an_output_job_under_its_ow
 
     // Sufficient: nothing the operator asked for was refused (its own request counter).
     d.assert_none_refused().await;
-    d.child.start_kill().unwrap();
-    let _ = d.child.wait().await;
+    d.process.child.start_kill().unwrap();
+    let _ = d.process.child.wait().await;
     let operator_user = d.user();
     // kubesim recorded every request: each is allowed by a rule of the ClusterRole (no other
     // role is bound to it with one replica), so the runs above did not pass through some other

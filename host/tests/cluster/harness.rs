@@ -137,24 +137,26 @@ impl Cluster {
             }))
             .unwrap();
         // The ServiceAccount may have been created a moment ago (by the chart, the operator).
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        let answer = loop {
-            let result = accounts
+        let last_error = std::sync::Mutex::new(String::new());
+        let answer = poll(DEADLINE, || async {
+            accounts
                 .create_subresource::<_, k8s_openapi::api::authentication::v1::TokenRequest>(
                     "token",
                     name,
                     &PostParams::default(),
                     &request,
                 )
-                .await;
-            match result {
-                Ok(answer) => break answer,
-                Err(e) if tokio::time::Instant::now() > deadline => {
-                    panic!("no token for {namespace}/{name}: {e}")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        };
+                .await
+                .map_err(|e| *last_error.lock().unwrap() = e.to_string())
+                .ok()
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "no token for {namespace}/{name}: {}",
+                last_error.lock().unwrap()
+            )
+        });
         answer.status.expect("TokenRequest status").token
     }
 
@@ -254,37 +256,17 @@ impl OperatorProcess {
     /// `GET path` on the operator's HTTP endpoint (`/metrics`, `/readyz`, ...): status code
     /// and body. The address is the one the operator logged (it listens on port 0).
     pub async fn http_get(&self, path: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut addr = None;
-        wait_for("the operator's HTTP address in its log", || {
-            let log = self.log();
-            addr = log
+        let addr = wait_until("the operator's HTTP address in its log", || {
+            let addr = self
+                .log()
                 .lines()
                 .find(|l| l.contains("serving /healthz"))
                 .and_then(|l| l.split("addr=").nth(1))
                 .map(|a| a.trim().to_owned());
-            let found = addr.is_some();
-            async move { found }
+            async move { addr }
         })
         .await;
-        let addr = addr.unwrap();
-        let mut stream = tokio::net::TcpStream::connect(&addr)
-            .await
-            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        let code = response
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (code, body)
+        http_get(&addr, path).await
     }
 
     /// Stops the operator as Kubernetes would (SIGTERM) and waits for it to exit.
@@ -303,22 +285,73 @@ impl OperatorProcess {
     }
 }
 
+/// `GET path` on an operator's HTTP endpoint at `addr`: status code (0 when unreachable) and
+/// body.
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    let code = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// Polls `check` every 50 ms until it yields a value, for at most `within`; `None` when time
+/// ran out (the caller panics with what it knows). The one polling loop of these tests.
+pub async fn poll<T, F, Fut>(within: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(found) = check().await {
+            return Some(found);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `check` until it yields a value and returns it, or panics after [`DEADLINE`] naming
+/// `what`.
+pub async fn wait_until<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    poll(DEADLINE, check)
+        .await
+        .unwrap_or_else(|| panic!("timed out waiting for {what}"))
+}
+
 /// Polls `check` until it is true, or panics after [`DEADLINE`] naming `what`.
 pub async fn wait_for<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if check().await {
-            return;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(what, || {
+        let check = check();
+        async move { check.await.then_some(()) }
+    })
+    .await
 }
 
 /// Creates or replaces ConfigMap `name` in the test's namespace with `{value: <value>}`.
@@ -409,9 +442,5 @@ pub async fn secret_opt(c: &Cluster, name: &str) -> Option<k8s_openapi::api::cor
 
 /// Waits for Secret `name` in the test's namespace to exist, and returns it.
 pub async fn wait_secret(c: &Cluster, name: &str) -> k8s_openapi::api::core::v1::Secret {
-    wait_for(&format!("Secret {name}"), || async {
-        secret_opt(c, name).await.is_some()
-    })
-    .await;
-    secret_opt(c, name).await.unwrap()
+    wait_until(&format!("Secret {name}"), || secret_opt(c, name)).await
 }

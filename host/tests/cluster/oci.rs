@@ -9,7 +9,7 @@ use quarks_job::crd::QuarksJob;
 use quarks_job::policy::PolicyDigest;
 
 use crate::registry::Registry;
-use crate::{Cluster, qjob_yaml, wait_for};
+use crate::{Cluster, poll, qjob_yaml, wait_for};
 
 /// A component built by host/build.rs (fixtures and example policies).
 fn component_path(name: &str) -> std::path::PathBuf {
@@ -179,21 +179,21 @@ async fn policies_come_from_a_registry_by_digest_or_tag_fail_closed_and_survive_
     op.stop().await;
     let op = c.operator_with(&c.monitored_id, &operator_args).await;
     create_in(&c, &ns("digest"), "after-restart").await;
-    let deadline = std::time::Instant::now() + crate::DEADLINE;
-    while !status(&c, &ns("digest"), "after-restart")
-        .await
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.reason == "NotApproved")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "after the restart: {:?}\n{}",
-            status(&c, &ns("digest"), "after-restart").await,
-            op.log()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let decided = poll(crate::DEADLINE, || async {
+        status(&c, &ns("digest"), "after-restart")
+            .await
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == "NotApproved")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        decided.is_some(),
+        "after the restart: {:?}\n{}",
+        status(&c, &ns("digest"), "after-restart").await,
+        op.log()
+    );
     assert!(
         op.log()
             .contains("policy module loaded from the disk cache"),

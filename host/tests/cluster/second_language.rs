@@ -15,7 +15,7 @@ use quarks_job::crd::QuarksJob;
 mod python_policy;
 
 use crate::registry::Registry;
-use crate::{Cluster, wait_for};
+use crate::{Cluster, poll, wait_for};
 
 const APPROVAL: &str = "quarks.cloudfoundry.org/approved";
 
@@ -187,18 +187,18 @@ async fn the_python_approval_policy_from_a_registry_decides_like_the_rust_one_on
         }
     }
     for (namespace, language) in [(&rust, "Rust"), (&python, "Python")] {
-        let deadline = Instant::now() + FIRST_DECISION;
-        while seen(&c, namespace, "unapproved")
-            .await
-            .is_none_or(|s| s.reason != "NotApproved")
-        {
-            assert!(
-                Instant::now() < deadline,
-                "{language}: no decision within {FIRST_DECISION:?}: {:?}",
-                seen(&c, namespace, "unapproved").await
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let decided = poll(FIRST_DECISION, || async {
+            seen(&c, namespace, "unapproved")
+                .await
+                .is_some_and(|s| s.reason == "NotApproved")
+                .then_some(())
+        })
+        .await;
+        assert!(
+            decided.is_some(),
+            "{language}: no decision within {FIRST_DECISION:?}: {:?}",
+            seen(&c, namespace, "unapproved").await
+        );
         println!(
             "{language}: QuarksJobs created → first decision by the pulled policy: {:?}",
             created.elapsed()
