@@ -4,9 +4,11 @@
 //! Aggregated discovery (apidiscovery.k8s.io/v2, one document for `/api` and one for
 //! `/apis`) is served to clients that ask for it, as kubectl does.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
-use super::resources::Registry;
+use super::resources::{Registry, ResourceInfo};
 
 pub fn version() -> Value {
     json!({
@@ -57,15 +59,18 @@ pub fn group(reg: &Registry, name: &str) -> Option<Value> {
     Some(g)
 }
 
-pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value> {
+/// The resources of one group-version, `None` if it is not served (a 404 for discovery).
+fn served_in(reg: &Registry, group: &str, version: &str) -> Option<Vec<Arc<ResourceInfo>>> {
     let infos: Vec<_> = reg
         .all()
         .into_iter()
         .filter(|r| r.group == group && r.version == version)
         .collect();
-    if infos.is_empty() {
-        return None;
-    }
+    (!infos.is_empty()).then_some(infos)
+}
+
+pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value> {
+    let infos = served_in(reg, group, version)?;
     let mut resources = Vec::new();
     for r in &infos {
         let mut e = json!({
@@ -138,14 +143,7 @@ pub fn openapi_v3_root(reg: &Registry) -> Value {
 /// computes strategic merge patches from its compiled-in types, and `kubectl explain`
 /// has nothing to show (a documented gap).
 pub fn openapi_v3_group_version(reg: &Registry, group: &str, version: &str) -> Option<Value> {
-    let infos: Vec<_> = reg
-        .all()
-        .into_iter()
-        .filter(|r| r.group == group && r.version == version)
-        .collect();
-    if infos.is_empty() {
-        return None;
-    }
+    let infos = served_in(reg, group, version)?;
     let prefix = if group.is_empty() {
         format!("/api/{version}")
     } else {

@@ -125,16 +125,16 @@ fn strategic_object(target: &mut Value, patch: &Value, shape: &Shape) -> ApiResu
     Ok(())
 }
 
+/// A patch list as the whole new list: its `$patch` directive entries dropped.
+fn without_directives(patch: &[Value]) -> Value {
+    let items = patch.iter().filter(|i| i.get("$patch").is_none());
+    Value::Array(items.cloned().collect())
+}
+
 fn strategic_list(current: Option<&Value>, patch: &[Value], shape: &Shape) -> ApiResult<Value> {
     let Some(key) = shape.strategic_key() else {
         // Lists without a merge strategy are replaced, minus directive entries.
-        return Ok(Value::Array(
-            patch
-                .iter()
-                .filter(|i| i.get("$patch").is_none())
-                .cloned()
-                .collect(),
-        ));
+        return Ok(without_directives(patch));
     };
     let mut out: Vec<Value> = current
         .and_then(Value::as_array)
@@ -144,13 +144,7 @@ fn strategic_list(current: Option<&Value>, patch: &[Value], shape: &Shape) -> Ap
         .iter()
         .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"))
     {
-        return Ok(Value::Array(
-            patch
-                .iter()
-                .filter(|i| i.get("$patch").is_none())
-                .cloned()
-                .collect(),
-        ));
+        return Ok(without_directives(patch));
     }
     if key.is_empty() {
         // Primitive list with merge strategy: union, keeping existing order.
