@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, LogParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -78,6 +78,15 @@ impl Cluster {
             .create(&PostParams::default(), &object)
             .await
             .expect("created")
+    }
+
+    /// The log of one container of a pod (`None`: the pod's only or first container).
+    pub async fn log(&self, pod: &str, container: Option<&str>) -> String {
+        let params = LogParams {
+            container: container.map(String::from),
+            ..Default::default()
+        };
+        self.api::<Pod>().logs(pod, &params).await.expect("logs")
     }
 
     /// The pods of a Job, by its name label.
@@ -157,13 +166,16 @@ pub fn shell_pod(name: &str, script: &str) -> serde_json::Value {
     })
 }
 
-/// Waits until the pod finished and returns it with the main container's log.
-pub async fn finished_with_log(cluster: &Cluster, name: &str) -> (Pod, String) {
-    let pods = cluster.api::<Pod>();
-    let pod = wait_for(&pods, name, "finished", |p: &Pod| {
+/// Waits until the pod finished (Succeeded or Failed) and returns it.
+pub async fn finished(cluster: &Cluster, name: &str) -> Pod {
+    wait_for(&cluster.api::<Pod>(), name, "finished", |p: &Pod| {
         matches!(pod_phase(p), "Succeeded" | "Failed")
     })
-    .await;
-    let log = pods.logs(name, &Default::default()).await.expect("logs");
-    (pod, log)
+    .await
+}
+
+/// Waits until the pod finished and returns it with the main container's log.
+pub async fn finished_with_log(cluster: &Cluster, name: &str) -> (Pod, String) {
+    let pod = finished(cluster, name).await;
+    (pod, cluster.log(name, None).await)
 }

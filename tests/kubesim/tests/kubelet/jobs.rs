@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, LogParams};
+use kube::api::DeleteParams;
 use serde_json::json;
 
 use super::cluster::{job_condition, pod_phase, start, wait_for, wait_gone};
@@ -62,11 +62,7 @@ async fn a_job_writing_to_an_empty_dir_completes_and_its_pods_go_with_it() {
     assert_eq!(labels.get("job-name").map(String::as_str), Some("writer"));
     assert_eq!(labels.get("app").map(String::as_str), Some("test"));
     assert_eq!(pod_phase(pod), "Succeeded");
-    let log = cluster
-        .api::<Pod>()
-        .logs(&name, &LogParams::default())
-        .await
-        .expect("logs");
+    let log = cluster.log(&name, None).await;
     assert_eq!(log, "written\n");
 
     cluster
@@ -201,17 +197,7 @@ async fn init_containers_run_first_and_share_volumes() {
     .await;
     let pod = cluster.job_pods("init").await.remove(0);
     let name = pod.metadata.name.clone().expect("name");
-    let log = cluster
-        .api::<Pod>()
-        .logs(
-            &name,
-            &LogParams {
-                container: Some("main".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("log");
+    let log = cluster.log(&name, Some("main")).await;
     assert_eq!(log, "one\ntwo\n");
     let inits = pod
         .status

@@ -7,7 +7,7 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
 use super::cluster::{
-    finished_with_log, pod_phase, shell_pod, start, start_with, wait_for, wait_gone,
+    finished, finished_with_log, pod_phase, shell_pod, start, start_with, wait_for, wait_gone,
 };
 
 fn config_objects() -> (serde_json::Value, serde_json::Value) {
@@ -111,21 +111,8 @@ async fn a_container_sees_only_the_empty_dirs_it_mounts() {
         }
     });
     cluster.create::<Pod>(pod).await;
-    let pods = cluster.api::<Pod>();
-    let pod = wait_for(&pods, "pair", "finished", |p: &Pod| {
-        matches!(pod_phase(p), "Succeeded" | "Failed")
-    })
-    .await;
-    let log = pods
-        .logs(
-            "pair",
-            &kube::api::LogParams {
-                container: Some("reader".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("log");
+    let pod = finished(&cluster, "pair").await;
+    let log = cluster.log("pair", Some("reader")).await;
     assert_eq!(pod_phase(&pod), "Succeeded", "{log}");
     assert_eq!(log, "isolated\n");
 }
