@@ -12,14 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kubesim::{KubeSimOptions, RequestRecord};
-use quarks_job::crd::{QuarksJob, Strategy};
+use quarks_job::crd::Strategy;
 use serde::Deserialize as _;
 use serde_json::Value;
 use tokio::process::Command;
 
-use crate::{Cluster, DEADLINE, OperatorProcess, http_get, poll, wait_for};
+use crate::{Cluster, DEADLINE, OperatorProcess, QJob, http_get, poll, wait_for};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -499,38 +499,16 @@ async fn with_two_replicas_and_apply_crd_the_operator_leads_and_applies_the_crd_
 /// Secret is written, the one-off is done and its Job deleted (the operator's `delete jobs`).
 async fn run_output_job(d: &Deployed, namespace: &str) {
     let admin = d.cluster.client.clone();
-    let qjob: QuarksJob = serde_yaml::from_str(
-        r#"
-apiVersion: quarks.cloudfoundry.org/v1alpha1
-kind: QuarksJob
-metadata:
-  name: chart-output
-spec:
-  trigger:
-    strategy: once
-  output:
-    outputMap:
-      busybox:
-        output.json:
-          name: chart-output-json
-  template:
-    spec:
-      backoffLimit: 0
-      template:
-        spec:
-          restartPolicy: Never
-          containers:
-          - name: busybox
-            image: busybox
-            command: ["sh", "-c", "echo \"{\\\"greeting\\\": \\\"$GREETING $NAME\\\"}\" > /mnt/quarks/output.json"]
-            env:
-            - name: GREETING
-              valueFrom: {configMapKeyRef: {name: chart-config, key: greeting}}
-            - name: NAME
-              valueFrom: {secretKeyRef: {name: chart-secret, key: name}}
-"#,
-    )
-    .unwrap();
+    let script = r#"echo "{\"greeting\": \"$GREETING $NAME\"}" > /mnt/quarks/output.json"#;
+    let env = serde_json::json!({"env": [
+        {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "chart-config", "key": "greeting"}}},
+        {"name": "NAME", "valueFrom": {"secretKeyRef": {"name": "chart-secret", "key": "name"}}},
+    ]});
+    let qjob = QJob::new("chart-output", "once")
+        .output(serde_json::json!({"outputMap": {
+            "busybox": {"output.json": {"name": "chart-output-json"}},
+        }}))
+        .container("busybox", script, env);
     let kubeconfig = &d.kubeconfig;
     kubectl(
         kubeconfig,
@@ -555,8 +533,8 @@ spec:
             "--from-literal=name=chart",
         ],
     );
-    let qjobs: Api<QuarksJob> = Api::namespaced(admin.clone(), namespace);
-    qjobs.create(&PostParams::default(), &qjob).await.unwrap();
+    d.cluster.create_qjob_in(namespace, &qjob).await;
+    let qjobs = d.cluster.qjobs_in(namespace);
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), namespace);
     let Some(secret) = poll(DEADLINE * 2, || async {
         secrets.get_opt("chart-output-json").await.unwrap()

@@ -197,6 +197,10 @@ impl Cluster {
         self.api()
     }
 
+    pub fn qjobs_in(&self, namespace: &str) -> Api<QuarksJob> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
     /// Starts an operator process for this test's monitored id.
     pub async fn operator(&self) -> OperatorProcess {
         self.operator_with(&self.monitored_id, &[]).await
@@ -233,11 +237,15 @@ impl Cluster {
         process
     }
 
-    /// Applies a QuarksJob (or any namespaced object) from YAML into the test's namespace.
-    pub async fn create_qjob(&self, yaml: &str) -> QuarksJob {
-        let qjob: QuarksJob = serde_yaml::from_str(yaml).expect("QuarksJob YAML");
-        self.qjobs()
-            .create(&PostParams::default(), &qjob)
+    /// Creates `qjob` in the test's namespace.
+    pub async fn create_qjob(&self, qjob: &QJob) -> QuarksJob {
+        self.create_qjob_in(&self.namespace, qjob).await
+    }
+
+    /// Creates `qjob` in `namespace`.
+    pub async fn create_qjob_in(&self, namespace: &str, qjob: &QJob) -> QuarksJob {
+        self.qjobs_in(namespace)
+            .create(&PostParams::default(), &qjob.build())
             .await
             .expect("create QuarksJob")
     }
@@ -370,66 +378,135 @@ pub async fn put_config_map(c: &Cluster, name: &str, value: &str) {
         .expect("apply ConfigMap");
 }
 
-/// A QuarksJob manifest running `script` in a busybox container.
-pub fn qjob_yaml(name: &str, strategy: &str, script: &str) -> String {
-    format!(
-        r#"
-apiVersion: quarks.cloudfoundry.org/v1alpha1
-kind: QuarksJob
-metadata:
-  name: {name}
-spec:
-  trigger:
-    strategy: {strategy}
-  template:
-    spec:
-      backoffLimit: 0
-      template:
-        spec:
-          restartPolicy: Never
-          containers:
-          - name: busybox
-            image: busybox
-            command: ["sh", "-c", {script:?}]
-"#
-    )
+/// A QuarksJob manifest, built from what the tests vary: its pod's containers (busybox images
+/// running `sh -c <script>`), `spec.output`, `updateOnConfigChange`, volumes mounted in every
+/// container, annotations, the Job's `backoffLimit` (0 unless set). The strategy is a string so
+/// that invalid ones can be sent too.
+#[derive(Clone, Debug)]
+pub struct QJob {
+    name: String,
+    strategy: String,
+    annotations: serde_json::Map<String, serde_json::Value>,
+    update_on_config_change: Option<bool>,
+    output: Option<serde_json::Value>,
+    backoff_limit: u32,
+    containers: Vec<serde_json::Value>,
+    volumes: Vec<(serde_json::Value, String)>,
+}
+
+impl QJob {
+    pub fn new(name: &str, strategy: &str) -> QJob {
+        QJob {
+            name: name.to_owned(),
+            strategy: strategy.to_owned(),
+            annotations: Default::default(),
+            update_on_config_change: None,
+            output: None,
+            backoff_limit: 0,
+            containers: Vec::new(),
+            volumes: Vec::new(),
+        }
+    }
+
+    /// Container `busybox` running `script`.
+    pub fn script(self, script: &str) -> QJob {
+        self.container("busybox", script, serde_json::json!({}))
+    }
+
+    /// Container `name` running `script`, with the fields of `extra` (`env`, ...) added.
+    pub fn container(mut self, name: &str, script: &str, extra: serde_json::Value) -> QJob {
+        let mut container = serde_json::json!({
+            "name": name, "image": "busybox", "command": ["sh", "-c", script],
+        });
+        if let serde_json::Value::Object(extra) = extra {
+            container.as_object_mut().unwrap().extend(extra);
+        }
+        self.containers.push(container);
+        self
+    }
+
+    /// `spec.output`.
+    pub fn output(mut self, output: serde_json::Value) -> QJob {
+        self.output = Some(output);
+        self
+    }
+
+    pub fn update_on_config_change(mut self, update: bool) -> QJob {
+        self.update_on_config_change = Some(update);
+        self
+    }
+
+    pub fn backoff_limit(mut self, limit: u32) -> QJob {
+        self.backoff_limit = limit;
+        self
+    }
+
+    pub fn annotation(mut self, key: &str, value: &str) -> QJob {
+        self.annotations.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// Pod volume `volume` (with its `name`), mounted at `path` in every container.
+    pub fn volume(mut self, volume: serde_json::Value, path: &str) -> QJob {
+        self.volumes.push((volume, path.to_owned()));
+        self
+    }
+
+    pub fn manifest(&self) -> serde_json::Value {
+        let mut containers = self.containers.clone();
+        if !self.volumes.is_empty() {
+            for container in &mut containers {
+                container["volumeMounts"] = self
+                    .volumes
+                    .iter()
+                    .map(|(v, path)| serde_json::json!({"name": v["name"], "mountPath": path}))
+                    .collect();
+            }
+        }
+        let mut pod = serde_json::json!({"restartPolicy": "Never", "containers": containers});
+        if !self.volumes.is_empty() {
+            pod["volumes"] = self.volumes.iter().map(|(v, _)| v.clone()).collect();
+        }
+        let mut spec = serde_json::json!({
+            "trigger": {"strategy": self.strategy},
+            "template": {"spec": {"backoffLimit": self.backoff_limit, "template": {"spec": pod}}},
+        });
+        if let Some(update) = self.update_on_config_change {
+            spec["updateOnConfigChange"] = update.into();
+        }
+        if let Some(output) = &self.output {
+            spec["output"] = output.clone();
+        }
+        serde_json::json!({
+            "apiVersion": "quarks.cloudfoundry.org/v1alpha1",
+            "kind": "QuarksJob",
+            "metadata": {"name": self.name, "annotations": self.annotations},
+            "spec": spec,
+        })
+    }
+
+    pub fn yaml(&self) -> String {
+        serde_yaml::to_string(&self.manifest()).unwrap()
+    }
+
+    pub fn build(&self) -> QuarksJob {
+        serde_json::from_value(self.manifest()).expect("a valid QuarksJob")
+    }
 }
 
 /// The seed's output QuarksJob: container `busybox` runs `script`; its `output.json` becomes
 /// Secret `foo-json` (optionally versioned), `missing.json` (never written) is mapped too, and
 /// every Secret gets the label `key=value`.
-pub fn output_qjob(name: &str, script: &str, versioned: bool) -> String {
-    format!(
-        r#"
-apiVersion: quarks.cloudfoundry.org/v1alpha1
-kind: QuarksJob
-metadata:
-  name: {name}
-spec:
-  trigger:
-    strategy: once
-  output:
-    outputMap:
-      busybox:
-        output.json:
-          name: foo-json
-          versioned: {versioned}
-        missing.json:
-          name: never-written
-    secretLabels:
-      key: value
-  template:
-    spec:
-      backoffLimit: 0
-      template:
-        spec:
-          restartPolicy: Never
-          containers:
-          - name: busybox
-            image: busybox
-            command: ["sh", "-c", {script:?}]
-"#
-    )
+pub fn output_qjob(name: &str, script: &str, versioned: bool) -> QJob {
+    QJob::new(name, "once")
+        .script(script)
+        .output(serde_json::json!({
+            "outputMap": {"busybox": {
+                "output.json": {"name": "foo-json", "versioned": versioned},
+                "missing.json": {"name": "never-written"},
+            }},
+            "secretLabels": {"key": "value"},
+        }))
 }
 
 /// Secret `name` in the test's namespace, if it exists.

@@ -4,12 +4,12 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use quarks_job::crd::QuarksJob;
 use quarks_job::policy::PolicyDigest;
 
 use crate::registry::Registry;
-use crate::{Cluster, poll, qjob_yaml, wait_for};
+use crate::{Cluster, QJob, poll, wait_for};
 
 /// A component built by host/build.rs (fixtures and example policies).
 fn component_path(name: &str) -> std::path::PathBuf {
@@ -32,14 +32,6 @@ async fn select_trigger(c: &Cluster, namespace: &str, reference: &str) {
             &PatchParams::apply("test").force(),
             &Patch::Apply(config_map),
         )
-        .await
-        .unwrap();
-}
-
-async fn create_in(c: &Cluster, namespace: &str, name: &str) {
-    let qjob: QuarksJob = serde_yaml::from_str(&qjob_yaml(name, "once", "true")).unwrap();
-    Api::<QuarksJob>::namespaced(c.client.clone(), namespace)
-        .create(&PostParams::default(), &qjob)
         .await
         .unwrap();
 }
@@ -121,9 +113,10 @@ async fn policies_come_from_a_registry_by_digest_or_tag_fail_closed_and_survive_
     for (suffix, reference, _) in &cases {
         c.create_namespace(&ns(suffix), Some(&c.monitored_id)).await;
         select_trigger(&c, &ns(suffix), reference).await;
-        create_in(&c, &ns(suffix), "deploy").await;
+        c.create_qjob_in(&ns(suffix), &QJob::new("deploy", "once").script("true"))
+            .await;
     }
-    c.create_qjob(&qjob_yaml("default-ns", "once", "true"))
+    c.create_qjob(&QJob::new("default-ns", "once").script("true"))
         .await;
     for (suffix, _, reason) in &cases {
         let message = wait_for_reason(&c, &ns(suffix), "deploy", reason).await;
@@ -169,16 +162,22 @@ async fn policies_come_from_a_registry_by_digest_or_tag_fail_closed_and_survive_
         &format!("oci://{}/policies/approval:v2", registry.addr),
     )
     .await;
-    create_in(&c, &ns("down"), "deploy").await;
+    c.create_qjob_in(&ns("down"), &QJob::new("deploy", "once").script("true"))
+        .await;
     let message = wait_for_reason(&c, &ns("down"), "deploy", "PolicyUnavailable").await;
     println!("registry down: {message}");
-    create_in(&c, &ns("digest"), "second").await;
+    c.create_qjob_in(&ns("digest"), &QJob::new("second", "once").script("true"))
+        .await;
     wait_for_reason(&c, &ns("digest"), "second", "NotApproved").await;
 
     // A restart with the registry still down: the pinned module comes from the disk cache.
     op.stop().await;
     let op = c.operator_with(&c.monitored_id, &operator_args).await;
-    create_in(&c, &ns("digest"), "after-restart").await;
+    c.create_qjob_in(
+        &ns("digest"),
+        &QJob::new("after-restart", "once").script("true"),
+    )
+    .await;
     let decided = poll(crate::DEADLINE, || async {
         status(&c, &ns("digest"), "after-restart")
             .await

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use quarks_job::crd::{QuarksJob, Strategy};
 
-use crate::{Cluster, put_config_map, qjob_yaml, wait_for};
+use crate::{Cluster, QJob, put_config_map, wait_for};
 
 async fn qjob(c: &Cluster, name: &str) -> QuarksJob {
     c.qjobs().get(name).await.expect("get QuarksJob")
@@ -60,43 +60,22 @@ async fn stays_at(c: &Cluster, name: &str, runs: i64) {
     assert!(jobs_of(c, name).await.is_empty() || runs > 0);
 }
 
-fn with_config_map(name: &str, config_map: &str, update: bool) -> String {
-    format!(
-        r#"
-apiVersion: quarks.cloudfoundry.org/v1alpha1
-kind: QuarksJob
-metadata:
-  name: {name}
-spec:
-  trigger:
-    strategy: once
-  updateOnConfigChange: {update}
-  template:
-    spec:
-      backoffLimit: 0
-      template:
-        spec:
-          restartPolicy: Never
-          volumes:
-          - name: config
-            configMap:
-              name: {config_map}
-          containers:
-          - name: busybox
-            image: busybox
-            command: ["sh", "-c", "cat /etc/config/value"]
-            volumeMounts:
-            - name: config
-              mountPath: /etc/config
-"#
-    )
+/// A one-off printing `/etc/config/value` of ConfigMap `config_map`.
+fn with_config_map(name: &str, config_map: &str, update: bool) -> QJob {
+    QJob::new(name, "once")
+        .update_on_config_change(update)
+        .script("cat /etc/config/value")
+        .volume(
+            serde_json::json!({"name": "config", "configMap": {"name": config_map}}),
+            "/etc/config",
+        )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errand_runs_only_when_set_to_now_then_resets_to_manual() {
     let c = Cluster::start().await;
     let _op = c.operator().await;
-    c.create_qjob(&qjob_yaml("errand", "manual", "echo errand"))
+    c.create_qjob(&QJob::new("errand", "manual").script("echo errand"))
         .await;
     stays_at(&c, "errand", 0).await;
     assert!(jobs_of(&c, "errand").await.is_empty());
@@ -113,7 +92,8 @@ async fn errand_runs_only_when_set_to_now_then_resets_to_manual() {
 async fn errand_created_with_now_runs() {
     let c = Cluster::start().await;
     let _op = c.operator().await;
-    c.create_qjob(&qjob_yaml("errand", "now", "true")).await;
+    c.create_qjob(&QJob::new("errand", "now").script("true"))
+        .await;
     wait_completed(&c, "errand", 1).await;
     assert_eq!(
         qjob(&c, "errand").await.spec.trigger.strategy,
@@ -125,7 +105,7 @@ async fn errand_created_with_now_runs() {
 async fn one_off_runs_once_becomes_done_and_its_job_and_pods_are_deleted() {
     let c = Cluster::start().await;
     let _op = c.operator().await;
-    c.create_qjob(&qjob_yaml("one-off", "once", "echo once"))
+    c.create_qjob(&QJob::new("one-off", "once").script("echo once"))
         .await;
     wait_completed(&c, "one-off", 1).await;
     assert_eq!(
@@ -149,7 +129,8 @@ async fn one_off_runs_once_becomes_done_and_its_job_and_pods_are_deleted() {
 async fn a_failed_job_is_kept_with_a_failed_condition_and_goes_with_its_quarksjob() {
     let c = Cluster::start().await;
     let _op = c.operator().await;
-    c.create_qjob(&qjob_yaml("fails", "once", "exit 3")).await;
+    c.create_qjob(&QJob::new("fails", "once").script("exit 3"))
+        .await;
     wait_for("the Failed condition", || async {
         qjob(&c, "fails").await.status.is_some_and(|s| {
             s.conditions
@@ -234,32 +215,15 @@ async fn secret_changes_and_new_versions_of_versioned_secrets_rerun_a_done_one_o
         .unwrap();
     // The container checks that it sees the newest version of `creds`, whatever the template says.
     put_config_map(&c, "expected", "a").await;
+    let env = serde_json::json!({"env": [
+        {"name": "PLAIN", "valueFrom": {"secretKeyRef": {"name": "plain", "key": "value"}}},
+        {"name": "CREDS", "valueFrom": {"secretKeyRef": {"name": "creds-v1", "key": "value"}}},
+        {"name": "EXPECTED", "valueFrom": {"configMapKeyRef": {"name": "expected", "key": "value"}}},
+    ]});
     c.create_qjob(
-        r#"
-apiVersion: quarks.cloudfoundry.org/v1alpha1
-kind: QuarksJob
-metadata: {name: secrets}
-spec:
-  trigger: {strategy: once}
-  updateOnConfigChange: true
-  template:
-    spec:
-      backoffLimit: 0
-      template:
-        spec:
-          restartPolicy: Never
-          containers:
-          - name: busybox
-            image: busybox
-            command: ["sh", "-c", "test \"$CREDS\" = \"$EXPECTED\""]
-            env:
-            - name: PLAIN
-              valueFrom: {secretKeyRef: {name: plain, key: value}}
-            - name: CREDS
-              valueFrom: {secretKeyRef: {name: creds-v1, key: value}}
-            - name: EXPECTED
-              valueFrom: {configMapKeyRef: {name: expected, key: value}}
-"#,
+        &QJob::new("secrets", "once")
+            .update_on_config_change(true)
+            .container("busybox", "test \"$CREDS\" = \"$EXPECTED\"", env),
     )
     .await;
     wait_completed(&c, "secrets", 1).await;
@@ -338,8 +302,8 @@ async fn a_namespace_labelled_later_is_picked_up() {
     let other = format!("{}-late", c.namespace);
     c.create_namespace(&other, None).await;
     let qjobs: kube::Api<QuarksJob> = kube::Api::namespaced(c.client.clone(), &other);
-    let q: QuarksJob = serde_yaml::from_str(&qjob_yaml("late", "once", "true")).unwrap();
-    qjobs.create(&PostParams::default(), &q).await.unwrap();
+    c.create_qjob_in(&other, &QJob::new("late", "once").script("true"))
+        .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(
         qjobs
@@ -384,8 +348,8 @@ async fn ready_without_any_monitored_namespace_and_then_acts_in_one_labelled_lat
     let later = format!("{}-later", c.namespace);
     c.create_namespace(&later, Some(&id)).await;
     let qjobs: kube::Api<QuarksJob> = kube::Api::namespaced(c.client.clone(), &later);
-    let q: QuarksJob = serde_yaml::from_str(&qjob_yaml("first", "once", "true")).unwrap();
-    qjobs.create(&PostParams::default(), &q).await.unwrap();
+    c.create_qjob_in(&later, &QJob::new("first", "once").script("true"))
+        .await;
     wait_for("the QuarksJob in the new namespace to run", || async {
         qjobs
             .get("first")
@@ -405,15 +369,11 @@ async fn operators_with_different_monitored_ids_act_only_on_their_own_namespaces
     let other_ns = format!("{}-other", c.namespace);
     c.create_namespace(&other_ns, Some(&other_id)).await;
     let _theirs = c.operator_with(&other_id, &[]).await;
-    c.create_qjob(&qjob_yaml("mine", "once", "true")).await;
+    c.create_qjob(&QJob::new("mine", "once").script("true"))
+        .await;
     let theirs: kube::Api<QuarksJob> = kube::Api::namespaced(c.client.clone(), &other_ns);
-    theirs
-        .create(
-            &PostParams::default(),
-            &serde_yaml::from_str(&qjob_yaml("theirs", "once", "true")).unwrap(),
-        )
-        .await
-        .unwrap();
+    c.create_qjob_in(&other_ns, &QJob::new("theirs", "once").script("true"))
+        .await;
     wait_completed(&c, "mine", 1).await;
     wait_for("the other operator's QuarksJob to run", || async {
         theirs
@@ -432,7 +392,7 @@ async fn operators_with_different_monitored_ids_act_only_on_their_own_namespaces
 async fn an_invalid_quarksjob_is_rejected_by_the_schema() {
     let c = Cluster::start().await;
     let _op = c.operator().await;
-    let manifest = qjob_yaml("bad", "sometimes", "true");
+    let manifest = QJob::new("bad", "sometimes").script("true").yaml();
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), manifest).unwrap();
     let out = tokio::process::Command::new("kubectl")
@@ -477,8 +437,8 @@ async fn twenty_rapid_config_changes_never_run_two_jobs_at_once_and_the_last_run
                     .items
                     .iter()
                     .filter(|j| {
-                        quarks_job::reconcile::plan::job_state(j)
-                            == quarks_job::reconcile::plan::JobState::Active
+                        quarks_job::reconcile::settle::job_state(j)
+                            == quarks_job::reconcile::settle::JobState::Active
                     })
                     .count();
                 most = most.max(active);
@@ -516,7 +476,8 @@ async fn kubesim_only_injected_conflicts_errors_and_dropped_watches_do_not_chang
     let faults = c.sim().faults();
     faults.fail_next("create", "jobs", 500, 2);
     faults.fail_next("patch", "quarksjobs", 409, 2);
-    c.create_qjob(&qjob_yaml("faulty", "once", "true")).await;
+    c.create_qjob(&QJob::new("faulty", "once").script("true"))
+        .await;
     faults.close_watches();
     wait_completed(&c, "faulty", 1).await;
     assert_eq!(
@@ -543,7 +504,7 @@ async fn two_replicas_with_leader_election_never_both_act() {
         )
         .await;
     for i in 0..5 {
-        c.create_qjob(&qjob_yaml(&format!("q{i}"), "once", "true"))
+        c.create_qjob(&QJob::new(&format!("q{i}"), "once").script("true"))
             .await;
     }
     for i in 0..5 {

@@ -4,7 +4,9 @@
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
 
-use crate::{Cluster, output_qjob, put_config_map, secret_opt, wait_for, wait_secret};
+use serde_json::json;
+
+use crate::{Cluster, QJob, output_qjob, put_config_map, secret_opt, wait_for, wait_secret};
 
 async fn qjob_status(c: &Cluster, name: &str) -> quarks_job::crd::QuarksJobStatus {
     c.qjobs()
@@ -60,19 +62,14 @@ async fn versioned_output_writes_a_new_version_only_when_the_content_changes() {
     let c = Cluster::start().await;
     let _op = c.operator().await;
     let script = r#"echo "{\"value\": \"$(cat /etc/config/value)\"}" > /mnt/quarks/output.json"#;
-    let mut yaml = output_qjob("versioned", script, true).replace(
-        "strategy: once",
-        "strategy: once\n  updateOnConfigChange: true",
-    );
-    yaml = yaml.replace(
-        "          containers:",
-        "          volumes:\n          - name: config\n            configMap: {name: input}\n          containers:",
-    );
-    yaml.push_str(
-        "            volumeMounts:\n            - {name: config, mountPath: /etc/config}\n",
-    );
+    let qjob = output_qjob("versioned", script, true)
+        .update_on_config_change(true)
+        .volume(
+            json!({"name": "config", "configMap": {"name": "input"}}),
+            "/etc/config",
+        );
     put_config_map(&c, "input", "a").await;
-    c.create_qjob(&yaml).await;
+    c.create_qjob(&qjob).await;
     wait_for("foo-json-v1", || async {
         c.api::<Secret>()
             .get_opt("foo-json-v1")
@@ -112,43 +109,6 @@ async fn versioned_output_writes_a_new_version_only_when_the_content_changes() {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers for the scenarios below.
-
-/// A QuarksJob whose pod runs `containers` (name, script, extra container YAML lines) with
-/// `output` (the YAML of `spec.output`, indented by four spaces).
-fn qjob_with(
-    name: &str,
-    strategy: &str,
-    backoff_limit: u32,
-    output: &str,
-    containers: &[(&str, &str, &str)],
-) -> String {
-    let mut yaml = format!(
-        r#"
-apiVersion: quarks.cloudfoundry.org/v1alpha1
-kind: QuarksJob
-metadata:
-  name: {name}
-spec:
-  trigger:
-    strategy: {strategy}
-  output:
-{output}
-  template:
-    spec:
-      backoffLimit: {backoff_limit}
-      template:
-        spec:
-          restartPolicy: Never
-          containers:
-"#
-    );
-    for (container, script, extra) in containers {
-        yaml.push_str(&format!(
-            "          - name: {container}\n            image: busybox\n            command: [\"sh\", \"-c\", {script:?}]\n{extra}"
-        ));
-    }
-    yaml
-}
 
 fn value(secret: &Secret, key: &str) -> String {
     let data = secret.data.as_ref().expect("Secret data");
@@ -210,24 +170,20 @@ const STAGING_SELECTOR: &str = "quarks.cloudfoundry.org/output-staging=true";
 async fn two_containers_one_to_one_and_fan_out_in_one_pod() {
     let c = Cluster::start().await;
     let _op = c.operator().await;
-    let output = r#"    outputMap:
-      plain:
-        output.json:
-          name: plain-json
-      fan:
-        fan.json:
-          name: fan
-          persistencemethod: fan-out
-          secretLabels: {kind: fanned}"#;
+    let output = json!({"outputMap": {
+        "plain": {"output.json": {"name": "plain-json"}},
+        "fan": {"fan.json": {
+            "name": "fan", "persistencemethod": "fan-out", "secretLabels": {"kind": "fanned"},
+        }},
+    }});
     let plain = r#"printf '%s' '{"user": "admin", "pass": "p1"}' > /mnt/quarks/output.json"#;
     let fan = r#"printf '%s' '{"alpha": "{\"k\": \"1\", \"l\": \"x\"}", "beta": "{\"k\": \"2\"}"}' > /mnt/quarks/fan.json"#;
-    c.create_qjob(&qjob_with(
-        "two",
-        "once",
-        0,
-        output,
-        &[("plain", plain, ""), ("fan", fan, "")],
-    ))
+    c.create_qjob(
+        &QJob::new("two", "once")
+            .output(output)
+            .container("plain", plain, json!({}))
+            .container("fan", fan, json!({})),
+    )
     .await;
 
     let plain = wait_secret(&c, "plain-json").await;
@@ -269,20 +225,18 @@ async fn two_containers_one_to_one_and_fan_out_in_one_pod() {
 async fn remote_id_env_becomes_a_label_only_where_set() {
     let c = Cluster::start().await;
     let _op = c.operator().await;
-    let output = r#"    outputMap:
-      with-id:
-        output.json: {name: with-id}
-      without-id:
-        output.json: {name: without-id}"#;
+    let output = json!({"outputMap": {
+        "with-id": {"output.json": {"name": "with-id"}},
+        "without-id": {"output.json": {"name": "without-id"}},
+    }});
     let script = r#"printf '%s' '{"a": "b"}' > /mnt/quarks/output.json"#;
-    let env = "            env:\n            - {name: REMOTE_ID, value: zone-7.node-3}\n";
-    c.create_qjob(&qjob_with(
-        "remote",
-        "once",
-        0,
-        output,
-        &[("with-id", script, env), ("without-id", script, "")],
-    ))
+    let env = json!({"env": [{"name": "REMOTE_ID", "value": "zone-7.node-3"}]});
+    c.create_qjob(
+        &QJob::new("remote", "once")
+            .output(output)
+            .container("with-id", script, env)
+            .container("without-id", script, json!({})),
+    )
     .await;
     let with = wait_secret(&c, "with-id").await;
     let without = wait_secret(&c, "without-id").await;
@@ -302,23 +256,18 @@ async fn remote_id_env_becomes_a_label_only_where_set() {
 
 /// Two containers exiting 1 and 3 after writing their files; the Job fails either way.
 async fn write_on_failure_scenario(c: &Cluster, name: &str, write_on_failure: bool) {
-    let output = format!(
-        r#"    writeOnFailure: {write_on_failure}
-    outputMap:
-      exit-one:
-        output.json: {{name: {name}-one}}
-      exit-three:
-        output.json: {{name: {name}-three}}"#
-    );
+    let output = json!({"writeOnFailure": write_on_failure, "outputMap": {
+        "exit-one": {"output.json": {"name": format!("{name}-one")}},
+        "exit-three": {"output.json": {"name": format!("{name}-three")}},
+    }});
     let one = r#"printf '%s' '{"code": "1"}' > /mnt/quarks/output.json; exit 1"#;
     let three = r#"printf '%s' '{"code": "3"}' > /mnt/quarks/output.json; exit 3"#;
-    c.create_qjob(&qjob_with(
-        name,
-        "once",
-        0,
-        &output,
-        &[("exit-one", one, ""), ("exit-three", three, "")],
-    ))
+    c.create_qjob(
+        &QJob::new(name, "once")
+            .output(output)
+            .container("exit-one", one, json!({}))
+            .container("exit-three", three, json!({})),
+    )
     .await;
 }
 
@@ -383,18 +332,15 @@ async fn write_on_failure_true_writes_for_exit_codes_1_and_3() {
 async fn a_container_that_crashes_before_writing_its_file_does_not_hang_the_pod() {
     let c = Cluster::start().await;
     let _op = c.operator().await;
-    let output = r#"    writeOnFailure: true
-    outputMap:
-      crasher:
-        output.json: {name: never}"#;
+    let output = json!({"writeOnFailure": true, "outputMap": {
+        "crasher": {"output.json": {"name": "never"}},
+    }});
     // Killed by a signal before it writes anything.
     let crash = "kill -KILL $$";
-    c.create_qjob(&qjob_with(
-        "crash",
-        "once",
-        0,
-        output,
-        &[("crasher", crash, "")],
+    c.create_qjob(&QJob::new("crash", "once").output(output).container(
+        "crasher",
+        crash,
+        json!({}),
     ))
     .await;
     let status = wait_outputs(&c, "crash", 1).await;
@@ -423,19 +369,17 @@ async fn containers_not_in_the_output_map_are_not_waited_for() {
     let _op = c.operator().await;
     // `ghost` is mapped but not in the pod; `sidecar` is in the pod but not mapped and runs
     // far longer than the test waits.
-    let output = r#"    outputMap:
-      writer:
-        output.json: {name: from-writer}
-      ghost:
-        output.json: {name: from-ghost}"#;
+    let output = json!({"outputMap": {
+        "writer": {"output.json": {"name": "from-writer"}},
+        "ghost": {"output.json": {"name": "from-ghost"}},
+    }});
     let writer = r#"printf '%s' '{"a": "b"}' > /mnt/quarks/output.json"#;
-    c.create_qjob(&qjob_with(
-        "sidecar",
-        "once",
-        0,
-        output,
-        &[("writer", writer, ""), ("sidecar", "sleep 300", "")],
-    ))
+    c.create_qjob(
+        &QJob::new("sidecar", "once")
+            .output(output)
+            .container("writer", writer, json!({}))
+            .container("sidecar", "sleep 300", json!({})),
+    )
     .await;
     wait_secret(&c, "from-writer").await;
     let status = wait_outputs(&c, "sidecar", 1).await;
@@ -464,27 +408,21 @@ async fn containers_not_in_the_output_map_are_not_waited_for() {
 async fn invalid_files_write_nothing_and_are_reported_while_the_others_are_written() {
     let c = Cluster::start().await;
     let _op = c.operator().await;
-    let output = r#"    outputMap:
-      busybox:
-        good.json: {name: good}
-        invalid.json: {name: from-invalid}
-        nested.json: {name: from-nested}
-        big.json: {name: from-big}
-        badname.json: {name: Not_A_Valid.Name}"#;
+    let output = json!({"outputMap": {"busybox": {
+        "good.json": {"name": "good"},
+        "invalid.json": {"name": "from-invalid"},
+        "nested.json": {"name": "from-nested"},
+        "big.json": {"name": "from-big"},
+        "badname.json": {"name": "Not_A_Valid.Name"},
+    }}});
     let script = r#"cd /mnt/quarks
 printf '%s' '{"ok": "yes"}' > good.json
 printf '%s' '{"ok": "yes"' > invalid.json
 printf '%s' '{"ok": {"deeper": "no"}}' > nested.json
 { printf '{"big": "'; head -c 2097152 /dev/zero | tr '\0' a; printf '"}'; } > big.json
 printf '%s' '{"ok": "yes"}' > badname.json"#;
-    c.create_qjob(&qjob_with(
-        "invalid",
-        "once",
-        0,
-        output,
-        &[("busybox", script, "")],
-    ))
-    .await;
+    c.create_qjob(&QJob::new("invalid", "once").output(output).script(script))
+        .await;
     let good = wait_secret(&c, "good").await;
     assert_eq!(value(&good, "ok"), "yes");
     let status = wait_outputs(&c, "invalid", 5).await;
@@ -529,20 +467,14 @@ async fn two_large_files_of_one_container_are_both_written() {
     // Each file fits a Secret (600 KiB < 1 MiB); together they do not fit one object.
     let c = Cluster::start().await;
     let _op = c.operator().await;
-    let output = r#"    outputMap:
-      busybox:
-        first.json: {name: first}
-        second.json: {name: second}"#;
+    let output = json!({"outputMap": {"busybox": {
+        "first.json": {"name": "first"},
+        "second.json": {"name": "second"},
+    }}});
     let script = r#"cd /mnt/quarks
 for f in first second; do { printf '{"v": "'; head -c 614400 /dev/zero | tr '\0' b; printf '"}'; } > $f.json; done"#;
-    c.create_qjob(&qjob_with(
-        "large",
-        "once",
-        0,
-        output,
-        &[("busybox", script, "")],
-    ))
-    .await;
+    c.create_qjob(&QJob::new("large", "once").output(output).script(script))
+        .await;
     let status = wait_outputs(&c, "large", 2).await;
     for file in ["first", "second"] {
         let r = record(&status, "busybox", &format!("{file}.json"));
@@ -556,26 +488,20 @@ async fn versioned_identical_rerun_writes_no_new_version_and_consumers_move_to_t
     let c = Cluster::start().await;
     let _op = c.operator().await;
     // The producer: an errand (strategy `now`) whose output is the ConfigMap's value.
-    let output = r#"    outputMap:
-      producer:
-        output.json: {name: cred, versioned: true}"#;
+    let output = json!({"outputMap": {
+        "producer": {"output.json": {"name": "cred", "versioned": true}},
+    }});
     let producer =
         r#"printf '{"value": "%s"}' "$(cat /etc/config/value)" > /mnt/quarks/output.json"#;
-    let mounts =
-        "            volumeMounts:\n            - {name: config, mountPath: /etc/config}\n";
-    let mut yaml = qjob_with(
-        "producer",
-        "now",
-        0,
-        output,
-        &[("producer", producer, mounts)],
-    );
-    yaml = yaml.replace(
-        "          containers:",
-        "          volumes:\n          - name: config\n            configMap: {name: input}\n          containers:",
-    );
+    let qjob = QJob::new("producer", "now")
+        .output(output)
+        .container("producer", producer, json!({}))
+        .volume(
+            json!({"name": "config", "configMap": {"name": "input"}}),
+            "/etc/config",
+        );
     put_config_map(&c, "input", "a").await;
-    c.create_qjob(&yaml).await;
+    c.create_qjob(&qjob).await;
     wait_secret(&c, "cred-v1").await;
     let run_done = |run: i64| {
         let c = &c;
@@ -589,25 +515,17 @@ async fn versioned_identical_rerun_writes_no_new_version_and_consumers_move_to_t
 
     // A consumer referencing `cred-v1`, re-run when a new version appears; its output shows
     // which version its Job mounted.
-    let consumer_output = r#"    outputMap:
-      consumer:
-        output.json: {name: seen}"#;
+    let consumer_output = json!({"outputMap": {"consumer": {"output.json": {"name": "seen"}}}});
     let consumer = r#"printf '{"seen": "%s"}' "$(cat /etc/cred/value)" > /mnt/quarks/output.json"#;
-    let consumer_mounts =
-        "            volumeMounts:\n            - {name: cred, mountPath: /etc/cred}\n";
-    let consumer_yaml = qjob_with(
-        "consumer",
-        "once",
-        0,
-        consumer_output,
-        &[("consumer", consumer, consumer_mounts)],
-    )
-    .replace("strategy: once", "strategy: once\n  updateOnConfigChange: true")
-    .replace(
-        "          containers:",
-        "          volumes:\n          - name: cred\n            secret: {secretName: cred-v1}\n          containers:",
-    );
-    c.create_qjob(&consumer_yaml).await;
+    let consumer_qjob = QJob::new("consumer", "once")
+        .update_on_config_change(true)
+        .output(consumer_output)
+        .container("consumer", consumer, json!({}))
+        .volume(
+            json!({"name": "cred", "secret": {"secretName": "cred-v1"}}),
+            "/etc/cred",
+        );
+    c.create_qjob(&consumer_qjob).await;
     let seen = wait_secret(&c, "seen").await;
     assert_eq!(value(&seen, "seen"), "a");
 
@@ -657,13 +575,12 @@ async fn a_canary_value_never_reaches_logs_events_or_status() {
     let canary = canary_source.to_uppercase();
     // Written on failure so that the failed Job's pod, and its helper's log, are kept. One
     // good file, and bad ones whose error paths could be tempted to quote content.
-    let output = r#"    writeOnFailure: true
-    outputMap:
-      busybox:
-        good.json: {name: canary-good}
-        invalid.json: {name: canary-invalid}
-        nested.json: {name: canary-nested}
-        fan.json: {name: canary-fan, persistencemethod: fan-out}"#;
+    let output = json!({"writeOnFailure": true, "outputMap": {"busybox": {
+        "good.json": {"name": "canary-good"},
+        "invalid.json": {"name": "canary-invalid"},
+        "nested.json": {"name": "canary-nested"},
+        "fan.json": {"name": "canary-fan", "persistencemethod": "fan-out"},
+    }}});
     let script = format!(
         r#"cd /mnt/quarks
 canary=$(echo {canary_source} | tr a-z A-Z)
@@ -673,14 +590,8 @@ printf '{{"secret": {{"x": "%s"}}}}' $canary > nested.json
 printf '{{"k": "%s"}}' $canary > fan.json
 exit 1"#
     );
-    c.create_qjob(&qjob_with(
-        "canary",
-        "once",
-        0,
-        output,
-        &[("busybox", &script, "")],
-    ))
-    .await;
+    c.create_qjob(&QJob::new("canary", "once").output(output).script(&script))
+        .await;
     let good = wait_secret(&c, "canary-good").await;
     assert_eq!(value(&good, "secret"), canary);
     let status = wait_outputs(&c, "canary", 4).await;
@@ -760,18 +671,10 @@ async fn the_helper_may_create_staging_secrets_but_not_read_other_secrets() {
 
     // A whole output run under enforced RBAC: the helper watches its pod and creates its
     // staging Secret with the Role the operator set up, nothing more.
-    let output = r#"    outputMap:
-      busybox:
-        output.json: {name: rbac-out}"#;
+    let output = json!({"outputMap": {"busybox": {"output.json": {"name": "rbac-out"}}}});
     let script = r#"printf '%s' '{"a": "b"}' > /mnt/quarks/output.json"#;
-    c.create_qjob(&qjob_with(
-        "rbac",
-        "once",
-        0,
-        output,
-        &[("busybox", script, "")],
-    ))
-    .await;
+    c.create_qjob(&QJob::new("rbac", "once").output(output).script(script))
+        .await;
     assert_eq!(value(&wait_secret(&c, "rbac-out").await, "a"), "b");
 
     let helper: kube::Api<Secret> = kube::Api::namespaced(helper_client(&c).await, &c.namespace);
@@ -842,10 +745,9 @@ async fn a_retried_pod_overwrites_the_output_of_the_failed_attempt() {
     let op = c.operator().await;
     let dir = tempfile::tempdir().unwrap();
     let dir_path = dir.path().display().to_string();
-    let output = r#"    writeOnFailure: true
-    outputMap:
-      busybox:
-        output.json: {name: attempt}"#;
+    let output = json!({"writeOnFailure": true, "outputMap": {
+        "busybox": {"output.json": {"name": "attempt"}},
+    }});
     // Attempt 1 waits for the test's go-ahead, writes attempt=1 and fails; attempt 2 writes
     // attempt=2 and succeeds (backoffLimit 1).
     let script = format!(
@@ -856,13 +758,12 @@ printf '%s' '{{"attempt": "1"}}' > /mnt/quarks/output.json
 touch $d/first-done
 exit 1"#
     );
-    c.create_qjob(&qjob_with(
-        "retry",
-        "once",
-        1,
-        output,
-        &[("busybox", &script, "")],
-    ))
+    c.create_qjob(
+        &QJob::new("retry", "once")
+            .backoff_limit(1)
+            .output(output)
+            .script(&script),
+    )
     .await;
     wait_for("the first attempt's pod", || async {
         !pods_of(&c, "retry").await.is_empty()
@@ -909,19 +810,17 @@ exit 1"#
 async fn concurrent_writers_of_one_versioned_secret_lose_no_version() {
     let c = Cluster::start().await;
     let _op = c.operator().await;
-    let output = r#"    outputMap:
-      busybox:
-        output.json: {name: shared, versioned: true}"#;
+    let output = json!({"outputMap": {
+        "busybox": {"output.json": {"name": "shared", "versioned": true}},
+    }});
     // Two QuarksJobs started together, writing different content to the same prefix.
     for writer in ["a", "b"] {
         let script = format!(r#"printf '{{"writer": "{writer}"}}' > /mnt/quarks/output.json"#);
-        c.create_qjob(&qjob_with(
-            &format!("writer-{writer}"),
-            "once",
-            0,
-            output,
-            &[("busybox", &script, "")],
-        ))
+        c.create_qjob(
+            &QJob::new(&format!("writer-{writer}"), "once")
+                .output(output.clone())
+                .script(&script),
+        )
         .await;
     }
     for writer in ["a", "b"] {
@@ -961,20 +860,18 @@ async fn at_the_helpers_deadline_finished_output_is_written_and_the_rest_reporte
     let _op = c
         .operator_with(&c.monitored_id, &["--persist-output-deadline-seconds", "1"])
         .await;
-    let output = r#"    outputMap:
-      quick:
-        output.json: {name: from-quick}
-      slow:
-        output.json: {name: from-slow}"#;
+    let output = json!({"outputMap": {
+        "quick": {"output.json": {"name": "from-quick"}},
+        "slow": {"output.json": {"name": "from-slow"}},
+    }});
     let quick = r#"printf '%s' '{"a": "b"}' > /mnt/quarks/output.json"#;
     let slow = "sleep 300";
-    c.create_qjob(&qjob_with(
-        "deadline",
-        "once",
-        0,
-        output,
-        &[("quick", quick, ""), ("slow", slow, "")],
-    ))
+    c.create_qjob(
+        &QJob::new("deadline", "once")
+            .output(output)
+            .container("quick", quick, json!({}))
+            .container("slow", slow, json!({})),
+    )
     .await;
     let status = wait_outputs(&c, "deadline", 2).await;
     assert_eq!(

@@ -8,12 +8,11 @@ use std::time::Instant;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
-use quarks_job::crd::QuarksJob;
 use quarks_job::policy::PolicyDigest;
 
-use crate::{Cluster, output_qjob, qjob_yaml, wait_for, wait_secret};
+use crate::{Cluster, QJob, output_qjob, wait_for, wait_secret};
 
 const SELECTION: &str = "quarks-job-policies";
 
@@ -62,21 +61,9 @@ async fn select(c: &Cluster, namespace: &str, selection: &[(&str, &str)]) {
     apply_config_map(c, namespace, config_map).await;
 }
 
-fn qjobs_in(c: &Cluster, namespace: &str) -> Api<QuarksJob> {
-    Api::namespaced(c.client.clone(), namespace)
-}
-
-async fn create_in(c: &Cluster, namespace: &str, yaml: &str) {
-    let qjob: QuarksJob = serde_yaml::from_str(yaml).expect("QuarksJob YAML");
-    qjobs_in(c, namespace)
-        .create(&PostParams::default(), &qjob)
-        .await
-        .expect("create QuarksJob");
-}
-
 /// `(reason, message)` of the QuarksJob's Ready condition.
 async fn ready_condition(c: &Cluster, namespace: &str, name: &str) -> Option<(String, String)> {
-    let qjob = qjobs_in(c, namespace).get_opt(name).await.ok()??;
+    let qjob = c.qjobs_in(namespace).get_opt(name).await.ok()??;
     qjob.status?
         .conditions
         .into_iter()
@@ -98,7 +85,7 @@ async fn wait_for_reason(c: &Cluster, namespace: &str, name: &str, reason: &str)
 }
 
 async fn run_count(c: &Cluster, namespace: &str, name: &str) -> i64 {
-    qjobs_in(c, namespace)
+    c.qjobs_in(namespace)
         .get(name)
         .await
         .unwrap()
@@ -155,20 +142,17 @@ async fn namespaces_choose_their_trigger_policy_and_a_swap_is_used_by_the_next_d
     .await;
     let _op = c.operator().await;
 
-    create_in(&c, &a, &qjob_yaml("deploy", "once", "true")).await;
-    create_in(&c, &b, &qjob_yaml("deploy", "once", "true")).await;
+    c.create_qjob_in(&a, &QJob::new("deploy", "once").script("true"))
+        .await;
+    c.create_qjob_in(&b, &QJob::new("deploy", "once").script("true"))
+        .await;
     wait_for_run(&c, &a, "deploy").await;
     let message = wait_for_reason(&c, &b, "deploy", "NotApproved").await;
     assert!(
         message.contains("quarks.cloudfoundry.org/approved=true"),
         "{message}"
     );
-    let status = qjobs_in(&c, &b)
-        .get("deploy")
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let status = c.qjobs_in(&b).get("deploy").await.unwrap().status.unwrap();
     assert_eq!(status.run_count, 0);
     assert_eq!(
         status.policies.and_then(|p| p.trigger),
@@ -178,7 +162,7 @@ async fn namespaces_choose_their_trigger_policy_and_a_swap_is_used_by_the_next_d
     assert_eq!(jobs_in(&c, &b).await, 0);
 
     // Approving runs it, decided by the approval policy.
-    qjobs_in(&c, &b)
+    c.qjobs_in(&b)
         .patch(
             "deploy",
             &PatchParams::default(),
@@ -191,7 +175,8 @@ async fn namespaces_choose_their_trigger_policy_and_a_swap_is_used_by_the_next_d
     wait_for_run(&c, &b, "deploy").await;
 
     // An unapproved one waits; swapping B's selection to the default runs it.
-    create_in(&c, &b, &qjob_yaml("second", "once", "true")).await;
+    c.create_qjob_in(&b, &QJob::new("second", "once").script("true"))
+        .await;
     wait_for_reason(&c, &b, "second", "NotApproved").await;
     let swapped = Instant::now();
     select(&c, &b, &[("trigger", "builtin:trigger-default")]).await;
@@ -200,12 +185,7 @@ async fn namespaces_choose_their_trigger_policy_and_a_swap_is_used_by_the_next_d
         "selection swap → first decision with the new policy: {:?}",
         swapped.elapsed()
     );
-    let status = qjobs_in(&c, &b)
-        .get("second")
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let status = c.qjobs_in(&b).get("second").await.unwrap().status.unwrap();
     assert_ne!(
         status.policies.and_then(|p| p.trigger),
         Some(approval_digest)
@@ -221,7 +201,8 @@ async fn a_namespace_with_a_hostile_or_broken_policy_fails_closed_and_others_kee
     put_module(&c, &hostile, "bad", component("loop-forever")).await;
     select(&c, &hostile, &[("trigger", "configmap:bad/policy.wasm")]).await;
     let op = c.operator().await;
-    create_in(&c, &hostile, &qjob_yaml("victim", "once", "true")).await;
+    c.create_qjob_in(&hostile, &QJob::new("victim", "once").script("true"))
+        .await;
 
     // Each broken module in turn: a condition naming the problem, an Event, no run; and
     // namespace A keeps running its QuarksJobs meanwhile.
@@ -270,7 +251,8 @@ async fn a_namespace_with_a_hostile_or_broken_policy_fails_closed_and_others_kee
         .await;
         let name = format!("meanwhile-{i}");
         let started = Instant::now();
-        create_in(&c, &a, &qjob_yaml(&name, "once", "true")).await;
+        c.create_qjob_in(&a, &QJob::new(&name, "once").script("true"))
+            .await;
         wait_for_run(&c, &a, &name).await;
         println!(
             "{reason}: namespace A still decides, run started after {:?}",
@@ -301,7 +283,8 @@ async fn a_namespace_with_a_hostile_or_broken_policy_fails_closed_and_others_kee
 
     assert_eq!(run_count(&c, &hostile, "victim").await, 0);
     assert_eq!(jobs_in(&c, &hostile).await, 0, "failed closed: no Job");
-    let strategy = qjobs_in(&c, &hostile)
+    let strategy = c
+        .qjobs_in(&hostile)
         .get("victim")
         .await
         .unwrap()

@@ -15,7 +15,7 @@ use quarks_job::crd::QuarksJob;
 mod python_policy;
 
 use crate::registry::Registry;
-use crate::{Cluster, poll, wait_for};
+use crate::{Cluster, QJob, poll, wait_for};
 
 const APPROVAL: &str = "quarks.cloudfoundry.org/approved";
 
@@ -26,11 +26,11 @@ const FIRST_DECISION: Duration = Duration::from_secs(180);
 
 /// A QuarksJob, optionally approved (`approval` is the annotation's value) and optionally
 /// referencing a ConfigMap through an environment variable.
-fn qjob(name: &str, strategy: &str, approval: Option<&str>, config_map: Option<&str>) -> QuarksJob {
-    let annotations = match approval {
-        Some(value) => serde_json::json!({ APPROVAL: value }),
-        None => serde_json::json!({}),
-    };
+fn qjob(name: &str, strategy: &str, approval: Option<&str>, config_map: Option<&str>) -> QJob {
+    let mut qjob = QJob::new(name, strategy);
+    if let Some(value) = approval {
+        qjob = qjob.annotation(APPROVAL, value);
+    }
     let env = match config_map {
         Some(config_map) => serde_json::json!([{
             "name": "SETTING",
@@ -38,27 +38,7 @@ fn qjob(name: &str, strategy: &str, approval: Option<&str>, config_map: Option<&
         }]),
         None => serde_json::json!([]),
     };
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "quarks.cloudfoundry.org/v1alpha1",
-        "kind": "QuarksJob",
-        "metadata": {"name": name, "annotations": annotations},
-        "spec": {
-            "trigger": {"strategy": strategy},
-            "template": {"spec": {
-                "backoffLimit": 0,
-                "template": {"spec": {
-                    "restartPolicy": "Never",
-                    "containers": [{
-                        "name": "busybox",
-                        "image": "busybox",
-                        "command": ["sh", "-c", "true"],
-                        "env": env,
-                    }],
-                }},
-            }},
-        },
-    }))
-    .expect("QuarksJob")
+    qjob.container("busybox", "true", serde_json::json!({ "env": env }))
 }
 
 /// What an observer sees of one QuarksJob: Ready's reason and message, runs, strategy.
@@ -180,10 +160,7 @@ async fn the_python_approval_policy_from_a_registry_decides_like_the_rust_one_on
     ];
     for namespace in [&rust, &python] {
         for q in &qjobs {
-            Api::<QuarksJob>::namespaced(c.client.clone(), namespace)
-                .create(&PostParams::default(), q)
-                .await
-                .unwrap();
+            c.create_qjob_in(namespace, q).await;
         }
     }
     for (namespace, language) in [(&rust, "Rust"), (&python, "Python")] {
