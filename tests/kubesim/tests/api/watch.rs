@@ -197,20 +197,7 @@ async fn kubesim_only_runtime_watcher_lists_then_follows_and_survives_closed_wat
         .await
         .expect("pre");
     let mut events = watcher(api.clone(), watcher::Config::default()).boxed();
-    let mut init = Vec::new();
-    loop {
-        match tokio::time::timeout(T, events.try_next())
-            .await
-            .expect("in time")
-            .expect("ok")
-            .expect("open")
-        {
-            watcher::Event::Init => {}
-            watcher::Event::InitApply(c) => init.push(c.metadata.name.expect("name")),
-            watcher::Event::InitDone => break,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let init = initial_names(&mut events).await;
     assert_eq!(init, ["pre"]);
     api.create(&PostParams::default(), &cm("live", json!({})))
         .await
@@ -328,20 +315,7 @@ async fn watcher_lists_then_follows(c: Cluster, config: watcher::Config) {
         .expect("s1");
     // Only this test's objects: real namespaces also hold kube-root-ca.crt.
     let mut events = watcher(api.clone(), config.labels("set=ours")).boxed();
-    let mut init = Vec::new();
-    loop {
-        match tokio::time::timeout(T, events.try_next())
-            .await
-            .expect("in time")
-            .expect("ok")
-            .expect("open")
-        {
-            watcher::Event::Init => {}
-            watcher::Event::InitApply(c) => init.push(c.metadata.name.expect("name")),
-            watcher::Event::InitDone => break,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let init = initial_names(&mut events).await;
     assert_eq!(init, ["s1"]);
     api.create(&PostParams::default(), &cm("s2", json!({"set": "ours"})))
         .await
@@ -371,4 +345,24 @@ async fn kubesim_only_runtime_watcher_with_streaming_lists() {
         watcher::Config::default().streaming_lists(),
     )
     .await;
+}
+
+/// The names a watcher's initial list delivers, up to its `InitDone`.
+async fn initial_names(
+    events: &mut futures::stream::BoxStream<'_, watcher::Result<watcher::Event<ConfigMap>>>,
+) -> Vec<String> {
+    let mut init = Vec::new();
+    loop {
+        match tokio::time::timeout(T, events.try_next())
+            .await
+            .expect("in time")
+            .expect("ok")
+            .expect("open")
+        {
+            watcher::Event::Init => {}
+            watcher::Event::InitApply(c) => init.push(c.metadata.name.expect("name")),
+            watcher::Event::InitDone => return init,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }
