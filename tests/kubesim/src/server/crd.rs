@@ -8,10 +8,11 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::error::Cause;
+use super::objects::str_at;
 use super::resources::{CrdVersion, ResourceInfo};
 
 fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
-    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+    str_at(v, ptr).unwrap_or("")
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {

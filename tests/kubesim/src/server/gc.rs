@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::Cluster;
-use super::objects::{DeleteOpts, WriteCtx, finalizers, meta_mut};
+use super::objects::{DeleteOpts, WriteCtx, finalizers, meta_mut, str_at};
 use super::resources::ResourceInfo;
 use super::ssa::Part;
 use super::store::{Change, EventType, ObjectRef};
@@ -36,7 +36,7 @@ pub async fn run(cluster: Arc<Cluster>) {
 }
 
 fn s<'a>(v: &'a Value, p: &str) -> &'a str {
-    v.pointer(p).and_then(Value::as_str).unwrap_or("")
+    str_at(v, p).unwrap_or("")
 }
 
 fn owner_refs(obj: &Value) -> Vec<Value> {

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiResult};
 use super::http::{Response, error_response, json_response};
-use super::objects::{DeleteOpts, PatchType, WriteCtx};
+use super::objects::{DeleteOpts, PatchType, WriteCtx, str_at};
 use super::resources::ResourceInfo;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::ssa::Part;
@@ -428,9 +428,7 @@ fn object_response(req: &Request, info: &ResourceInfo, code: u16, obj: &Arc<Valu
         return json_response(code, &partial(&obj));
     }
     if req.wants_table() {
-        let rv = obj
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
+        let rv = str_at(&obj, "/metadata/resourceVersion")
             .unwrap_or("")
             .to_string();
         let t = table::table(
@@ -594,14 +592,8 @@ async fn resource_request(
             let (items, _) = select(cluster, req, &info, rp.namespace.as_deref())?;
             let mut deleted = Vec::new();
             for obj in items {
-                let ons = obj
-                    .pointer("/metadata/namespace")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let on = obj
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
+                let ons = str_at(&obj, "/metadata/namespace").unwrap_or("");
+                let on = str_at(&obj, "/metadata/name").unwrap_or("");
                 match cluster.delete(&info, ons, on, &opts) {
                     Ok(d) => deleted.push(d.object),
                     Err(e) if e.code == 404 => {}
@@ -672,11 +664,7 @@ fn bind(
     name: &str,
 ) -> ApiResult<Response> {
     let body = req.json_body()?;
-    let node = body
-        .pointer("/target/name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let node = str_at(&body, "/target/name").unwrap_or("").to_string();
     if node.is_empty() {
         return Err(ApiError::invalid(
             "",
@@ -691,7 +679,7 @@ fn bind(
     }
     let ctx = req.write_ctx();
     cluster.modify(info, ns, name, Part::All, &ctx, |cur| {
-        if let Some(existing) = cur.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+        if let Some(existing) = str_at(cur, "/spec/nodeName").filter(|n| !n.is_empty()) {
             return Err(ApiError::conflict("", "pods/binding", name, &format!("pod {name} is already assigned to node \"{existing}\"")));
         }
         let mut new = cur.clone();
@@ -750,16 +738,8 @@ fn decode_continue(token: &str) -> ApiResult<(u64, String, String)> {
 }
 
 fn object_key(o: &Value) -> (String, String) {
-    let ns = o
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let name = o
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let ns = str_at(o, "/metadata/namespace").unwrap_or("").to_string();
+    let name = str_at(o, "/metadata/name").unwrap_or("").to_string();
     (ns, name)
 }
 
@@ -835,14 +815,8 @@ fn list(
             if cont.is_none()
                 && let Some(last) = out.last()
             {
-                let lns = last
-                    .pointer("/metadata/namespace")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let lname = last
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
+                let lns = str_at(last, "/metadata/namespace").unwrap_or("");
+                let lname = str_at(last, "/metadata/name").unwrap_or("");
                 cont = Some(encode_continue(rv, lns, lname));
             }
             remaining += 1;

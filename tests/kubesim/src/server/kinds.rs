@@ -7,6 +7,7 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 
 use super::error::Cause;
+use super::objects::str_at;
 use super::resources::ResourceInfo;
 
 fn obj_mut<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
@@ -29,16 +30,8 @@ pub fn default_on_create(info: &ResourceInfo, obj: &mut Value) {
     if !info.group.is_empty() && info.crd.is_some() {
         return;
     }
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let uid = obj
-        .pointer("/metadata/uid")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let name = str_at(obj, "/metadata/name").unwrap_or("").to_string();
+    let uid = str_at(obj, "/metadata/uid").unwrap_or("").to_string();
     match (info.group.as_str(), info.plural.as_str()) {
         ("", "namespaces") => {
             if let Some(meta) = obj_mut(obj, "metadata") {
@@ -255,10 +248,7 @@ pub fn normalize(info: &ResourceInfo, obj: &mut Value) -> Vec<Cause> {
             }
         }
         ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings")
-            if obj
-                .pointer("/roleRef/name")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty) =>
+            if str_at(obj, "/roleRef/name").is_none_or(str::is_empty) =>
         {
             causes.push(Cause::new(
                 "FieldValueRequired",
@@ -310,6 +300,15 @@ fn validate_pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
                     format!("{at}.{list}[{i}].name"),
                     "Required value",
                 ));
+            } else if !super::meta::is_dns_label(name) {
+                // As kube-apiserver's ValidateContainers: a container name is a DNS label.
+                causes.push(Cause::new(
+                    "FieldValueInvalid",
+                    format!("{at}.{list}[{i}].name"),
+                    format!(
+                        "Invalid value: \"{name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
+                    ),
+                ));
             } else if !seen.insert(name.to_string()) {
                 causes.push(Cause::new(
                     "FieldValueDuplicate",
@@ -333,14 +332,8 @@ fn validate_pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
 
 /// Whether a pod deletion is immediate (unscheduled or finished pods need no kubelet).
 pub fn pod_needs_graceful_delete(pod: &Value) -> bool {
-    let bound = pod
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .is_some_and(|n| !n.is_empty());
-    let phase = pod
-        .pointer("/status/phase")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let bound = str_at(pod, "/spec/nodeName").is_some_and(|n| !n.is_empty());
+    let phase = str_at(pod, "/status/phase").unwrap_or("");
     bound && !matches!(phase, "Succeeded" | "Failed")
 }
 

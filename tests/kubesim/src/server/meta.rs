@@ -43,7 +43,8 @@ pub fn random_suffix() -> String {
         .collect()
 }
 
-fn is_dns_label(s: &str) -> bool {
+/// RFC 1123 label: lower-case alphanumerics and `-`, at most 63, alphanumeric at both ends.
+pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.chars()

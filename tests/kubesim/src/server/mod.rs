@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use self::faults::Faults;
-use self::objects::WriteCtx;
+use self::objects::{WriteCtx, str_at};
 use self::resources::Registry;
 use self::store::{Mutation, Store};
 
@@ -138,11 +138,7 @@ impl Cluster {
 
     /// Registers or unregisters the resources of a CRD after it was written.
     pub fn crd_changed(&self, crd: &Value, deleted: bool) {
-        let name = crd
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let name = str_at(crd, "/metadata/name").unwrap_or("").to_string();
         if deleted {
             let infos: Vec<_> = self
                 .registry
@@ -156,14 +152,8 @@ impl Cluster {
                 let key = info.storage_key();
                 let (items, _) = self.store.list(&key, None, None);
                 for obj in items {
-                    let ns = obj
-                        .pointer("/metadata/namespace")
-                        .and_then(Value::as_str)
-                        .unwrap_or("");
-                    let n = obj
-                        .pointer("/metadata/name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("");
+                    let ns = str_at(&obj, "/metadata/namespace").unwrap_or("");
+                    let n = str_at(&obj, "/metadata/name").unwrap_or("");
                     let _ = self.store.mutate(&key, ns, n, |cur| {
                         Ok(if cur.is_some() {
                             Mutation::Delete

@@ -82,14 +82,8 @@ impl DeleteOpts {
                 .and_then(Value::as_str)
                 .map(String::from),
             grace_period_seconds: body.get("gracePeriodSeconds").and_then(Value::as_i64),
-            precondition_uid: body
-                .pointer("/preconditions/uid")
-                .and_then(Value::as_str)
-                .map(String::from),
-            precondition_rv: body
-                .pointer("/preconditions/resourceVersion")
-                .and_then(Value::as_str)
-                .map(String::from),
+            precondition_uid: str_at(body, "/preconditions/uid").map(String::from),
+            precondition_rv: str_at(body, "/preconditions/resourceVersion").map(String::from),
             dry_run: body
                 .get("dryRun")
                 .and_then(Value::as_array)
@@ -132,7 +126,8 @@ fn ensure_object(v: &mut Value) -> &mut Map<String, Value> {
     }
 }
 
-fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
+/// The string at a JSON pointer in `v`, if there is one there.
+pub fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
     v.pointer(ptr).and_then(Value::as_str)
 }
 

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value, json};
 
 use super::error::{ApiError, ApiResult, Cause};
+use super::objects::str_at;
 use super::shape::{ListKind, Shape, keyed, same_key};
 
 /// A field path such as `["f:spec", "f:containers", "k:{\"name\":\"c\"}", "f:image"]`.
@@ -395,9 +396,10 @@ pub fn apply(live: &Value, applied: &Value, req: &ApplyRequest) -> ApiResult<Val
     // user moving from client-side to server-side apply, resolved in the applier's favour.
     if !conflicts.is_empty()
         && req.manager == "kubectl"
-        && let Some(last) = live
-            .pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration")
-            .and_then(Value::as_str)
+        && let Some(last) = str_at(
+            live,
+            "/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration",
+        )
         && let Ok(last) = serde_json::from_str::<Value>(last)
     {
         let last_fields = field_set(&last, &req.shape, req.part);

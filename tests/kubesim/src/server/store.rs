@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::error::{ApiError, ApiResult};
+use super::objects::str_at;
 
 /// Watch event types, as on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,8 +96,7 @@ pub struct WatchStart {
 }
 
 pub fn rv_of(obj: &Value) -> u64 {
-    obj.pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
+    str_at(obj, "/metadata/resourceVersion")
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
@@ -113,9 +113,7 @@ fn owner_uids(obj: &Value) -> Vec<String> {
 }
 
 fn uid_of(obj: &Value) -> Option<String> {
-    obj.pointer("/metadata/uid")
-        .and_then(Value::as_str)
-        .map(String::from)
+    str_at(obj, "/metadata/uid").map(String::from)
 }
 
 impl Store {

@@ -6,6 +6,7 @@
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
+use super::objects::str_at;
 use super::resources::ResourceInfo;
 
 struct Column {
@@ -218,10 +219,7 @@ fn computed(obj: &Value, what: &str) -> Value {
                         .and_then(Value::as_str)
                 })
             });
-            let phase = obj
-                .pointer("/status/phase")
-                .and_then(Value::as_str)
-                .unwrap_or("Pending");
+            let phase = str_at(obj, "/status/phase").unwrap_or("Pending");
             match reason {
                 Some(r) if phase != "Running" => json!(r),
                 _ => json!(phase),
@@ -277,13 +275,8 @@ fn computed(obj: &Value, what: &str) -> Value {
             }
         }
         "#duration" => {
-            let start = obj
-                .pointer("/status/startTime")
-                .and_then(Value::as_str)
-                .and_then(|s| s.parse::<Timestamp>().ok());
-            let end = obj
-                .pointer("/status/completionTime")
-                .and_then(Value::as_str)
+            let start = str_at(obj, "/status/startTime").and_then(|s| s.parse::<Timestamp>().ok());
+            let end = str_at(obj, "/status/completionTime")
                 .and_then(|s| s.parse::<Timestamp>().ok())
                 .unwrap_or_else(Timestamp::now);
             match start {
@@ -307,14 +300,8 @@ fn computed(obj: &Value, what: &str) -> Value {
             .or_else(|| obj.get("eventTime"))
             .or_else(|| obj.pointer("/metadata/creationTimestamp"))),
         "#involved" => {
-            let kind = obj
-                .pointer("/involvedObject/kind")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let name = obj
-                .pointer("/involvedObject/name")
-                .and_then(Value::as_str)
-                .unwrap_or("");
+            let kind = str_at(obj, "/involvedObject/kind").unwrap_or("");
+            let name = str_at(obj, "/involvedObject/name").unwrap_or("");
             json!(format!("{}/{name}", kind.to_lowercase()))
         }
         "#createdat" => obj
@@ -322,14 +309,8 @@ fn computed(obj: &Value, what: &str) -> Value {
             .cloned()
             .unwrap_or(Value::Null),
         "#roleref" => {
-            let kind = obj
-                .pointer("/roleRef/kind")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let name = obj
-                .pointer("/roleRef/name")
-                .and_then(Value::as_str)
-                .unwrap_or("");
+            let kind = str_at(obj, "/roleRef/kind").unwrap_or("");
+            let name = str_at(obj, "/roleRef/name").unwrap_or("");
             json!(format!("{kind}/{name}"))
         }
         _ => Value::Null,

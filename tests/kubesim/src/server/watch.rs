@@ -17,6 +17,7 @@ use super::Cluster;
 use super::error::{ApiError, ApiResult};
 use super::handlers::{Request, selectors};
 use super::http::{Response, stream_response};
+use super::objects::str_at;
 use super::resources::ResourceInfo;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::store::{Change, EventType};
@@ -79,9 +80,7 @@ impl Encoder {
             o["apiVersion"] = json!(self.info.api_version());
         }
         if self.table {
-            let rv = o
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
+            let rv = str_at(&o, "/metadata/resourceVersion")
                 .unwrap_or("")
                 .to_string();
             return table::table(&self.info, &[&o], &rv, None, &self.include);
