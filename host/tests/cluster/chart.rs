@@ -19,7 +19,7 @@ use serde::Deserialize as _;
 use serde_json::Value;
 use tokio::process::Command;
 
-use crate::{Cluster, DEADLINE, OperatorProcess, QJob, http_get, poll, wait_for};
+use crate::{Cluster, DEADLINE, OperatorProcess, QJob, http_get, jobs_in, kubectl, poll, wait_for};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -162,21 +162,6 @@ fn rendered_operator(docs: &[Value]) -> RenderedOperator {
         env,
         empty_dirs,
     }
-}
-
-fn kubectl(kubeconfig: &Path, args: &[&str]) {
-    let output = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .expect("kubectl (1.32) is installed");
-    assert!(
-        output.status.success(),
-        "kubectl {args:?}: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// The address the operator serves /healthz on, from its (JSON) start-up log line.
@@ -551,14 +536,7 @@ async fn run_output_job(d: &Deployed, namespace: &str) {
     assert_eq!(data["greeting"].0, b"hello chart");
     wait_for("the one-off to be done and its Job deleted", || async {
         let q = qjobs.get("chart-output").await.unwrap();
-        let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(admin.clone(), namespace);
-        q.spec.trigger.strategy == Strategy::Done
-            && jobs
-                .list(&Default::default())
-                .await
-                .unwrap()
-                .items
-                .is_empty()
+        q.spec.trigger.strategy == Strategy::Done && jobs_in(&d.cluster, namespace).await.is_empty()
     })
     .await;
 }

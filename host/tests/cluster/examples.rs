@@ -5,20 +5,11 @@ use crate::{Cluster, wait_for, wait_secret};
 
 /// Runs `kubectl -n <test namespace> <args>` against the test's cluster; returns stdout.
 fn kubectl(c: &Cluster, args: &[&str]) -> String {
-    let out = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&c.kubeconfig)
-        .args(["-n", &c.namespace])
-        .args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .output()
-        .expect("kubectl (1.32) is installed on every machine of this kind");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let args: Vec<&str> = ["-n", c.namespace.as_str()]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    crate::kubectl(&c.kubeconfig, &args)
 }
 
 fn field(c: &Cluster, qjob: &str, path: &str) -> String {

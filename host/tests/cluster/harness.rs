@@ -7,15 +7,18 @@
 //! needs kubesim itself (fault injection, its request log) says so in its name,
 //! `kubesim_only_…`, and is left out of the real-cluster pass by that name.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kubesim::{KubeSim, KubeSimOptions};
-use quarks_job::crd::QuarksJob;
+use quarks_job::crd::{QuarksJob, QuarksJobStatus};
 use tokio::process::{Child, Command};
 
 /// Generous deadline for anything the operator should do "at once" (CI machines are slow).
@@ -362,20 +365,65 @@ where
     .await
 }
 
-/// Creates or replaces ConfigMap `name` in the test's namespace with `{value: <value>}`.
-pub async fn put_config_map(c: &Cluster, name: &str, value: &str) {
-    let config_map = serde_json::json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": name}, "data": {"value": value},
-    });
-    c.api::<k8s_openapi::api::core::v1::ConfigMap>()
+/// Creates or replaces `config_map` in `namespace` (server-side apply).
+pub async fn apply_config_map(c: &Cluster, namespace: &str, config_map: &ConfigMap) {
+    Api::<ConfigMap>::namespaced(c.client.clone(), namespace)
         .patch(
-            name,
-            &kube::api::PatchParams::apply("test").force(),
-            &kube::api::Patch::Apply(config_map),
+            config_map.metadata.name.as_deref().expect("ConfigMap name"),
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(config_map),
         )
         .await
         .expect("apply ConfigMap");
+}
+
+/// Creates or replaces ConfigMap `name` in the test's namespace with `{value: <value>}`.
+pub async fn put_config_map(c: &Cluster, name: &str, value: &str) {
+    let config_map = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name}, "data": {"value": value},
+    }))
+    .unwrap();
+    apply_config_map(c, &c.namespace, &config_map).await;
+}
+
+/// Writes `namespace`'s policy selection (ConfigMap `quarks-job-policies`) with these
+/// `world: reference` pairs.
+pub async fn select_policies(c: &Cluster, namespace: &str, selection: &[(&str, &str)]) {
+    let data: BTreeMap<String, String> = selection
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let config_map = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "quarks-job-policies"}, "data": data,
+    }))
+    .unwrap();
+    apply_config_map(c, namespace, &config_map).await;
+}
+
+/// A policy component built by host/build.rs (fixtures and example policies).
+pub fn policy_component(name: &str) -> PathBuf {
+    std::path::Path::new(env!("QUARKS_POLICY_FIXTURES")).join(format!("{name}.wasm"))
+}
+
+/// Runs `kubectl --kubeconfig <kubeconfig> <args>` in the repository root; asserts that it
+/// succeeds and returns its stdout.
+pub fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("kubectl (1.32) is installed on every machine of this kind");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A QuarksJob manifest, built from what the tests vary: its pod's containers (busybox images
@@ -520,4 +568,102 @@ pub async fn secret_opt(c: &Cluster, name: &str) -> Option<k8s_openapi::api::cor
 /// Waits for Secret `name` in the test's namespace to exist, and returns it.
 pub async fn wait_secret(c: &Cluster, name: &str) -> k8s_openapi::api::core::v1::Secret {
     wait_until(&format!("Secret {name}"), || secret_opt(c, name)).await
+}
+
+/// The status of QuarksJob `namespace/name` (empty until the operator writes one).
+pub async fn qjob_status(c: &Cluster, namespace: &str, name: &str) -> QuarksJobStatus {
+    c.qjobs_in(namespace)
+        .get(name)
+        .await
+        .expect("get QuarksJob")
+        .status
+        .unwrap_or_default()
+}
+
+pub async fn run_count(c: &Cluster, namespace: &str, name: &str) -> i64 {
+    qjob_status(c, namespace, name).await.run_count
+}
+
+/// Waits until the status of QuarksJob `namespace/name` satisfies `done`, and returns it.
+pub async fn wait_status(
+    c: &Cluster,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    done: impl Fn(&QuarksJobStatus) -> bool,
+) -> QuarksJobStatus {
+    let done = &done;
+    wait_until(&format!("{namespace}/{name}: {what}"), || async move {
+        let status = qjob_status(c, namespace, name).await;
+        done(&status).then_some(status)
+    })
+    .await
+}
+
+/// Waits until run `runs` of QuarksJob `namespace/name` completed and was recorded.
+pub async fn wait_completed(c: &Cluster, namespace: &str, name: &str, runs: i64) {
+    wait_status(c, namespace, name, &format!("run {runs} complete"), |s| {
+        s.completed && s.run_count == runs && s.last_run_finished_at.is_some()
+    })
+    .await;
+}
+
+/// `(reason, message)` of the Ready condition of QuarksJob `namespace/name`.
+pub async fn ready_condition(c: &Cluster, namespace: &str, name: &str) -> Option<(String, String)> {
+    let qjob = c.qjobs_in(namespace).get_opt(name).await.ok()??;
+    qjob.status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.reason, c.message))
+}
+
+/// Waits for the Ready condition of QuarksJob `namespace/name` to have `reason`; returns its
+/// message.
+pub async fn wait_for_reason(c: &Cluster, namespace: &str, name: &str, reason: &str) -> String {
+    wait_until(&format!("{namespace}/{name} to show {reason}"), || async {
+        ready_condition(c, namespace, name)
+            .await
+            .and_then(|(found, message)| (found == reason).then_some(message))
+    })
+    .await
+}
+
+/// Merge-patches QuarksJob `namespace/name`.
+pub async fn patch_qjob(c: &Cluster, namespace: &str, name: &str, patch: serde_json::Value) {
+    c.qjobs_in(namespace)
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .expect("patch QuarksJob");
+}
+
+pub async fn set_strategy(c: &Cluster, namespace: &str, name: &str, strategy: &str) {
+    let patch = serde_json::json!({"spec": {"trigger": {"strategy": strategy}}});
+    patch_qjob(c, namespace, name, patch).await;
+}
+
+/// Annotates QuarksJob `namespace/name` as approved (for the approval trigger policy).
+pub async fn approve(c: &Cluster, namespace: &str, name: &str) {
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {"quarks.cloudfoundry.org/approved": "true"}}
+    });
+    patch_qjob(c, namespace, name, patch).await;
+}
+
+/// The Jobs in `namespace`.
+pub async fn jobs_in(c: &Cluster, namespace: &str) -> Vec<Job> {
+    Api::<Job>::namespaced(c.client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .expect("list Jobs")
+        .items
+}
+
+/// The Events in `namespace`.
+pub async fn events_in(c: &Cluster, namespace: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(c.client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .expect("list Events")
+        .items
 }

@@ -2,66 +2,16 @@
 //! CNCF distribution server) on loopback, components pushed with `quarks-job policy push`,
 //! selected by digest or tag in namespaces on kubesim.
 
-use k8s_openapi::api::batch::v1::Job;
-use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams};
-use quarks_job::crd::QuarksJob;
 use quarks_job::policy::PolicyDigest;
 
 use crate::registry::Registry;
-use crate::{Cluster, QJob, poll, wait_for};
-
-/// A component built by host/build.rs (fixtures and example policies).
-fn component_path(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("QUARKS_POLICY_FIXTURES")).join(format!("{name}.wasm"))
-}
+use crate::{
+    Cluster, QJob, jobs_in, policy_component, poll, qjob_status, ready_condition, select_policies,
+    wait_for_reason, wait_status,
+};
 
 fn component_digest(name: &str) -> String {
-    PolicyDigest::of(&std::fs::read(component_path(name)).unwrap()).to_string()
-}
-
-async fn select_trigger(c: &Cluster, namespace: &str, reference: &str) {
-    let config_map = serde_json::json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "quarks-job-policies"},
-        "data": {"trigger": reference},
-    });
-    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(c.client.clone(), namespace)
-        .patch(
-            "quarks-job-policies",
-            &PatchParams::apply("test").force(),
-            &Patch::Apply(config_map),
-        )
-        .await
-        .unwrap();
-}
-
-async fn status(c: &Cluster, namespace: &str, name: &str) -> quarks_job::crd::QuarksJobStatus {
-    Api::<QuarksJob>::namespaced(c.client.clone(), namespace)
-        .get(name)
-        .await
-        .unwrap()
-        .status
-        .unwrap_or_default()
-}
-
-/// Waits for the Ready condition's reason; returns its message.
-async fn wait_for_reason(c: &Cluster, namespace: &str, name: &str, reason: &str) -> String {
-    wait_for(&format!("{namespace}/{name} to show {reason}"), || async {
-        status(c, namespace, name)
-            .await
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.reason == reason)
-    })
-    .await;
-    status(c, namespace, name)
-        .await
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.message)
-        .unwrap_or_default()
+    PolicyDigest::of(&std::fs::read(policy_component(name)).unwrap()).to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,11 +19,14 @@ async fn policies_come_from_a_registry_by_digest_or_tag_fail_closed_and_survive_
  {
     let c = Cluster::start().await;
     let mut registry = Registry::start().await;
-    let approval = registry.push(&component_path("approval-trigger"), "policies/approval:v1");
+    let approval = registry.push(
+        &policy_component("approval-trigger"),
+        "policies/approval:v1",
+    );
     let approval_digest = component_digest("approval-trigger");
     let manifest_digest = approval.rsplit_once('@').unwrap().1.to_owned();
     // 44 KiB, over the 40 KiB this operator accepts.
-    let big = registry.push(&component_path("loop-forever"), "policies/big:v1");
+    let big = registry.push(&policy_component("loop-forever"), "policies/big:v1");
     let cache = tempfile::tempdir().unwrap();
     let registry_addr = registry.addr.clone();
     let operator_args = [
@@ -112,7 +65,7 @@ async fn policies_come_from_a_registry_by_digest_or_tag_fail_closed_and_survive_
     ];
     for (suffix, reference, _) in &cases {
         c.create_namespace(&ns(suffix), Some(&c.monitored_id)).await;
-        select_trigger(&c, &ns(suffix), reference).await;
+        select_policies(&c, &ns(suffix), &[("trigger", reference)]).await;
         c.create_qjob_in(&ns(suffix), &QJob::new("deploy", "once").script("true"))
             .await;
     }
@@ -122,11 +75,14 @@ async fn policies_come_from_a_registry_by_digest_or_tag_fail_closed_and_survive_
         let message = wait_for_reason(&c, &ns(suffix), "deploy", reason).await;
         println!("{suffix}: {reason}: {message}");
     }
-    let by_digest = status(&c, &ns("digest"), "deploy").await;
+    let by_digest = qjob_status(&c, &ns("digest"), "deploy").await;
     let policies = by_digest.policies.unwrap();
     assert_eq!(policies.trigger.as_deref(), Some(approval_digest.as_str()));
     assert_eq!(policies.trigger_source.as_deref(), Some(approval.as_str()));
-    let by_tag = status(&c, &ns("tag"), "deploy").await.policies.unwrap();
+    let by_tag = qjob_status(&c, &ns("tag"), "deploy")
+        .await
+        .policies
+        .unwrap();
     assert_eq!(
         by_tag.trigger_source,
         Some(format!(
@@ -136,32 +92,20 @@ async fn policies_come_from_a_registry_by_digest_or_tag_fail_closed_and_survive_
         "the tag is recorded with the digest it resolved to"
     );
     // The namespace without a selection was never affected.
-    wait_for("the default namespace's run", || async {
-        c.qjobs()
-            .get("default-ns")
-            .await
-            .unwrap()
-            .status
-            .is_some_and(|s| s.run_count == 1)
+    wait_status(&c, &c.namespace, "default-ns", "its run", |s| {
+        s.run_count == 1
     })
     .await;
     for (suffix, _, _) in &cases {
-        let jobs = Api::<Job>::namespaced(c.client.clone(), &ns(suffix))
-            .list(&ListParams::default())
-            .await
-            .unwrap();
-        assert!(jobs.items.is_empty(), "{suffix}: failed closed, no Job");
+        let jobs = jobs_in(&c, &ns(suffix)).await;
+        assert!(jobs.is_empty(), "{suffix}: failed closed, no Job");
     }
 
     // Registry down: an artifact never pulled cannot load; those already loaded keep working.
     registry.stop();
     c.create_namespace(&ns("down"), Some(&c.monitored_id)).await;
-    select_trigger(
-        &c,
-        &ns("down"),
-        &format!("oci://{}/policies/approval:v2", registry.addr),
-    )
-    .await;
+    let down = format!("oci://{}/policies/approval:v2", registry.addr);
+    select_policies(&c, &ns("down"), &[("trigger", &down)]).await;
     c.create_qjob_in(&ns("down"), &QJob::new("deploy", "once").script("true"))
         .await;
     let message = wait_for_reason(&c, &ns("down"), "deploy", "PolicyUnavailable").await;
@@ -179,18 +123,15 @@ async fn policies_come_from_a_registry_by_digest_or_tag_fail_closed_and_survive_
     )
     .await;
     let decided = poll(crate::DEADLINE, || async {
-        status(&c, &ns("digest"), "after-restart")
+        ready_condition(&c, &ns("digest"), "after-restart")
             .await
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.reason == "NotApproved")
-            .then_some(())
+            .filter(|(reason, _)| reason == "NotApproved")
     })
     .await;
     assert!(
         decided.is_some(),
         "after the restart: {:?}\n{}",
-        status(&c, &ns("digest"), "after-restart").await,
+        qjob_status(&c, &ns("digest"), "after-restart").await,
         op.log()
     );
     assert!(

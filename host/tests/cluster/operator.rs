@@ -7,18 +7,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use quarks_job::crd::{QuarksJob, Strategy};
 
-use crate::{Cluster, QJob, put_config_map, wait_for};
+use crate::{
+    Cluster, QJob, events_in, put_config_map, run_count, set_strategy, wait_completed, wait_for,
+    wait_status,
+};
 
 async fn qjob(c: &Cluster, name: &str) -> QuarksJob {
     c.qjobs().get(name).await.expect("get QuarksJob")
-}
-
-async fn run_count(c: &Cluster, name: &str) -> i64 {
-    qjob(c, name)
-        .await
-        .status
-        .map(|s| s.run_count)
-        .unwrap_or_default()
 }
 
 async fn jobs_of(c: &Cluster, name: &str) -> Vec<Job> {
@@ -30,32 +25,15 @@ async fn jobs_of(c: &Cluster, name: &str) -> Vec<Job> {
         .items
 }
 
-async fn wait_completed(c: &Cluster, name: &str, runs: i64) {
-    wait_for(&format!("{name} to complete run {runs}"), || async {
-        let q = qjob(c, name).await;
-        q.status
-            .as_ref()
-            .is_some_and(|s| s.completed && s.run_count == runs && s.last_run_finished_at.is_some())
-    })
-    .await;
-}
-
-async fn set_strategy(c: &Cluster, name: &str, strategy: &str) {
-    c.qjobs()
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"trigger": {"strategy": strategy}}})),
-        )
-        .await
-        .unwrap();
-}
-
 /// Asserts the run count stays at `runs` for a while (used to prove that nothing happens).
 async fn stays_at(c: &Cluster, name: &str, runs: i64) {
     for _ in 0..15 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(run_count(c, name).await, runs, "{name} must not run");
+        assert_eq!(
+            run_count(c, &c.namespace, name).await,
+            runs,
+            "{name} must not run"
+        );
     }
     assert!(jobs_of(c, name).await.is_empty() || runs > 0);
 }
@@ -80,8 +58,8 @@ async fn errand_runs_only_when_set_to_now_then_resets_to_manual() {
     stays_at(&c, "errand", 0).await;
     assert!(jobs_of(&c, "errand").await.is_empty());
 
-    set_strategy(&c, "errand", "now").await;
-    wait_completed(&c, "errand", 1).await;
+    set_strategy(&c, &c.namespace, "errand", "now").await;
+    wait_completed(&c, &c.namespace, "errand", 1).await;
     let q = qjob(&c, "errand").await;
     assert_eq!(q.spec.trigger.strategy, Strategy::Manual);
     assert_eq!(q.status.unwrap().last_job_name.as_deref(), Some("errand-1"));
@@ -94,7 +72,7 @@ async fn errand_created_with_now_runs() {
     let _op = c.operator().await;
     c.create_qjob(&QJob::new("errand", "now").script("true"))
         .await;
-    wait_completed(&c, "errand", 1).await;
+    wait_completed(&c, &c.namespace, "errand", 1).await;
     assert_eq!(
         qjob(&c, "errand").await.spec.trigger.strategy,
         Strategy::Manual
@@ -107,7 +85,7 @@ async fn one_off_runs_once_becomes_done_and_its_job_and_pods_are_deleted() {
     let _op = c.operator().await;
     c.create_qjob(&QJob::new("one-off", "once").script("echo once"))
         .await;
-    wait_completed(&c, "one-off", 1).await;
+    wait_completed(&c, &c.namespace, "one-off", 1).await;
     assert_eq!(
         qjob(&c, "one-off").await.spec.trigger.strategy,
         Strategy::Done
@@ -131,26 +109,22 @@ async fn a_failed_job_is_kept_with_a_failed_condition_and_goes_with_its_quarksjo
     let _op = c.operator().await;
     c.create_qjob(&QJob::new("fails", "once").script("exit 3"))
         .await;
-    wait_for("the Failed condition", || async {
-        qjob(&c, "fails").await.status.is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|cond| cond.type_ == "Failed" && cond.status == "True")
-                && s.last_failure.is_some()
-        })
+    let status = wait_status(&c, &c.namespace, "fails", "the Failed condition", |s| {
+        s.conditions
+            .iter()
+            .any(|cond| cond.type_ == "Failed" && cond.status == "True")
+            && s.last_failure.is_some()
     })
     .await;
-    let q = qjob(&c, "fails").await;
-    assert!(!q.status.as_ref().unwrap().completed);
+    assert!(!status.completed);
     assert_eq!(
         jobs_of(&c, "fails").await.len(),
         1,
         "a failed Job stays for inspection"
     );
-    let events: Vec<k8s_openapi::api::events::v1::Event> =
-        c.api().list(&ListParams::default()).await.unwrap().items;
     assert!(
-        events
+        events_in(&c, &c.namespace)
+            .await
             .iter()
             .any(|e| e.reason.as_deref() == Some("RunFailed")),
         "a RunFailed Event"
@@ -175,11 +149,11 @@ async fn config_map_changes_rerun_a_done_one_off_only_with_update_on_config_chan
         .await;
     c.create_qjob(&with_config_map("ignoring", "settings", false))
         .await;
-    wait_completed(&c, "watching", 1).await;
-    wait_completed(&c, "ignoring", 1).await;
+    wait_completed(&c, &c.namespace, "watching", 1).await;
+    wait_completed(&c, &c.namespace, "ignoring", 1).await;
 
     put_config_map(&c, "settings", "two").await;
-    wait_completed(&c, "watching", 2).await;
+    wait_completed(&c, &c.namespace, "watching", 2).await;
     stays_at(&c, "ignoring", 1).await;
     // The same content again is no change.
     put_config_map(&c, "settings", "two").await;
@@ -226,7 +200,7 @@ async fn secret_changes_and_new_versions_of_versioned_secrets_rerun_a_done_one_o
             .container("busybox", "test \"$CREDS\" = \"$EXPECTED\"", env),
     )
     .await;
-    wait_completed(&c, "secrets", 1).await;
+    wait_completed(&c, &c.namespace, "secrets", 1).await;
 
     secrets
         .patch(
@@ -236,7 +210,7 @@ async fn secret_changes_and_new_versions_of_versioned_secrets_rerun_a_done_one_o
         )
         .await
         .unwrap();
-    wait_completed(&c, "secrets", 2).await;
+    wait_completed(&c, &c.namespace, "secrets", 2).await;
 
     // A new version, and the expectation of it, in one change each: the expectation first would
     // itself re-run (and fail) the job, so write the version first and the expectation after.
@@ -244,13 +218,17 @@ async fn secret_changes_and_new_versions_of_versioned_secrets_rerun_a_done_one_o
         .create(&PostParams::default(), &secret("creds-v2", "b", Some(2)))
         .await
         .unwrap();
-    wait_for("run 3 for the new version", || async {
-        run_count(&c, "secrets").await >= 3
-    })
+    wait_status(
+        &c,
+        &c.namespace,
+        "secrets",
+        "run 3 for the new version",
+        |s| s.run_count >= 3,
+    )
     .await;
     put_config_map(&c, "expected", "b").await;
     // Run 4 succeeds only if its Job was given creds-v2 although the template names creds-v1.
-    wait_completed(&c, "secrets", 4).await;
+    wait_completed(&c, &c.namespace, "secrets", 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,20 +237,21 @@ async fn a_run_waits_for_missing_config_and_starts_when_it_appears() {
     let _op = c.operator().await;
     c.create_qjob(&with_config_map("waiting", "later", false))
         .await;
-    wait_for(
+    wait_status(
+        &c,
+        &c.namespace,
+        "waiting",
         "a WaitingForConfig condition naming the ConfigMap",
-        || async {
-            qjob(&c, "waiting").await.status.is_some_and(|s| {
-                s.conditions.iter().any(|cond| {
-                    cond.reason == "WaitingForConfig" && cond.message.contains("configmap/later")
-                })
+        |s| {
+            s.conditions.iter().any(|cond| {
+                cond.reason == "WaitingForConfig" && cond.message.contains("configmap/later")
             })
         },
     )
     .await;
-    assert_eq!(run_count(&c, "waiting").await, 0);
+    assert_eq!(run_count(&c, &c.namespace, "waiting").await, 0);
     put_config_map(&c, "later", "now here").await;
-    wait_completed(&c, "waiting", 1).await;
+    wait_completed(&c, &c.namespace, "waiting", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,7 +261,7 @@ async fn an_operator_restart_runs_nothing_again_but_catches_up_on_changes_made_w
     put_config_map(&c, "settings", "one").await;
     c.create_qjob(&with_config_map("restart", "settings", true))
         .await;
-    wait_completed(&c, "restart", 1).await;
+    wait_completed(&c, &c.namespace, "restart", 1).await;
     assert!(op.stop().await.success(), "graceful shutdown exits 0");
 
     let op = c.operator().await;
@@ -291,7 +270,7 @@ async fn an_operator_restart_runs_nothing_again_but_catches_up_on_changes_made_w
 
     put_config_map(&c, "settings", "two").await;
     let _op = c.operator().await;
-    wait_completed(&c, "restart", 2).await;
+    wait_completed(&c, &c.namespace, "restart", 2).await;
     stays_at(&c, "restart", 2).await;
 }
 
@@ -301,19 +280,10 @@ async fn a_namespace_labelled_later_is_picked_up() {
     let _op = c.operator().await;
     let other = format!("{}-late", c.namespace);
     c.create_namespace(&other, None).await;
-    let qjobs: kube::Api<QuarksJob> = kube::Api::namespaced(c.client.clone(), &other);
     c.create_qjob_in(&other, &QJob::new("late", "once").script("true"))
         .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert!(
-        qjobs
-            .get("late")
-            .await
-            .unwrap()
-            .status
-            .is_none_or(|s| s.run_count == 0),
-        "not monitored yet"
-    );
+    assert_eq!(run_count(&c, &other, "late").await, 0, "not monitored yet");
 
     let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
         kube::Api::all(c.client.clone());
@@ -321,16 +291,12 @@ async fn a_namespace_labelled_later_is_picked_up() {
         .patch(&other, &PatchParams::default(), &Patch::Merge(serde_json::json!({"metadata": {"labels": {"quarks.cloudfoundry.org/monitored": c.monitored_id}}})))
         .await
         .unwrap();
-    wait_for(
-        "the QuarksJob in the newly labelled namespace to run",
-        || async {
-            qjobs
-                .get("late")
-                .await
-                .unwrap()
-                .status
-                .is_some_and(|s| s.completed && s.run_count == 1)
-        },
+    wait_status(
+        &c,
+        &other,
+        "late",
+        "run in the newly labelled namespace",
+        |s| s.completed && s.run_count == 1,
     )
     .await;
 }
@@ -347,16 +313,10 @@ async fn ready_without_any_monitored_namespace_and_then_acts_in_one_labelled_lat
     .await;
     let later = format!("{}-later", c.namespace);
     c.create_namespace(&later, Some(&id)).await;
-    let qjobs: kube::Api<QuarksJob> = kube::Api::namespaced(c.client.clone(), &later);
     c.create_qjob_in(&later, &QJob::new("first", "once").script("true"))
         .await;
-    wait_for("the QuarksJob in the new namespace to run", || async {
-        qjobs
-            .get("first")
-            .await
-            .unwrap()
-            .status
-            .is_some_and(|s| s.completed && s.run_count == 1)
+    wait_status(&c, &later, "first", "run in the new namespace", |s| {
+        s.completed && s.run_count == 1
     })
     .await;
 }
@@ -371,17 +331,11 @@ async fn operators_with_different_monitored_ids_act_only_on_their_own_namespaces
     let _theirs = c.operator_with(&other_id, &[]).await;
     c.create_qjob(&QJob::new("mine", "once").script("true"))
         .await;
-    let theirs: kube::Api<QuarksJob> = kube::Api::namespaced(c.client.clone(), &other_ns);
     c.create_qjob_in(&other_ns, &QJob::new("theirs", "once").script("true"))
         .await;
-    wait_completed(&c, "mine", 1).await;
-    wait_for("the other operator's QuarksJob to run", || async {
-        theirs
-            .get("theirs")
-            .await
-            .unwrap()
-            .status
-            .is_some_and(|s| s.completed && s.run_count == 1)
+    wait_completed(&c, &c.namespace, "mine", 1).await;
+    wait_status(&c, &other_ns, "theirs", "run by the other operator", |s| {
+        s.completed && s.run_count == 1
     })
     .await;
     // Each Job was created by exactly one operator: the run counters would show a double run.
@@ -424,7 +378,7 @@ async fn twenty_rapid_config_changes_never_run_two_jobs_at_once_and_the_last_run
     put_config_map(&c, "burst", "0").await;
     c.create_qjob(&with_config_map("burst", "burst", true))
         .await;
-    wait_completed(&c, "burst", 1).await;
+    wait_completed(&c, &c.namespace, "burst", 1).await;
     let watcher = {
         let api = c.api::<Job>();
         tokio::spawn(async move {
@@ -454,18 +408,19 @@ async fn twenty_rapid_config_changes_never_run_two_jobs_at_once_and_the_last_run
     let expected = quarks_job::reconcile::digest::config_digest(&[
         quarks_job::reconcile::digest::ConfigContent::from_config_map(&final_cm),
     ]);
-    wait_for("a run with the final config", || async {
-        qjob(&c, "burst")
-            .await
-            .status
-            .is_some_and(|s| s.completed && s.config_digest.as_deref() == Some(expected.as_str()))
-    })
+    wait_status(
+        &c,
+        &c.namespace,
+        "burst",
+        "a run with the final config",
+        |s| s.completed && s.config_digest.as_deref() == Some(expected.as_str()),
+    )
     .await;
     assert!(
         watcher.await.unwrap() <= 1,
         "never two Jobs of one QuarksJob at once"
     );
-    let runs = run_count(&c, "burst").await;
+    let runs = run_count(&c, &c.namespace, "burst").await;
     assert!(runs < 21, "bursts collapse: {runs} runs for 20 changes");
 }
 
@@ -479,7 +434,7 @@ async fn kubesim_only_injected_conflicts_errors_and_dropped_watches_do_not_chang
     c.create_qjob(&QJob::new("faulty", "once").script("true"))
         .await;
     faults.close_watches();
-    wait_completed(&c, "faulty", 1).await;
+    wait_completed(&c, &c.namespace, "faulty", 1).await;
     assert_eq!(
         qjob(&c, "faulty").await.spec.trigger.strategy,
         Strategy::Done
@@ -508,7 +463,7 @@ async fn two_replicas_with_leader_election_never_both_act() {
             .await;
     }
     for i in 0..5 {
-        wait_completed(&c, &format!("q{i}"), 1).await;
+        wait_completed(&c, &c.namespace, &format!("q{i}"), 1).await;
     }
     let leaders = [a.log(), b.log()]
         .iter()

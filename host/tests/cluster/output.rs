@@ -6,16 +6,10 @@ use kube::api::ListParams;
 
 use serde_json::json;
 
-use crate::{Cluster, QJob, output_qjob, put_config_map, secret_opt, wait_for, wait_secret};
-
-async fn qjob_status(c: &Cluster, name: &str) -> quarks_job::crd::QuarksJobStatus {
-    c.qjobs()
-        .get(name)
-        .await
-        .unwrap()
-        .status
-        .unwrap_or_default()
-}
+use crate::{
+    Cluster, QJob, events_in, output_qjob, put_config_map, qjob_status, secret_opt, set_strategy,
+    wait_for, wait_secret, wait_status,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_example_becomes_secret_foo_json_and_a_missing_file_is_reported() {
@@ -31,15 +25,14 @@ async fn the_seed_example_becomes_secret_foo_json_and_a_missing_file_is_reported
     let labels = secret.metadata.labels.unwrap();
     assert_eq!(labels["key"], "value");
     assert_eq!(labels["quarks.cloudfoundry.org/container-name"], "busybox");
-    wait_for(
-        "status to record both files and the run to complete",
-        || async {
-            let s = qjob_status(&c, "output-job").await;
-            s.completed && s.outputs.len() == 2
-        },
+    let s = wait_status(
+        &c,
+        &c.namespace,
+        "output-job",
+        "both files recorded and the run complete",
+        |s| s.completed && s.outputs.len() == 2,
     )
     .await;
-    let s = qjob_status(&c, "output-job").await;
     let written = s.outputs.iter().find(|o| o.file == "output.json").unwrap();
     assert_eq!(written.secrets, ["foo-json"]);
     let missing = s.outputs.iter().find(|o| o.file == "missing.json").unwrap();
@@ -70,15 +63,7 @@ async fn versioned_output_writes_a_new_version_only_when_the_content_changes() {
         );
     put_config_map(&c, "input", "a").await;
     c.create_qjob(&qjob).await;
-    wait_for("foo-json-v1", || async {
-        c.api::<Secret>()
-            .get_opt("foo-json-v1")
-            .await
-            .unwrap()
-            .is_some()
-    })
-    .await;
-    let v1 = c.api::<Secret>().get("foo-json-v1").await.unwrap();
+    let v1 = wait_secret(&c, "foo-json-v1").await;
     let labels = v1.metadata.labels.clone().unwrap();
     assert_eq!(
         labels["quarks.cloudfoundry.org/secret-kind"],
@@ -87,22 +72,8 @@ async fn versioned_output_writes_a_new_version_only_when_the_content_changes() {
     assert_eq!(labels["quarks.cloudfoundry.org/secret-version"], "1");
 
     put_config_map(&c, "input", "b").await;
-    wait_for("foo-json-v2", || async {
-        c.api::<Secret>()
-            .get_opt("foo-json-v2")
-            .await
-            .unwrap()
-            .is_some()
-    })
-    .await;
     assert_eq!(
-        c.api::<Secret>()
-            .get("foo-json-v2")
-            .await
-            .unwrap()
-            .data
-            .unwrap()["value"]
-            .0,
+        wait_secret(&c, "foo-json-v2").await.data.unwrap()["value"].0,
         b"b"
     );
 }
@@ -117,11 +88,14 @@ fn value(secret: &Secret, key: &str) -> String {
 
 /// Waits until status records `count` output files, then returns the status.
 async fn wait_outputs(c: &Cluster, name: &str, count: usize) -> quarks_job::crd::QuarksJobStatus {
-    wait_for(&format!("{count} output records of {name}"), || async {
-        qjob_status(c, name).await.outputs.len() >= count
-    })
-    .await;
-    qjob_status(c, name).await
+    wait_status(
+        c,
+        &c.namespace,
+        name,
+        &format!("{count} output records"),
+        |s| s.outputs.len() >= count,
+    )
+    .await
 }
 
 fn record<'a>(
@@ -138,11 +112,8 @@ fn record<'a>(
 
 /// The notes of the Events with `reason` on objects in the test's namespace.
 async fn event_notes(c: &Cluster, reason: &str) -> Vec<String> {
-    c.api::<k8s_openapi::api::events::v1::Event>()
-        .list(&ListParams::default())
+    events_in(c, &c.namespace)
         .await
-        .unwrap()
-        .items
         .into_iter()
         .filter(|e| e.reason.as_deref() == Some(reason))
         .filter_map(|e| e.note)
@@ -215,10 +186,7 @@ async fn two_containers_one_to_one_and_fan_out_in_one_pod() {
     let mut fanned = record(&status, "fan", "fan.json").secrets.clone();
     fanned.sort();
     assert_eq!(fanned, ["fan-alpha", "fan-beta"]);
-    wait_for("the run to complete", || async {
-        qjob_status(&c, "two").await.completed
-    })
-    .await;
+    wait_status(&c, &c.namespace, "two", "the run complete", |s| s.completed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,8 +290,8 @@ async fn write_on_failure_true_writes_for_exit_codes_1_and_3() {
         ["wof-three"]
     );
     // The run itself still failed, and the Job is kept for inspection.
-    wait_for("the failed run to be recorded", || async {
-        qjob_status(&c, "wof").await.last_failure.is_some()
+    wait_status(&c, &c.namespace, "wof", "the failed run recorded", |s| {
+        s.last_failure.is_some()
     })
     .await;
 }
@@ -504,14 +472,12 @@ async fn versioned_identical_rerun_writes_no_new_version_and_consumers_move_to_t
     c.create_qjob(&qjob).await;
     wait_secret(&c, "cred-v1").await;
     let run_done = |run: i64| {
-        let c = &c;
-        async move {
-            let s = qjob_status(c, "producer").await;
-            let job = quarks_job::names::job::job_name("producer", run as u64);
+        let job = quarks_job::names::job::job_name("producer", run as u64);
+        move |s: &quarks_job::crd::QuarksJobStatus| {
             s.run_count == run && s.completed && s.outputs.iter().any(|r| r.job == job)
         }
     };
-    wait_for("run 1 of the producer", || run_done(1)).await;
+    wait_status(&c, &c.namespace, "producer", "run 1", run_done(1)).await;
 
     // A consumer referencing `cred-v1`, re-run when a new version appears; its output shows
     // which version its Job mounted.
@@ -530,31 +496,16 @@ async fn versioned_identical_rerun_writes_no_new_version_and_consumers_move_to_t
     assert_eq!(value(&seen, "seen"), "a");
 
     // Identical re-run: no -v2, and status names the existing version.
-    let now = serde_json::json!({"spec": {"trigger": {"strategy": "now"}}});
-    let patch = |p: serde_json::Value| {
-        let c = &c;
-        async move {
-            c.qjobs()
-                .patch(
-                    "producer",
-                    &kube::api::PatchParams::default(),
-                    &kube::api::Patch::Merge(p),
-                )
-                .await
-                .unwrap();
-        }
-    };
-    patch(now.clone()).await;
-    wait_for("run 2 of the producer", || run_done(2)).await;
+    set_strategy(&c, &c.namespace, "producer", "now").await;
+    let s = wait_status(&c, &c.namespace, "producer", "run 2", run_done(2)).await;
     assert!(secret_opt(&c, "cred-v2").await.is_none());
-    let s = qjob_status(&c, "producer").await;
     let job2 = quarks_job::names::job::job_name("producer", 2);
     let r = s.outputs.iter().find(|r| r.job == job2).unwrap();
     assert_eq!(r.secrets, ["cred-v1"], "{r:?}");
 
     // Changed re-run: -v2, and the consumer re-runs with it although it names -v1.
     put_config_map(&c, "input", "b").await;
-    patch(now).await;
+    set_strategy(&c, &c.namespace, "producer", "now").await;
     let v2 = wait_secret(&c, "cred-v2").await;
     assert_eq!(value(&v2, "value"), "b");
     wait_for("the consumer to see version 2", || async {
@@ -599,8 +550,8 @@ exit 1"#
         status.outputs.iter().filter(|r| r.error.is_some()).count() == 3,
         "{status:?}"
     );
-    wait_for("the failed run to be recorded", || async {
-        qjob_status(&c, "canary").await.last_failure.is_some()
+    wait_status(&c, &c.namespace, "canary", "the failed run recorded", |s| {
+        s.last_failure.is_some()
     })
     .await;
 
@@ -632,11 +583,7 @@ exit 1"#
         "the operator log covers this QuarksJob"
     );
     assert!(!op_log.contains(&canary), "operator log leaks the value");
-    let events = c
-        .api::<k8s_openapi::api::events::v1::Event>()
-        .list(&ListParams::default())
-        .await
-        .unwrap();
+    let events = events_in(&c, &c.namespace).await;
     assert!(!serde_json::to_string(&events).unwrap().contains(&canary));
     let qjob = c.qjobs().get("canary").await.unwrap();
     assert!(!serde_json::to_string(&qjob).unwrap().contains(&canary));
@@ -792,12 +739,12 @@ exit 1"#
                 .list(&ListParams::default().labels(STAGING_SELECTOR))
                 .await
                 .unwrap();
-            staged.items.is_empty() && qjob_status(&c, "retry").await.completed
+            staged.items.is_empty() && qjob_status(&c, &c.namespace, "retry").await.completed
         },
     )
     .await;
     assert_eq!(value(&wait_secret(&c, "attempt").await, "attempt"), "2");
-    let status = qjob_status(&c, "retry").await;
+    let status = qjob_status(&c, &c.namespace, "retry").await;
     let r = record(&status, "busybox", "output.json");
     assert_eq!(
         (r.secrets.as_slice(), r.error.as_deref()),
@@ -843,7 +790,7 @@ async fn concurrent_writers_of_one_versioned_secret_lose_no_version() {
     assert_eq!(writers, ["a", "b"]);
     // Each QuarksJob's status names the version holding its own content.
     for writer in ["a", "b"] {
-        let status = qjob_status(&c, &format!("writer-{writer}")).await;
+        let status = qjob_status(&c, &c.namespace, &format!("writer-{writer}")).await;
         let written = &record(&status, "busybox", "output.json").secrets;
         assert_eq!(written.len(), 1, "{status:?}");
         let secret = versions

@@ -6,35 +6,21 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Event};
-use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, ResourceExt};
+use k8s_openapi::api::core::v1::ConfigMap;
 use quarks_job::policy::PolicyDigest;
 
-use crate::{Cluster, QJob, output_qjob, wait_for, wait_secret};
+use crate::{
+    Cluster, QJob, apply_config_map, approve, events_in, jobs_in, output_qjob, policy_component,
+    run_count, select_policies, wait_for, wait_for_reason, wait_secret, wait_status,
+};
 
-const SELECTION: &str = "quarks-job-policies";
-
-/// A component built by host/build.rs (fixtures and example policies).
 fn component(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("QUARKS_POLICY_FIXTURES")).join(format!("{name}.wasm"));
+    let path = policy_component(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
 fn digest(bytes: &[u8]) -> String {
     PolicyDigest::of(bytes).to_string()
-}
-
-async fn apply_config_map(c: &Cluster, namespace: &str, config_map: ConfigMap) {
-    Api::<ConfigMap>::namespaced(c.client.clone(), namespace)
-        .patch(
-            &config_map.name_any(),
-            &PatchParams::apply("test").force(),
-            &Patch::Apply(&config_map),
-        )
-        .await
-        .expect("apply ConfigMap");
 }
 
 /// Stores `bytes` as `binaryData["policy.wasm"]` of ConfigMap `name`.
@@ -45,81 +31,11 @@ async fn put_module(c: &Cluster, namespace: &str, name: &str, bytes: Vec<u8>) {
         "policy.wasm".to_owned(),
         ByteString(bytes),
     )]));
-    apply_config_map(c, namespace, config_map).await;
-}
-
-/// Writes the namespace's selection ConfigMap with these `world: reference` pairs.
-async fn select(c: &Cluster, namespace: &str, selection: &[(&str, &str)]) {
-    let mut config_map = ConfigMap::default();
-    config_map.metadata.name = Some(SELECTION.to_owned());
-    config_map.data = Some(
-        selection
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    );
-    apply_config_map(c, namespace, config_map).await;
-}
-
-/// `(reason, message)` of the QuarksJob's Ready condition.
-async fn ready_condition(c: &Cluster, namespace: &str, name: &str) -> Option<(String, String)> {
-    let qjob = c.qjobs_in(namespace).get_opt(name).await.ok()??;
-    qjob.status?
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| (c.reason, c.message))
-}
-
-async fn wait_for_reason(c: &Cluster, namespace: &str, name: &str, reason: &str) -> String {
-    wait_for(&format!("{namespace}/{name} to show {reason}"), || async {
-        ready_condition(c, namespace, name)
-            .await
-            .is_some_and(|(found, _)| found == reason)
-    })
-    .await;
-    ready_condition(c, namespace, name)
-        .await
-        .map(|(_, message)| message)
-        .unwrap_or_default()
-}
-
-async fn run_count(c: &Cluster, namespace: &str, name: &str) -> i64 {
-    c.qjobs_in(namespace)
-        .get(name)
-        .await
-        .unwrap()
-        .status
-        .map(|s| s.run_count)
-        .unwrap_or_default()
+    apply_config_map(c, namespace, &config_map).await;
 }
 
 async fn wait_for_run(c: &Cluster, namespace: &str, name: &str) {
-    wait_for(&format!("{namespace}/{name} to run"), || async {
-        run_count(c, namespace, name).await >= 1
-    })
-    .await;
-}
-
-async fn jobs_in(c: &Cluster, namespace: &str) -> usize {
-    Api::<Job>::namespaced(c.client.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .len()
-}
-
-async fn event_reasons(c: &Cluster, namespace: &str, name: &str) -> Vec<String> {
-    Api::<Event>::namespaced(c.client.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.involved_object.name.as_deref() == Some(name))
-        .filter_map(|e| e.reason)
-        .collect()
+    wait_status(c, namespace, name, "a run", |s| s.run_count >= 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +47,7 @@ async fn namespaces_choose_their_trigger_policy_and_a_swap_is_used_by_the_next_d
     let approval = component("approval-trigger");
     let approval_digest = digest(&approval);
     put_module(&c, &b, "approval", approval).await;
-    select(
+    select_policies(
         &c,
         &b,
         &[(
@@ -159,19 +75,10 @@ async fn namespaces_choose_their_trigger_policy_and_a_swap_is_used_by_the_next_d
         Some(approval_digest.clone()),
         "status names the policy that decided"
     );
-    assert_eq!(jobs_in(&c, &b).await, 0);
+    assert_eq!(jobs_in(&c, &b).await.len(), 0);
 
     // Approving runs it, decided by the approval policy.
-    c.qjobs_in(&b)
-        .patch(
-            "deploy",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({
-                "metadata": {"annotations": {"quarks.cloudfoundry.org/approved": "true"}}
-            })),
-        )
-        .await
-        .unwrap();
+    approve(&c, &b, "deploy").await;
     wait_for_run(&c, &b, "deploy").await;
 
     // An unapproved one waits; swapping B's selection to the default runs it.
@@ -179,7 +86,7 @@ async fn namespaces_choose_their_trigger_policy_and_a_swap_is_used_by_the_next_d
         .await;
     wait_for_reason(&c, &b, "second", "NotApproved").await;
     let swapped = Instant::now();
-    select(&c, &b, &[("trigger", "builtin:trigger-default")]).await;
+    select_policies(&c, &b, &[("trigger", "builtin:trigger-default")]).await;
     wait_for_run(&c, &b, "second").await;
     println!(
         "selection swap → first decision with the new policy: {:?}",
@@ -199,7 +106,7 @@ async fn a_namespace_with_a_hostile_or_broken_policy_fails_closed_and_others_kee
     let hostile = format!("{a}-c");
     c.create_namespace(&hostile, Some(&c.monitored_id)).await;
     put_module(&c, &hostile, "bad", component("loop-forever")).await;
-    select(&c, &hostile, &[("trigger", "configmap:bad/policy.wasm")]).await;
+    select_policies(&c, &hostile, &[("trigger", "configmap:bad/policy.wasm")]).await;
     let op = c.operator().await;
     c.create_qjob_in(&hostile, &QJob::new("victim", "once").script("true"))
         .await;
@@ -239,14 +146,14 @@ async fn a_namespace_with_a_hostile_or_broken_policy_fails_closed_and_others_kee
             put_module(&c, &hostile, "bad", bytes).await;
         }
         if let Some(reference) = selection {
-            select(&c, &hostile, &[("trigger", &reference)]).await;
+            select_policies(&c, &hostile, &[("trigger", &reference)]).await;
         }
         wait_for_reason(&c, &hostile, "victim", reason).await;
         wait_for(&format!("a {reason} Event"), || async {
-            event_reasons(&c, &hostile, "victim")
-                .await
-                .iter()
-                .any(|r| r == reason)
+            events_in(&c, &hostile).await.iter().any(|e| {
+                e.regarding.as_ref().and_then(|o| o.name.as_deref()) == Some("victim")
+                    && e.reason.as_deref() == Some(reason)
+            })
         })
         .await;
         let name = format!("meanwhile-{i}");
@@ -278,11 +185,15 @@ async fn a_namespace_with_a_hostile_or_broken_policy_fails_closed_and_others_kee
                 && l.contains("world=\"trigger\"")),
         "{metrics}"
     );
-    select(&c, &hostile, &[("trigger", "no-scheme")]).await;
+    select_policies(&c, &hostile, &[("trigger", "no-scheme")]).await;
     wait_for_reason(&c, &hostile, "victim", "PolicySelectionInvalid").await;
 
     assert_eq!(run_count(&c, &hostile, "victim").await, 0);
-    assert_eq!(jobs_in(&c, &hostile).await, 0, "failed closed: no Job");
+    assert_eq!(
+        jobs_in(&c, &hostile).await.len(),
+        0,
+        "failed closed: no Job"
+    );
     let strategy = c
         .qjobs_in(&hostile)
         .get("victim")
@@ -294,7 +205,7 @@ async fn a_namespace_with_a_hostile_or_broken_policy_fails_closed_and_others_kee
     assert_eq!(strategy.as_str(), "once", "nothing written back");
 
     // Fixing the selection lets it run.
-    select(&c, &hostile, &[]).await;
+    select_policies(&c, &hostile, &[]).await;
     wait_for_run(&c, &hostile, "victim").await;
     assert!(
         !op.log().contains("panicked"),
@@ -310,7 +221,7 @@ async fn a_custom_output_policy_writes_its_secrets() {
     let catalog = format!("{ns}-catalog");
     c.create_namespace(&catalog, None).await;
     put_module(&c, &catalog, "dotenv", component("dotenv-output")).await;
-    select(&c, &ns, &[("output", "catalog:dotenv/policy.wasm")]).await;
+    select_policies(&c, &ns, &[("output", "catalog:dotenv/policy.wasm")]).await;
     let _op = c
         .operator_with(&c.monitored_id, &["--operator-namespace", &catalog])
         .await;

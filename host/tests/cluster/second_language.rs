@@ -3,19 +3,15 @@
 //! selected by digest in two namespaces: the operator makes the same decisions with either,
 //! QuarksJob by QuarksJob (conditions, messages, runs, strategies written back).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
-
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
-use quarks_job::crd::QuarksJob;
 
 #[path = "../policies/python_policy.rs"]
 mod python_policy;
 
 use crate::registry::Registry;
-use crate::{Cluster, QJob, poll, wait_for};
+use crate::{
+    Cluster, QJob, approve, policy_component, poll, select_policies, set_strategy, wait_for,
+};
 
 const APPROVAL: &str = "quarks.cloudfoundry.org/approved";
 
@@ -51,10 +47,7 @@ struct Seen {
 }
 
 async fn seen(c: &Cluster, namespace: &str, name: &str) -> Option<Seen> {
-    let qjob = Api::<QuarksJob>::namespaced(c.client.clone(), namespace)
-        .get_opt(name)
-        .await
-        .ok()??;
+    let qjob = c.qjobs_in(namespace).get_opt(name).await.ok()??;
     let strategy = serde_json::to_value(qjob.spec.trigger.strategy).ok()?;
     let status = qjob.status?;
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
@@ -91,34 +84,12 @@ async fn same_in_both(
     by_rust.unwrap()
 }
 
-async fn approve(c: &Cluster, namespace: &str, name: &str) {
-    Api::<QuarksJob>::namespaced(c.client.clone(), namespace)
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {APPROVAL: "true"}}})),
-        )
-        .await
-        .unwrap();
-}
-
-async fn set_strategy(c: &Cluster, namespace: &str, name: &str, strategy: &str) {
-    Api::<QuarksJob>::namespaced(c.client.clone(), namespace)
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"trigger": {"strategy": strategy}}})),
-        )
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_approval_policy_from_a_registry_decides_like_the_rust_one_on_the_operator() {
     let python_component = python_policy::approval_py();
     let c = Cluster::start().await;
     let registry = Registry::start().await;
-    let rust_component = Path::new(env!("QUARKS_POLICY_FIXTURES")).join("approval-trigger.wasm");
+    let rust_component = policy_component("approval-trigger");
     let rust_ref = registry.push(&rust_component, "policies/approval-rust:v1");
     let python_ref = registry.push(&python_component, "policies/approval-py:v1");
 
@@ -138,15 +109,7 @@ async fn the_python_approval_policy_from_a_registry_decides_like_the_rust_one_on
         .await;
     for (namespace, reference) in [(&rust, &rust_ref), (&python, &python_ref)] {
         c.create_namespace(namespace, Some(&c.monitored_id)).await;
-        let selection: ConfigMap = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "quarks-job-policies"},
-            "data": {"trigger": reference},
-        }))
-        .unwrap();
-        Api::<ConfigMap>::namespaced(c.client.clone(), namespace)
-            .create(&PostParams::default(), &selection)
-            .await
-            .unwrap();
+        select_policies(&c, namespace, &[("trigger", reference)]).await;
     }
 
     // The first QuarksJob in each namespace waits for its policy to be pulled and compiled.
