@@ -95,6 +95,21 @@ pub async fn client_for(url: &str, token: &str) -> anyhow::Result<kube::Client> 
     Ok(kube::Client::try_from(config)?)
 }
 
+/// The state directory: `given`, created if missing, or else a fresh temporary one named
+/// `prefix…`, returned with it so that it lives as long as its owner and goes with it.
+pub(crate) fn state_dir(
+    given: Option<&Path>,
+    prefix: &str,
+) -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf)> {
+    if let Some(d) = given {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        return Ok((None, d.to_path_buf()));
+    }
+    let t = tempfile::Builder::new().prefix(prefix).tempdir()?;
+    let p = t.path().to_path_buf();
+    Ok((Some(t), p))
+}
+
 fn kubeconfig_yaml(url: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: kubesim\n  cluster:\n    server: {url}\ncontexts:\n- name: kubesim\n  context:\n    cluster: kubesim\n    user: admin\n    namespace: default\ncurrent-context: kubesim\nusers:\n- name: admin\n  user:\n    token: {ADMIN_TOKEN}\npreferences: {{}}\n"
@@ -110,17 +125,7 @@ impl KubeSim {
             .with_context(|| format!("binding {}", opts.listen))?;
         let addr = listener.local_addr()?;
         let url = format!("http://{addr}");
-        let (temp, state_dir) = match &opts.state_dir {
-            Some(d) => {
-                std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-                (None, d.clone())
-            }
-            None => {
-                let t = tempfile::Builder::new().prefix("kubesim-").tempdir()?;
-                let p = t.path().to_path_buf();
-                (Some(t), p)
-            }
-        };
+        let (temp, state_dir) = state_dir(opts.state_dir.as_deref(), "kubesim-")?;
         let faults = Faults::new();
         let cluster = Arc::new(Cluster::new(
             state_dir.clone(),

@@ -55,17 +55,7 @@ pub async fn run(
         .trim_end_matches('/')
         .to_string();
     let client = kube::Client::try_from(config).context("building the API client")?;
-    let (_temp, state_dir) = match &opts.state_dir {
-        Some(d) => {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-            (None, d.clone())
-        }
-        None => {
-            let t = tempfile::Builder::new().prefix("kubesim-node-").tempdir()?;
-            let p = t.path().to_path_buf();
-            (Some(t), p)
-        }
-    };
+    let (_temp, state_dir) = crate::state_dir(opts.state_dir.as_deref(), "kubesim-node-")?;
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .context("binding the log endpoint")?;
