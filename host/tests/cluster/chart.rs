@@ -19,7 +19,9 @@ use serde::Deserialize as _;
 use serde_json::Value;
 use tokio::process::Command;
 
-use crate::{Cluster, DEADLINE, OperatorProcess, QJob, http_get, jobs_in, kubectl, poll, wait_for};
+use crate::{
+    Cluster, DEADLINE, OperatorProcess, QJob, http_get, jobs_in, kubectl, poll, run_ok, wait_for,
+};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -41,18 +43,12 @@ fn chart_tool(args: &[&str]) -> std::process::Output {
         "Helm is not installed: {} is missing; run `source scripts/lib/setup.sh && ensure_chart_tools` (scripts/test does)",
         python.display()
     );
-    let output = std::process::Command::new(&python)
-        .arg(repo_root().join("scripts/lib/chart_tool.py"))
-        .args(args)
-        .output()
-        .expect("run the chart tool");
-    assert!(
-        output.status.success(),
-        "chart_tool.py {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+    run_ok(
+        std::process::Command::new(&python)
+            .arg(repo_root().join("scripts/lib/chart_tool.py"))
+            .args(args),
+        &format!("chart_tool.py {args:?}"),
+    )
 }
 
 #[test]

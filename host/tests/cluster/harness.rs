@@ -13,9 +13,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kubesim::{KubeSim, KubeSimOptions};
 use quarks_job::crd::{QuarksJob, QuarksJobStatus};
@@ -407,21 +405,30 @@ pub fn policy_component(name: &str) -> PathBuf {
     std::path::Path::new(env!("QUARKS_POLICY_FIXTURES")).join(format!("{name}.wasm"))
 }
 
-/// Runs `kubectl --kubeconfig <kubeconfig> <args>` in the repository root; asserts that it
-/// succeeds and returns its stdout.
-pub fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+/// Runs `command` (`what` names it) and asserts that it succeeds; its output.
+pub fn run_ok(command: &mut std::process::Command, what: &str) -> std::process::Output {
+    let out = command
         .output()
-        .expect("kubectl (1.32) is installed on every machine of this kind");
+        .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
     assert!(
         out.status.success(),
-        "kubectl {args:?}: {}\n{}",
+        "{what} failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs `kubectl --kubeconfig <kubeconfig> <args>` (kubectl 1.32 is installed on every machine
+/// of this kind) in the repository root; asserts that it succeeds and returns its stdout.
+pub fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> String {
+    let out = run_ok(
+        std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
+        &format!("kubectl {args:?}"),
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -651,19 +658,27 @@ pub async fn approve(c: &Cluster, namespace: &str, name: &str) {
 }
 
 /// The Jobs in `namespace`.
-pub async fn jobs_in(c: &Cluster, namespace: &str) -> Vec<Job> {
-    Api::<Job>::namespaced(c.client.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-        .expect("list Jobs")
-        .items
+pub async fn jobs_in(c: &Cluster, namespace: &str) -> Vec<k8s_openapi::api::batch::v1::Job> {
+    list_in(c, namespace).await
 }
 
 /// The Events in `namespace`.
-pub async fn events_in(c: &Cluster, namespace: &str) -> Vec<Event> {
-    Api::<Event>::namespaced(c.client.clone(), namespace)
+pub async fn events_in(c: &Cluster, namespace: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
+    list_in(c, namespace).await
+}
+
+/// The objects of kind `K` in `namespace`.
+pub async fn list_in<K>(c: &Cluster, namespace: &str) -> Vec<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    Api::<K>::namespaced(c.client.clone(), namespace)
         .list(&ListParams::default())
         .await
-        .expect("list Events")
+        .expect("list")
         .items
 }
