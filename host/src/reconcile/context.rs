@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tracing::warn;
 
+use super::decide::PolicyFailure;
+use super::events::QuarksJobEvent;
 use super::observe::{JobCache, OwnWrites};
 use crate::crd::QuarksJob;
 use crate::metrics::{Metrics, PolicyErrorLabels, PolicyLabels};
@@ -204,54 +206,31 @@ impl Context {
             .inc();
     }
 
+    /// A policy that could not be resolved for `world`: counted (as `unresolved`), and the
+    /// failure the QuarksJob reports.
+    pub fn unresolved(&self, world: World, error: PolicyError) -> PolicyFailure {
+        self.count_policy_error(world, &error, None);
+        PolicyFailure {
+            world,
+            error,
+            policy: None,
+        }
+    }
+
     /// Publishes an Event on the QuarksJob, in the background. Failing to publish is logged,
     /// never fatal.
-    pub async fn event(
-        &self,
-        qjob: &QuarksJob,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        self.publish(qjob, None, type_, reason, action, note);
-    }
-
-    /// Like [`Context::event`], about one field of the QuarksJob (`regarding.fieldPath`, e.g.
-    /// one output file). The recorder folds Events with the same object, reason and action
-    /// into one series that keeps the first note; the field keeps Events about different
-    /// fields apart.
-    pub async fn event_about(
-        &self,
-        qjob: &QuarksJob,
-        field_path: String,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        self.publish(qjob, Some(field_path), type_, reason, action, note);
-    }
-
-    fn publish(
-        &self,
-        qjob: &QuarksJob,
-        field_path: Option<String>,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: action.to_owned(),
+    pub fn publish(&self, qjob: &QuarksJob, event: &QuarksJobEvent) {
+        let reason = event.reason().to_owned();
+        let published = Event {
+            type_: event.type_(),
+            reason: reason.clone(),
+            note: Some(event.note()),
+            action: event.action().to_owned(),
             secondary: None,
         };
         let mut reference = qjob.object_ref(&());
-        reference.field_path = field_path;
-        if self.events.send((event, reference)).is_err() {
+        reference.field_path = event.field_path();
+        if self.events.send((published, reference)).is_err() {
             warn!(name = %qjob.name_any(), reason, "could not publish Event: publisher stopped");
         }
     }

@@ -10,12 +10,13 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::Resource;
+use kube::{Resource, ResourceExt};
 
 use super::digest::is_config_digest;
 use super::references::rewrite_versioned_references;
 use crate::crd::{QuarksJob, Strategy};
 use crate::names::job::{QJOB_NAME_LABEL, job_name, qjob_name_label_value};
+use crate::output::pod::{HelperSpec, add_output_transport};
 
 /// Annotation on a run's Job: the run number (decimal).
 pub const RUN_ANNOTATION: &str = "quarks.cloudfoundry.org/run";
@@ -152,6 +153,23 @@ pub fn build_job(
         spec: Some(spec),
         status: None,
     })
+}
+
+/// The Job of a run as it is created: [`build_job`], and for a QuarksJob with output the
+/// output volumes and the helper container added to its pod (`output::pod`).
+pub fn run_job(
+    qjob: &QuarksJob,
+    plan: &RunPlan,
+    newest: &BTreeMap<String, u64>,
+    helper: &HelperSpec,
+) -> Result<Job, BuildError> {
+    let mut job = build_job(qjob, plan, newest)?;
+    if let Some(output) = &qjob.spec.output
+        && let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut())
+    {
+        add_output_transport(pod, &qjob.name_any(), output, helper);
+    }
+    Ok(job)
 }
 
 /// The run annotations of `plan`; optional fields are left out rather than written empty, so

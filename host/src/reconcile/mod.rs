@@ -1,48 +1,56 @@
-//! Reconciling one QuarksJob, as a pipeline: observe (Jobs, referenced config) → settle a
-//! finished run → ask the trigger policy → create the run's Job → record status → write the
-//! strategy back. Each step is idempotent, so a crash or conflict anywhere is repaired by the
-//! next reconcile; every API effect of the operator on QuarksJobs and Jobs happens here.
+//! Reconciling one QuarksJob, as a staged pipeline:
+//!
+//! 1. [`observe`] — API reads: the run's Jobs, staged output, the referenced config;
+//! 2. [`output`] — staged output → the output policy → Secrets (before settling: a succeeded
+//!    Job owns its staging Secrets);
+//! 3. [`settle`] — pure: a finished Job → status records, the Event, the Job to delete;
+//! 4. [`decide`] — the trigger policy's decision on the pure [`decide::trigger_input`];
+//! 5. [`job`] — pure: decision + template → the exact Job to create;
+//! 6. [`status`] — pure: conditions and records, built into one status;
+//! 7. [`apply`] — API writes: the Job, the strategy write-back, status (once), the deletion of
+//!    a succeeded Job, [`events`].
+//!
+//! Each step is idempotent, so a crash or conflict anywhere is repaired by the next reconcile.
 
+pub mod apply;
 pub mod context;
+pub mod decide;
 pub mod digest;
+pub mod events;
 pub mod job;
 pub mod observe;
-pub mod plan;
+mod output;
 pub mod references;
+pub mod settle;
+pub mod status;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
-use kube::{Api, Resource, ResourceExt};
-use tracing::{info, instrument, warn};
+use kube::{Resource, ResourceExt};
+use tracing::{instrument, warn};
 
-use crate::crd::{PolicyDigests, QuarksJob, QuarksJobStatus, Strategy};
-use crate::names::FIELD_MANAGER;
-use crate::names::job::job_name;
-use crate::policy::contract::{JobOutcome, TriggerDecision};
-use crate::policy::resolver::Resolved;
-use crate::policy::{PolicyError, World};
-use context::{Context, NamespaceOutputPolicy};
-use job::{RunPlan, build_job, run_plan_of};
-use observe::{referenced_config_now, run_jobs};
-use plan::{
-    CONDITION_FAILED, CONDITION_READY, CONDITION_RUNNING, JobState, job_failure, job_state,
-    set_condition, strategy_to_write, trigger_event, trigger_input,
-};
+use crate::crd::QuarksJob;
+use apply::{Blocked, Effects, StartRun};
+use context::Context;
+use decide::{Decided, decide, reasons_text, strategy_to_write, trigger_event, trigger_input};
+use events::{JobProblem, QuarksJobEvent};
+use job::{RunPlan, run_job, run_plan_of};
+use observe::{ConfigObservation, referenced_config_now, run_jobs};
+use status::{NoRun, record_no_run};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    #[error("building the Job: {0}")]
-    Build(#[from] job::BuildError),
-    #[error("serializing status: {0}")]
+    #[error("serializing a patch: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// The API server refused the run's Job; retried with backoff (a quota or admission
+    /// policy may change), reported as `Ready=False, JobRefused`.
+    #[error("{0}")]
+    JobRefused(String),
 }
 
 /// Entry point for the controller: one QuarksJob, with metrics around it.
@@ -66,203 +74,42 @@ pub fn error_policy(qjob: Arc<QuarksJob>, error: &ReconcileError, ctx: Arc<Conte
 
 #[instrument(skip_all, fields(namespace = %qjob.namespace().unwrap_or_default(), name = %qjob.name_any()))]
 async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, ReconcileError> {
-    let namespace = qjob.namespace().unwrap_or_default();
-    if !ctx.monitored.contains(&namespace) || qjob.meta().deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
+    if let Some(wait) = not_now(qjob, ctx) {
+        return Ok(wait);
     }
-    // A cached copy from before this operator's last write: the watch brings the newer one
-    // (and with it a reconcile) in a moment; acting now would redo that write.
-    if ctx.own_writes.predates_own_write(qjob) {
-        tracing::debug!("cached QuarksJob predates our last write; waiting for the watch");
-        return Ok(Action::requeue(Duration::from_secs(5)));
-    }
-    let mut status = qjob.status.clone().unwrap_or_default();
-    // The status as the API has it after this reconcile's writes so far.
-    let mut written = qjob.status.clone();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let generation = qjob.metadata.generation;
+    let namespace = qjob.namespace().unwrap_or_default();
+    let mut effects = Effects::new(qjob);
+
     let jobs = run_jobs(&ctx.client, &ctx.jobs, qjob).await?;
-
-    // Output handed over by the helpers of this QuarksJob's pods: write it before settling the
-    // run, so a succeeded Job is only deleted (taking its staging Secrets) once they are used.
-    // Only pods of a QuarksJob with output have a helper that stages files.
-    let staged = match &qjob.spec.output {
-        Some(_) => crate::output::write::pending_staging(&ctx.client, qjob).await?,
-        None => Vec::new(),
-    };
-    if !staged.is_empty() {
-        // Without the selected output policy nothing is written, and the staging Secrets (and
-        // the Job owning them) stay until it is usable.
-        let output_policy = match ctx.policies.resolve(&namespace, World::Output).await {
-            Ok(policy) => policy,
-            Err(error) => {
-                return policy_failed(ctx, qjob, status, World::Output, error, None, &now).await;
-            }
-        };
-        let output_digest = output_policy.policy.digest().to_string();
-        let output_source = output_policy.reference.clone();
-        let runner = NamespaceOutputPolicy {
-            ctx,
-            namespace: &namespace,
-            policy: output_policy,
-        };
-        for staging_secret in &staged {
-            let consumed =
-                crate::output::write::consume(&ctx.client, &runner, qjob, staging_secret).await?;
-            for record in consumed {
-                status.outputs.retain(|r| {
-                    r.job == record.job
-                        && !(r.container == record.container && r.file == record.file)
-                });
-                let what = format!("{}/{}", record.container, record.file);
-                // One Event series per file (the recorder would fold them into one).
-                let field = format!(
-                    "spec.output.outputMap[{:?}][{:?}]",
-                    record.container, record.file
-                );
-                match &record.error {
-                    Some(error) => {
-                        ctx.event_about(
-                            qjob,
-                            field,
-                            EventType::Warning,
-                            "OutputFailed",
-                            "WriteOutput",
-                            format!("{what}: {error}"),
-                        )
-                        .await
-                    }
-                    None => {
-                        ctx.event_about(
-                            qjob,
-                            field,
-                            EventType::Normal,
-                            "OutputWritten",
-                            "WriteOutput",
-                            format!("{what} → {}", record.secrets.join(", ")),
-                        )
-                        .await
-                    }
-                }
-                status.outputs.push(record);
-            }
-        }
-        let policies = status.policies.get_or_insert_with(Default::default);
-        policies.output = Some(output_digest);
-        policies.output_source = Some(output_source);
-        write_status(ctx, qjob, &status).await?;
-        written = Some(status.clone());
+    let staged = observe::staged_output(&ctx.client, qjob).await?;
+    let (status, events) = (&mut effects.status, &mut effects.events);
+    if let Err(failure) = output::write_staged_output(ctx, qjob, &staged, status, events).await? {
+        effects.block(qjob, Blocked::Policy(failure), &now);
+        return apply::apply(ctx, qjob, effects, &now).await;
     }
-
     // A Job created for the next run but not recorded (crash or conflict after creating it):
     // adopt it, exactly as if this reconcile had created it.
-    if let Some(next) = &jobs.next
-        && let Some(plan) = run_plan_of(next)
-    {
-        info!(job = %next.name_any(), "adopting the Job of an unrecorded run");
-        return record_run_started(ctx, qjob, status, &plan, None, &now).await;
+    if let Some(plan) = jobs.next.as_ref().and_then(run_plan_of) {
+        tracing::info!("adopting the Job of an unrecorded run");
+        effects.run = Some(StartRun {
+            job: None,
+            plan,
+            trigger_source: None,
+            reasons: String::new(),
+        });
+        effects.then = Action::requeue(ctx.resync);
+        return apply::apply(ctx, qjob, effects, &now).await;
     }
 
-    // Settle a run whose Job finished since we last looked.
-    let mut finished_now = None;
-    if let Some(job) = &jobs.current {
-        let state = job_state(job);
-        let recorded = status.last_run_finished_at.is_some();
-        match state {
-            JobState::Succeeded if !recorded => {
-                finished_now = Some(JobOutcome::Succeeded);
-                status.completed = true;
-                status.last_run_finished_at = Some(now.clone());
-                status.last_failure = None;
-                set_condition(
-                    &mut status,
-                    CONDITION_RUNNING,
-                    false,
-                    "JobSucceeded",
-                    &format!("Job {} succeeded", job.name_any()),
-                    generation,
-                    &now,
-                );
-                set_condition(
-                    &mut status,
-                    CONDITION_FAILED,
-                    false,
-                    "JobSucceeded",
-                    "the last run succeeded",
-                    generation,
-                    &now,
-                );
-                ctx.metrics.runs_succeeded_total.inc();
-                ctx.event(
-                    qjob,
-                    EventType::Normal,
-                    "RunSucceeded",
-                    "Run",
-                    format!(
-                        "Job {} succeeded; deleting it with its pods",
-                        job.name_any()
-                    ),
-                )
-                .await;
-            }
-            JobState::Failed if !recorded => {
-                finished_now = Some(JobOutcome::Failed);
-                let why = job_failure(job);
-                status.completed = false;
-                status.last_run_finished_at = Some(now.clone());
-                status.last_failure = Some(why.clone());
-                set_condition(
-                    &mut status,
-                    CONDITION_RUNNING,
-                    false,
-                    "JobFailed",
-                    &format!("Job {} failed", job.name_any()),
-                    generation,
-                    &now,
-                );
-                set_condition(
-                    &mut status,
-                    CONDITION_FAILED,
-                    true,
-                    "JobFailed",
-                    &format!(
-                        "Job {} failed: {why}; it is kept for inspection",
-                        job.name_any()
-                    ),
-                    generation,
-                    &now,
-                );
-                ctx.metrics.runs_failed_total.inc();
-                ctx.event(
-                    qjob,
-                    EventType::Warning,
-                    "RunFailed",
-                    "Run",
-                    format!("Job {} failed: {why}", job.name_any()),
-                )
-                .await;
-            }
-            _ => {}
-        }
-        if finished_now.is_some() {
-            // Record before deleting: a crash in between leaves a recorded, succeeded Job that
-            // the next reconcile deletes.
-            write_status(ctx, qjob, &status).await?;
-            written = Some(status.clone());
-        }
-        // (A cached Job may already be on its way out.)
-        if state == JobState::Succeeded && job.metadata.deletion_timestamp.is_none() {
-            delete_job(ctx, job).await?;
-        }
-    }
-    let run_active = jobs
-        .current
-        .as_ref()
-        .is_some_and(|j| job_state(j) == JobState::Active);
+    let generation = qjob.metadata.generation;
+    let settled = settle::settle(jobs.current.as_ref(), &mut effects.status, generation, &now);
+    effects.delete_job = settled.delete_job;
+    effects.events.extend(settled.event);
 
-    // Ask the trigger policy.
     let config = referenced_config_now(&ctx.client, qjob).await?;
-    let event = trigger_event(qjob, finished_now, config.digest.as_deref());
+    let event = trigger_event(qjob, settled.finished_now, config.digest.as_deref());
+    let run_active = settled.run_active;
     let input = trigger_input(
         qjob,
         event,
@@ -270,356 +117,108 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
         config.missing.clone(),
         run_active,
     );
-    let policy = match ctx.policies.resolve(&namespace, World::Trigger).await {
-        Ok(policy) => policy,
-        Err(error) => {
-            return policy_failed(ctx, qjob, status, World::Trigger, error, None, &now).await;
+    let decided = match decide(ctx, &namespace, input).await {
+        Ok(decided) => decided,
+        Err(failure) => {
+            effects.block(qjob, Blocked::Policy(failure), &now);
+            return apply::apply(ctx, qjob, effects, &now).await;
         }
     };
-    let decision = match ctx.call_trigger_policy(&namespace, &policy, input).await {
-        Ok(decision) => decision,
-        Err(error) => {
-            return policy_failed(
-                ctx,
-                qjob,
-                status,
-                World::Trigger,
-                error,
-                Some(&policy),
-                &now,
-            )
-            .await;
-        }
+    tracing::debug!(?event, run = decided.decision.run, "trigger decision");
+    if decided.decision.run {
+        start_run(ctx, qjob, &mut effects, &decided, &config, &now);
+    } else {
+        no_run(ctx, qjob, &mut effects, &decided, &config, run_active, &now);
+    }
+    apply::apply(ctx, qjob, effects, &now).await
+}
+
+/// The decision is to run: the run's plan and Job (or, when the template is no Job, why).
+fn start_run(
+    ctx: &Context,
+    qjob: &QuarksJob,
+    effects: &mut Effects,
+    decided: &Decided,
+    config: &ConfigObservation,
+    now: &Time,
+) {
+    let (decision, policy) = (&decided.decision, &decided.policy);
+    let plan = RunPlan {
+        run: u64::try_from(effects.status.run_count).unwrap_or_default() + 1,
+        write_strategy: strategy_to_write(qjob, decision.write_strategy),
+        config_digest: config.digest.clone(),
+        trigger_policy: policy.policy.digest().to_string(),
     };
-    tracing::debug!(?event, run = decision.run, "trigger decision");
-
-    if decision.run {
-        let run = u64::try_from(status.run_count).unwrap_or_default() + 1;
-        let plan = RunPlan {
-            run,
-            write_strategy: strategy_to_write(qjob, decision.write_strategy),
-            config_digest: config.digest.clone(),
-            trigger_policy: policy.policy.digest().to_string(),
-        };
-        let mut job = build_job(qjob, &plan, &config.newest_versions)?;
-        if let Some(output) = &qjob.spec.output {
-            ctx.helper_identity.ensure(&ctx.client, &namespace).await?;
-            if let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
-                crate::output::pod::add_output_transport(
-                    pod,
-                    &qjob.name_any(),
-                    output,
-                    &ctx.helper,
-                );
-            }
+    match run_job(qjob, &plan, &config.newest_versions, &ctx.helper) {
+        Ok(job) => {
+            effects.run = Some(StartRun {
+                job: Some(job),
+                plan,
+                trigger_source: Some(policy.reference.clone()),
+                reasons: reasons_text(decision),
+            });
+            effects.then = Action::requeue(ctx.resync);
         }
-        let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-        match jobs_api
-            .create(
-                &PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                },
-                &job,
-            )
-            .await
-        {
-            Ok(_) => {}
-            // The same run's Job exists already (a retried create): it is this run.
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
+        Err(error) => {
+            let blocked = Blocked::Job(JobProblem::JobInvalid, error.to_string());
+            effects.block(qjob, blocked, now);
         }
-        ctx.metrics.runs_started_total.inc();
-        let reasons = reasons_text(&decision);
-        ctx.event(
-            qjob,
-            EventType::Normal,
-            "RunStarted",
-            "Run",
-            format!(
-                "created Job {} (run {run}): {reasons}",
-                job_name(&qjob.name_any(), run)
-            ),
-        )
-        .await;
-        return record_run_started(ctx, qjob, status, &plan, Some(&policy.reference), &now).await;
     }
+}
 
-    // No run: record why, and the config baseline of a one-off that never recorded one.
-    let reason = decision
-        .reasons
-        .first()
-        .map(|r| r.code.as_str())
-        .unwrap_or("NoRun");
-    let waiting = !config.missing.is_empty();
-    // While the run started by this generation is active, Ready keeps saying so (this is the
-    // usual decision right after a start, e.g. "strategy is done"; it is recorded when the
-    // run ends or the spec changes, instead of a status write per run just for it).
-    let ready_says_run_started = qjob
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == CONDITION_READY))
-        .is_some_and(|c| c.status == "True" && c.reason == RUN_STARTED);
-    let keep_run_started = run_active
-        && !waiting
-        && ready_says_run_started
-        && qjob.status.as_ref().and_then(|s| s.observed_generation) == generation;
-    if !keep_run_started {
-        set_condition(
-            &mut status,
-            CONDITION_READY,
-            !waiting,
+/// The decision is not to run: why, the strategy to write back, the spec observed.
+fn no_run(
+    ctx: &Context,
+    qjob: &QuarksJob,
+    effects: &mut Effects,
+    decided: &Decided,
+    config: &ConfigObservation,
+    run_active: bool,
+    now: &Time,
+) {
+    let (decision, policy) = (&decided.decision, &decided.policy);
+    let message = reasons_text(decision);
+    let no_run = NoRun {
+        reason: decision
+            .reasons
+            .first()
+            .map_or("NoRun", |r| r.code.as_str()),
+        message: &message,
+        waiting: !config.missing.is_empty(),
+        run_active,
+        config_digest: config.digest.as_deref(),
+        trigger_policy: &policy.policy.digest().to_string(),
+        trigger_source: &policy.reference,
+    };
+    if record_no_run(&mut effects.status, qjob, &no_run, now) {
+        let reason = no_run.reason.to_owned();
+        effects.events.push(QuarksJobEvent::Waiting {
             reason,
-            &reasons_text(&decision),
-            generation,
-            &now,
-        );
+            reasons: message.clone(),
+        });
     }
-    if waiting
-        && qjob
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == CONDITION_READY))
-            .is_none_or(|c| c.reason != reason)
-    {
-        ctx.event(
-            qjob,
-            EventType::Normal,
-            reason,
-            "Decide",
-            reasons_text(&decision),
-        )
-        .await;
-    }
-    if status.config_digest.is_none() && qjob.spec.trigger.strategy == Strategy::Done {
-        status.config_digest = config.digest.clone();
-    }
-    status.observed_generation = generation;
-    status.observed_strategy = Some(qjob.spec.trigger.strategy);
-    let policy_status = status.policies.get_or_insert_with(PolicyDigests::default);
-    policy_status.trigger = Some(policy.policy.digest().to_string());
-    policy_status.trigger_source = Some(policy.reference.clone());
-    if Some(&status) != written.as_ref() {
-        write_status(ctx, qjob, &status).await?;
-    }
-    if let Some(strategy) = strategy_to_write(qjob, decision.write_strategy) {
-        write_strategy(ctx, qjob, strategy).await?;
-    }
+    effects.write_strategy = strategy_to_write(qjob, decision.write_strategy);
+    effects.observe_spec = true;
     // Settled: only an event changes anything. With a run active or config awaited, also look
     // again now and then, a safety net beside the watches (not kept for every idle QuarksJob:
     // a scheduled look-again costs ~650 bytes each, 6.5 MiB with 10 000 QuarksJobs).
-    if run_active || waiting {
-        Ok(Action::requeue(ctx.resync))
-    } else {
-        Ok(Action::await_change())
+    if run_active || no_run.waiting {
+        effects.then = Action::requeue(ctx.resync);
     }
 }
 
-/// The reason of the Ready condition while a run that just started is active.
-const RUN_STARTED: &str = "RunStarted";
-
-/// Writes the strategy back, then records the started run in status (the order spec.md asks:
-/// the strategy only once the run's Job exists; status last, so that it observes the spec as
-/// written back and the next reconcile has nothing left to write).
-async fn record_run_started(
-    ctx: &Context,
-    qjob: &QuarksJob,
-    mut status: QuarksJobStatus,
-    plan: &RunPlan,
-    trigger_source: Option<&str>,
-    now: &Time,
-) -> Result<Action, ReconcileError> {
-    let mut generation = qjob.metadata.generation;
-    let mut strategy = qjob.spec.trigger.strategy;
-    if let Some(write) = plan
-        .write_strategy
-        .filter(|s| *s != qjob.spec.trigger.strategy)
-    {
-        // Not written when the user changed it meanwhile: their change is decided on next.
-        if let Some(written) = write_strategy(ctx, qjob, write).await? {
-            generation = Some(written);
-            strategy = write;
-        }
+/// `Some(action)` when this QuarksJob is not to be acted on now: its namespace is not
+/// monitored, it is being deleted, or the cached copy predates the operator's last write (the
+/// watch brings the newer one, and with it a reconcile, in a moment; acting now would redo
+/// that write).
+fn not_now(qjob: &QuarksJob, ctx: &Context) -> Option<Action> {
+    let namespace = qjob.namespace().unwrap_or_default();
+    if !ctx.monitored.contains(&namespace) || qjob.meta().deletion_timestamp.is_some() {
+        return Some(Action::await_change());
     }
-    let job = job_name(&qjob.name_any(), plan.run);
-    status.run_count = i64::try_from(plan.run).unwrap_or(i64::MAX);
-    status.last_job_name = Some(job.clone());
-    status.last_run_started_at = Some(now.clone());
-    status.last_run_finished_at = None;
-    status.completed = false;
-    status.config_digest = plan.config_digest.clone();
-    status.observed_generation = generation;
-    status.observed_strategy = Some(strategy);
-    // An adopted run keeps the recorded source: its decision was made before.
-    let policies = status.policies.get_or_insert_with(PolicyDigests::default);
-    policies.trigger = Some(plan.trigger_policy.clone());
-    if let Some(source) = trigger_source {
-        policies.trigger_source = Some(source.to_owned());
+    if ctx.own_writes.predates_own_write(qjob) {
+        tracing::debug!("cached QuarksJob predates our last write; waiting for the watch");
+        return Some(Action::requeue(Duration::from_secs(5)));
     }
-    set_condition(
-        &mut status,
-        CONDITION_RUNNING,
-        true,
-        "JobCreated",
-        &format!("Job {job} is running (run {})", plan.run),
-        generation,
-        now,
-    );
-    set_condition(
-        &mut status,
-        CONDITION_READY,
-        true,
-        RUN_STARTED,
-        &format!("run {} started", plan.run),
-        generation,
-        now,
-    );
-    write_status(ctx, qjob, &status).await?;
-    Ok(Action::requeue(ctx.resync))
-}
-
-/// Fail closed: no run (or no output write), the reason on the QuarksJob (condition + Event)
-/// and in metrics. `policy` is the module that failed, when one was resolved.
-async fn policy_failed(
-    ctx: &Context,
-    qjob: &QuarksJob,
-    mut status: QuarksJobStatus,
-    world: World,
-    error: PolicyError,
-    policy: Option<&Resolved>,
-    now: &Time,
-) -> Result<Action, ReconcileError> {
-    let code = error.code();
-    // Failures of calls are counted where the call is made.
-    if policy.is_none() {
-        ctx.count_policy_error(world, &error, None);
-    }
-    let message = match policy {
-        Some(p) => format!(
-            "{world} policy {} ({}): {error}",
-            p.reference,
-            p.policy.digest()
-        ),
-        None => format!("{world} policy: {error}"),
-    };
-    let already = qjob
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == CONDITION_READY))
-        .is_some_and(|c| c.reason == code && c.message == message);
-    set_condition(
-        &mut status,
-        CONDITION_READY,
-        false,
-        code,
-        &message,
-        qjob.metadata.generation,
-        now,
-    );
-    if !already {
-        // Waiting for a compilation is expected; everything else is a problem to fix.
-        let type_ = match error {
-            PolicyError::Pending(_) => EventType::Normal,
-            _ => EventType::Warning,
-        };
-        ctx.event(qjob, type_, code, "Decide", message).await;
-    }
-    if Some(&status) != qjob.status.as_ref() {
-        write_status(ctx, qjob, &status).await?;
-    }
-    Ok(Action::requeue(match error {
-        PolicyError::BudgetExhausted { retry_after, .. } => retry_after,
-        // Woken when compilation ends; this is only a safety net.
-        PolicyError::Pending(_) => Duration::from_secs(10),
-        // A change of selection or module reconciles at once; this is a safety net.
-        _ => Duration::from_secs(30),
-    }))
-}
-
-fn reasons_text(decision: &TriggerDecision) -> String {
-    decision
-        .reasons
-        .iter()
-        .map(|r| r.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-/// Server-side apply of the whole status, owned by one field manager: fields we stop setting
-/// (for example `lastFailure` after a success) are removed.
-async fn write_status(
-    ctx: &Context,
-    qjob: &QuarksJob,
-    status: &QuarksJobStatus,
-) -> Result<(), ReconcileError> {
-    let api: Api<QuarksJob> =
-        Api::namespaced(ctx.client.clone(), &qjob.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": QuarksJob::api_version(&()),
-        "kind": QuarksJob::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &qjob.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    let generation = qjob.metadata.generation.max(status.observed_generation);
-    ctx.own_writes.record(qjob, generation, status);
-    Ok(())
-}
-
-/// Writes `spec.trigger.strategy` back, only if it is still what this reconcile acted on (a
-/// JSON patch `test`): a user's change in between wins and is decided on next. Returns the
-/// generation the write made, `None` when it was not written.
-async fn write_strategy(
-    ctx: &Context,
-    qjob: &QuarksJob,
-    strategy: Strategy,
-) -> Result<Option<i64>, ReconcileError> {
-    let api: Api<QuarksJob> =
-        Api::namespaced(ctx.client.clone(), &qjob.namespace().unwrap_or_default());
-    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
-        {"op": "test", "path": "/spec/trigger/strategy", "value": qjob.spec.trigger.strategy},
-        {"op": "replace", "path": "/spec/trigger/strategy", "value": strategy},
-    ]))?;
-    match api
-        .patch(
-            &qjob.name_any(),
-            &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            },
-            &Patch::Json::<()>(patch),
-        )
-        .await
-    {
-        Ok(patched) => {
-            info!(
-                from = qjob.spec.trigger.strategy.as_str(),
-                to = strategy.as_str(),
-                "strategy written back"
-            );
-            // (The API server always sets it.)
-            Ok(Some(patched.metadata.generation.unwrap_or_default()))
-        }
-        // The strategy changed meanwhile: leave it to the user's newer intent.
-        Err(kube::Error::Api(e)) if e.code == 422 || e.code == 409 => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Deletes a succeeded Job with its pods.
-async fn delete_job(ctx: &Context, job: &Job) -> Result<(), ReconcileError> {
-    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
-    let params = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        ..Default::default()
-    };
-    match api.delete(&job.name_any(), &params).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    None
 }

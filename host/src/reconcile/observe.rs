@@ -97,6 +97,18 @@ pub async fn referenced_config_now(
     })
 }
 
+/// The staging Secrets the output helpers of this QuarksJob's pods handed over, oldest first
+/// (only a QuarksJob with output has helpers).
+pub async fn staged_output(
+    client: &kube::Client,
+    qjob: &QuarksJob,
+) -> Result<Vec<Secret>, kube::Error> {
+    match &qjob.spec.output {
+        Some(_) => crate::output::write::pending_staging(client, qjob).await,
+        None => Ok(Vec::new()),
+    }
+}
+
 /// The Jobs of run `run_count` (the last recorded run) and `run_count + 1` (a run whose Job
 /// was created but not yet recorded in status, e.g. after a crash).
 pub struct RunJobs {

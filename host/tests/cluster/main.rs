@@ -11,6 +11,7 @@ mod harness;
 mod oci;
 mod operator;
 mod output;
+mod pipeline;
 mod policies;
 mod registry;
 mod second_language;

@@ -1,0 +1,88 @@
+//! The run's output: staging Secrets the output helpers handed over → the namespace's output
+//! policy → Secrets (`output::write`), recorded in status with an Event per file. Runs before
+//! the run is settled, so a succeeded Job (which owns its staging Secrets) is deleted only
+//! once they are used. Without a usable output policy nothing is written and the staging
+//! Secrets stay until it is.
+
+use k8s_openapi::api::core::v1::Secret;
+
+use super::ReconcileError;
+use super::context::{Context, NamespaceOutputPolicy};
+use super::decide::PolicyFailure;
+use super::events::QuarksJobEvent;
+use crate::crd::{OutputRecord, QuarksJob, QuarksJobStatus};
+use crate::policy::World;
+
+/// Writes the output of `staged` and records it in `status` and `events`.
+pub async fn write_staged_output(
+    ctx: &Context,
+    qjob: &QuarksJob,
+    staged: &[Secret],
+    status: &mut QuarksJobStatus,
+    events: &mut Vec<QuarksJobEvent>,
+) -> Result<Result<(), PolicyFailure>, ReconcileError> {
+    if staged.is_empty() {
+        return Ok(Ok(()));
+    }
+    let namespace = qjob.metadata.namespace.clone().unwrap_or_default();
+    let policy = match ctx.policies.resolve(&namespace, World::Output).await {
+        Ok(policy) => policy,
+        Err(error) => return Ok(Err(ctx.unresolved(World::Output, error))),
+    };
+    let policies = status.policies.get_or_insert_with(Default::default);
+    policies.output = Some(policy.policy.digest().to_string());
+    policies.output_source = Some(policy.reference.clone());
+    let runner = NamespaceOutputPolicy {
+        ctx,
+        namespace: &namespace,
+        policy,
+    };
+    for staging_secret in staged {
+        let consumed =
+            crate::output::write::consume(&ctx.client, &runner, qjob, staging_secret).await?;
+        for record in consumed {
+            record_output(status, &record);
+            events.push(QuarksJobEvent::Output(record));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// A file's record replaces the one of the same file from the same Job, and those of earlier
+/// Jobs (status lists the outputs of the latest run).
+fn record_output(status: &mut QuarksJobStatus, record: &OutputRecord) {
+    status.outputs.retain(|r| {
+        r.job == record.job && !(r.container == record.container && r.file == record.file)
+    });
+    status.outputs.push(record.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(job: &str, file: &str) -> OutputRecord {
+        OutputRecord {
+            job: job.into(),
+            container: "c".into(),
+            file: file.into(),
+            secrets: vec![format!("{job}-{file}")],
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_new_record_replaces_its_file_and_the_records_of_earlier_jobs() {
+        let mut status = QuarksJobStatus::default();
+        record_output(&mut status, &record("q-1", "a.json"));
+        record_output(&mut status, &record("q-2", "a.json"));
+        record_output(&mut status, &record("q-2", "b.json"));
+        record_output(&mut status, &record("q-2", "a.json"));
+        let files: Vec<(&str, &str)> = status
+            .outputs
+            .iter()
+            .map(|r| (r.job.as_str(), r.file.as_str()))
+            .collect();
+        assert_eq!(files, [("q-2", "b.json"), ("q-2", "a.json")]);
+    }
+}

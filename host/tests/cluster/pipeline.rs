@@ -1,0 +1,139 @@
+//! The reconcile pipeline as seen from the API: each reconcile writes status at most once, and
+//! a Job the API server cannot be given is reported on the QuarksJob instead of only logged.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ListParams;
+
+use crate::{Cluster, QJob, output_qjob, wait_completed, wait_for, wait_for_reason, wait_secret};
+
+/// The operator stops after starting the run; meanwhile the pod hands its output over and the
+/// Job succeeds. The restarted operator's first reconcile finds all of it at once: output to
+/// write, a run to settle, a decision to record. Before the pipeline wrote status once per
+/// reconcile, that took two status writes (output, then the settled run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubesim_only_a_reconcile_with_output_and_a_finished_job_writes_status_once() {
+    let c = Cluster::start().await;
+    let go = tempfile::tempdir().unwrap();
+    let go_file = go.path().join("go");
+    let script = format!(
+        r#"while [ ! -e {} ]; do sleep 0.05; done; printf '%s' '{{"a": "b"}}' > /mnt/quarks/output.json"#,
+        go_file.display()
+    );
+    let op = c.operator().await;
+    c.create_qjob(&output_qjob("once-write", &script, false))
+        .await;
+    let jobs = c.api::<Job>();
+    wait_for("the run's Job", || async {
+        jobs.get_opt("once-write-1").await.unwrap().is_some()
+    })
+    .await;
+    op.stop().await;
+
+    std::fs::write(&go_file, b"").unwrap();
+    let staging = c.api::<Secret>();
+    let staged = ListParams::default().labels("quarks.cloudfoundry.org/output-staging");
+    wait_for("the Job to succeed with its output staged", || async {
+        let complete = jobs
+            .get("once-write-1")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.conditions)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Complete" && c.status == "True")
+            });
+        complete && !staging.list(&staged).await.unwrap().items.is_empty()
+    })
+    .await;
+
+    let log_from = c.sim().request_log().len();
+    let _op = c.operator().await;
+    wait_secret(&c, "foo-json").await;
+    wait_completed(&c, &c.namespace, "once-write", 1).await;
+    wait_for("the succeeded Job to be deleted", || async {
+        jobs.get_opt("once-write-1").await.unwrap().is_none()
+    })
+    .await;
+    let status_writes: Vec<_> = c.sim().request_log()[log_from..]
+        .iter()
+        .filter(|r| r.resource == "quarksjobs" && r.subresource == "status" && r.verb == "patch")
+        .cloned()
+        .collect();
+    assert_eq!(status_writes.len(), 1, "{status_writes:?}");
+}
+
+/// `template: {}` is valid for the schema but no Job: `Ready=False, JobInvalid` and a Warning
+/// Event, no hot loop; fixing the template runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_that_is_no_job_is_reported_as_job_invalid_until_fixed() {
+    let c = Cluster::start().await;
+    let _op = c.operator().await;
+    let mut broken = QJob::new("broken", "once").script("true").manifest();
+    broken["spec"]["template"] = serde_json::json!({});
+    let broken: quarks_job::crd::QuarksJob = serde_json::from_value(broken).unwrap();
+    c.qjobs()
+        .create(&Default::default(), &broken)
+        .await
+        .unwrap();
+    let message = wait_for_reason(&c, &c.namespace, "broken", "JobInvalid").await;
+    assert!(message.contains("spec.template.spec"), "{message}");
+    wait_for("a JobInvalid Warning Event", || async {
+        crate::events_in(&c, &c.namespace).await.iter().any(|e| {
+            e.reason.as_deref() == Some("JobInvalid") && e.type_.as_deref() == Some("Warning")
+        })
+    })
+    .await;
+
+    let fixed = QJob::new("broken", "once").script("true").manifest();
+    c.qjobs()
+        .patch(
+            "broken",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                serde_json::json!({"spec": {"template": fixed["spec"]["template"]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_completed(&c, &c.namespace, "broken", 1).await;
+}
+
+/// A pod spec the API server refuses (here an invalid container name): `Ready=False,
+/// JobRefused` with the API server's message and a Warning Event, retried with backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_the_api_server_refuses_is_reported_as_job_refused() {
+    let c = Cluster::start().await;
+    let op = c.operator().await;
+    let mut refused = QJob::new("refused", "once").script("true").manifest();
+    refused["spec"]["template"]["spec"]["template"]["spec"]["containers"][0]["name"] =
+        serde_json::json!("Not_A_Valid_Name");
+    let refused: quarks_job::crd::QuarksJob = serde_json::from_value(refused).unwrap();
+    c.qjobs()
+        .create(&Default::default(), &refused)
+        .await
+        .unwrap();
+    let message = wait_for_reason(&c, &c.namespace, "refused", "JobRefused").await;
+    assert!(message.contains("refused Job refused-1"), "{message}");
+    wait_for("a JobRefused Warning Event", || async {
+        crate::events_in(&c, &c.namespace).await.iter().any(|e| {
+            e.reason.as_deref() == Some("JobRefused") && e.type_.as_deref() == Some("Warning")
+        })
+    })
+    .await;
+    let status = crate::qjob_status(&c, &c.namespace, "refused").await;
+    assert_eq!(status.run_count, 0, "no run was recorded");
+    // Backoff, not a hot loop: a handful of attempts in two seconds.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (_, metrics) = op.http_get("/metrics").await;
+    let errors: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("controller_runtime_reconcile_errors_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        (1.0..=8.0).contains(&errors),
+        "{errors} failed reconciles in ~2 s"
+    );
+}
