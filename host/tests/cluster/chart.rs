@@ -9,10 +9,8 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
 use kubesim::{KubeSimOptions, RequestRecord};
 use quarks_job::crd::Strategy;
 use serde::Deserialize as _;
@@ -311,19 +309,13 @@ impl Deployed {
                 && a.contains(work.path().to_str().unwrap())),
             "{args:?}"
         );
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_quarks-job"))
-            .args(&args)
-            .env_clear()
-            .envs(operator.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("KUBECONFIG", &sa_kubeconfig)
-            .stdout(Stdio::null())
-            .stderr(log.reopen().unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start quarks-job");
-
-        let process = OperatorProcess { child, log };
+        let process = OperatorProcess::spawn(
+            Command::new(env!("CARGO_BIN_EXE_quarks-job"))
+                .args(&args)
+                .env_clear()
+                .envs(operator.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .env("KUBECONFIG", &sa_kubeconfig),
+        );
 
         // The probes the Deployment declares answer: /healthz, then /readyz once caches synced.
         let addr = poll(DEADLINE, || async { http_address(&process.log()) })
@@ -466,8 +458,9 @@ async fn with_two_replicas_and_apply_crd_the_operator_leads_and_applies_the_crd_
         })
         .expect("the leader-election Role");
     assert!(rule_text(role).contains(&lease_name), "{role}");
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(d.cluster.client.clone(), &d.operator.namespace);
+    let leases = d
+        .cluster
+        .api_in::<k8s_openapi::api::coordination::v1::Lease>(&d.operator.namespace);
     let lease = leases.get(&lease_name).await.expect("the operator's Lease");
     assert!(
         lease.spec.and_then(|s| s.holder_identity).is_some(),
@@ -479,7 +472,6 @@ async fn with_two_replicas_and_apply_crd_the_operator_leads_and_applies_the_crd_
 /// digests what a run references) and writes `{"greeting": "hello chart"}`; waits until its
 /// Secret is written, the one-off is done and its Job deleted (the operator's `delete jobs`).
 async fn run_output_job(d: &Deployed, namespace: &str) {
-    let admin = d.cluster.client.clone();
     let script = r#"echo "{\"greeting\": \"$GREETING $NAME\"}" > /mnt/quarks/output.json"#;
     let env = serde_json::json!({"env": [
         {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "chart-config", "key": "greeting"}}},
@@ -516,7 +508,7 @@ async fn run_output_job(d: &Deployed, namespace: &str) {
     );
     d.cluster.create_qjob_in(namespace, &qjob).await;
     let qjobs = d.cluster.qjobs_in(namespace);
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), namespace);
+    let secrets = d.cluster.api_in::<Secret>(namespace);
     let Some(secret) = poll(DEADLINE * 2, || async {
         secrets.get_opt("chart-output-json").await.unwrap()
     })

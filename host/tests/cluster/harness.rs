@@ -31,6 +31,23 @@ pub struct Cluster {
     pub monitored_id: String,
 }
 
+/// A namespaced Kubernetes kind (Secret, Job, QuarksJob, ...).
+pub trait Namespaced:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 fn unique(prefix: &str) -> String {
@@ -129,8 +146,7 @@ impl Cluster {
     }
 
     async fn service_account_token(&self, namespace: &str, name: &str) -> String {
-        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-            Api::namespaced(self.client.clone(), namespace);
+        let accounts = self.api_in::<k8s_openapi::api::core::v1::ServiceAccount>(namespace);
         let request: k8s_openapi::api::authentication::v1::TokenRequest =
             serde_json::from_value(serde_json::json!({
                 "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
@@ -183,15 +199,12 @@ impl Cluster {
             .expect("create namespace");
     }
 
-    pub fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-        K::DynamicType: Default,
-    {
-        Api::namespaced(self.client.clone(), &self.namespace)
+    pub fn api<K: Namespaced>(&self) -> Api<K> {
+        self.api_in(&self.namespace)
+    }
+
+    pub fn api_in<K: Namespaced>(&self, namespace: &str) -> Api<K> {
+        Api::namespaced(self.client.clone(), namespace)
     }
 
     pub fn qjobs(&self) -> Api<QuarksJob> {
@@ -199,7 +212,7 @@ impl Cluster {
     }
 
     pub fn qjobs_in(&self, namespace: &str) -> Api<QuarksJob> {
-        Api::namespaced(self.client.clone(), namespace)
+        self.api_in(namespace)
     }
 
     /// Starts an operator process for this test's monitored id.
@@ -208,27 +221,22 @@ impl Cluster {
     }
 
     pub async fn operator_with(&self, monitored_id: &str, extra: &[&str]) -> OperatorProcess {
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_quarks-job"))
-            .args([
-                "--kubeconfig",
-                self.kubeconfig.to_str().unwrap(),
-                "--monitored-id",
-                monitored_id,
-                "--apply-crd",
-                "--listen",
-                "127.0.0.1:0",
-                "--log-level",
-                "info,quarks_job=debug",
-            ])
-            .args(extra)
-            .env_remove("KUBECONFIG")
-            .stdout(Stdio::null())
-            .stderr(log.reopen().unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start quarks-job");
-        let process = OperatorProcess { child, log };
+        let process = OperatorProcess::spawn(
+            Command::new(env!("CARGO_BIN_EXE_quarks-job"))
+                .args([
+                    "--kubeconfig",
+                    self.kubeconfig.to_str().unwrap(),
+                    "--monitored-id",
+                    monitored_id,
+                    "--apply-crd",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--log-level",
+                    "info,quarks_job=debug",
+                ])
+                .args(extra)
+                .env_remove("KUBECONFIG"),
+        );
         // The CRD must exist before tests create QuarksJobs.
         wait_for("the CRD to be established", || async {
             let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(self.client.clone());
@@ -258,6 +266,19 @@ pub struct OperatorProcess {
 }
 
 impl OperatorProcess {
+    /// Starts `command` (the operator binary with its arguments and environment), its stderr
+    /// (the log) to a file of its own.
+    pub fn spawn(command: &mut Command) -> OperatorProcess {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start quarks-job");
+        OperatorProcess { child, log }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
@@ -365,7 +386,7 @@ where
 
 /// Creates or replaces `config_map` in `namespace` (server-side apply).
 pub async fn apply_config_map(c: &Cluster, namespace: &str, config_map: &ConfigMap) {
-    Api::<ConfigMap>::namespaced(c.client.clone(), namespace)
+    c.api_in::<ConfigMap>(namespace)
         .patch(
             config_map.metadata.name.as_deref().expect("ConfigMap name"),
             &PatchParams::apply("test").force(),
@@ -668,15 +689,8 @@ pub async fn events_in(c: &Cluster, namespace: &str) -> Vec<k8s_openapi::api::ev
 }
 
 /// The objects of kind `K` in `namespace`.
-pub async fn list_in<K>(c: &Cluster, namespace: &str) -> Vec<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    Api::<K>::namespaced(c.client.clone(), namespace)
+pub async fn list_in<K: Namespaced>(c: &Cluster, namespace: &str) -> Vec<K> {
+    c.api_in::<K>(namespace)
         .list(&ListParams::default())
         .await
         .expect("list")
