@@ -9,6 +9,7 @@
 //! identities or behaviour newer than the oldest supported Kubernetes) use [`sim`] and
 //! are named `kubesim_only_*`, so that `-E 'not test(/kubesim_only/)'` leaves them out.
 
+use std::fmt::Debug;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -18,8 +19,11 @@ use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::core::NamespaceResourceScope;
+use kube::{Api, Client, Config, Resource, ResourceExt};
 use kubesim::{KubeSim, KubeSimOptions};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 /// The environment variable naming a real cluster's kubeconfig.
@@ -125,6 +129,15 @@ impl Cluster {
         };
         cluster.create_namespace(&ns).await;
         cluster
+    }
+
+    /// An API for `K` in this test's namespace, as the admin.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
     }
 
     /// `base` made unique to this test, for cluster-scoped objects and extra namespaces.
@@ -274,6 +287,25 @@ pub async fn raw_with(
     let v = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     (code, v)
+}
+
+/// Creates `obj` through `api`; panics if that fails.
+pub async fn create<K>(api: &Api<K>, obj: &K) -> K
+where
+    K: Resource + Clone + Debug + DeserializeOwned + Serialize,
+{
+    match api.create(&PostParams::default(), obj).await {
+        Ok(made) => made,
+        Err(e) => panic!("create {}: {e}", obj.name_any()),
+    }
+}
+
+/// The API error of a call that must fail (`what`: why it must).
+pub async fn rejected<T: Debug>(
+    call: impl Future<Output = kube::Result<T>>,
+    what: &str,
+) -> Box<kube::core::Status> {
+    api_err(call.await.expect_err(what))
 }
 
 /// The API error of a failed kube call.

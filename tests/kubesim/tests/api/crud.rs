@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::common::{Cluster, api_err, eventually, raw};
+use super::common::{Cluster, create, eventually, raw, rejected};
 
 fn cm(name: &str, data: &[(&str, &str)]) -> ConfigMap {
     serde_json::from_value(json!({"metadata": {"name": name}, "data": data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()})).expect("cm")
@@ -19,19 +19,25 @@ fn job(name: &str, image: &str) -> Job {
     serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": image}]}}}})).expect("job")
 }
 
+fn pod(name: &str, image: &str) -> Pod {
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": image}]}})).expect("pod")
+}
+
+/// A raw request to `path` below this test's namespace, with a (content type, body).
+async fn in_ns(c: &Cluster, method: &str, path: &str, body: Option<(&str, &str)>) -> (u16, Value) {
+    let (content_type, body) = body.unzip();
+    let path = format!("/api/v1/namespaces/{}/{path}", c.ns);
+    raw(&c.client, method, &path, content_type, body).await
+}
+
+const JSON: &str = "application/json";
+
 #[tokio::test]
 async fn create_assigns_identity_and_versions() {
     let c = Cluster::start().await;
-    let client = c.client.clone();
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &c.ns);
-    let a = api
-        .create(&PostParams::default(), &cm("a", &[("k", "v")]))
-        .await
-        .expect("create");
-    let b = api
-        .create(&PostParams::default(), &cm("b", &[]))
-        .await
-        .expect("create");
+    let api: Api<ConfigMap> = c.api();
+    let a = create(&api, &cm("a", &[("k", "v")])).await;
+    let b = create(&api, &cm("b", &[])).await;
     let rv = |c: &ConfigMap| {
         c.metadata
             .resource_version
@@ -45,13 +51,9 @@ async fn create_assigns_identity_and_versions() {
     assert_ne!(a.metadata.uid, b.metadata.uid);
     let got = api.get("a").await.expect("get");
     assert_eq!(got.data, a.data);
-    let err = api_err(
-        api.create(&PostParams::default(), &cm("a", &[]))
-            .await
-            .expect_err("exists"),
-    );
+    let err = rejected(api.create(&PostParams::default(), &cm("a", &[])), "exists").await;
     assert_eq!((err.code, err.reason.as_str()), (409, "AlreadyExists"));
-    let err = api_err(api.get("nope").await.expect_err("missing"));
+    let err = rejected(api.get("nope"), "missing").await;
     assert_eq!((err.code, err.reason.as_str()), (404, "NotFound"));
     c.stop().await;
 }
@@ -59,12 +61,8 @@ async fn create_assigns_identity_and_versions() {
 #[tokio::test]
 async fn stale_update_conflicts_and_noop_keeps_version() {
     let c = Cluster::start().await;
-    let client = c.client.clone();
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &c.ns);
-    let created = api
-        .create(&PostParams::default(), &cm("c", &[("k", "1")]))
-        .await
-        .expect("create");
+    let api: Api<ConfigMap> = c.api();
+    let created = create(&api, &cm("c", &[("k", "1")])).await;
     let mut first = created.clone();
     first.data = Some(BTreeMap::from([("k".to_string(), "2".to_string())]));
     let updated = api
@@ -77,11 +75,7 @@ async fn stale_update_conflicts_and_noop_keeps_version() {
     );
     let mut stale = created.clone();
     stale.data = Some(BTreeMap::from([("k".to_string(), "3".to_string())]));
-    let err = api_err(
-        api.replace("c", &PostParams::default(), &stale)
-            .await
-            .expect_err("stale"),
-    );
+    let err = rejected(api.replace("c", &PostParams::default(), &stale), "stale").await;
     assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
     assert!(
         err.message.contains("the object has been modified"),
@@ -103,11 +97,8 @@ async fn stale_update_conflicts_and_noop_keeps_version() {
 #[tokio::test]
 async fn jobs_are_defaulted() {
     let c = Cluster::start().await;
-    let api: Api<Job> = Api::namespaced(c.client.clone(), &c.ns);
-    let j = api
-        .create(&PostParams::default(), &job("g", "busybox"))
-        .await
-        .expect("create");
+    let api: Api<Job> = c.api();
+    let j = create(&api, &job("g", "busybox")).await;
     assert_eq!(j.metadata.generation, Some(1));
     // Defaults like the real API server: selector, template labels, backoffLimit.
     assert_eq!(j.spec.as_ref().and_then(|s| s.backoff_limit), Some(6));
@@ -128,14 +119,11 @@ async fn generation_follows_spec_not_metadata_or_status() {
     let c = Cluster::start().await;
     // A suspended CronJob: a real controller-manager leaves its status alone (a Job's it
     // rewrites at once), so these writes race with nobody.
-    let api: Api<CronJob> = Api::namespaced(c.client.clone(), &c.ns);
+    let api: Api<CronJob> = c.api();
     let cj: CronJob = serde_json::from_value(json!({"metadata": {"name": "g"}, "spec": {"schedule": "0 0 1 1 *", "suspend": true,
         "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}}}}))
     .expect("cronjob");
-    let j = api
-        .create(&PostParams::default(), &cj)
-        .await
-        .expect("create");
+    let j = create(&api, &cj).await;
     assert_eq!(j.metadata.generation, Some(1));
     let mut m = j.clone();
     m.metadata.labels = Some(BTreeMap::from([("x".to_string(), "y".to_string())]));
@@ -193,13 +181,12 @@ async fn generation_follows_spec_not_metadata_or_status() {
 #[tokio::test]
 async fn names_are_validated_and_generated() {
     let c = Cluster::start().await;
-    let client = c.client.clone();
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &c.ns);
-    let err = api_err(
-        api.create(&PostParams::default(), &cm("Bad_Name", &[]))
-            .await
-            .expect_err("invalid"),
-    );
+    let api: Api<ConfigMap> = c.api();
+    let err = rejected(
+        api.create(&PostParams::default(), &cm("Bad_Name", &[])),
+        "invalid",
+    )
+    .await;
     assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
     let causes = err
         .details
@@ -212,19 +199,16 @@ async fn names_are_validated_and_generated() {
     );
     let generated: ConfigMap =
         serde_json::from_value(json!({"metadata": {"generateName": "pre-"}})).expect("cm");
-    let made = api
-        .create(&PostParams::default(), &generated)
-        .await
-        .expect("generateName");
+    let made = create(&api, &generated).await;
     let name = made.metadata.name.expect("name");
     assert!(name.starts_with("pre-") && name.len() == 9, "{name}");
     let absent = c.name("absent");
-    let err = api_err(
-        Api::<ConfigMap>::namespaced(client.clone(), &absent)
-            .create(&PostParams::default(), &cm("x", &[]))
-            .await
-            .expect_err("no ns"),
-    );
+    let err = rejected(
+        Api::<ConfigMap>::namespaced(c.client.clone(), &absent)
+            .create(&PostParams::default(), &cm("x", &[])),
+        "no ns",
+    )
+    .await;
     assert_eq!(err.code, 404);
     assert!(
         err.message
@@ -232,7 +216,7 @@ async fn names_are_validated_and_generated() {
         "{}",
         err.message
     );
-    let bad_job = api_err(Api::<Job>::namespaced(client.clone(), &c.ns).create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}})).expect("job")).await.expect_err("restartPolicy"));
+    let bad_job = rejected(c.api::<Job>().create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}})).expect("job")), "restartPolicy").await;
     assert_eq!(bad_job.code, 422);
     assert!(
         bad_job.message.contains("spec.template.spec.restartPolicy"),
@@ -245,16 +229,12 @@ async fn names_are_validated_and_generated() {
 #[tokio::test]
 async fn secrets_merge_string_data() {
     let c = Cluster::start().await;
-    let client = c.client.clone();
-    let api: Api<Secret> = Api::namespaced(client.clone(), &c.ns);
+    let api: Api<Secret> = c.api();
     let s: Secret = serde_json::from_value(
         json!({"metadata": {"name": "s"}, "data": {"a": "YQ=="}, "stringData": {"b": "plain"}}),
     )
     .expect("secret");
-    let made = api
-        .create(&PostParams::default(), &s)
-        .await
-        .expect("create");
+    let made = create(&api, &s).await;
     let data = made.data.expect("data");
     assert_eq!(data.get("a").map(|b| b.0.clone()), Some(b"a".to_vec()));
     assert_eq!(data.get("b").map(|b| b.0.clone()), Some(b"plain".to_vec()));
@@ -266,43 +246,23 @@ async fn secrets_merge_string_data() {
 #[tokio::test]
 async fn errors_are_status_objects() {
     let c = Cluster::start().await;
-    let client = c.client.clone();
-    let (code, body) = raw(
-        &client,
-        "PATCH",
-        &format!("/api/v1/namespaces/{}/configmaps/x", c.ns),
-        Some("application/xml"),
-        Some("{}"),
-    )
-    .await;
+    let (code, body) = in_ns(&c, "PATCH", "configmaps/x", Some(("application/xml", "{}"))).await;
     assert_eq!(
         (code, body["kind"].as_str(), body["reason"].as_str()),
         (415, Some("Status"), Some("UnsupportedMediaType"))
     );
-    let (code, body) = raw(
-        &client,
-        "POST",
-        &format!("/api/v1/namespaces/{}/configmaps", c.ns),
-        Some("application/json"),
-        Some("{not json"),
-    )
-    .await;
+    let (code, body) = in_ns(&c, "POST", "configmaps", Some((JSON, "{not json"))).await;
     assert_eq!((code, body["reason"].as_str()), (400, Some("BadRequest")));
-    let (code, body) = raw(
-        &client,
-        "GET",
-        &format!("/api/v1/namespaces/{}/widgets", c.ns),
-        None,
-        None,
-    )
-    .await;
+    let (code, body) = in_ns(&c, "GET", "widgets", None).await;
     assert_eq!((code, body["kind"].as_str()), (404, Some("Status")));
-    let (code, _) = raw(
-        &client,
+    let (code, _) = in_ns(
+        &c,
         "POST",
-        &format!("/api/v1/namespaces/{}/configmaps", c.ns),
-        Some("application/json"),
-        Some(r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#),
+        "configmaps",
+        Some((
+            JSON,
+            r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#,
+        )),
     )
     .await;
     assert_eq!(code, 400, "kind mismatch");
@@ -312,21 +272,15 @@ async fn errors_are_status_objects() {
 #[tokio::test]
 async fn dry_run_stores_nothing_and_delete_returns_object() {
     let c = Cluster::start().await;
-    let client = c.client.clone();
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &c.ns);
+    let api: Api<ConfigMap> = c.api();
     let pp = PostParams {
         dry_run: true,
         ..Default::default()
     };
     let d = api.create(&pp, &cm("dry", &[])).await.expect("dry create");
     assert_eq!(d.metadata.name.as_deref(), Some("dry"));
-    assert_eq!(
-        api_err(api.get("dry").await.expect_err("not stored")).code,
-        404
-    );
-    api.create(&PostParams::default(), &cm("del", &[]))
-        .await
-        .expect("create");
+    assert_eq!(rejected(api.get("dry"), "not stored").await.code, 404);
+    create(&api, &cm("del", &[])).await;
     let gone = api
         .delete("del", &DeleteParams::default())
         .await
@@ -338,12 +292,9 @@ async fn dry_run_stores_nothing_and_delete_returns_object() {
         Some(("del".to_string(), "configmaps".to_string()))
     );
     assert_eq!(
-        api_err(
-            api.delete("del", &DeleteParams::default())
-                .await
-                .expect_err("twice")
-        )
-        .code,
+        rejected(api.delete("del", &DeleteParams::default()), "twice")
+            .await
+            .code,
         404
     );
     c.stop().await;
@@ -355,16 +306,12 @@ async fn events_are_shared_between_core_and_events_api() {
     use k8s_openapi::api::events::v1::Event;
     use kube::api::ListParams;
     let c = Cluster::start().await;
-    let client = c.client.clone();
-    let new_api: Api<Event> = Api::namespaced(client.clone(), &c.ns);
+    let new_api: Api<Event> = c.api();
     let e: Event = serde_json::from_value(json!({"metadata": {"name": "e1"}, "eventTime": "2024-01-01T00:00:00.000000Z",
         "regarding": {"kind": "ConfigMap", "name": "cfg", "namespace": c.ns}, "note": "hello", "reason": "Created", "type": "Normal",
         "action": "Create", "reportingController": "ctl", "reportingInstance": "ctl-1"})).expect("event");
-    new_api
-        .create(&PostParams::default(), &e)
-        .await
-        .expect("create via events.k8s.io");
-    let core: Api<CoreEvent> = Api::namespaced(client.clone(), &c.ns);
+    create(&new_api, &e).await;
+    let core: Api<CoreEvent> = c.api();
     let listed = core
         .list(
             &ListParams::default().fields("involvedObject.name=cfg,involvedObject.kind=ConfigMap"),
@@ -400,15 +347,12 @@ async fn events_are_shared_between_core_and_events_api() {
 async fn deletecollection_and_delete_preconditions() {
     use kube::api::{ListParams, Preconditions};
     let c = Cluster::start().await;
-    let client = c.client.clone();
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &c.ns);
+    let api: Api<ConfigMap> = c.api();
     for (n, app) in [("x1", "x"), ("x2", "x"), ("y1", "y")] {
         let c: ConfigMap =
             serde_json::from_value(json!({"metadata": {"name": n, "labels": {"app": app}}}))
                 .expect("cm");
-        api.create(&PostParams::default(), &c)
-            .await
-            .expect("create");
+        create(&api, &c).await;
     }
     api.delete_collection(
         &DeleteParams::default(),
@@ -434,33 +378,24 @@ async fn deletecollection_and_delete_preconditions() {
         ..Default::default()
     };
     assert_eq!(
-        api_err(api.delete("y1", &dp).await.expect_err("precondition")).code,
+        rejected(api.delete("y1", &dp), "precondition").await.code,
         409
     );
-    let err = api_err(
-        api.replace("absent", &PostParams::default(), &cm("absent", &[]))
-            .await
-            .expect_err("update of missing"),
-    );
+    let err = rejected(
+        api.replace("absent", &PostParams::default(), &cm("absent", &[])),
+        "update of missing",
+    )
+    .await;
     assert_eq!(err.code, 404);
     c.stop().await;
 }
 
 #[tokio::test]
 async fn bound_pods_are_deleted_gracefully() {
-    use k8s_openapi::api::core::v1::Pod;
     let c = Cluster::start().await;
-    let client = c.client.clone();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &c.ns);
+    let pods: Api<Pod> = c.api();
     for n in ["bound", "unbound"] {
-        let p: Pod = serde_json::from_value(
-            json!({"metadata": {"name": n}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
-        )
-        .expect("pod");
-        let made = pods
-            .create(&PostParams::default(), &p)
-            .await
-            .expect("create");
+        let made = create(&pods, &pod(n, "i")).await;
         assert_eq!(
             made.status.and_then(|s| s.phase).as_deref(),
             Some("Pending")
@@ -469,25 +404,11 @@ async fn bound_pods_are_deleted_gracefully() {
     // A node nobody runs (a real cluster may have a `kubesim node` whose kubelet would
     // finish the graceful deletion at once).
     let node = c.name("no-kubelet");
-    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bound"}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
-    let (code, _) = raw(
-        &client,
-        "POST",
-        &format!("/api/v1/namespaces/{}/pods/bound/binding", c.ns),
-        Some("application/json"),
-        Some(&binding.to_string()),
-    )
-    .await;
-    assert_eq!(code, 201);
-    let (code, _) = raw(
-        &client,
-        "POST",
-        &format!("/api/v1/namespaces/{}/pods/bound/binding", c.ns),
-        Some("application/json"),
-        Some(&binding.to_string()),
-    )
-    .await;
-    assert_eq!(code, 409, "already bound");
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bound"}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}}).to_string();
+    for (expected, what) in [(201, "bound"), (409, "already bound")] {
+        let (code, _) = in_ns(&c, "POST", "pods/bound/binding", Some((JSON, &binding))).await;
+        assert_eq!(code, expected, "{what}");
+    }
     assert_eq!(
         pods.get("bound")
             .await
@@ -528,66 +449,52 @@ async fn bound_pods_are_deleted_gracefully() {
 
 #[tokio::test]
 async fn immutable_fields_are_rejected() {
-    use k8s_openapi::api::core::v1::Pod;
     use kube::api::{Patch, PatchParams};
     let c = Cluster::start().await;
-    let client = c.client.clone();
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &c.ns);
-    jobs.create(&PostParams::default(), &job("im", "busybox"))
-        .await
-        .expect("job");
+    let jobs: Api<Job> = c.api();
+    create(&jobs, &job("im", "busybox")).await;
     let p =
         json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "other"}]}}}});
-    let err = api_err(
-        jobs.patch("im", &PatchParams::default(), &Patch::Strategic(&p))
-            .await
-            .expect_err("template is immutable"),
-    );
+    let err = rejected(
+        jobs.patch("im", &PatchParams::default(), &Patch::Strategic(&p)),
+        "template is immutable",
+    )
+    .await;
     assert_eq!(err.code, 422);
     assert!(err.message.contains("spec.template"), "{}", err.message);
     let p = json!({"spec": {"backoffLimit": 1}});
     jobs.patch("im", &PatchParams::default(), &Patch::Merge(&p))
         .await
         .expect("backoffLimit may change");
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &c.ns);
-    let pod: Pod = serde_json::from_value(
-        json!({"metadata": {"name": "ip"}, "spec": {"containers": [{"name": "c", "image": "a"}]}}),
-    )
-    .expect("pod");
-    pods.create(&PostParams::default(), &pod)
-        .await
-        .expect("pod");
+    let pods: Api<Pod> = c.api();
+    create(&pods, &pod("ip", "a")).await;
     let image = json!({"spec": {"containers": [{"name": "c", "image": "b"}]}});
     pods.patch("ip", &PatchParams::default(), &Patch::Strategic(&image))
         .await
         .expect("image may change");
     let cmd = json!({"spec": {"containers": [{"name": "c", "command": ["x"]}]}});
     assert_eq!(
-        api_err(
-            pods.patch("ip", &PatchParams::default(), &Patch::Strategic(&cmd))
-                .await
-                .expect_err("command may not")
+        rejected(
+            pods.patch("ip", &PatchParams::default(), &Patch::Strategic(&cmd)),
+            "command may not"
         )
+        .await
         .code,
         422
     );
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &c.ns);
+    let secrets: Api<Secret> = c.api();
     let s: Secret = serde_json::from_value(
         json!({"metadata": {"name": "frozen"}, "immutable": true, "stringData": {"a": "1"}}),
     )
     .expect("secret");
-    secrets
-        .create(&PostParams::default(), &s)
-        .await
-        .expect("secret");
+    create(&secrets, &s).await;
     let change = json!({"stringData": {"a": "2"}});
     assert_eq!(
-        api_err(
-            secrets
-                .patch("frozen", &PatchParams::default(), &Patch::Merge(&change))
-                .await
-                .expect_err("immutable secret")
+        rejected(
+            secrets.patch("frozen", &PatchParams::default(), &Patch::Merge(&change)),
+            "immutable secret"
         )
+        .await
         .code,
         422
     );
