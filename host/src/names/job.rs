@@ -7,6 +7,7 @@
 //! arguments (a name that changed between releases would make a restarted operator start a
 //! second Job for a run that already has one).
 
+use quarks_policy_sdk::names::{validate_dns_subdomain, validate_label_value};
 use sha2::{Digest, Sha256};
 
 /// Label on every Job (and its pod template) naming the QuarksJob it runs for.
@@ -78,28 +79,16 @@ pub fn job_name(qjob_name: &str, run: u64) -> String {
     }
 }
 
-/// RFC 1123 DNS label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
+/// DNS label (RFC 1123): a DNS subdomain of one part, at most 63 characters. The rules are the
+/// policy SDK's, shared with every policy that validates names.
 pub fn is_dns_label(s: &str) -> bool {
-    let bytes = s.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= MAX_LABEL_LEN
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
-        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+    s.len() <= MAX_LABEL_LEN && !s.contains('.') && validate_dns_subdomain(s).is_ok()
 }
 
-/// Kubernetes label value: empty, or `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?` of at most 63
-/// characters.
+/// Kubernetes label value (the policy SDK's rule): empty, or at most 63 letters, digits, '-',
+/// '_' or '.', starting and ending with a letter or digit.
 pub fn is_label_value(s: &str) -> bool {
-    if s.is_empty() {
-        return true;
-    }
-    s.len() <= MAX_LABEL_LEN
-        && s.chars().all(is_label_value_char)
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && s.chars().last().is_some_and(|c| c.is_ascii_alphanumeric())
+    validate_label_value(s).is_ok()
 }
 
 fn is_label_value_char(c: char) -> bool {

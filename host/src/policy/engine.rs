@@ -118,10 +118,6 @@ impl PolicyEngine {
         })
     }
 
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     /// Compiles (or finds in the cache) `bytes` as a policy of `world`.
     pub fn load(&self, bytes: &[u8], world: World) -> Result<Arc<LoadedPolicy>, PolicyError> {
         let digest = PolicyDigest::of(bytes);
