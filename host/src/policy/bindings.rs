@@ -19,13 +19,29 @@ pub(crate) mod output {
     wasmtime::component::bindgen!({
         world: "output",
         path: "../wit",
+        // One Rust type per WIT type: the interface both worlds use is the trigger bindings'.
+        with: {
+            "quarks:policy/types": super::trigger::quarks::policy::types,
+        },
     });
 }
 
 use output::quarks::policy::output_types as wo;
-use output::quarks::policy::types as wot;
 use trigger::quarks::policy::trigger_types as wt;
 use trigger::quarks::policy::types as wtt;
+
+/// Bytes a policy's reason brings back.
+fn reason_size(reason: &wtt::Reason) -> usize {
+    reason.code.len() + reason.message.len()
+}
+
+/// A policy's reasons, each checked.
+fn reasons_out(reasons: Vec<wtt::Reason>) -> Result<Vec<c::Reason>, String> {
+    reasons
+        .into_iter()
+        .map(|r| checked_reason(r.code, r.message))
+        .collect()
+}
 
 fn map_to_list(map: BTreeMap<String, String>) -> Vec<(String, String)> {
     map.into_iter().collect()
@@ -125,7 +141,6 @@ pub(crate) fn trigger_input_in(input: c::TriggerInput) -> wt::TriggerInput {
 }
 
 pub(crate) fn trigger_result_size(result: &Result<wt::TriggerDecision, wtt::Reason>) -> usize {
-    let reason_size = |r: &wtt::Reason| r.code.len() + r.message.len();
     match result {
         Ok(d) => d.reasons.iter().map(reason_size).sum(),
         Err(r) => reason_size(r),
@@ -139,11 +154,7 @@ pub(crate) fn trigger_result_out(
         Ok(d) => Ok(c::TriggerDecision {
             run: d.run,
             write_strategy: d.write_strategy.map(strategy_out),
-            reasons: d
-                .reasons
-                .into_iter()
-                .map(|r| checked_reason(r.code, r.message))
-                .collect::<Result<_, _>>()?,
+            reasons: reasons_out(d.reasons)?,
         }),
         Err(r) => Err(checked_reason(r.code, r.message)?),
     })
@@ -178,8 +189,7 @@ pub(crate) fn output_input_in(input: c::OutputInput) -> wo::OutputInput {
     }
 }
 
-pub(crate) fn output_result_size(result: &Result<wo::OutputResult, wot::Reason>) -> usize {
-    let reason_size = |r: &wot::Reason| r.code.len() + r.message.len();
+pub(crate) fn output_result_size(result: &Result<wo::OutputResult, wtt::Reason>) -> usize {
     let pairs = |m: &[(String, String)]| m.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
     match result {
         Ok(r) => {
@@ -200,7 +210,7 @@ pub(crate) fn output_result_size(result: &Result<wo::OutputResult, wot::Reason>)
 }
 
 pub(crate) fn output_result_out(
-    result: Result<wo::OutputResult, wot::Reason>,
+    result: Result<wo::OutputResult, wtt::Reason>,
 ) -> Result<Result<c::OutputResult, c::Reason>, String> {
     Ok(match result {
         Ok(r) => Ok(c::OutputResult {
@@ -223,11 +233,7 @@ pub(crate) fn output_result_out(
                     })
                 })
                 .collect::<Result<_, String>>()?,
-            reasons: r
-                .reasons
-                .into_iter()
-                .map(|r| checked_reason(r.code, r.message))
-                .collect::<Result<_, _>>()?,
+            reasons: reasons_out(r.reasons)?,
         }),
         Err(r) => Err(checked_reason(r.code, r.message)?),
     })

@@ -59,6 +59,13 @@ pub struct OciSettings {
     pub cache_dir: Option<PathBuf>,
 }
 
+impl OciSettings {
+    /// Where the machine code of compiled modules is kept (`cache_dir/compiled`).
+    fn compiled_dir(&self) -> Option<PathBuf> {
+        self.cache_dir.as_ref().map(|d| d.join("compiled"))
+    }
+}
+
 /// A failed fetch that may work later (registry down) is tried again after this long.
 const RETRY_UNAVAILABLE: Duration = Duration::from_secs(30);
 
@@ -324,14 +331,14 @@ impl PolicyResolver {
         let text = reference.clone();
         self.start_load(key, namespace, String::new(), None, &reference, async move {
             // A pinned artifact compiled before (by this operator) loads without a pull.
-            if let (Some(dir), Some(_)) = (&settings.cache_dir, &oci_ref.digest)
+            if let (Some(dir), Some(compiled), Some(_)) =
+                (&settings.cache_dir, settings.compiled_dir(), &oci_ref.digest)
                 && let Some(digest) = read_ref(dir, &text)
-                    && let Some(policy) =
-                        engine.load_compiled_file(&dir.join("compiled"), digest, world)?
-                    {
-                        info!(reference = %text, %digest, "policy module loaded from the disk cache");
-                        return Ok((policy, text));
-                    }
+                && let Some(policy) = engine.load_compiled_file(&compiled, digest, world)?
+            {
+                info!(reference = %text, %digest, "policy module loaded from the disk cache");
+                return Ok((policy, text));
+            }
             let auth = match &pull_secret {
                 Some(name) => pull_auth(&client, &owner, name, &oci_ref.registry).await?,
                 None => RegistryAuth::Anonymous,
@@ -339,8 +346,7 @@ impl PolicyResolver {
             let pulled = oci::pull(&registry, &oci_ref, &auth, settings.max_module_bytes).await?;
             let digest = PolicyDigest::of(&pulled.bytes);
             info!(reference = %text, manifest = %pulled.manifest_digest, %digest, size = pulled.bytes.len(), "policy module pulled");
-            let compiled_dir = settings.cache_dir.as_ref().map(|d| d.join("compiled"));
-            let policy = compile(engine, gate, pulled.bytes, world, compiled_dir).await?;
+            let policy = compile(engine, gate, pulled.bytes, world, settings.compiled_dir()).await?;
             let pinned = format!(
                 "oci://{}/{}@{}",
                 oci_ref.registry, oci_ref.repository, pulled.manifest_digest
