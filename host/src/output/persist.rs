@@ -140,59 +140,18 @@ async fn hand_over(
     what: HandOver<'_>,
     files: &[String],
 ) -> anyhow::Result<usize> {
-    let HandOver {
-        container,
-        exit_code,
-        finished,
-    } = what;
-    let dir = args.output_root.join(container);
-    // A container still running at the deadline may be writing: its files are not read.
-    let found: Vec<Result<u64, FileState>> = files
-        .iter()
-        .map(|f| match finished {
-            true => inspect(&dir, f),
-            false => Err(FileState::Unfinished {
-                deadline_seconds: args.deadline_seconds,
-            }),
-        })
-        .collect();
+    let dir = args.output_root.join(what.container);
+    let found = inspect_all(&dir, files, what.finished, args.deadline_seconds);
     let sizes: Vec<Option<u64>> = found.iter().map(|f| f.as_ref().ok().copied()).collect();
     let budget = STAGING_DATA_BUDGET as u64;
     let parts = staging::plan_parts(&sizes, budget);
     for (part, indices) in parts.iter().enumerate() {
-        let mut states = BTreeMap::new();
-        let mut data = BTreeMap::new();
-        if part == 0 {
-            // What cannot be handed over is reported once, with the first part.
-            for (file, state) in files.iter().zip(&found) {
-                match state {
-                    Err(state) => {
-                        states.insert(file.clone(), state.clone());
-                    }
-                    Ok(size) if *size > budget => {
-                        states.insert(file.clone(), FileState::TooLarge { size: *size });
-                    }
-                    Ok(_) => {}
-                }
-            }
-        }
-        for &index in indices {
-            let file = &files[index];
-            let state = match read_file(&dir, file, budget) {
-                Ok(bytes) => {
-                    let key = format!("file-{index}");
-                    data.insert(key.clone(), bytes);
-                    FileState::Present { key }
-                }
-                Err(state) => state,
-            };
-            states.insert(file.clone(), state);
-        }
+        let (states, data) = part_contents(&dir, files, &found, part, indices, budget);
         let manifest = StagingManifest {
             quarks_job: args.quarks_job.clone(),
             pod: args.pod_name.clone(),
-            container: container.to_owned(),
-            exit_code,
+            container: what.container.to_owned(),
+            exit_code: what.exit_code,
             files: states,
             staged_at_micros: now_micros(),
         };
@@ -212,6 +171,63 @@ async fn hand_over(
         }
     }
     Ok(parts.len())
+}
+
+/// Each mapped file's size, or why there is nothing to hand over. A container still running
+/// at the deadline may be writing: its files are not read.
+fn inspect_all(
+    dir: &Path,
+    files: &[String],
+    finished: bool,
+    deadline_seconds: u64,
+) -> Vec<Result<u64, FileState>> {
+    files
+        .iter()
+        .map(|f| match finished {
+            true => inspect(dir, f),
+            false => Err(FileState::Unfinished { deadline_seconds }),
+        })
+        .collect()
+}
+
+/// The manifest's file states and the data of one staging part: the files at `indices`, read
+/// now; part 0 also reports, once, every file that cannot be handed over.
+fn part_contents(
+    dir: &Path,
+    files: &[String],
+    found: &[Result<u64, FileState>],
+    part: usize,
+    indices: &[usize],
+    budget: u64,
+) -> (BTreeMap<String, FileState>, BTreeMap<String, Vec<u8>>) {
+    let mut states = BTreeMap::new();
+    let mut data = BTreeMap::new();
+    if part == 0 {
+        for (file, state) in files.iter().zip(found) {
+            match state {
+                Err(state) => {
+                    states.insert(file.clone(), state.clone());
+                }
+                Ok(size) if *size > budget => {
+                    states.insert(file.clone(), FileState::TooLarge { size: *size });
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+    for &index in indices {
+        let file = &files[index];
+        let state = match read_file(dir, file, budget) {
+            Ok(bytes) => {
+                let key = format!("file-{index}");
+                data.insert(key.clone(), bytes);
+                FileState::Present { key }
+            }
+            Err(state) => state,
+        };
+        states.insert(file.clone(), state);
+    }
+    (states, data)
 }
 
 fn now_micros() -> Option<u64> {

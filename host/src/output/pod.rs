@@ -49,6 +49,18 @@ pub fn add_output_transport(
     if served.is_empty() {
         return;
     }
+    let helper_mounts = add_output_volumes(pod, &served);
+    let args = helper_args(qjob_name, output, helper, &served);
+    pod.containers
+        .push(helper_container(&helper.image, args, helper_mounts));
+    if pod.service_account_name.is_none() {
+        pod.service_account_name = Some(HELPER_SERVICE_ACCOUNT.to_owned());
+    }
+}
+
+/// One `emptyDir` per served container, mounted at /mnt/quarks in it; returns the helper's
+/// read-only mounts of the same volumes at /mnt/quarks/<container>.
+fn add_output_volumes(pod: &mut PodSpec, served: &[String]) -> Vec<VolumeMount> {
     let mut helper_mounts = Vec::new();
     let volumes = pod.volumes.get_or_insert_with(Vec::new);
     for (index, container_name) in served.iter().enumerate() {
@@ -81,13 +93,17 @@ pub fn add_output_transport(
             ..Default::default()
         });
     }
-    let field = |path: &str| EnvVarSource {
-        field_ref: Some(ObjectFieldSelector {
-            field_path: path.to_owned(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    helper_mounts
+}
+
+/// The helper's command line: the QuarksJob, its deadline, each served container and its
+/// mapped files.
+fn helper_args(
+    qjob_name: &str,
+    output: &Output,
+    helper: &HelperSpec,
+    served: &[String],
+) -> Vec<String> {
     let mut args = vec![
         "persist-output".to_owned(),
         "--quarks-job".to_owned(),
@@ -95,7 +111,7 @@ pub fn add_output_transport(
         "--deadline-seconds".to_owned(),
         helper.deadline_seconds.to_string(),
     ];
-    for name in &served {
+    for name in served {
         args.push("--container".to_owned());
         args.push(name.clone());
         for file in output
@@ -108,9 +124,22 @@ pub fn add_output_transport(
             args.push(format!("{name}:{file}"));
         }
     }
-    pod.containers.push(Container {
+    args
+}
+
+/// The helper container: the operator's binary, told its pod's name and namespace through
+/// the downward API.
+fn helper_container(image: &str, args: Vec<String>, mounts: Vec<VolumeMount>) -> Container {
+    let field = |path: &str| EnvVarSource {
+        field_ref: Some(ObjectFieldSelector {
+            field_path: path.to_owned(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Container {
         name: HELPER_CONTAINER.to_owned(),
-        image: Some(helper.image.clone()),
+        image: Some(image.to_owned()),
         command: Some(vec!["/usr/local/bin/quarks-job".to_owned()]),
         args: Some(args),
         env: Some(vec![
@@ -125,11 +154,8 @@ pub fn add_output_transport(
                 ..Default::default()
             },
         ]),
-        volume_mounts: Some(helper_mounts),
+        volume_mounts: Some(mounts),
         ..Default::default()
-    });
-    if pod.service_account_name.is_none() {
-        pod.service_account_name = Some(HELPER_SERVICE_ACCOUNT.to_owned());
     }
 }
 
