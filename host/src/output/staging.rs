@@ -10,6 +10,8 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::{Deserialize, Serialize};
 
+use super::problem::OutputProblem;
+
 /// Label marking staging Secrets (the operator watches only these for output).
 pub const STAGING_LABEL: &str = "quarks.cloudfoundry.org/output-staging";
 /// Annotation holding the [`StagingManifest`] as JSON.
@@ -29,6 +31,38 @@ pub enum FileState {
     Unreadable { reason: String },
     /// The container had not terminated when the helper's deadline passed.
     Unfinished { deadline_seconds: u64 },
+}
+
+impl FileState {
+    /// The key of the file's bytes if it was handed over, else why nothing can be written
+    /// for it (`container` exited with `exit_code`).
+    pub fn handed_over(
+        &self,
+        container: &str,
+        file: &str,
+        exit_code: i32,
+    ) -> Result<&str, OutputProblem> {
+        match self {
+            FileState::Present { key } => Ok(key),
+            FileState::Missing => Err(OutputProblem::FileMissing {
+                container: container.to_owned(),
+                file: file.to_owned(),
+                exit_code,
+            }),
+            FileState::TooLarge { size } => Err(OutputProblem::TooLarge {
+                file: file.to_owned(),
+                size: *size,
+            }),
+            FileState::Unreadable { reason } => Err(OutputProblem::Unreadable {
+                reason: reason.clone(),
+            }),
+            FileState::Unfinished { deadline_seconds } => Err(OutputProblem::Unfinished {
+                container: container.to_owned(),
+                file: file.to_owned(),
+                deadline_seconds: *deadline_seconds,
+            }),
+        }
+    }
 }
 
 /// Everything about one container's output except the bytes.
@@ -136,15 +170,21 @@ pub fn staged_at_micros(secret: &Secret) -> Option<u64> {
 }
 
 /// Reads a staging Secret back: the manifest and the file bytes by key.
-pub fn parse(secret: &Secret) -> Result<(StagingManifest, BTreeMap<String, Vec<u8>>), String> {
+pub fn parse(
+    secret: &Secret,
+) -> Result<(StagingManifest, BTreeMap<String, Vec<u8>>), OutputProblem> {
     let manifest = secret
         .metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(MANIFEST_ANNOTATION))
-        .ok_or_else(|| format!("staging Secret has no {MANIFEST_ANNOTATION} annotation"))?;
-    let manifest: StagingManifest =
-        serde_json::from_str(manifest).map_err(|e| format!("invalid staging manifest: {e}"))?;
+        .ok_or_else(|| {
+            OutputProblem::InvalidStaging(format!(
+                "staging Secret has no {MANIFEST_ANNOTATION} annotation"
+            ))
+        })?;
+    let manifest: StagingManifest = serde_json::from_str(manifest)
+        .map_err(|e| OutputProblem::InvalidStaging(format!("invalid staging manifest: {e}")))?;
     let data = secret
         .data
         .clone()
