@@ -217,7 +217,15 @@ pub struct OutputRecord {
     /// Secrets written (versioned ones with their `-v<N>` name); empty when nothing was written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
-    /// Why nothing was written (CamelCase code, then the reason); never contains values.
+    /// Why nothing was written, as a CamelCase code: `FileMissing`, `TooLarge`, `Unreadable`,
+    /// `Unfinished` (the file was not handed over), `NothingWritten` (the output policy asked
+    /// for no Secret), `InvalidOutput` (the operator refused a Secret the policy asked for),
+    /// `InvalidStaging`, or the `Policy…` code of an output policy that failed. Absent when
+    /// Secrets were written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Why nothing was written, for humans: the `reason` code, a colon, then what happened;
+    /// never contains values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

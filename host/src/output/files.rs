@@ -186,6 +186,7 @@ pub fn record(
         container: container.to_owned(),
         file: file.to_owned(),
         secrets,
+        reason: problem.map(|p| p.code().to_owned()),
         error: problem.map(|p| p.to_string()),
     }
 }
@@ -391,6 +392,7 @@ mod tests {
                     );
                 }
                 let record = record("q-1", &file.container, &file.file, written, problem);
+                assert_eq!(record.reason.as_deref(), expect.reason.as_deref(), "{what}");
                 assert_eq!(record.error, problem.map(|p| p.to_string()), "{what}");
             }
         }

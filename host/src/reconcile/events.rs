@@ -148,6 +148,7 @@ mod tests {
             } else {
                 vec![]
             },
+            reason: None,
             error: error.map(str::to_owned),
         }
     }

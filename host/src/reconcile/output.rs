@@ -67,6 +67,7 @@ mod tests {
             container: "c".into(),
             file: file.into(),
             secrets: vec![format!("{job}-{file}")],
+            reason: None,
             error: None,
         }
     }
