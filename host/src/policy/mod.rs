@@ -10,6 +10,7 @@
 
 mod bindings;
 pub mod builtin;
+pub mod calls;
 pub mod contract;
 pub mod engine;
 mod error;

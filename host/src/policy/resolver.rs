@@ -238,45 +238,16 @@ impl PolicyResolver {
             return found;
         }
 
-        // Read the bytes (at most 1 MiB: a ConfigMap's limit).
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &cm_namespace);
-        let config_map = api
-            .get_opt(&module.name)
-            .await
-            .map_err(|e| PolicyError::Unavailable(format!("ConfigMap {}: {e}", module.name)))?
-            .ok_or_else(|| {
-                PolicyError::ModuleMissing(format!(
-                    "{reference}: ConfigMap {} not found in namespace {cm_namespace}",
-                    module.name
-                ))
-            })?;
-        let Some(bytes) = config_map
-            .binary_data
-            .as_ref()
-            .and_then(|d| d.get(&module.key))
-        else {
-            let hint = if config_map
-                .data
-                .as_ref()
-                .is_some_and(|d| d.contains_key(&module.key))
-            {
-                " (it is under data; a module must be under binaryData)"
-            } else {
-                ""
-            };
-            return Err(PolicyError::ModuleMissing(format!(
-                "{reference}: ConfigMap {} has no binaryData key {}{hint}",
-                module.name, module.key
-            )));
-        };
-        let bytes = bytes.0.clone();
+        let (bytes, resource_version) = self
+            .read_config_map_module(&cm_namespace, module, reference)
+            .await?;
         let digest = PolicyDigest::of(&bytes);
         pin_check(Some(digest))?;
         if let Some(policy) = self.engine.cached(digest, world) {
             // Compiled for another namespace already: shared.
             self.insert_ready(
                 key,
-                config_map.resource_version(),
+                resource_version.clone(),
                 digest,
                 reference,
                 policy.clone(),
@@ -293,7 +264,7 @@ impl PolicyResolver {
         self.start_load(
             key,
             namespace,
-            config_map.resource_version().unwrap_or_default(),
+            resource_version.unwrap_or_default(),
             Some(digest),
             reference,
             async move {
@@ -303,6 +274,49 @@ impl PolicyResolver {
                 ))
             },
         )
+    }
+
+    /// The module bytes of a `configmap:` reference (at most 1 MiB: a ConfigMap's limit) and
+    /// the ConfigMap's resourceVersion.
+    async fn read_config_map_module(
+        &self,
+        namespace: &str,
+        module: &ModuleRef,
+        reference: &str,
+    ) -> Result<(Vec<u8>, Option<String>), PolicyError> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let config_map = api
+            .get_opt(&module.name)
+            .await
+            .map_err(|e| PolicyError::Unavailable(format!("ConfigMap {}: {e}", module.name)))?
+            .ok_or_else(|| {
+                PolicyError::ModuleMissing(format!(
+                    "{reference}: ConfigMap {} not found in namespace {namespace}",
+                    module.name
+                ))
+            })?;
+        let resource_version = config_map.resource_version();
+        let bytes = config_map
+            .binary_data
+            .and_then(|mut d| d.remove(&module.key));
+        match bytes {
+            Some(bytes) => Ok((bytes.0, resource_version)),
+            None => {
+                let in_data = config_map
+                    .data
+                    .as_ref()
+                    .is_some_and(|d| d.contains_key(&module.key));
+                let hint = if in_data {
+                    " (it is under data; a module must be under binaryData)"
+                } else {
+                    ""
+                };
+                Err(PolicyError::ModuleMissing(format!(
+                    "{reference}: ConfigMap {} has no binaryData key {}{hint}",
+                    module.name, module.key
+                )))
+            }
+        }
     }
 
     fn oci_module(
@@ -540,11 +554,6 @@ impl PolicyResolver {
         }
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
         modules.retain(|key, _| used.contains(key));
-    }
-
-    /// How many modules the resolver holds (for tests and metrics).
-    pub fn cached_modules(&self) -> usize {
-        self.modules.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 

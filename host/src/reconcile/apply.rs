@@ -233,7 +233,7 @@ async fn write_status_if_changed(
     )
     .await?;
     let generation = qjob.metadata.generation.max(status.observed_generation);
-    ctx.own_writes.record(qjob, generation, status);
+    ctx.caches.own_writes.record(qjob, generation, status);
     Ok(())
 }
 

@@ -1,10 +1,10 @@
-//! What every reconcile shares: the API client, the per-namespace policies and their CPU
-//! budget, the set of monitored namespaces, the cache of Jobs and the record of the operator's
-//! own writes, metrics, the Event recorder and per-object backoff.
+//! What every reconcile shares: the API client, the namespaces' policies, the output helper's
+//! set-up, the caches it reads instead of the API, metrics, the Event publisher and per-object
+//! backoff.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
@@ -14,55 +14,47 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tracing::warn;
 
-use super::decide::PolicyFailure;
 use super::events::QuarksJobEvent;
 use super::observe::{JobCache, OwnWrites};
 use crate::crd::QuarksJob;
-use crate::metrics::{Metrics, PolicyErrorLabels, PolicyLabels};
-use crate::policy::contract::{OutputInput, OutputResult, TriggerDecision, TriggerInput};
-use crate::policy::fairness::{CpuBudget, Quarantine};
-use crate::policy::resolver::{PolicyResolver, Resolved};
-use crate::policy::{PolicyEngine, PolicyError, World};
+use crate::metrics::Metrics;
+use crate::output::pod::HelperSpec;
+use crate::output::write::HelperIdentity;
+use crate::policy::PolicyError;
+use crate::policy::calls::NamespacePolicies;
+use crate::policy::contract::{OutputInput, OutputResult};
+use crate::policy::resolver::Resolved;
 
 pub struct Context {
     pub client: kube::Client,
-    /// The policy each namespace selected.
-    pub policies: PolicyResolver,
-    /// Policy CPU time per namespace.
-    pub budget: CpuBudget,
-    /// Modules that timed out, per namespace.
-    quarantine: Quarantine<crate::policy::PolicyDigest>,
-    /// One policy call at a time per namespace.
-    namespace_gates: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
-    /// How the output helper runs in pods with output.
-    pub helper: crate::output::pod::HelperSpec,
-    pub helper_identity: crate::output::write::HelperIdentity,
+    /// Every namespace's policies, called under its fair share.
+    pub policies: NamespacePolicies,
+    /// How the output helper runs in pods with output, and its identity in each namespace.
+    pub helper: HelperSpec,
+    pub helper_identity: HelperIdentity,
+    pub caches: Caches,
+    pub metrics: Arc<Metrics>,
+    /// Events to publish, in the background: a reconcile does not wait for them.
+    events: tokio::sync::mpsc::UnboundedSender<(Event, ObjectReference)>,
+    pub backoff: Backoff,
+}
+
+/// What the reconciles read instead of asking the API.
+pub struct Caches {
     pub monitored: MonitoredNamespaces,
     /// The operator's Jobs.
     pub jobs: JobCache,
     /// What the operator last wrote to each QuarksJob.
     pub own_writes: OwnWrites,
-    pub metrics: Arc<Metrics>,
-    /// Events to publish, in the background: a reconcile does not wait for them.
-    events: tokio::sync::mpsc::UnboundedSender<(Event, ObjectReference)>,
-    pub backoff: Backoff,
-    /// How often a QuarksJob with a run active or config awaited is re-evaluated without any
-    /// event (a safety net; every real trigger is watch-driven; settled ones wait for events).
-    pub resync: Duration,
 }
 
 impl Context {
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the process's wiring hands over every shared service once, here"
-    )]
+    /// `instance` names this operator process in the Events it publishes.
     pub fn new(
         client: kube::Client,
-        policies: PolicyResolver,
-        budget: CpuBudget,
-        helper: crate::output::pod::HelperSpec,
-        monitored: MonitoredNamespaces,
-        jobs: JobCache,
+        policies: NamespacePolicies,
+        helper: HelperSpec,
+        caches: Caches,
         metrics: Arc<Metrics>,
         instance: String,
     ) -> Self {
@@ -74,146 +66,11 @@ impl Context {
             events: spawn_event_publisher(Recorder::new(client.clone(), reporter)),
             client,
             policies,
-            budget,
-            quarantine: Quarantine::new(Duration::from_secs(30)),
-            namespace_gates: Mutex::default(),
             helper,
-            helper_identity: Default::default(),
-            monitored,
-            jobs,
-            own_writes: OwnWrites::default(),
+            helper_identity: HelperIdentity::default(),
+            caches,
             metrics,
             backoff: Backoff::default(),
-            resync: Duration::from_secs(300),
-        }
-    }
-
-    /// Runs `namespace`'s trigger policy, unless the namespace has used up its policy CPU
-    /// budget.
-    pub async fn call_trigger_policy(
-        &self,
-        namespace: &str,
-        policy: &Resolved,
-        input: TriggerInput,
-    ) -> Result<TriggerDecision, PolicyError> {
-        let loaded = policy.policy.clone();
-        self.call_policy(namespace, policy, World::Trigger, move |engine| {
-            engine.decide(&loaded, input)
-        })
-        .await
-    }
-
-    /// Runs `namespace`'s output policy. Charged to the namespace's budget but never refused
-    /// for it: output that a Job produced is not dropped for budget reasons.
-    pub async fn call_output_policy(
-        &self,
-        namespace: &str,
-        policy: &Resolved,
-        input: OutputInput,
-    ) -> Result<OutputResult, PolicyError> {
-        let loaded = policy.policy.clone();
-        self.call_policy(namespace, policy, World::Output, move |engine| {
-            engine.transform(&loaded, input)
-        })
-        .await
-    }
-
-    /// Runs a policy call on a blocking thread (policy calls are CPU-bound), measures it,
-    /// charges it to the namespace and counts its failure.
-    async fn call_policy<T: Send + 'static>(
-        &self,
-        namespace: &str,
-        policy: &Resolved,
-        world: World,
-        call: impl FnOnce(&PolicyEngine) -> Result<T, PolicyError> + Send + 'static,
-    ) -> Result<T, PolicyError> {
-        let gate = {
-            let mut gates = self
-                .namespace_gates
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            // Gates nobody holds are dropped now and then, so the map follows the namespaces
-            // in use rather than every namespace ever seen.
-            if gates.len() > 1024 {
-                gates.retain(|_, gate| Arc::strong_count(gate) > 1);
-            }
-            gates
-                .entry(namespace.to_owned())
-                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1)))
-                .clone()
-        };
-        let _turn = gate.acquire_owned().await;
-        let module = policy.policy.digest();
-        let digest = module.to_string();
-        // Trigger decisions only: an output transform that timed out may be about one huge
-        // file, and its neighbours' output must not be dropped for it.
-        let quarantined = (world == World::Trigger)
-            .then(|| self.quarantine.check(namespace, &module, Instant::now()))
-            .flatten();
-        if let Some(error) = quarantined {
-            self.count_policy_error(world, &error, Some(&digest));
-            return Err(error);
-        }
-        // The budget is checked after the quarantine, so a quarantined module keeps one
-        // reason (a flip between two reasons would rewrite status on every reconcile).
-        if world == World::Trigger
-            && let Err(retry_after) = self.budget.check(namespace, Instant::now())
-        {
-            let error = PolicyError::BudgetExhausted {
-                namespace: namespace.to_owned(),
-                retry_after,
-            };
-            self.count_policy_error(world, &error, Some(&digest));
-            return Err(error);
-        }
-        let engine = self.policies.engine().clone();
-        let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || call(&engine))
-            .await
-            .unwrap_or_else(|e| {
-                Err(PolicyError::Engine(format!(
-                    "policy call did not finish: {e}"
-                )))
-            });
-        let elapsed = started.elapsed();
-        self.budget.charge(namespace, elapsed, Instant::now());
-        if let (World::Trigger, Err(error @ PolicyError::Timeout(_))) = (world, &result) {
-            self.quarantine
-                .record(namespace, module, error.clone(), Instant::now());
-        }
-        self.metrics
-            .policy_call_seconds
-            .get_or_create(&PolicyLabels {
-                world: world.as_str(),
-                policy: digest.clone(),
-            })
-            .observe(elapsed.as_secs_f64());
-        if let Err(error) = &result {
-            self.count_policy_error(world, error, Some(&digest));
-        }
-        result
-    }
-
-    /// Counts a policy failure; `digest` is `None` when no module was resolved.
-    pub fn count_policy_error(&self, world: World, error: &PolicyError, digest: Option<&str>) {
-        self.metrics
-            .policy_errors_total
-            .get_or_create(&PolicyErrorLabels {
-                world: world.as_str(),
-                code: error.code(),
-                policy: digest.unwrap_or("unresolved").to_owned(),
-            })
-            .inc();
-    }
-
-    /// A policy that could not be resolved for `world`: counted (as `unresolved`), and the
-    /// failure the QuarksJob reports.
-    pub fn unresolved(&self, world: World, error: PolicyError) -> PolicyFailure {
-        self.count_policy_error(world, &error, None);
-        PolicyFailure {
-            world,
-            error,
-            policy: None,
         }
     }
 
@@ -294,7 +151,8 @@ pub struct NamespaceOutputPolicy<'a> {
 impl crate::output::write::OutputPolicyRunner for NamespaceOutputPolicy<'_> {
     async fn transform(&self, input: OutputInput) -> Result<OutputResult, PolicyError> {
         self.ctx
-            .call_output_policy(self.namespace, &self.policy, input)
+            .policies
+            .transform(self.namespace, &self.policy, input)
             .await
     }
 }

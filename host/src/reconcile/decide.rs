@@ -5,14 +5,13 @@
 //! Everything but [`decide`] is pure. A policy that cannot decide fails closed: no run, a
 //! [`PolicyFailure`] the QuarksJob's status and an Event report.
 
-use std::time::Duration;
-
 use crate::crd::{QuarksJob, Strategy};
+use crate::policy::World;
+pub use crate::policy::calls::PolicyFailure;
 use crate::policy::contract::{
     JobOutcome, QuarksJobView, TriggerDecision, TriggerEvent, TriggerInput,
 };
 use crate::policy::resolver::Resolved;
-use crate::policy::{PolicyError, World};
 
 use super::context::Context;
 
@@ -97,53 +96,14 @@ pub struct Decided {
     pub policy: Resolved,
 }
 
-/// A policy the namespace selected could not be used: fail closed.
-#[derive(Debug)]
-pub struct PolicyFailure {
-    pub world: World,
-    pub error: PolicyError,
-    /// The module that failed, when one was resolved.
-    pub policy: Option<Resolved>,
-}
-
-impl PolicyFailure {
-    /// The condition's and Event's message, naming the module.
-    pub fn message(&self) -> String {
-        let (world, error) = (self.world, &self.error);
-        match &self.policy {
-            Some(p) => format!(
-                "{world} policy {} ({}): {error}",
-                p.reference,
-                p.policy.digest()
-            ),
-            None => format!("{world} policy: {error}"),
-        }
-    }
-
-    /// When to look again without an event.
-    pub fn retry_after(&self) -> Duration {
-        match &self.error {
-            PolicyError::BudgetExhausted { retry_after, .. } => *retry_after,
-            // Woken when compilation ends; this is only a safety net.
-            PolicyError::Pending(_) => Duration::from_secs(10),
-            // A change of selection or module reconciles at once; this is a safety net.
-            _ => Duration::from_secs(30),
-        }
-    }
-}
-
 /// Resolves the namespace's trigger policy and asks it.
 pub async fn decide(
     ctx: &Context,
     namespace: &str,
     input: TriggerInput,
 ) -> Result<Decided, PolicyFailure> {
-    let policy = ctx
-        .policies
-        .resolve(namespace, World::Trigger)
-        .await
-        .map_err(|error| ctx.unresolved(World::Trigger, error))?;
-    match ctx.call_trigger_policy(namespace, &policy, input).await {
+    let policy = ctx.policies.resolve(namespace, World::Trigger).await?;
+    match ctx.policies.decide(namespace, &policy, input).await {
         Ok(decision) => Ok(Decided { decision, policy }),
         Err(error) => Err(PolicyFailure {
             world: World::Trigger,

@@ -41,6 +41,10 @@ use job::{RunPlan, run_job, run_plan_of};
 use observe::{ConfigObservation, referenced_config_now, run_jobs};
 use status::{NoRun, record_no_run};
 
+/// How often a QuarksJob with a run active or config awaited is re-evaluated without any
+/// event (a safety net; every real trigger is watch-driven; settled ones wait for events).
+const RESYNC: Duration = Duration::from_secs(300);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     #[error("Kubernetes API: {0}")]
@@ -81,7 +85,7 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
     let namespace = qjob.namespace().unwrap_or_default();
     let mut effects = Effects::new(qjob);
 
-    let jobs = run_jobs(&ctx.client, &ctx.jobs, qjob).await?;
+    let jobs = run_jobs(&ctx.client, &ctx.caches.jobs, qjob).await?;
     let staged = observe::staged_output(&ctx.client, qjob).await?;
     let (status, events) = (&mut effects.status, &mut effects.events);
     if let Err(failure) = output::write_staged_output(ctx, qjob, &staged, status, events).await? {
@@ -98,7 +102,7 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
             trigger_source: None,
             reasons: String::new(),
         });
-        effects.then = Action::requeue(ctx.resync);
+        effects.then = Action::requeue(RESYNC);
         return apply::apply(ctx, qjob, effects, &now).await;
     }
 
@@ -128,7 +132,7 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
     if decided.decision.run {
         start_run(ctx, qjob, &mut effects, &decided, &config, &now);
     } else {
-        no_run(ctx, qjob, &mut effects, &decided, &config, run_active, &now);
+        no_run(qjob, &mut effects, &decided, &config, run_active, &now);
     }
     apply::apply(ctx, qjob, effects, &now).await
 }
@@ -157,7 +161,7 @@ fn start_run(
                 trigger_source: Some(policy.reference.clone()),
                 reasons: reasons_text(decision),
             });
-            effects.then = Action::requeue(ctx.resync);
+            effects.then = Action::requeue(RESYNC);
         }
         Err(error) => {
             let blocked = Blocked::Job(JobProblem::JobInvalid, error.to_string());
@@ -168,7 +172,6 @@ fn start_run(
 
 /// The decision is not to run: why, the strategy to write back, the spec observed.
 fn no_run(
-    ctx: &Context,
     qjob: &QuarksJob,
     effects: &mut Effects,
     decided: &Decided,
@@ -203,7 +206,7 @@ fn no_run(
     // again now and then, a safety net beside the watches (not kept for every idle QuarksJob:
     // a scheduled look-again costs ~650 bytes each, 6.5 MiB with 10 000 QuarksJobs).
     if run_active || no_run.waiting {
-        effects.then = Action::requeue(ctx.resync);
+        effects.then = Action::requeue(RESYNC);
     }
 }
 
@@ -213,10 +216,10 @@ fn no_run(
 /// that write).
 fn not_now(qjob: &QuarksJob, ctx: &Context) -> Option<Action> {
     let namespace = qjob.namespace().unwrap_or_default();
-    if !ctx.monitored.contains(&namespace) || qjob.meta().deletion_timestamp.is_some() {
+    if !ctx.caches.monitored.contains(&namespace) || qjob.meta().deletion_timestamp.is_some() {
         return Some(Action::await_change());
     }
-    if ctx.own_writes.predates_own_write(qjob) {
+    if ctx.caches.own_writes.predates_own_write(qjob) {
         tracing::debug!("cached QuarksJob predates our last write; waiting for the watch");
         return Some(Action::requeue(Duration::from_secs(5)));
     }

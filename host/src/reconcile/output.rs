@@ -27,7 +27,7 @@ pub async fn write_staged_output(
     let namespace = qjob.metadata.namespace.clone().unwrap_or_default();
     let policy = match ctx.policies.resolve(&namespace, World::Output).await {
         Ok(policy) => policy,
-        Err(error) => return Ok(Err(ctx.unresolved(World::Output, error))),
+        Err(failure) => return Ok(Err(failure)),
     };
     let policies = status.policies.get_or_insert_with(Default::default);
     policies.output = Some(policy.policy.digest().to_string());

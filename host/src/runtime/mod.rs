@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::metrics;
+use crate::policy::calls::NamespacePolicies;
 use crate::policy::fairness::CpuBudget;
 use crate::policy::resolver::{OciSettings, PolicyResolver};
 use crate::policy::{Limits, PolicyEngine};
@@ -91,13 +92,16 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         wake_tx,
         config.oci.clone(),
     )?;
+    let reconcile_caches = reconcile::context::Caches {
+        monitored: MonitoredNamespaces::new(caches.namespaces.clone()),
+        jobs: JobCache::new(caches.jobs.clone(), caches.jobs_synced.clone()),
+        own_writes: Default::default(),
+    };
     let ctx = Arc::new(Context::new(
         client.clone(),
-        resolver,
-        CpuBudget::default(),
+        NamespacePolicies::new(resolver, CpuBudget::default(), metrics.clone()),
         config.helper.clone(),
-        MonitoredNamespaces::new(caches.namespaces.clone()),
-        JobCache::new(caches.jobs.clone(), caches.jobs_synced.clone()),
+        reconcile_caches,
         metrics,
         identity,
     ));

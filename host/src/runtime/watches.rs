@@ -140,7 +140,7 @@ pub fn controller(
     let (store, policy_ctx) = (qjob_store.clone(), ctx.clone());
     let referencing_map = move |cm: PartialObjectMeta<ConfigMap>| {
         let mut affected = referencing(&store, ConfigKind::ConfigMap, &cm);
-        for namespace in policy_ctx.policies.module_touched(&cm) {
+        for namespace in policy_ctx.policies.resolver.module_touched(&cm) {
             affected.extend(qjobs_in(&store, &namespace));
         }
         affected
@@ -150,7 +150,7 @@ pub fn controller(
         move |s: PartialObjectMeta<Secret>| referencing(&store, ConfigKind::Secret, &s);
     let (store, policy_ctx) = (qjob_store.clone(), ctx.clone());
     let selection_changed = move |selection: ConfigMap| {
-        policy_ctx.policies.evict_unused();
+        policy_ctx.policies.resolver.evict_unused();
         qjobs_in(&store, &selection.namespace().unwrap_or_default())
     };
     let woken = woken_qjobs(qjob_store.clone(), woken_namespaces);
