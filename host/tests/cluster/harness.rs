@@ -690,9 +690,27 @@ pub async fn events_in(c: &Cluster, namespace: &str) -> Vec<k8s_openapi::api::ev
 
 /// The objects of kind `K` in `namespace`.
 pub async fn list_in<K: Namespaced>(c: &Cluster, namespace: &str) -> Vec<K> {
+    list(c, namespace, &ListParams::default()).await
+}
+
+/// The objects of kind `K` in `namespace` with labels matching `selector`.
+pub async fn list_labelled<K: Namespaced>(c: &Cluster, namespace: &str, selector: &str) -> Vec<K> {
+    list(c, namespace, &ListParams::default().labels(selector)).await
+}
+
+async fn list<K: Namespaced>(c: &Cluster, namespace: &str, params: &ListParams) -> Vec<K> {
     c.api_in::<K>(namespace)
-        .list(&ListParams::default())
+        .list(params)
         .await
         .expect("list")
         .items
+}
+
+/// The label selector of the Jobs and pods of QuarksJob `name`'s runs.
+pub fn runs_of(name: &str) -> String {
+    format!(
+        "{}={}",
+        quarks_job::names::job::QJOB_NAME_LABEL,
+        quarks_job::names::job::qjob_name_label_value(name)
+    )
 }

@@ -8,8 +8,8 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use quarks_job::crd::{QuarksJob, Strategy};
 
 use crate::{
-    Cluster, QJob, events_in, put_config_map, run_count, set_strategy, wait_completed, wait_for,
-    wait_status,
+    Cluster, QJob, events_in, list_labelled, put_config_map, run_count, runs_of, set_strategy,
+    wait_completed, wait_for, wait_status,
 };
 
 async fn qjob(c: &Cluster, name: &str) -> QuarksJob {
@@ -17,12 +17,7 @@ async fn qjob(c: &Cluster, name: &str) -> QuarksJob {
 }
 
 async fn jobs_of(c: &Cluster, name: &str) -> Vec<Job> {
-    let label = format!("{}={name}", quarks_job::names::job::QJOB_NAME_LABEL);
-    c.api::<Job>()
-        .list(&ListParams::default().labels(&label))
-        .await
-        .unwrap()
-        .items
+    list_labelled(c, &c.namespace, &runs_of(name)).await
 }
 
 /// Asserts the run count stays at `runs` for a while (used to prove that nothing happens).
@@ -92,11 +87,8 @@ async fn one_off_runs_once_becomes_done_and_its_job_and_pods_are_deleted() {
     );
     wait_for("the succeeded Job and its pods to be deleted", || async {
         jobs_of(&c, "one-off").await.is_empty()
-            && c.api::<Pod>()
-                .list(&ListParams::default().labels("job-name=one-off-1"))
+            && list_labelled::<Pod>(&c, &c.namespace, "job-name=one-off-1")
                 .await
-                .unwrap()
-                .items
                 .is_empty()
     })
     .await;

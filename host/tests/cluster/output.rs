@@ -7,8 +7,8 @@ use kube::api::ListParams;
 use serde_json::json;
 
 use crate::{
-    Cluster, QJob, events_in, output_qjob, put_config_map, qjob_status, secret_opt, set_strategy,
-    wait_for, wait_secret, wait_status,
+    Cluster, QJob, events_in, list_labelled, output_qjob, put_config_map, qjob_status, runs_of,
+    secret_opt, set_strategy, wait_for, wait_secret, wait_status,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,12 +41,7 @@ async fn the_seed_example_becomes_secret_foo_json_and_a_missing_file_is_reported
         "{missing:?}"
     );
     // The staging Secret was consumed, and no value reached the operator's log.
-    let staged = c
-        .api::<Secret>()
-        .list(&ListParams::default().labels("quarks.cloudfoundry.org/output-staging=true"))
-        .await
-        .unwrap();
-    assert!(staged.items.is_empty());
+    assert!(staged(&c).await.is_empty());
     assert!(!op.log().contains("baz"));
 }
 
@@ -122,18 +117,18 @@ async fn event_notes(c: &Cluster, reason: &str) -> Vec<String> {
 
 /// The pods of a QuarksJob's runs.
 async fn pods_of(c: &Cluster, qjob: &str) -> Vec<Pod> {
-    c.api::<Pod>()
-        .list(&ListParams::default().labels(&format!(
-            "{}={}",
-            quarks_job::names::job::QJOB_NAME_LABEL,
-            quarks_job::names::job::qjob_name_label_value(qjob)
-        )))
-        .await
-        .unwrap()
-        .items
+    list_labelled(c, &c.namespace, &runs_of(qjob)).await
 }
 
-const STAGING_SELECTOR: &str = "quarks.cloudfoundry.org/output-staging=true";
+/// The output staging Secrets in the test's namespace.
+async fn staged(c: &Cluster) -> Vec<Secret> {
+    list_labelled(
+        c,
+        &c.namespace,
+        "quarks.cloudfoundry.org/output-staging=true",
+    )
+    .await
+}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -721,25 +716,14 @@ exit 1"#
     assert!(op.stop().await.success());
     std::fs::write(dir.path().join("go"), b"").unwrap();
     wait_for("both attempts' staging Secrets", || async {
-        c.api::<Secret>()
-            .list(&ListParams::default().labels(STAGING_SELECTOR))
-            .await
-            .unwrap()
-            .items
-            .len()
-            == 2
+        staged(&c).await.len() == 2
     })
     .await;
     let _op = c.operator().await;
     wait_for(
         "the staging Secrets to be consumed and the run to complete",
         || async {
-            let staged = c
-                .api::<Secret>()
-                .list(&ListParams::default().labels(STAGING_SELECTOR))
-                .await
-                .unwrap();
-            staged.items.is_empty() && qjob_status(&c, &c.namespace, "retry").await.completed
+            staged(&c).await.is_empty() && qjob_status(&c, &c.namespace, "retry").await.completed
         },
     )
     .await;
@@ -773,12 +757,12 @@ async fn concurrent_writers_of_one_versioned_secret_lose_no_version() {
     for writer in ["a", "b"] {
         wait_outputs(&c, &format!("writer-{writer}"), 1).await;
     }
-    let versions = c
-        .api::<Secret>()
-        .list(&ListParams::default().labels("quarks.cloudfoundry.org/secret-kind=versionedSecret"))
-        .await
-        .unwrap()
-        .items;
+    let versions: Vec<Secret> = list_labelled(
+        &c,
+        &c.namespace,
+        "quarks.cloudfoundry.org/secret-kind=versionedSecret",
+    )
+    .await;
     let mut names: Vec<_> = versions
         .iter()
         .map(|s| s.metadata.name.clone().unwrap())
