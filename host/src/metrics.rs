@@ -35,6 +35,16 @@ pub struct PolicyErrorLabels {
     pub policy: String,
 }
 
+/// `rest_client_requests_total`: every API request of the operator by method and code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    /// The response's status code, or `error` when no response came (connection failures).
+    pub code: String,
+}
+
+pub type RequestCounter = Family<RequestLabels, Counter>;
+
 pub const CONTROLLER: &str = "quarksjob";
 
 pub struct Metrics {
@@ -47,7 +57,7 @@ pub struct Metrics {
     pub runs_failed_total: Counter,
     pub policy_call_seconds: Family<PolicyLabels, Histogram>,
     pub policy_errors_total: Family<PolicyErrorLabels, Counter>,
-    pub rest_client_requests_total: crate::runtime::rest_client::RequestCounter,
+    pub rest_client_requests_total: RequestCounter,
 }
 
 impl Default for Metrics {
@@ -106,7 +116,7 @@ impl Default for Metrics {
             "Policy call failures, by world and error code",
             policy_errors_total.clone(),
         );
-        let rest_client_requests_total = crate::runtime::rest_client::RequestCounter::default();
+        let rest_client_requests_total = RequestCounter::default();
         registry.register(
             "rest_client_requests",
             "API requests of the operator, by HTTP method and response code",

@@ -160,7 +160,7 @@ async fn run_while_leading(
 
 async fn client(
     config: &OperatorConfig,
-    requests: rest_client::RequestCounter,
+    requests: crate::metrics::RequestCounter,
 ) -> anyhow::Result<kube::Client> {
     let kube_config = match &config.kubeconfig {
         Some(path) => {

@@ -7,18 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub method: String,
-    /// The response's status code, or `error` when no response came (connection failures).
-    pub code: String,
-}
-
-pub type RequestCounter = Family<RequestLabels, Counter>;
+use crate::metrics::{RequestCounter, RequestLabels};
 
 /// A kube client for `config` whose requests are counted in `requests`.
 pub fn counted_client(
