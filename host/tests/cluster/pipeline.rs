@@ -3,9 +3,22 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::ListParams;
 
-use crate::{Cluster, QJob, output_qjob, wait_completed, wait_for, wait_for_reason, wait_secret};
+use crate::{
+    Cluster, QJob, events_in, list_labelled, output_qjob, patch_qjob, wait_completed, wait_for,
+    wait_for_reason, wait_secret,
+};
+
+/// Waits for a Warning Event with `reason` in the test's namespace.
+async fn wait_warning(c: &Cluster, reason: &str) {
+    wait_for(&format!("a {reason} Warning Event"), || async {
+        events_in(c, &c.namespace)
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some(reason) && e.type_.as_deref() == Some("Warning"))
+    })
+    .await;
+}
 
 /// The operator stops after starting the run; meanwhile the pod hands its output over and the
 /// Job succeeds. The restarted operator's first reconcile finds all of it at once: output to
@@ -31,8 +44,6 @@ async fn kubesim_only_a_reconcile_with_output_and_a_finished_job_writes_status_o
     op.stop().await;
 
     std::fs::write(&go_file, b"").unwrap();
-    let staging = c.api::<Secret>();
-    let staged = ListParams::default().labels("quarks.cloudfoundry.org/output-staging");
     wait_for("the Job to succeed with its output staged", || async {
         let complete = jobs
             .get("once-write-1")
@@ -44,7 +55,9 @@ async fn kubesim_only_a_reconcile_with_output_and_a_finished_job_writes_status_o
                 cs.iter()
                     .any(|c| c.type_ == "Complete" && c.status == "True")
             });
-        complete && !staging.list(&staged).await.unwrap().items.is_empty()
+        let staged: Vec<Secret> =
+            list_labelled(&c, &c.namespace, "quarks.cloudfoundry.org/output-staging").await;
+        complete && !staged.is_empty()
     })
     .await;
 
@@ -79,24 +92,11 @@ async fn a_template_that_is_no_job_is_reported_as_job_invalid_until_fixed() {
         .unwrap();
     let message = wait_for_reason(&c, &c.namespace, "broken", "JobInvalid").await;
     assert!(message.contains("spec.template.spec"), "{message}");
-    wait_for("a JobInvalid Warning Event", || async {
-        crate::events_in(&c, &c.namespace).await.iter().any(|e| {
-            e.reason.as_deref() == Some("JobInvalid") && e.type_.as_deref() == Some("Warning")
-        })
-    })
-    .await;
+    wait_warning(&c, "JobInvalid").await;
 
     let fixed = QJob::new("broken", "once").script("true").manifest();
-    c.qjobs()
-        .patch(
-            "broken",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(
-                serde_json::json!({"spec": {"template": fixed["spec"]["template"]}}),
-            ),
-        )
-        .await
-        .unwrap();
+    let patch = serde_json::json!({"spec": {"template": fixed["spec"]["template"]}});
+    patch_qjob(&c, &c.namespace, "broken", patch).await;
     wait_completed(&c, &c.namespace, "broken", 1).await;
 }
 
@@ -116,12 +116,7 @@ async fn a_job_the_api_server_refuses_is_reported_as_job_refused() {
         .unwrap();
     let message = wait_for_reason(&c, &c.namespace, "refused", "JobRefused").await;
     assert!(message.contains("refused Job refused-1"), "{message}");
-    wait_for("a JobRefused Warning Event", || async {
-        crate::events_in(&c, &c.namespace).await.iter().any(|e| {
-            e.reason.as_deref() == Some("JobRefused") && e.type_.as_deref() == Some("Warning")
-        })
-    })
-    .await;
+    wait_warning(&c, "JobRefused").await;
     let status = crate::qjob_status(&c, &c.namespace, "refused").await;
     assert_eq!(status.run_count, 0, "no run was recorded");
     // Backoff, not a hot loop: a handful of attempts in two seconds.
