@@ -14,6 +14,7 @@ pub mod output;
 pub mod policy;
 pub mod reconcile;
 pub mod runtime;
+pub mod subset;
 
 /// The operator's version, as `quarks-job version` prints it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -325,16 +325,6 @@ mod tests {
         .unwrap()
     }
 
-    /// Whether every field of `subset` is in `value` with the same value.
-    fn contains(value: &serde_json::Value, subset: &serde_json::Value) -> bool {
-        match (value, subset) {
-            (serde_json::Value::Object(v), serde_json::Value::Object(s)) => s
-                .iter()
-                .all(|(k, sv)| v.get(k).is_some_and(|vv| contains(vv, sv))),
-            _ => value == subset,
-        }
-    }
-
     #[test]
     fn staged_files_and_outcomes_table() {
         let cases: Vec<Case> =
@@ -365,7 +355,8 @@ mod tests {
                     FilePlan::Transform(input) => {
                         let json = serde_json::to_value(&*input).unwrap();
                         let subset = expect.input.as_ref().expect("an expected input");
-                        assert!(contains(&json, subset), "{what}: {json}");
+                        let mismatch = crate::subset::subset_mismatch(subset, &json, "");
+                        assert_eq!(mismatch, None, "{what}: {json}");
                         outcome(match case.policy_traps.get(&file.file) {
                             Some(message) => Err(PolicyError::Trap(message.clone())),
                             None => Ok(case.results[&file.file].clone()),

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use super::events::QuarksJobEvent;
-use super::status::{record_failed, record_succeeded};
+use super::status::record_finished;
 use crate::crd::QuarksJobStatus;
 use crate::policy::contract::JobOutcome;
 
@@ -98,13 +98,13 @@ pub fn settle(
     };
     match state {
         JobState::Succeeded if !recorded => {
-            record_succeeded(status, &name, generation, now);
+            record_finished(status, &name, None, generation, now);
             settlement.finished_now = Some(JobOutcome::Succeeded);
             settlement.event = Some(QuarksJobEvent::RunSucceeded { job: name });
         }
         JobState::Failed if !recorded => {
             let why = job_failure(job);
-            record_failed(status, &name, &why, generation, now);
+            record_finished(status, &name, Some(&why), generation, now);
             settlement.finished_now = Some(JobOutcome::Failed);
             settlement.event = Some(QuarksJobEvent::RunFailed { job: name, why });
         }

@@ -95,18 +95,33 @@ pub fn set_condition(
     status.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
 }
 
-/// A run's Job succeeded.
-pub fn record_succeeded(
+/// A run's Job finished: succeeded (`failure` is `None`) or failed for good (`failure` is its
+/// reason and message).
+pub fn record_finished(
     status: &mut QuarksJobStatus,
     job: &str,
+    failure: Option<&str>,
     generation: Option<i64>,
     now: &Time,
 ) {
-    status.completed = true;
+    status.completed = failure.is_none();
     status.last_run_finished_at = Some(now.clone());
-    status.last_failure = None;
-    let reason = OwnReason::JobSucceeded.as_str();
-    let running = format!("Job {job} succeeded");
+    status.last_failure = failure.map(str::to_owned);
+    let (reason, running, failed, why) = match failure {
+        None => (
+            OwnReason::JobSucceeded,
+            format!("Job {job} succeeded"),
+            false,
+            "the last run succeeded".to_owned(),
+        ),
+        Some(why) => (
+            OwnReason::JobFailed,
+            format!("Job {job} failed"),
+            true,
+            format!("Job {job} failed: {why}; it is kept for inspection"),
+        ),
+    };
+    let reason = reason.as_str();
     set_condition(
         status,
         ConditionType::Running,
@@ -116,47 +131,12 @@ pub fn record_succeeded(
         generation,
         now,
     );
-    let failed = "the last run succeeded";
     set_condition(
         status,
         ConditionType::Failed,
-        false,
-        reason,
         failed,
-        generation,
-        now,
-    );
-}
-
-/// A run's Job failed for good (`why`: its reason and message).
-pub fn record_failed(
-    status: &mut QuarksJobStatus,
-    job: &str,
-    why: &str,
-    generation: Option<i64>,
-    now: &Time,
-) {
-    status.completed = false;
-    status.last_run_finished_at = Some(now.clone());
-    status.last_failure = Some(why.to_owned());
-    let reason = OwnReason::JobFailed.as_str();
-    let running = format!("Job {job} failed");
-    set_condition(
-        status,
-        ConditionType::Running,
-        false,
         reason,
-        &running,
-        generation,
-        now,
-    );
-    let failed = format!("Job {job} failed: {why}; it is kept for inspection");
-    set_condition(
-        status,
-        ConditionType::Failed,
-        true,
-        reason,
-        &failed,
+        &why,
         generation,
         now,
     );

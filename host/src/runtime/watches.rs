@@ -82,22 +82,8 @@ pub fn controller(
     caches: Caches,
     woken_namespaces: tokio::sync::mpsc::UnboundedReceiver<String>,
 ) -> Controller<QuarksJob> {
-    // The cache of QuarksJobs keeps what decisions need, not managedFields or kubectl's
-    // last-applied copy of the whole object (together most of a cached QuarksJob's size).
     let (qjob_store, qjob_writer) = reflector::store::<QuarksJob>();
-    let qjobs = watcher(
-        Api::<QuarksJob>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .modify(|qjob| {
-        qjob.managed_fields_mut().clear();
-        qjob.annotations_mut()
-            .remove("kubectl.kubernetes.io/last-applied-configuration");
-    })
-    .reflect(qjob_writer)
-    .inspect_ok(synced_on_init_done(&caches.qjobs_synced))
-    .applied_objects();
+    let qjobs = qjob_watch(client, qjob_writer, &caches.qjobs_synced);
     let namespaces = reflector::reflector(
         caches.namespaces_writer,
         watcher(
@@ -163,6 +149,26 @@ pub fn controller(
         .watches_stream(metadata_watch::<Secret>(client), referencing_secret)
         .watches_stream(selections, selection_changed)
         .reconcile_on(woken)
+}
+
+/// The QuarksJobs, into their cache. It keeps what decisions need, not managedFields or
+/// kubectl's last-applied copy of the whole object (together most of a cached QuarksJob's size).
+fn qjob_watch(
+    client: &kube::Client,
+    writer: Writer<QuarksJob>,
+    synced: &CancellationToken,
+) -> impl Stream<Item = Result<QuarksJob, watcher::Error>> + Send + 'static {
+    let api = Api::<QuarksJob>::all(client.clone());
+    watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|qjob| {
+            qjob.managed_fields_mut().clear();
+            qjob.annotations_mut()
+                .remove("kubectl.kubernetes.io/last-applied-configuration");
+        })
+        .reflect(writer)
+        .inspect_ok(synced_on_init_done(synced))
+        .applied_objects()
 }
 
 /// Every change of a kind, as metadata only (all namespaces).
