@@ -588,4 +588,52 @@ mod tests {
         assert_eq!(run_plan_of(&job), None);
         assert!(!is_controlled_by(&job, UID));
     }
+
+    /// One case of `fixtures/job.yaml`.
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Case {
+        name: String,
+        qjob: QuarksJob,
+        run: u64,
+        #[serde(default)]
+        write_strategy: Option<Strategy>,
+        #[serde(default)]
+        newest: BTreeMap<String, u64>,
+        #[serde(default)]
+        expect: Option<serde_json::Value>,
+        #[serde(default)]
+        error: Option<String>,
+    }
+
+    #[test]
+    fn run_job_table() {
+        let cases: Vec<Case> =
+            serde_yaml::from_str(include_str!("fixtures/job.yaml")).expect("fixture");
+        assert!(cases.len() >= 4);
+        let helper = HelperSpec {
+            image: "example/quarks-job:1".into(),
+            deadline_seconds: 60,
+        };
+        for case in cases {
+            let plan = RunPlan {
+                run: case.run,
+                write_strategy: case.write_strategy,
+                config_digest: None,
+                trigger_policy: POLICY.to_owned(),
+            };
+            let built = run_job(&case.qjob, &plan, &case.newest, &helper);
+            match (built, &case.expect, &case.error) {
+                (Ok(job), Some(expected), None) => {
+                    let job = serde_json::to_value(&job).unwrap();
+                    let mismatch = crate::subset::subset_mismatch(expected, &job, "");
+                    assert_eq!(mismatch, None, "case {:?}: {job}", case.name);
+                }
+                (Err(error), None, Some(expected)) => {
+                    assert_eq!(&error.to_string(), expected, "case {:?}", case.name)
+                }
+                (got, _, _) => panic!("case {:?}: unexpected {got:?}", case.name),
+            }
+        }
+    }
 }

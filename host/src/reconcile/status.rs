@@ -363,4 +363,131 @@ mod tests {
             &at(3)
         ));
     }
+
+    /// One case of `fixtures/status.yaml`.
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Case {
+        name: String,
+        generation: i64,
+        strategy: Strategy,
+        #[serde(default)]
+        status: QuarksJobStatus,
+        record: Record,
+        expect: serde_json::Value,
+        #[serde(default)]
+        news: Option<bool>,
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    enum Record {
+        #[serde(rename_all = "camelCase")]
+        RunStarted {
+            run: u64,
+            config_digest: Option<String>,
+            trigger_policy: String,
+            trigger_source: String,
+            observed_generation: i64,
+            observed_strategy: Strategy,
+        },
+        #[serde(rename_all = "camelCase")]
+        NoRun {
+            reason: String,
+            message: String,
+            #[serde(default)]
+            waiting: bool,
+            #[serde(default)]
+            run_active: bool,
+            #[serde(default)]
+            config_digest: Option<String>,
+            trigger_policy: String,
+            trigger_source: String,
+        },
+        Blocked {
+            reason: String,
+            message: String,
+        },
+    }
+
+    #[test]
+    fn status_records_table() {
+        // Through JSON: serde_yaml wants YAML tags for enums; the fixture uses plain maps.
+        let yaml: serde_json::Value =
+            serde_yaml::from_str(include_str!("fixtures/status.yaml")).expect("fixture");
+        let cases: Vec<Case> = serde_json::from_value(yaml).expect("fixture cases");
+        assert!(cases.len() >= 6);
+        let now = at(1_000_000);
+        for case in cases {
+            let qjob: crate::crd::QuarksJob = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "q", "namespace": "ns", "generation": case.generation},
+                "spec": {"trigger": {"strategy": case.strategy}, "template": {}},
+                "status": case.status,
+            }))
+            .unwrap();
+            let mut status = case.status.clone();
+            let news = match &case.record {
+                Record::RunStarted {
+                    run,
+                    config_digest,
+                    trigger_policy,
+                    trigger_source,
+                    observed_generation,
+                    observed_strategy,
+                } => {
+                    let plan = RunPlan {
+                        run: *run,
+                        write_strategy: None,
+                        config_digest: config_digest.clone(),
+                        trigger_policy: trigger_policy.clone(),
+                    };
+                    let observed = ObservedSpec {
+                        generation: Some(*observed_generation),
+                        strategy: *observed_strategy,
+                    };
+                    record_run_started(
+                        &mut status,
+                        "q",
+                        &plan,
+                        Some(trigger_source),
+                        observed,
+                        &now,
+                    );
+                    None
+                }
+                Record::NoRun {
+                    reason,
+                    message,
+                    waiting,
+                    run_active,
+                    config_digest,
+                    trigger_policy,
+                    trigger_source,
+                } => {
+                    let no_run = NoRun {
+                        reason,
+                        message,
+                        waiting: *waiting,
+                        run_active: *run_active,
+                        config_digest: config_digest.as_deref(),
+                        trigger_policy,
+                        trigger_source,
+                    };
+                    Some(record_no_run(&mut status, &qjob, &no_run, &now))
+                }
+                Record::Blocked { reason, message } => Some(record_blocked(
+                    &mut status,
+                    qjob.status.as_ref(),
+                    reason,
+                    message,
+                    Some(case.generation),
+                    &now,
+                )),
+            };
+            let got = serde_json::to_value(&status).unwrap();
+            let mismatch = crate::subset::subset_mismatch(&case.expect, &got, "");
+            assert_eq!(mismatch, None, "case {:?}: {got}", case.name);
+            assert_eq!(news, case.news, "case {:?}", case.name);
+        }
+    }
 }
