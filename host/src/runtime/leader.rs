@@ -12,6 +12,15 @@ use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use tracing::{info, warn};
 
+/// Why a round of leader election did not complete.
+#[derive(Debug, thiserror::Error)]
+enum LeaseError {
+    #[error("Kubernetes API: {0}")]
+    Api(#[from] kube::Error),
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
+}
+
 pub struct LeaderElection {
     pub api: Api<Lease>,
     pub lease_name: String,
@@ -24,10 +33,20 @@ impl LeaderElection {
         self.lease_duration / 3
     }
 
+    /// One round, given at most a renew interval: a request the API server never answers must
+    /// not stall a candidate for good (seen on kube-apiserver under load) or keep a leader
+    /// believing it renews.
+    async fn round(&self) -> Result<bool, LeaseError> {
+        tokio::time::timeout(self.renew_interval(), self.try_acquire_or_renew())
+            .await
+            .map_err(|_| LeaseError::TimedOut(self.renew_interval()))?
+            .map_err(LeaseError::Api)
+    }
+
     /// Waits until this replica holds the Lease.
     pub async fn acquire(&self) -> anyhow::Result<()> {
         loop {
-            match self.try_acquire_or_renew().await {
+            match self.round().await {
                 Ok(true) => {
                     info!(lease = %self.lease_name, identity = %self.identity, "became leader");
                     return Ok(());
@@ -44,7 +63,7 @@ impl LeaderElection {
         let mut last_renewed = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(self.renew_interval()).await;
-            match self.try_acquire_or_renew().await {
+            match self.round().await {
                 Ok(true) => last_renewed = tokio::time::Instant::now(),
                 Ok(false) => {
                     warn!(lease = %self.lease_name, "lost the lease to another replica");
