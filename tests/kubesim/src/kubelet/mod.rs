@@ -157,6 +157,8 @@ async fn handle_pod(
         .and_then(|s| s.node_name.clone())
         .filter(|n| !n.is_empty());
     match node {
+        // Pods for another scheduler are that scheduler's to bind, as with kube-scheduler.
+        None if !for_default_scheduler(&pod) => {}
         None => {
             if pod.metadata.deletion_timestamp.is_none() {
                 bind(shared, &pod).await;
@@ -186,6 +188,15 @@ async fn handle_pod(
             workers.insert(uid, Worker { tx, task });
         }
     }
+}
+
+/// Whether the pod asks for the default scheduler (no `schedulerName`, or
+/// `default-scheduler`): the only pods this node binds.
+fn for_default_scheduler(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduler_name.as_deref())
+        .is_none_or(|name| name.is_empty() || name == "default-scheduler")
 }
 
 async fn remove_unstarted(pods: &Api<Pod>, pod: &Pod) {

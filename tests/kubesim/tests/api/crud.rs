@@ -395,7 +395,10 @@ async fn bound_pods_are_deleted_gracefully() {
     let c = Cluster::start().await;
     let pods: Api<Pod> = c.api();
     for n in ["bound", "unbound"] {
-        let made = create(&pods, &pod(n, "i")).await;
+        // For a scheduler nobody runs: on a shared cluster a `kubesim node` would bind it first.
+        let mut unscheduled = pod(n, "i");
+        unscheduled.spec.as_mut().unwrap().scheduler_name = Some(c.name("no-scheduler"));
+        let made = create(&pods, &unscheduled).await;
         assert_eq!(
             made.status.and_then(|s| s.phase).as_deref(),
             Some("Pending")

@@ -102,27 +102,28 @@ async fn field_selectors_and_all_namespaces() {
         .expect("ns+name");
     assert_eq!(in_n1.items.len(), 1);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &n1);
-    let p: Pod = serde_json::from_value(
-        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
-    )
+    // Bound to a node nobody runs, so that it stays Pending on a shared cluster too (where a
+    // `kubesim node` named kubesim-node binds and runs unscheduled pods).
+    let nowhere = format!("nowhere-{n1}");
+    let p: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "p"},
+        "spec": {"nodeName": nowhere, "containers": [{"name": "c", "image": "i"}]},
+    }))
     .expect("pod");
     pods.create(&PostParams::default(), &p).await.expect("pod");
-    assert_eq!(
-        pods.list(&ListParams::default().fields("status.phase=Pending"))
-            .await
-            .expect("phase")
-            .items
-            .len(),
-        1
-    );
-    assert_eq!(
-        pods.list(&ListParams::default().fields("spec.nodeName=kubesim-node"))
-            .await
-            .expect("node")
-            .items
-            .len(),
-        0
-    );
+    let count = |selector: String| {
+        let pods = pods.clone();
+        async move {
+            pods.list(&ListParams::default().fields(&selector))
+                .await
+                .expect("list pods")
+                .items
+                .len()
+        }
+    };
+    assert_eq!(count("status.phase=Pending".into()).await, 1);
+    assert_eq!(count(format!("spec.nodeName={nowhere}")).await, 1);
+    assert_eq!(count("spec.nodeName=kubesim-node".into()).await, 0);
     let (code, _) = raw(
         &client,
         "GET",
