@@ -211,7 +211,7 @@ enum Target {
     KubeSim(KubeSim),
     /// The real kube-apiserver and kube-controller-manager of ../shared/k8s (no node: the
     /// real Job controller makes pods that stay Pending, for the operator and the floor alike).
-    Real(support::ControlPlane),
+    Real(kubesim::control_plane::ControlPlane),
 }
 
 impl Target {
@@ -222,9 +222,9 @@ impl Target {
         }
     }
 
-    fn kubeconfig(&self) -> &std::path::Path {
+    fn kubeconfig(&self) -> std::path::PathBuf {
         match self {
-            Target::KubeSim(sim) => sim.kubeconfig_path(),
+            Target::KubeSim(sim) => sim.kubeconfig_path().to_path_buf(),
             Target::Real(plane) => plane.kubeconfig(),
         }
     }
@@ -232,7 +232,7 @@ impl Target {
     async fn client(&self) -> kube::Client {
         match self {
             Target::KubeSim(sim) => sim.client().await.expect("client"),
-            Target::Real(plane) => plane.client().await,
+            Target::Real(plane) => plane.client().await.expect("client"),
         }
     }
 
@@ -254,7 +254,7 @@ async fn api_phases(
     notes: &mut Vec<String>,
 ) {
     let client = target.client().await;
-    let operator = Operator::start(target.kubeconfig(), &client, id, &operator_args()).await;
+    let operator = Operator::start(&target.kubeconfig(), &client, id, &operator_args()).await;
     let on = target.name();
     // Names of this run: a real cluster is shared with earlier runs.
     let latency_ns = format!("{id}-latency");
@@ -462,7 +462,8 @@ async fn main() {
         let sim = KubeSim::start(options()).await.expect("kubesim starts");
         api_phases(&Target::KubeSim(sim), &counts, &id, &mut rows, &mut notes).await;
         if real {
-            let plane = support::ControlPlane::start().await;
+            let plane = kubesim::control_plane::ControlPlane::start()
+                .expect("--real: the control plane starts");
             api_phases(&Target::Real(plane), &counts, &id, &mut rows, &mut notes).await;
         }
     }

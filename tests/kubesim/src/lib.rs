@@ -5,6 +5,7 @@
 //! [`KubeSim`] starts everything in-process; the `kubesim` binary wraps it for shells.
 //! [`node`] runs the same kubelet as the node of another API server (`kubesim node`).
 
+pub mod control_plane;
 pub mod job_controller;
 pub mod kubelet;
 pub mod node;

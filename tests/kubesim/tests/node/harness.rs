@@ -1,7 +1,7 @@
 //! A real control plane and a `kubesim node` process for one test, stopped on drop.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -12,14 +12,9 @@ use serde_json::json;
 /// The env var that turns the real-cluster tests off.
 pub const OFF_SWITCH: &str = "KUBESIM_REAL_CLUSTER_TESTS";
 
-fn control_plane_script() -> PathBuf {
-    // CARGO_MANIFEST_DIR is <repo>/tests/kubesim; the control plane lives beside the repo.
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/k8s/control-plane")
-}
-
-/// A running control plane; `stop`ped on drop.
+/// A running control plane for one test; `stop`ped on drop.
 pub struct ControlPlane {
-    dir: tempfile::TempDir,
+    plane: kubesim::control_plane::ControlPlane,
 }
 
 impl ControlPlane {
@@ -30,38 +25,21 @@ impl ControlPlane {
             eprintln!("{OFF_SWITCH}=off: real-cluster test not run");
             return None;
         }
-        let script = control_plane_script();
         assert!(
-            script.exists(),
+            kubesim::control_plane::ControlPlane::available(),
             "{} is missing (set {OFF_SWITCH}=off to skip the real-cluster tests)",
-            script.display()
+            kubesim::control_plane::ControlPlane::script().display()
         );
-        let dir = tempfile::Builder::new()
-            .prefix("kubesim-cp-")
-            .tempdir()
-            .expect("tempdir");
-        let status = Command::new("bash")
-            .arg(&script)
-            .arg("start")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .status()
-            .expect("running control-plane start");
-        let me = ControlPlane { dir };
-        assert!(status.success(), "control-plane start failed: {status}");
-        Some(me)
+        let plane = kubesim::control_plane::ControlPlane::start().expect("control plane starts");
+        Some(ControlPlane { plane })
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
+        self.plane.kubeconfig()
     }
 
     pub async fn client(&self) -> Client {
-        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .expect("config");
-        Client::try_from(config).expect("client")
+        self.plane.client().await.expect("client")
     }
 
     /// Runs kubectl against this control plane; returns stdout (panics on failure).
@@ -77,17 +55,6 @@ impl ControlPlane {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(control_plane_script())
-            .arg("stop")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .status();
     }
 }
 
