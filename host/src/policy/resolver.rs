@@ -87,6 +87,33 @@ enum ModuleKey {
     },
 }
 
+impl ModuleKey {
+    /// The key of a `configmap:`/`catalog:` module as `namespace` names it.
+    fn config_map(
+        module: &ModuleRef,
+        namespace: &str,
+        operator_namespace: &str,
+        world: World,
+    ) -> Self {
+        ModuleKey::ConfigMap {
+            namespace: module.namespace(namespace, operator_namespace).to_owned(),
+            name: module.name.clone(),
+            key: module.key.clone(),
+            world,
+        }
+    }
+
+    /// The key of an `oci://` module as `namespace` names it, pulled with its pull secret.
+    fn oci(namespace: &str, reference: String, pull_secret: Option<String>, world: World) -> Self {
+        ModuleKey::Oci {
+            namespace: namespace.to_owned(),
+            reference,
+            pull_secret,
+            world,
+        }
+    }
+}
+
 enum ModuleState {
     Loading,
     Ready(Arc<LoadedPolicy>),
@@ -220,12 +247,7 @@ impl PolicyResolver {
         let cm_namespace = module
             .namespace(namespace, &self.operator_namespace)
             .to_owned();
-        let key = ModuleKey::ConfigMap {
-            namespace: cm_namespace.clone(),
-            name: module.name.clone(),
-            key: module.key.clone(),
-            world,
-        };
+        let key = ModuleKey::config_map(module, namespace, &self.operator_namespace, world);
         let pin_check = |digest: Option<PolicyDigest>| match (module.pin, digest) {
             (Some(pin), Some(found)) if pin != found => Err(PolicyError::DigestMismatch {
                 reference: reference.to_owned(),
@@ -327,12 +349,7 @@ impl PolicyResolver {
         reference: String,
         pull_secret: Option<String>,
     ) -> Result<Resolved, PolicyError> {
-        let key = ModuleKey::Oci {
-            namespace: namespace.to_owned(),
-            reference: reference.clone(),
-            pull_secret: pull_secret.clone(),
-            world,
-        };
+        let key = ModuleKey::oci(namespace, reference.clone(), pull_secret.clone(), world);
         if let Some(found) = self.cached(&key, namespace, &|_| Ok(())) {
             return found;
         }
@@ -531,22 +548,22 @@ impl PolicyResolver {
             for world in [World::Trigger, World::Output] {
                 match selected(data, world) {
                     Ok(PolicyRef::ConfigMap(module)) => {
-                        used.insert(ModuleKey::ConfigMap {
-                            namespace: module
-                                .namespace(&namespace, &self.operator_namespace)
-                                .to_owned(),
-                            name: module.name.clone(),
-                            key: module.key.clone(),
+                        let operator_namespace = &self.operator_namespace;
+                        used.insert(ModuleKey::config_map(
+                            &module,
+                            &namespace,
+                            operator_namespace,
                             world,
-                        });
+                        ));
                     }
                     Ok(reference @ PolicyRef::Oci(_)) => {
-                        used.insert(ModuleKey::Oci {
-                            namespace: namespace.clone(),
-                            reference: reference.to_string(),
-                            pull_secret: data.and_then(|d| d.get(PULL_SECRET_KEY)).cloned(),
+                        let pull_secret = data.and_then(|d| d.get(PULL_SECRET_KEY)).cloned();
+                        used.insert(ModuleKey::oci(
+                            &namespace,
+                            reference.to_string(),
+                            pull_secret,
                             world,
-                        });
+                        ));
                     }
                     _ => {}
                 }
