@@ -443,3 +443,25 @@ async fn a_missing_env_secret_is_a_config_error_until_it_exists() {
     assert_eq!(pod_phase(&pod), "Succeeded", "{log}");
     assert_eq!(log, "v\n");
 }
+
+#[tokio::test]
+async fn pods_for_another_scheduler_are_not_bound() {
+    let cluster = start("pod-scheduler").await;
+    let mut other = shell_pod("other", "true");
+    other["spec"]["schedulerName"] = json!("someone-else");
+    cluster.create::<Pod>(other).await;
+    let mut default = shell_pod("default", "true");
+    default["spec"]["schedulerName"] = json!("default-scheduler");
+    cluster.create::<Pod>(default).await;
+    // The default scheduler's pod is bound and runs; by then the other one would have been.
+    let done = finished(&cluster, "default").await;
+    assert_eq!(pod_phase(&done), "Succeeded");
+    let pods: kube::Api<Pod> = cluster.api();
+    let waiting = pods.get("other").await.expect("get");
+    assert_eq!(
+        waiting.spec.as_ref().and_then(|s| s.node_name.clone()),
+        None,
+        "left to its scheduler"
+    );
+    assert_eq!(pod_phase(&waiting), "Pending");
+}
