@@ -49,14 +49,45 @@ fn map_to_list(map: BTreeMap<String, String>) -> Vec<(String, String)> {
 
 /// Builds a map from what a policy returned, refusing duplicate keys.
 fn list_to_map<V>(what: &str, list: Vec<(String, V)>) -> Result<BTreeMap<String, V>, String> {
-    let mut map = BTreeMap::new();
-    for (key, value) in list {
-        if map.contains_key(&key) {
-            return Err(format!("duplicate {what} key {key:?}"));
-        }
-        map.insert(key, value);
+    // One sort and a bulk build (the map's own sort then finds the list sorted), rather than
+    // a lookup and an insert per key: a Secret of a 1 MiB file has thousands of keys. The
+    // sort moves (prefix, position) pairs, and most comparisons are of the prefixes.
+    let mut order: Vec<(u64, usize)> = list
+        .iter()
+        .enumerate()
+        .map(|(position, (key, _))| (prefix(key), position))
+        .collect();
+    let key = |position: usize| list[position].0.as_str();
+    order.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| key(a.1).cmp(key(b.1)))
+            .then(a.1.cmp(&b.1))
+    });
+    // The key repeated first in the policy's order: over the pairs of equal neighbours, the
+    // smallest later position.
+    let repeated = order
+        .windows(2)
+        .filter(|pair| pair[0].0 == pair[1].0 && key(pair[0].1) == key(pair[1].1))
+        .map(|pair| pair[1].1)
+        .min();
+    if let Some(position) = repeated {
+        return Err(format!("duplicate {what} key {:?}", key(position)));
     }
-    Ok(map)
+    let mut slots: Vec<Option<(String, V)>> = list.into_iter().map(Some).collect();
+    Ok(order
+        .iter()
+        .filter_map(|&(_, position)| slots[position].take())
+        .collect())
+}
+
+/// The first 8 bytes of a key as a big-endian number (zero-padded): ordering by it, then by
+/// the whole key, is the keys' own (lexicographic) order.
+fn prefix(key: &str) -> u64 {
+    let bytes = key.as_bytes();
+    let mut word = [0u8; 8];
+    let n = bytes.len().min(8);
+    word[..n].copy_from_slice(&bytes[..n]);
+    u64::from_be_bytes(word)
 }
 
 const MAX_REASON_CODE: usize = 64;
@@ -252,6 +283,25 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn list_to_map_keeps_every_key_and_names_the_first_repeat() {
+        let keys = [
+            "key-10",
+            "b",
+            "key-2",
+            "a\u{0}",
+            "a",
+            "key-100000000",
+            "key-1000000",
+        ];
+        let list: Vec<(String, usize)> = keys.iter().map(|k| (k.to_string(), k.len())).collect();
+        let map = list_to_map("data", list.clone()).expect("no duplicates");
+        assert_eq!(map, list.into_iter().collect::<BTreeMap<_, _>>());
+        let repeated = ["z", "y", "x", "y", "z", "x"].map(|k| (k.to_owned(), ()));
+        let err = list_to_map("data", repeated.to_vec()).unwrap_err();
+        assert!(err.contains("duplicate data key \"y\""), "{err}");
     }
 
     #[test]

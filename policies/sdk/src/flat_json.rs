@@ -12,9 +12,9 @@
 //! copies each string once, and needs nothing beyond `core` and `alloc`, which keeps policy
 //! components free of any WASI import. The tests check it against serde_json.
 
-use alloc::collections::BTreeSet;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use core::cmp::Ordering;
 use core::fmt;
 
 /// The entries of a flat object, in the order of the file.
@@ -163,7 +163,31 @@ impl Parser<'_> {
             None => return Err(self.syntax("empty input, expected an object")),
         }
         let mut entries = FlatObject::new();
-        let mut seen = BTreeSet::new();
+        // Where each entry's key starts, for the position of a duplicate.
+        let mut key_offsets = Vec::new();
+        let members = self.members(&mut entries, &mut key_offsets);
+        // Duplicates are found once, after the members, by sorting (O(n log n) whatever the
+        // keys) rather than by a set per key. A key seen twice is reported even when a later
+        // error stopped the parse: as if it had been checked as soon as it was read.
+        if let Some(duplicate) = first_repeat(&entries) {
+            let (line, column) = self.line_column(key_offsets[duplicate]);
+            return Err(FlatJsonError::DuplicateKey {
+                key: entries.swap_remove(duplicate).0,
+                line,
+                column,
+            });
+        }
+        members.map(|()| entries)
+    }
+
+    /// The members after the opening brace, up to the end of the text. Each entry is pushed
+    /// as soon as its key is read (with an empty value until the value is read), so that a
+    /// failure still leaves every key read so far in `entries`.
+    fn members(
+        &mut self,
+        entries: &mut FlatObject,
+        key_offsets: &mut Vec<usize>,
+    ) -> Result<(), FlatJsonError> {
         self.skip_whitespace();
         if self.peek() == Some(b'}') {
             self.pos += 1;
@@ -182,10 +206,8 @@ impl Parser<'_> {
                     None => return Err(self.syntax("unexpected end of input, expected a key")),
                 }
                 let key = self.string()?;
-                if !seen.insert(key.clone()) {
-                    let (line, column) = self.line_column(key_at);
-                    return Err(FlatJsonError::DuplicateKey { key, line, column });
-                }
+                entries.push((key, String::new()));
+                key_offsets.push(key_at);
                 self.skip_whitespace();
                 match self.peek() {
                     Some(b':') => self.pos += 1,
@@ -196,10 +218,17 @@ impl Parser<'_> {
                 let value_at = self.pos;
                 if self.peek() == Some(b'"') {
                     let value = self.string()?;
-                    entries.push((key, value));
+                    if let Some(entry) = entries.last_mut() {
+                        entry.1 = value;
+                    }
                 } else {
                     let found = self.value_kind()?;
                     let (line, column) = self.line_column(value_at);
+                    // The key stays in `entries`: a duplicate is reported before this.
+                    let key = entries
+                        .last()
+                        .map(|(key, _)| key.clone())
+                        .unwrap_or_default();
                     return Err(FlatJsonError::NotAString {
                         key,
                         found,
@@ -223,7 +252,7 @@ impl Parser<'_> {
         if self.peek().is_some() {
             return Err(self.syntax("trailing characters after the object"));
         }
-        Ok(entries)
+        Ok(())
     }
 
     fn peek(&self) -> Option<u8> {
@@ -302,15 +331,18 @@ impl Parser<'_> {
     /// Reads the string at the cursor (which is on its opening quote), unescaping it.
     fn string(&mut self) -> Result<String, FlatJsonError> {
         self.pos += 1;
+        // Most strings have no escape: one allocation of the exact size, one copy.
+        let run = plain_run(&self.text.as_bytes()[self.pos..]);
+        if self.text.as_bytes().get(self.pos + run) == Some(&b'"') {
+            let out = String::from(&self.text[self.pos..self.pos + run]);
+            self.pos += run + 1;
+            return Ok(out);
+        }
         let mut out = String::new();
         loop {
             // Copy the run up to the next quote, backslash or control character at once;
             // all three are ASCII, so the slice ends on a character boundary.
-            let rest = &self.text.as_bytes()[self.pos..];
-            let run = rest
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-                .unwrap_or(rest.len());
+            let run = plain_run(&self.text.as_bytes()[self.pos..]);
             out.push_str(&self.text[self.pos..self.pos + run]);
             self.pos += run;
             match self.peek() {
@@ -421,6 +453,117 @@ impl Parser<'_> {
         let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
         (line, before[line_start..].chars().count() + 1)
     }
+}
+
+/// The length of the prefix of `bytes` free of quotes, backslashes and control characters:
+/// eight bytes at a time (the classic "has a zero / a byte less than n" bit tricks; the lowest
+/// flagged byte of each is exact), then byte by byte.
+fn plain_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut run = 0;
+    for chunk in &mut chunks {
+        let w = word(chunk);
+        let quote = w ^ (ONES * b'"' as u64);
+        let backslash = w ^ (ONES * b'\\' as u64);
+        let flags = (quote.wrapping_sub(ONES) & !quote
+            | backslash.wrapping_sub(ONES) & !backslash
+            | w.wrapping_sub(ONES * 0x20) & !w)
+            & HIGHS;
+        if flags != 0 {
+            return run + (flags.trailing_zeros() / 8) as usize;
+        }
+        run += 8;
+    }
+    run + chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(chunks.remainder().len())
+}
+
+/// The index of the first entry whose key an earlier entry already has, if any.
+///
+/// Sorts (hash, index) pairs, so equal keys end up next to each other and in file order, and
+/// takes, over all repeats, the smallest index. A run of equal hashes longer than a few
+/// entries (crafted collisions) is sorted by the keys themselves, so it costs comparisons,
+/// never quadratic time.
+fn first_repeat(entries: &FlatObject) -> Option<usize> {
+    if entries.len() < 2 {
+        return None;
+    }
+    let key = |index: u32| entries[index as usize].0.as_bytes();
+    let mut order: Vec<(u64, u32)> = entries
+        .iter()
+        .enumerate()
+        .map(|(index, (key, _))| (key_hash(key.as_bytes()), index as u32))
+        .collect();
+    order.sort_unstable();
+    let mut first: Option<u32> = None;
+    let mut note = |index: u32| first = Some(first.map_or(index, |seen| seen.min(index)));
+    for run in order.chunk_by_mut(|a, b| a.0 == b.0) {
+        match run.len() {
+            1 => {}
+            2..=8 => {
+                // In file order already: the first repeat of a key is the first later entry
+                // equal to an earlier one.
+                for later in 1..run.len() {
+                    if run[..later].iter().any(|e| key(e.1) == key(run[later].1)) {
+                        note(run[later].1);
+                    }
+                }
+            }
+            _ => {
+                run.sort_unstable_by(|a, b| key_order(key(a.1), key(b.1)).then(a.1.cmp(&b.1)));
+                for pair in run.windows(2) {
+                    if key(pair[0].1) == key(pair[1].1) {
+                        note(pair[1].1);
+                    }
+                }
+            }
+        }
+    }
+    first.map(|index| index as usize)
+}
+
+/// A word-at-a-time hash of a key (FxHash's mixing, then a final avalanche).
+fn key_hash(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut hash = bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        hash = (hash.rotate_left(5) ^ word(chunk)).wrapping_mul(K);
+    }
+    hash = (hash.rotate_left(5) ^ word(chunks.remainder())).wrapping_mul(K);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^ (hash >> 33)
+}
+
+/// A total order on byte strings, cheaper than the lexicographic one in WebAssembly (where
+/// `memcmp` goes byte by byte): by length, then by 8-byte words. Only equality matters to
+/// the caller.
+fn key_order(a: &[u8], b: &[u8]) -> Ordering {
+    a.len().cmp(&b.len()).then_with(|| {
+        let (mut left, mut right) = (a.chunks(8), b.chunks(8));
+        loop {
+            match (left.next(), right.next()) {
+                (Some(x), Some(y)) => match word(x).cmp(&word(y)) {
+                    Ordering::Equal => {}
+                    unequal => return unequal,
+                },
+                _ => return Ordering::Equal,
+            }
+        }
+    })
+}
+
+/// Up to 8 bytes as a little-endian word, zero-padded.
+fn word(bytes: &[u8]) -> u64 {
+    let mut buffer = [0u8; 8];
+    buffer[..bytes.len()].copy_from_slice(bytes);
+    u64::from_le_bytes(buffer)
 }
 
 #[cfg(test)]
@@ -602,6 +745,46 @@ mod tests {
         match error {
             FlatJsonError::Syntax { line, column, .. } => assert_eq!((line, column), (1, 11)),
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_run_agrees_with_a_byte_by_byte_scan() {
+        let special = |b: &u8| *b == b'"' || *b == b'\\' || *b < 0x20;
+        let mut random = Lcg(7);
+        for _ in 0..20_000 {
+            let len = random.next(40);
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| match random.next(8) {
+                    0 => b"\"\\\n\x00\x1f\x20\x7f\x80\xff\xa2\xdc"[random.next(11)],
+                    _ => b'a' + random.next(26) as u8,
+                })
+                .collect();
+            let expected = bytes.iter().position(special).unwrap_or(bytes.len());
+            assert_eq!(plain_run(&bytes), expected, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn the_first_repeated_key_is_reported_even_after_a_later_error() {
+        for input in [
+            &b"{\"a\": \"1\", \"b\": \"2\", \"a\": \"3\", \"b\": \"4\"}"[..],
+            b"{\"a\": \"1\", \"b\": \"2\", \"a\": 3, \"b\": 4}",
+            b"{\"a\": \"1\", \"b\": \"2\", \"a\": \"3\", \"b\": x",
+            b"{\"a\": \"1\", \"b\": \"2\", \"a\"",
+        ] {
+            match parse_flat_object(input) {
+                Err(FlatJsonError::DuplicateKey { key, line, column }) => {
+                    assert_eq!((key.as_str(), line, column), ("a", 1, 22), "{input:?}")
+                }
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(input)),
+            }
+        }
+        let many: String = (0..1000).map(|i| format!("\"k{i}\": \"v\", ")).collect();
+        let input = format!("{{{many}\"k999\": \"x\", \"k5\": \"y\"}}");
+        match parse_flat_object(input.as_bytes()) {
+            Err(FlatJsonError::DuplicateKey { key, .. }) => assert_eq!(key, "k999"),
+            other => panic!("{other:?}"),
         }
     }
 
