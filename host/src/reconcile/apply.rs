@@ -177,12 +177,15 @@ pub async fn apply(
 /// Queues the Events (published in the background) and counts the runs they report.
 fn publish(ctx: &Context, qjob: &QuarksJob, events: &[QuarksJobEvent]) {
     for event in events {
-        match event {
-            QuarksJobEvent::RunStarted { .. } => ctx.metrics.runs_started_total.inc(),
-            QuarksJobEvent::RunSucceeded { .. } => ctx.metrics.runs_succeeded_total.inc(),
-            QuarksJobEvent::RunFailed { .. } => ctx.metrics.runs_failed_total.inc(),
-            _ => 0,
+        let runs = match event {
+            QuarksJobEvent::RunStarted { .. } => Some(&ctx.metrics.runs_started_total),
+            QuarksJobEvent::RunSucceeded { .. } => Some(&ctx.metrics.runs_succeeded_total),
+            QuarksJobEvent::RunFailed { .. } => Some(&ctx.metrics.runs_failed_total),
+            _ => None,
         };
+        if let Some(counter) = runs {
+            counter.inc();
+        }
         ctx.publish(qjob, event);
     }
 }
