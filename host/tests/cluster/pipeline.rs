@@ -132,3 +132,43 @@ async fn a_job_the_api_server_refuses_is_reported_as_job_refused() {
         "{errors} failed reconciles in ~2 s"
     );
 }
+
+/// The run counters follow the Events of the runs: one started and succeeded, one started and
+/// failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_counters_count_started_succeeded_and_failed_runs() {
+    let c = Cluster::start().await;
+    let op = c.operator().await;
+    c.create_qjob(&QJob::new("good", "once").script("true"))
+        .await;
+    c.create_qjob(&QJob::new("bad", "once").script("exit 3").backoff_limit(0))
+        .await;
+    wait_completed(&c, &c.namespace, "good", 1).await;
+    crate::wait_status(&c, &c.namespace, "bad", "run 1 failed", |s| {
+        s.run_count == 1 && s.last_failure.is_some()
+    })
+    .await;
+    let counter = |metrics: &str, name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(-1.0)
+    };
+    let (_, metrics) = op.http_get("/metrics").await;
+    assert_eq!(
+        counter(&metrics, "quarks_job_runs_started_total"),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        counter(&metrics, "quarks_job_runs_succeeded_total"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        counter(&metrics, "quarks_job_runs_failed_total"),
+        1.0,
+        "{metrics}"
+    );
+}
