@@ -30,6 +30,12 @@ real_cluster_start() {
         return 1
     }
     cp "$dir/control-plane/kubeconfig" "$dir/kubeconfig"
+    # The CRD from the start, as on a cluster where quarks-job is installed: the garbage
+    # collector acts on QuarksJobs' dependents only once its discovery has seen the CRD.
+    "$root/target/debug/quarks-job" crd | kubectl --kubeconfig "$dir/kubeconfig" apply -f - >/dev/null 2>&1 || {
+        echo "error: could not apply the QuarksJob CRD to the control plane" >&2
+        return 1
+    }
     setsid "$root/target/debug/kubesim" node --kubeconfig "$dir/kubeconfig" \
         --state-dir "$dir/node" --quarks-job-bin "$root/target/debug/quarks-job" \
         >"$dir/node.log" 2>&1 &
