@@ -65,6 +65,18 @@ pub struct OperatorArgs {
     /// The output helper gives up waiting for its containers after this many seconds.
     #[arg(long, env = "PERSIST_OUTPUT_DEADLINE_SECONDS", default_value_t = 3600)]
     pub persist_output_deadline_seconds: u64,
+    /// Pull policy of the output helper's container; by default the cluster's (IfNotPresent
+    /// for a tagged image). The environment variable is the original operator's.
+    #[arg(long, env = "DOCKER_IMAGE_PULL_POLICY", value_parser = ["Always", "IfNotPresent", "Never"])]
+    pub persist_output_image_pull_policy: Option<String>,
+    /// An image pull secret of the helper's image, added to pods with output (it is read in
+    /// the pod's namespace); repeat for more.
+    #[arg(
+        long = "persist-output-image-pull-secret",
+        env = "PERSIST_OUTPUT_IMAGE_PULL_SECRETS",
+        value_delimiter = ','
+    )]
+    pub persist_output_image_pull_secrets: Vec<String>,
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
@@ -294,6 +306,10 @@ fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
         helper: crate::output::pod::HelperSpec {
             image: args.persist_output_image,
             deadline_seconds: args.persist_output_deadline_seconds,
+        },
+        helper_image_pull: crate::runtime::HelperImagePull {
+            policy: args.persist_output_image_pull_policy,
+            secrets: args.persist_output_image_pull_secrets,
         },
     };
     tokio::runtime::Builder::new_multi_thread()
