@@ -5,18 +5,27 @@ Run with the interpreter of target/chart-tools (scripts/lib/setup.sh ensure_char
 host/tests/cluster/chart.rs does:
 
     target/chart-tools/bin/python scripts/lib/chart_tool.py check
-    target/chart-tools/bin/python scripts/lib/chart_tool.py render [--set k=v]... [--include-crds] \
-        [--release NAME] [--namespace NS]
+    target/chart-tools/bin/python scripts/lib/chart_tool.py render [--values FILE] [--set k=v]... \
+        [--include-crds] [--release NAME] [--namespace NS]
+    target/chart-tools/bin/python scripts/lib/chart_tool.py install-check --kubeconfig FILE \
+        [--values FILE] [--set k=v]... [--release NAME] [--namespace NS]
 
 `check` exits non-zero on any finding and prints one line per check and a closing
 "N passed, N failed" line. `render` prints the manifests as one YAML stream (CRDs first).
+`install-check` is `helm install --dry-run=server` on that cluster: Helm checks the chart's
+kubeVersion against the API server's version and renders; nothing is created. It prints JSON:
+the chart's kubeVersion and the release notes.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,15 +37,23 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "quarks-job"
 RELEASE = "quarks-job"
 NAMESPACE = "quarks-job"
-# Kubernetes versions the manifests are validated against (strict: unknown fields fail).
-KUBE_VERSIONS = ["1.32.0", "1.33.0"]
+# Kubernetes versions the manifests are validated against (strict: unknown fields fail): the
+# oldest schemas kubernetes-validate has (1.25; the 1.24 control plane of the cluster tests takes
+# the manifests themselves) and recent ones.
+KUBE_VERSIONS = ["1.25.0", "1.32.0", "1.33.0"]
+# ... and the versions `helm lint` renders for: the oldest supported one too.
+LINT_KUBE_VERSIONS = ["1.24.0", *KUBE_VERSIONS]
+# A values file with every key of the Go operator's chart at its defaults.
+ORIGINAL_VALUES = ROOT / "host" / "tests" / "cluster" / "original-chart-values.yaml"
 
 Doc = dict[str, Any]
 
 
-def set_values(assignments: list[str]) -> dict[str, Any]:
-    """Helm's own --set parsing, merged left to right."""
+def set_values(assignments: list[str], files: list[str] | None = None) -> dict[str, Any]:
+    """Values files (-f), then Helm's own --set parsing, merged left to right."""
     values: dict[str, Any] = {}
+    for file in files or []:
+        values = merge(values, yaml.safe_load(Path(file).read_text()) or {})
     for assignment in assignments:
         values = merge(values, helm.parse_set_string(assignment))
     return values
@@ -77,9 +94,28 @@ def render(values: dict[str, Any], include_crds: bool, release: str = RELEASE,
     return sorted(docs, key=install_order)
 
 
-def notes(values: dict[str, Any]) -> str:
-    rendered = helm.Chart.load(CHART).render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+def notes(values: dict[str, Any], release: str = RELEASE, namespace: str = NAMESPACE) -> str:
+    rendered = helm.Chart.load(CHART).render(values, name=release, namespace=namespace, is_install=True)
     return next(v for k, v in rendered.items() if k.endswith("NOTES.txt"))
+
+
+def install_check(values: dict[str, Any], kubeconfig: str, release: str, namespace: str,
+                  kube_version: str | None = None) -> dict[str, Any]:
+    """`helm install --dry-run=server`: Helm reads the API server's version and refuses a chart
+    whose kubeVersion excludes it (before rendering); nothing is created. `kube_version` replaces
+    the chart's constraint (in a copy), to show that Helm does refuse."""
+    chart_dir = CHART
+    if kube_version is not None:
+        chart_dir = Path(tempfile.mkdtemp()) / CHART.name
+        shutil.copytree(CHART, chart_dir)
+        chart_yaml = chart_dir / "Chart.yaml"
+        metadata = yaml.safe_load(chart_yaml.read_text())
+        metadata["kubeVersion"] = kube_version
+        chart_yaml.write_text(yaml.safe_dump(metadata))
+    chart = helm.Chart.load(chart_dir)
+    with helm.Config(namespace=namespace, kubeconfig_path=kubeconfig) as config:
+        release_info = config.install(chart, release, values, namespace=namespace, dry_run="server")
+    return {"kubeVersion": chart.metadata.get("kubeVersion"), "notes": release_info.get("notes", "")}
 
 
 def kind(docs: list[Doc], k: str) -> list[Doc]:
@@ -113,7 +149,7 @@ class Checks:
 
 
 def lint(values: dict[str, Any]) -> None:
-    for kube_version in KUBE_VERSIONS:
+    for kube_version in LINT_KUBE_VERSIONS:
         report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE, kube_version=f"v{kube_version}")
         problems = [m for m in report["messages"] if m["severity"] >= 2] + [
             {"error": e} for e in report.get("errors") or []
@@ -201,9 +237,114 @@ def custom_monitored_id(docs: list[Doc]) -> None:
     assert labels["quarks.cloudfoundry.org/monitored"] == "team-a", labels
 
 
+# The credentials the original-values checks add (global.image.credentials).
+CREDENTIALS = {"username": "robot", "password": "s3cret", "servername": "registry.example:5000"}
+
+
+def original_values(docs: list[Doc]) -> None:
+    """The Go operator's chart's values: each key honoured, mapped or (NOTES) deprecated."""
+    args = args_of(docs)
+    pod = the(docs, "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    # The default monitored id is the original's (release quarks-job in namespace quarks-job).
+    assert f"--monitored-id={RELEASE}" in args, args
+    assert the(docs, "Namespace")["metadata"]["labels"]["quarks.cloudfoundry.org/monitored"] == RELEASE
+    # applyCRD, maxWorkers, logLevel honoured.
+    assert "--apply-crd" in args and "--max-workers=1" in args and "--log-level=debug" in args, args
+    # image.org cfcontainerization (the Go operator's) is mapped to this operator's image.
+    image = container["image"]
+    assert image.startswith("ghcr.io/quarks-job/quarks-job:") and "foobar" not in image, image
+    assert f"--persist-output-image={image}" in args, args
+    # global.image.pullPolicy: the operator's container and the output helper's.
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert "--persist-output-image-pull-policy=IfNotPresent" in args, args
+    # global.image.credentials: a dockerconfigjson Secret (the original's name and content) for
+    # the operator's pod and, in the created namespace too, for the helper in pods with output.
+    sa = pod["serviceAccountName"]
+    pull_secret = f"{sa}-pull-secret"
+    secrets = kind(docs, "Secret")
+    assert sorted((d["metadata"]["namespace"], d["metadata"]["name"]) for d in secrets) == sorted(
+        [(NAMESPACE, pull_secret), ("staging", pull_secret)]), secrets
+    for secret in secrets:
+        assert secret["type"] == "kubernetes.io/dockerconfigjson"
+        config = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
+        auth = base64.b64encode(f"{CREDENTIALS['username']}:{CREDENTIALS['password']}".encode()).decode()
+        assert config == {"auths": {CREDENTIALS["servername"]: {
+            "username": CREDENTIALS["username"], "password": CREDENTIALS["password"], "auth": auth}}}, config
+    assert pod["imagePullSecrets"] == [{"name": pull_secret}], pod.get("imagePullSecrets")
+    assert f"--persist-output-image-pull-secret={pull_secret}" in args, args
+    # persistOutputClusterRole.*: no ClusterRole for the helper any more (one ClusterRole: the
+    # operator's), nor the namespace label naming its account.
+    assert [d["metadata"]["name"] for d in kind(docs, "ClusterRole")] == [the(docs, "ClusterRoleBinding")["roleRef"]["name"]]
+    assert "quarks.cloudfoundry.org/qjob-service-account" not in the(docs, "Namespace")["metadata"]["labels"]
+
+
+def original_values_notes() -> None:
+    """NOTES.txt names every key of the original chart that has no effect any more, and only
+    when it is set."""
+    values = set_values([], [str(ORIGINAL_VALUES)])
+    text = notes(values)
+    for key in ["image.org=cfcontainerization", "persistOutputClusterRole.*", "global.contextTimeout",
+                "global.meltdownDuration and global.meltdownRequeueAfter"]:
+        assert f"  - {key}" in text, f"NOTES.txt does not mention {key}:\n{text}"
+    assert "Image pull secret" not in text, "no credentials, no pull secret"
+    with_credentials = notes(merge(values, {"global": {"image": {"credentials": CREDENTIALS}}}))
+    assert "Image pull secret quarks-job-pull-secret" in with_credentials, with_credentials
+    assert CREDENTIALS["password"] not in with_credentials, "NOTES.txt must not print the password"
+    plain = notes({})
+    assert "Go operator" not in plain, plain
+
+
+def monitored_id_follows_the_original_rule() -> None:
+    """The default monitored id is the Go operator's chart's full name for the same release and
+    namespace: the namespace when it contains the chart name, else <release>-<chart name>."""
+    cases = [
+        ("quarks-job", "quarks-job", {}, "quarks-job"),
+        ("relname1", "quarks", {}, "relname1-quarks-job"),
+        ("quarks-job", "quarks", {}, "quarks-job-quarks-job"),
+        ("foo", "quarks-job-system", {}, "quarks-job-system"),
+        ("foo", "ns", {"nameOverride": "qj"}, "foo-qj"),
+        ("foo", "qj-ns", {"nameOverride": "qj"}, "qj-ns"),
+        ("foo", "ns", {"fullnameOverride": "bar-"}, "bar"),
+        ("r" * 60, "ns", {}, ("r" * 60 + "-quarks-job")[:63]),
+        ("foo", "quarks-job", {"global": {"monitoredID": "team-a"}}, "team-a"),
+    ]
+    for release, namespace, values, expected in cases:
+        docs = render(values, include_crds=False, release=release, namespace=namespace)
+        args = args_of(docs)
+        assert f"--monitored-id={expected}" in args, (release, namespace, values, args)
+        label = the(docs, "Namespace")["metadata"]["labels"]["quarks.cloudfoundry.org/monitored"]
+        assert label == expected, (release, namespace, values, label)
+
+
+def single_namespace_parts() -> None:
+    """singleNamespace.createNamespace / createAccount (the original chart's) pick the parts."""
+    no_namespace = render({"singleNamespace": {"createNamespace": False}}, include_crds=False)
+    assert not kind(no_namespace, "Namespace")
+    assert sorted(d["kind"] for d in no_namespace if d["metadata"].get("namespace") == "staging") == [
+        "Role", "RoleBinding", "ServiceAccount"]
+    no_account = render({"singleNamespace": {"createAccount": False}}, include_crds=False)
+    assert the(no_account, "Namespace")["metadata"]["name"] == "staging"
+    assert not [d for d in no_account if d["metadata"].get("namespace") == "staging"]
+
+
+def oci_registry_flags() -> None:
+    """operator.oci.* become the operator's registry flags; none by default."""
+    default_args = args_of(render({}, include_crds=False))
+    assert not [a for a in default_args if a.startswith(("--policy-allow-registry", "--policy-allow-private"))]
+    args = args_of(render({"operator": {"oci": {"allowedRegistries": ["ghcr.io", "registry.local:5000"],
+                                                "allowPrivateAddresses": True}}}, include_crds=False))
+    assert [a for a in args if a.startswith("--policy-allow-")] == [
+        "--policy-allow-registry=ghcr.io", "--policy-allow-registry=registry.local:5000",
+        "--policy-allow-private-addresses"], args
+
+
 def invalid_values_are_refused() -> None:
     chart = helm.Chart.load(CHART)
-    for bad in [{"logFormat": "xml"}, {"maxWorkers": 0}, {"unknownKey": 1}, {"global": {"monitoredID": "not a label"}}]:
+    for bad in [{"logFormat": "xml"}, {"maxWorkers": 0}, {"unknownKey": 1}, {"global": {"monitoredID": "not a label"}},
+                {"global": {"image": {"credentials": {"username": "u", "password": "p"}}}},
+                {"persistOutputClusterRole": {"nmae": "x"}}, {"singleNamespace": {"create": True}},
+                {"operator": {"oci": {"allowedRegistries": ["https://ghcr.io/x"]}}}]:
         try:
             chart.render(bad, name=RELEASE, namespace=NAMESPACE, is_install=True)
         except helm.HelmError:
@@ -239,17 +380,19 @@ def every_rbac_rule_says_why() -> None:
 
 
 def check() -> int:
-    value_sets: list[tuple[str, list[str], Callable[[list[Doc]], None]]] = [
-        ("default values", [], defaults),
-        ("global.singleNamespace.create=false", ["global.singleNamespace.create=false"], no_single_namespace),
-        ("replicas=2", ["replicas=2"], two_replicas),
-        ("global.monitoredID=team-a", ["global.monitoredID=team-a"], custom_monitored_id),
+    credentials = [f"global.image.credentials.{k}={v}" for k, v in CREDENTIALS.items()]
+    value_sets: list[tuple[str, list[str], list[str], Callable[[list[Doc]], None]]] = [
+        ("default values", [], [], defaults),
+        ("global.singleNamespace.create=false", ["global.singleNamespace.create=false"], [], no_single_namespace),
+        ("replicas=2", ["replicas=2"], [], two_replicas),
+        ("global.monitoredID=team-a", ["global.monitoredID=team-a"], [], custom_monitored_id),
+        ("the original chart's values and credentials", credentials, [str(ORIGINAL_VALUES)], original_values),
     ]
     checks = Checks()
     print(f"Helm {helm.helm_sdk_version()} (helm-python-sdk {helm.__version__}), "
-          f"schemas of Kubernetes {', '.join(KUBE_VERSIONS)}", flush=True)
-    for name, assignments, expect in value_sets:
-        values = set_values(assignments)
+          f"schemas of Kubernetes {', '.join(KUBE_VERSIONS)}, lint for {', '.join(LINT_KUBE_VERSIONS)}", flush=True)
+    for name, assignments, files, expect in value_sets:
+        values = set_values(assignments, files)
         checks.run(f"helm lint --strict ({name})", lambda: lint(values))
         docs: list[Doc] = []
 
@@ -263,6 +406,10 @@ def check() -> int:
         checks.run(f"restricted Pod Security, probes, requests ({name})", lambda: restricted_pod_security(docs))
         checks.run(f"what {name} means", lambda: expect(docs))
         checks.run(f"NOTES.txt renders ({name})", lambda: notes(values))
+    checks.run("NOTES.txt names the original chart's keys without effect", original_values_notes)
+    checks.run("the default monitored id follows the original chart's rule", monitored_id_follows_the_original_rule)
+    checks.run("singleNamespace.createNamespace/createAccount", single_namespace_parts)
+    checks.run("operator.oci.* become --policy-allow-* flags", oci_registry_flags)
     checks.run("values.schema.json refuses invalid values", invalid_values_are_refused)
     checks.run("the chart ships the CRD", crds_match_code)
     checks.run("the Dockerfile matches the chart", dockerfile_matches_chart)
@@ -276,15 +423,28 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check")
     render_parser = sub.add_parser("render")
+    render_parser.add_argument("--values", "-f", action="append", default=[], dest="files")
     render_parser.add_argument("--set", action="append", default=[], dest="assignments")
     render_parser.add_argument("--include-crds", action="store_true")
     # Another release name and namespace, so that several installs can share one cluster.
     render_parser.add_argument("--release", default=RELEASE)
     render_parser.add_argument("--namespace", default=NAMESPACE)
+    install_parser = sub.add_parser("install-check")
+    install_parser.add_argument("--kubeconfig", required=True)
+    install_parser.add_argument("--values", "-f", action="append", default=[], dest="files")
+    install_parser.add_argument("--set", action="append", default=[], dest="assignments")
+    install_parser.add_argument("--release", default=RELEASE)
+    install_parser.add_argument("--namespace", default=NAMESPACE)
+    install_parser.add_argument("--chart-kube-version", help="check a copy of the chart with this kubeVersion")
     args = parser.parse_args()
     if args.command == "check":
         return check()
-    docs = render(set_values(args.assignments), include_crds=args.include_crds,
+    if args.command == "install-check":
+        result = install_check(set_values(args.assignments, args.files), args.kubeconfig,
+                               args.release, args.namespace, args.chart_kube_version)
+        sys.stdout.write(json.dumps(result) + "\n")
+        return 0
+    docs = render(set_values(args.assignments, args.files), include_crds=args.include_crds,
                   release=args.release, namespace=args.namespace)
     sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False))
     return 0

@@ -32,6 +32,26 @@ fn chart_dir() -> PathBuf {
     repo_root().join("charts/quarks-job")
 }
 
+/// A values file with every key of the Go operator's chart at that chart's defaults.
+fn original_values_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/original-chart-values.yaml")
+}
+
+/// The Go operator's chart's default monitored id (its full name) for a release: the release
+/// namespace when it contains the chart name, else `<release>-quarks-job` (63 characters at most).
+fn original_default_monitored_id(release: &str, namespace: &str) -> String {
+    let id = if namespace.contains("quarks-job") {
+        namespace.to_owned()
+    } else {
+        format!("{release}-quarks-job")
+    };
+    id.chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_owned()
+}
+
 /// The chart tool (`scripts/lib/chart_tool.py`) run by the chart tools' Python; fails the test
 /// when they are not installed.
 fn chart_tool(args: &[&str]) -> std::process::Output {
@@ -54,19 +74,29 @@ fn helm_lints_and_renders_the_chart_for_four_value_sets_and_every_manifest_is_va
     let output = chart_tool(&["check"]);
     let report = String::from_utf8_lossy(&output.stdout);
     println!("{report}");
-    // The tool checked what it says it checked: 4 value sets, each linted and validated.
+    // The tool checked what it says it checked: 5 value sets (the last is a values file with
+    // every key of the original chart), each linted and validated.
     assert_eq!(
         report.matches("ok    helm lint --strict").count(),
-        4,
+        5,
         "{report}"
     );
     assert_eq!(
         report
             .matches("valid against the Kubernetes schemas")
             .count(),
-        4,
+        5,
         "{report}"
     );
+    assert!(
+        report.contains("ok    what the original chart's values and credentials means"),
+        "{report}"
+    );
+    assert!(
+        report.contains("ok    the default monitored id follows the original chart's rule"),
+        "{report}"
+    );
+    assert!(report.contains("lint for 1.24.0"), "{report}");
     assert!(report.contains(" passed, 0 failed"), "{report}");
 }
 
@@ -215,6 +245,11 @@ struct Deployed {
     _work: tempfile::TempDir,
     kubeconfig: PathBuf,
     docs: Vec<Value>,
+    /// The release's name and namespace.
+    release: String,
+    /// What `helm install --dry-run=server` on the test's cluster answered: the chart's
+    /// `kubeVersion` (checked by Helm against the API server's version) and the release notes.
+    install_check: Value,
     operator: RenderedOperator,
     /// The namespace the chart created for QuarksJobs (`global.singleNamespace.name`).
     staging: String,
@@ -225,6 +260,11 @@ struct Deployed {
 
 impl Deployed {
     async fn start(sets: &[&str]) -> Deployed {
+        Deployed::start_with_values(&[], sets).await
+    }
+
+    /// Like `helm install -f <files>... --set <sets>...`.
+    async fn start_with_values(files: &[&Path], sets: &[&str]) -> Deployed {
         // The chart creates cluster-wide objects (a namespace, a ClusterRole, the CRD). On
         // kubesim each test has its own; on a shared cluster the release, its namespace and the
         // created namespace are named after the test's own namespace, so tests do not collide.
@@ -249,6 +289,14 @@ impl Deployed {
 
         // `helm template` (CRDs included, in Helm's install order).
         let single_namespace = format!("global.singleNamespace.name={staging}");
+        let mut values: Vec<&str> = Vec::new();
+        for file in files {
+            values.extend(["--values", file.to_str().unwrap()]);
+        }
+        values.extend(["--set", &single_namespace]);
+        for set in sets {
+            values.extend(["--set", set]);
+        }
         let mut args = vec![
             "render",
             "--include-crds",
@@ -256,12 +304,8 @@ impl Deployed {
             &release,
             "--namespace",
             &release_namespace,
-            "--set",
-            &single_namespace,
         ];
-        for set in sets {
-            args.extend(["--set", set]);
-        }
+        args.extend(&values);
         let rendered = chart_tool(&args);
         let manifests = work.path().join("quarks-job.yaml");
         std::fs::write(&manifests, &rendered.stdout).unwrap();
@@ -273,6 +317,26 @@ impl Deployed {
         // `helm install --create-namespace`, with kubectl: the release namespace, then all.
         let kubeconfig = cluster.kubeconfig.clone();
         kubectl(&kubeconfig, &["create", "namespace", &operator.namespace]);
+        // First Helm itself, on this cluster: `helm install --dry-run=server` reads the API
+        // server's version (kube-apiserver 1.24 on the real control plane) and refuses a chart
+        // whose kubeVersion excludes it.
+        let mut check_args = vec![
+            "install-check",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--release",
+            &release,
+            "--namespace",
+            &release_namespace,
+        ];
+        check_args.extend(&values);
+        let install_check: Value = serde_json::from_slice(&chart_tool(&check_args).stdout)
+            .expect("install-check prints JSON");
+        let server = cluster.client.apiserver_version().await.unwrap();
+        println!(
+            "helm install --dry-run=server accepted kubeVersion {} on Kubernetes {}",
+            install_check["kubeVersion"], server.git_version
+        );
         kubectl(&kubeconfig, &["apply", "-f", manifests.to_str().unwrap()]);
 
         // The operator as the Deployment runs it: its image's binary, its args and env, as its
@@ -326,6 +390,8 @@ impl Deployed {
             _work: work,
             kubeconfig,
             docs,
+            release,
+            install_check,
             operator,
             staging,
             process,
@@ -628,4 +694,117 @@ async fn the_rendered_chart_applied_with_kubectl_runs_an_output_job_under_its_ow
         requests.len(),
         started.elapsed()
     );
+}
+
+/// A values file written for the Go operator's chart (every key of it, at its defaults, plus
+/// registry credentials) installs this chart on the test's cluster — Helm's server-side check of
+/// `kubeVersion` against kube-apiserver 1.24 on the real control plane — and each key is
+/// honoured, mapped or named in NOTES.txt (README: "Migrating from the Go operator: Helm values").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_charts_values_install_and_each_key_is_honoured_mapped_or_noted() {
+    let file = original_values_file();
+    let d = Deployed::start_with_values(
+        &[&file],
+        &[
+            "global.image.credentials.username=robot",
+            "global.image.credentials.password=s3cret",
+            "global.image.credentials.servername=registry.example:5000",
+        ],
+    )
+    .await;
+    let args = &d.operator.args;
+    let has = |arg: &str| args.iter().any(|a| a == arg);
+
+    // kubeVersion: Helm accepted the chart on this cluster, and would refuse one that excludes it.
+    assert_eq!(d.install_check["kubeVersion"], ">=1.24.0-0");
+    let server = d.cluster.client.apiserver_version().await.unwrap();
+    let refused = std::process::Command::new(repo_root().join("target/chart-tools/bin/python"))
+        .arg(repo_root().join("scripts/lib/chart_tool.py"))
+        .args(["install-check", "--kubeconfig"])
+        .arg(&d.kubeconfig)
+        .args([
+            "--namespace",
+            &d.operator.namespace,
+            "--release",
+            &d.release,
+        ])
+        .args(["--chart-kube-version", "<1.24.0-0"])
+        .env("HELM_LOG_LEVEL", "error")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains(&format!(
+                "incompatible with Kubernetes {}",
+                server.git_version
+            )),
+        "a chart for < 1.24 must be refused on Kubernetes {}: {stderr}",
+        server.git_version
+    );
+
+    // NOTES.txt names each key that has no effect any more.
+    let notes = d.install_check["notes"].as_str().unwrap();
+    for key in [
+        "image.org=cfcontainerization",
+        "persistOutputClusterRole.*",
+        "global.contextTimeout",
+        "global.meltdownDuration and global.meltdownRequeueAfter",
+    ] {
+        assert!(notes.contains(&format!("  - {key}")), "{key}:\n{notes}");
+    }
+
+    // The default monitored id is the original chart's for this release name and namespace.
+    let monitored_id = original_default_monitored_id(&d.release, &d.operator.namespace);
+    assert!(has(&format!("--monitored-id={monitored_id}")), "{args:?}");
+    // applyCRD: true (the original's default) is honoured, under the chart's RBAC.
+    assert!(has("--apply-crd"), "{args:?}");
+    assert!(
+        d.log().contains("CRD applied and established"),
+        "{}",
+        d.log()
+    );
+    assert!(
+        has("--max-workers=1") && has("--log-level=debug"),
+        "{args:?}"
+    );
+    // global.image.pullPolicy and global.image.credentials reach the output helper's flags
+    // (the operator starts with them), the pull secret is in both namespaces.
+    let pull_secret = format!("{}-pull-secret", d.operator.service_account);
+    assert!(
+        has("--persist-output-image-pull-policy=IfNotPresent"),
+        "{args:?}"
+    );
+    assert!(
+        has(&format!("--persist-output-image-pull-secret={pull_secret}")),
+        "{args:?}"
+    );
+    for namespace in [&d.operator.namespace, &d.staging] {
+        let secret = d
+            .cluster
+            .api_in::<Secret>(namespace)
+            .get(&pull_secret)
+            .await
+            .unwrap_or_else(|e| panic!("pull secret {pull_secret} in {namespace}: {e}"));
+        assert_eq!(
+            secret.type_.as_deref(),
+            Some("kubernetes.io/dockerconfigjson")
+        );
+        let config: Value =
+            serde_json::from_slice(&secret.data.unwrap()[".dockerconfigjson"].0).unwrap();
+        assert_eq!(
+            config["auths"]["registry.example:5000"]["username"],
+            "robot"
+        );
+    }
+
+    // Output QuarksJobs run in the namespace the chart made and in one labelled by hand with
+    // the original default id, as a user of the Go operator would have.
+    run_output_job(&d, &d.staging.clone()).await;
+    let by_hand = format!("{}-by-hand", d.staging);
+    d.cluster
+        .create_namespace(&by_hand, Some(&monitored_id))
+        .await;
+    run_output_job(&d, &by_hand).await;
+    d.assert_none_refused().await;
 }

@@ -8,7 +8,6 @@
 mod chart;
 mod examples;
 mod harness;
-mod hostile_registry;
 mod oci;
 mod operator;
 mod output;
