@@ -192,8 +192,25 @@ impl From<WorldArg> for World {
 /// Policies from OCI registries.
 #[derive(Args, Debug, Clone)]
 pub struct OciArgs {
+    /// A registry (`HOST[:PORT]`) `oci://` policies may come from; repeat for more. Without
+    /// one, OCI references are refused. A token realm or a redirect must name an allowed host
+    /// too.
+    #[arg(
+        long = "policy-allow-registry",
+        env = "QUARKS_JOB_POLICY_ALLOW_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub allowed_registries: Vec<String>,
+    /// Let registries be on loopback, link-local, private (RFC 1918, fc00::/7), CGNAT or
+    /// unspecified addresses (refused by default: the API server, nodes, cloud metadata).
+    #[arg(
+        long = "policy-allow-private-addresses",
+        env = "QUARKS_JOB_POLICY_ALLOW_PRIVATE_ADDRESSES",
+        default_value_t = false
+    )]
+    pub allow_private_addresses: bool,
     /// A registry (`host:port`) spoken to over plain HTTP instead of TLS; repeat for more. Only
-    /// for local registries.
+    /// for local registries; it must be allowed with --policy-allow-registry too.
     #[arg(
         long = "policy-insecure-registry",
         env = "QUARKS_JOB_POLICY_INSECURE_REGISTRIES",
@@ -299,7 +316,9 @@ fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
         operator_namespace: args.operator_namespace,
         limits: args.limits.limits(),
         oci: crate::policy::resolver::OciSettings {
+            allowed_registries: args.oci.allowed_registries,
             insecure_registries: args.oci.insecure_registries,
+            allow_private_addresses: args.oci.allow_private_addresses,
             max_module_bytes: args.oci.policy_max_module_kib.saturating_mul(1024),
             cache_dir: args.oci.policy_cache_dir,
         },
@@ -312,6 +331,8 @@ fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
             secrets: args.persist_output_image_pull_secrets,
         },
     };
+    // A malformed registry is a start-up error, not a refusal of every tenant's pull.
+    config.oci.rules().map_err(anyhow::Error::msg)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -70,6 +70,11 @@ pub enum PolicyError {
         namespace: String,
         retry_after: Duration,
     },
+    /// The operator's registry rules refuse what an `oci://` reference needs (a registry or
+    /// token realm not allowed, a private address, a redirect elsewhere, an oversized
+    /// manifest): fixed by the operator's configuration or the registry, so not retried.
+    #[error("the operator refuses the registry access: {0}")]
+    RegistryRefused(String),
     /// The module could not be read from the API (a transient error; retried).
     #[error("the policy module could not be read: {0}")]
     Unavailable(String),
@@ -98,6 +103,7 @@ impl PolicyError {
             PolicyError::ModuleTooLarge { .. } => "PolicyModuleTooLarge",
             PolicyError::Pending(_) => "PolicyPending",
             PolicyError::BudgetExhausted { .. } => "PolicyBudgetExhausted",
+            PolicyError::RegistryRefused(_) => "PolicyRegistryRefused",
             PolicyError::Unavailable(_) => "PolicyUnavailable",
             PolicyError::Engine(_) => "PolicyEngineError",
         }

@@ -51,8 +51,12 @@ pub struct Resolved {
 /// How modules from OCI registries are fetched and kept.
 #[derive(Clone, Debug)]
 pub struct OciSettings {
-    /// Registries spoken to over plain HTTP (`host:port`).
+    /// Registries (`host[:port]`) pulls may reach; none: `oci://` references are refused.
+    pub allowed_registries: Vec<String>,
+    /// Registries spoken to over plain HTTP (`host:port`); they must be allowed too.
     pub insecure_registries: Vec<String>,
+    /// Whether registries may be on loopback, link-local, private or CGNAT addresses.
+    pub allow_private_addresses: bool,
     /// The largest component accepted.
     pub max_module_bytes: u64,
     /// Where compiled modules survive a restart; the operator's own directory.
@@ -60,6 +64,15 @@ pub struct OciSettings {
 }
 
 impl OciSettings {
+    /// The rules every pull follows.
+    pub fn rules(&self) -> Result<oci::RegistryRules, String> {
+        oci::RegistryRules::new(
+            &self.allowed_registries,
+            &self.insecure_registries,
+            self.allow_private_addresses,
+        )
+    }
+
     /// Where the machine code of compiled modules is kept (`cache_dir/compiled`).
     fn compiled_dir(&self) -> Option<PathBuf> {
         self.cache_dir.as_ref().map(|d| d.join("compiled"))
@@ -149,7 +162,7 @@ pub struct PolicyResolver {
     /// Namespaces whose QuarksJobs should be reconciled again (a module finished loading).
     wake: mpsc::UnboundedSender<String>,
     oci: OciSettings,
-    oci_client: Arc<oci_client::Client>,
+    puller: oci::Puller,
     loads: AtomicU64,
     /// Cancelled once the selection cache has its first full list. (The store's own
     /// `wait_until_ready` wakes only one of several waiters: concurrent reconciles would hang.)
@@ -191,7 +204,8 @@ impl PolicyResolver {
             modules: Arc::default(),
             compile_gate: Arc::new(Semaphore::new(1)),
             wake,
-            oci_client: Arc::new(oci::client(&oci.insecure_registries)),
+            puller: oci::Puller::new(oci.rules().map_err(PolicyError::Engine)?)
+                .map_err(|e| PolicyError::Engine(format!("the OCI client: {e}")))?,
             oci,
             loads: AtomicU64::new(0),
         })
@@ -356,7 +370,7 @@ impl PolicyResolver {
         let engine = self.engine.clone();
         let gate = self.compile_gate.clone();
         let client = self.client.clone();
-        let registry = self.oci_client.clone();
+        let puller = self.puller.clone();
         let settings = self.oci.clone();
         let owner = namespace.to_owned();
         let text = reference.clone();
@@ -374,7 +388,7 @@ impl PolicyResolver {
                 Some(name) => pull_auth(&client, &owner, name, &oci_ref.registry).await?,
                 None => RegistryAuth::Anonymous,
             };
-            let pulled = oci::pull(&registry, &oci_ref, &auth, settings.max_module_bytes).await?;
+            let pulled = puller.pull(&oci_ref, &auth, settings.max_module_bytes).await?;
             let digest = PolicyDigest::of(&pulled.bytes);
             info!(reference = %text, manifest = %pulled.manifest_digest, %digest, size = pulled.bytes.len(), "policy module pulled");
             let policy = compile(engine, gate, pulled.bytes, world, settings.compiled_dir()).await?;

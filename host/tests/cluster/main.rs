@@ -8,6 +8,7 @@
 mod chart;
 mod examples;
 mod harness;
+mod hostile_registry;
 mod oci;
 mod operator;
 mod output;

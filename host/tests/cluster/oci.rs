@@ -1,13 +1,16 @@
 //! Policies from an OCI registry (issue 8): a real registry (Debian's `docker-registry`, the
 //! CNCF distribution server) on loopback, components pushed with `quarks-job policy push`,
-//! selected by digest or tag in namespaces on kubesim.
+//! selected by digest or tag in namespaces on kubesim. And the operator's registry rules
+//! (issue 15): registries off until allowed, loopback only with its own flag, a hostile
+//! registry that cannot send the operator elsewhere or exhaust its memory.
 
 use quarks_job::policy::PolicyDigest;
 
+use crate::hostile_registry::HostileRegistry;
 use crate::registry::Registry;
 use crate::{
-    Cluster, QJob, jobs_in, policy_component, poll, qjob_status, ready_condition, select_policies,
-    wait_for_reason, wait_status,
+    Cluster, QJob, events_in, jobs_in, policy_component, poll, qjob_status, ready_condition,
+    select_policies, wait_for_reason, wait_status,
 };
 
 fn component_digest(name: &str) -> String {
@@ -29,7 +32,11 @@ async fn policies_come_from_a_registry_by_digest_or_tag_fail_closed_and_survive_
     let big = registry.push(&policy_component("loop-forever"), "policies/big:v1");
     let cache = tempfile::tempdir().unwrap();
     let registry_addr = registry.addr.clone();
+    // The registry is on loopback: allowed by name, and private addresses allowed.
     let operator_args = [
+        "--policy-allow-registry",
+        &registry_addr,
+        "--policy-allow-private-addresses",
         "--policy-insecure-registry",
         &registry_addr,
         "--policy-cache-dir",
@@ -143,5 +150,207 @@ async fn policies_come_from_a_registry_by_digest_or_tag_fail_closed_and_survive_
     assert!(
         !op.log().contains("policy module pulled"),
         "no pull after the restart"
+    );
+}
+
+/// The operator's resident memory, in KiB (`VmRSS` of /proc).
+fn rss_kib(op: &crate::OperatorProcess) -> u64 {
+    let pid = op.child.id().expect("the operator runs");
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Creates namespace `<test namespace>-<suffix>` for `monitored_id`, selecting `reference` as
+/// its trigger policy, with one QuarksJob `deploy`.
+async fn namespace_selecting(
+    c: &Cluster,
+    monitored_id: &str,
+    suffix: &str,
+    reference: &str,
+) -> String {
+    let ns = format!("{}-{suffix}", c.namespace);
+    c.create_namespace(&ns, Some(monitored_id)).await;
+    select_policies(c, &ns, &[("trigger", reference)]).await;
+    c.create_qjob_in(&ns, &QJob::new("deploy", "once").script("true"))
+        .await;
+    ns
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oci_references_are_refused_until_an_admin_allows_the_registry_and_loopback_needs_its_own_flag()
+ {
+    let c = Cluster::start().await;
+    // Nothing listens there: a refusal never gets as far as a connection.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let loopback = format!("127.0.0.1:{port}");
+    let localhost = format!("localhost:{port}");
+    // Three operators, three monitored ids: no registry allowed; loopback allowed by name
+    // but not private addresses; a name that resolves to loopback, allowed by name.
+    let off = format!("{}-off", c.monitored_id);
+    let no_private = format!("{}-noprivate", c.monitored_id);
+    let by_name = format!("{}-byname", c.monitored_id);
+    let _off = c
+        .operator_with(&off, &["--policy-insecure-registry", &loopback])
+        .await;
+    let _no_private = c
+        .operator_with(
+            &no_private,
+            &[
+                "--policy-allow-registry",
+                &loopback,
+                "--policy-insecure-registry",
+                &loopback,
+            ],
+        )
+        .await;
+    let _by_name = c
+        .operator_with(
+            &by_name,
+            &[
+                "--policy-allow-registry",
+                &localhost,
+                "--policy-insecure-registry",
+                &localhost,
+            ],
+        )
+        .await;
+    let reference = format!("oci://{loopback}/policies/approval:v1");
+    let cases = [
+        (
+            off.as_str(),
+            "off",
+            reference.clone(),
+            "--policy-allow-registry",
+        ),
+        (
+            no_private.as_str(),
+            "literal",
+            reference.clone(),
+            "--policy-allow-private-addresses",
+        ),
+        (
+            by_name.as_str(),
+            "resolved",
+            format!("oci://{localhost}/policies/approval:v1"),
+            "--policy-allow-private-addresses",
+        ),
+    ];
+    let mut namespaces = Vec::new();
+    for (id, suffix, reference, _) in &cases {
+        namespaces.push(namespace_selecting(&c, id, suffix, reference).await);
+    }
+    for ((_, suffix, _, flag), ns) in cases.iter().zip(&namespaces) {
+        let message = wait_for_reason(&c, ns, "deploy", "PolicyRegistryRefused").await;
+        println!("{suffix}: {message}");
+        assert!(message.contains(flag), "{suffix}: names {flag}: {message}");
+        assert!(jobs_in(&c, ns).await.is_empty(), "{suffix}: failed closed");
+        assert!(
+            events_in(&c, ns)
+                .await
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("PolicyRegistryRefused")),
+            "{suffix}: a PolicyRegistryRefused Event"
+        );
+    }
+    let resolved = ready_condition(&c, &namespaces[2], "deploy")
+        .await
+        .unwrap()
+        .1;
+    assert!(
+        resolved.contains("resolves only to") && resolved.contains("loopback"),
+        "the resolved address was checked: {resolved}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_registry_cannot_send_the_operator_elsewhere_flood_its_memory_or_its_status() {
+    let c = Cluster::start().await;
+    let hostile = HostileRegistry::start().await;
+    let op = c
+        .operator_with(
+            &c.monitored_id,
+            &[
+                "--policy-allow-registry",
+                &hostile.addr,
+                "--policy-insecure-registry",
+                &hostile.addr,
+                "--policy-allow-private-addresses",
+            ],
+        )
+        .await;
+    // Let the operator settle (watches synced, built-ins compiled) before the baseline.
+    crate::wait_for("the operator to be ready", || async {
+        op.http_get("/readyz").await.0 == 200
+    })
+    .await;
+    let rss_before = rss_kib(&op);
+    let cases = [
+        ("realm", "PolicyRegistryRefused", "token realm"),
+        ("redirect", "PolicyRegistryRefused", "redirect"),
+        ("huge", "PolicyRegistryRefused", "larger than 262144 bytes"),
+        ("noisy", "PolicyUnavailable", "HTTP 500"),
+    ];
+    let mut namespaces = Vec::new();
+    for (repository, _, _) in &cases {
+        let reference = format!("oci://{}/{repository}:v1", hostile.addr);
+        namespaces.push(namespace_selecting(&c, &c.monitored_id, repository, &reference).await);
+    }
+    let mut rss_peak = rss_before;
+    for ((repository, reason, says), ns) in cases.iter().zip(&namespaces) {
+        let message = wait_for_reason(&c, ns, "deploy", reason).await;
+        rss_peak = rss_peak.max(rss_kib(&op));
+        println!("{repository}: {reason}: {message}");
+        assert!(message.contains(says), "{repository}: {message}");
+        // Registry text is cut to 300 characters before it reaches status and Events.
+        assert!(
+            message.chars().count() < 500,
+            "{repository}: a bounded message, not {} characters",
+            message.chars().count()
+        );
+        let events = events_in(&c, ns).await;
+        let event = events
+            .iter()
+            .find(|e| e.reason.as_deref() == Some(*reason))
+            .unwrap_or_else(|| panic!("{repository}: a {reason} Event in {events:?}"));
+        assert!(event.note.as_deref().unwrap_or_default().chars().count() < 500);
+        assert!(
+            jobs_in(&c, ns).await.is_empty(),
+            "{repository}: failed closed"
+        );
+    }
+    let streamed = hostile.streamed.load(std::sync::atomic::Ordering::Relaxed);
+    let rss_after = rss_kib(&op);
+    println!(
+        "RSS before {rss_before} KiB, peak seen {rss_peak} KiB, after {rss_after} KiB; the 4 GiB manifest: {streamed} bytes sent before the operator hung up"
+    );
+    assert_eq!(
+        hostile
+            .elsewhere_hits
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "no request reached {} (the realm, the redirect)",
+        hostile.elsewhere
+    );
+    assert!(
+        streamed < 64 << 20,
+        "the operator stopped reading the manifest early: {streamed} bytes"
+    );
+    assert!(
+        rss_peak < rss_before + 64 * 1024,
+        "RSS stays bounded: {rss_before} KiB -> {rss_peak} KiB"
+    );
+    // The log carries the bounded texts only.
+    let log = op.log();
+    assert!(
+        !log.contains(&"error ".repeat(100)),
+        "the 1 MiB error body is not in the log"
     );
 }
