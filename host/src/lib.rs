@@ -14,6 +14,7 @@ pub mod output;
 pub mod policy;
 pub mod reconcile;
 pub mod runtime;
+pub mod seal;
 pub mod subset;
 
 /// The operator's version, as `quarks-job version` prints it.

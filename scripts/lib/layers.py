@@ -2,7 +2,7 @@
 use no API client.
 
 Layers, bottom up; a module may use its own layer and those below, never one above:
-  0 names, crd, metrics, subset   the shared vocabulary
+  0 names, crd, metrics, subset, seal   the shared vocabulary
   1 policy                  the engine, selection, resolver, fair share
   2 output                  files -> Secrets (uses the policy contract)
   3 reconcile               one QuarksJob, as a pipeline
@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "host" / "src"
-LAYERS = {"names": 0, "crd": 0, "metrics": 0, "subset": 0, "policy": 1, "output": 2, "reconcile": 3,
+LAYERS = {"names": 0, "crd": 0, "metrics": 0, "subset": 0, "seal": 0, "policy": 1, "output": 2, "reconcile": 3,
           "runtime": 4, "cli": 5, "authoring": 5, "main": 5, "lib": 5}
 PURE = [
-    "names", "crd.rs", "subset.rs",
+    "names", "crd.rs", "subset.rs", "seal.rs",
     "reconcile/settle.rs", "reconcile/status.rs", "reconcile/events.rs", "reconcile/job.rs",
     "reconcile/references.rs", "reconcile/digest.rs",
     "output/pod.rs", "output/staging.rs", "output/files.rs", "output/validate.rs",

@@ -13,6 +13,16 @@ use sha2::{Digest, Sha256};
 /// Label on every Job (and its pod template) naming the QuarksJob it runs for.
 pub const QJOB_NAME_LABEL: &str = "quarks.cloudfoundry.org/qjob-name";
 
+/// Annotation on a run's Job: the run number (decimal).
+pub const RUN_ANNOTATION: &str = "quarks.cloudfoundry.org/run";
+/// Annotation on a run's Job: the strategy the trigger decision writes back (`manual`, `done`,
+/// ...), absent when nothing is written back.
+pub const WRITE_STRATEGY_ANNOTATION: &str = "quarks.cloudfoundry.org/write-strategy";
+/// Annotation on a run's Job: the digest of the referenced config content the run started with.
+pub const CONFIG_DIGEST_ANNOTATION: &str = "quarks.cloudfoundry.org/config-digest";
+/// Annotation on a run's Job: the digest of the trigger policy module that decided the run.
+pub const TRIGGER_POLICY_ANNOTATION: &str = "quarks.cloudfoundry.org/trigger-policy";
+
 /// Longest DNS label (RFC 1123) and longest label value.
 pub const MAX_LABEL_LEN: usize = 63;
 

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// Label marking a Secret as one version of a versioned secret.
 pub const SECRET_KIND_LABEL: &str = "quarks.cloudfoundry.org/secret-kind";
@@ -15,6 +15,9 @@ pub const SECRET_KIND_LABEL: &str = "quarks.cloudfoundry.org/secret-kind";
 pub const SECRET_VERSION_LABEL: &str = "quarks.cloudfoundry.org/secret-version";
 /// Annotation saying where a versioned secret's content came from.
 pub const SOURCE_DESCRIPTION_ANNOTATION: &str = "quarks.cloudfoundry.org/source-description";
+/// Annotation holding the operator's seal of a version ([`crate::seal::OperatorKey::version_seal`]):
+/// without a valid one a Secret is not a version, whatever its name and labels.
+pub const VERSION_SEAL_ANNOTATION: &str = "quarks.cloudfoundry.org/version-seal";
 /// Value of [`SECRET_KIND_LABEL`] on versioned secrets.
 pub const VERSIONED_SECRET_KIND: &str = "versionedSecret";
 
@@ -54,16 +57,21 @@ fn parse_version(digits: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Newest version per prefix among secrets labelled secret-kind=versionedSecret (version from the
-/// secret-version label; secrets whose name and label disagree are ignored).
+/// Newest version per prefix among Secrets (their metadata) labelled
+/// secret-kind=versionedSecret whose name, version label and seal agree: `sealed(name,
+/// version, seal)` checks the operator's seal ([`VERSION_SEAL_ANNOTATION`]).
 ///
 /// Pass the Secrets of one namespace: versions are per namespace, like the references to them.
-/// A Secret whose name and label disagree was edited by hand or written by something else; it
-/// is not trusted to be a version of anything.
-pub fn newest_versions<'a>(secrets: impl IntoIterator<Item = &'a Secret>) -> BTreeMap<String, u64> {
+/// A Secret whose name and label disagree was edited by hand, and one without the operator's
+/// seal was written by someone else: neither is trusted to be a version of anything, so a
+/// foreign `<prefix>-v999999` changes neither what references resolve to nor the next number.
+pub fn newest_versions<'a>(
+    secrets: impl IntoIterator<Item = &'a ObjectMeta>,
+    sealed: impl Fn(&str, u64, &str) -> bool,
+) -> BTreeMap<String, u64> {
     let mut newest: BTreeMap<String, u64> = BTreeMap::new();
-    for secret in secrets {
-        let Some(labels) = secret.metadata.labels.as_ref() else {
+    for metadata in secrets {
+        let Some(labels) = metadata.labels.as_ref() else {
             continue;
         };
         if labels.get(SECRET_KIND_LABEL).map(String::as_str) != Some(VERSIONED_SECRET_KIND) {
@@ -75,15 +83,20 @@ pub fn newest_versions<'a>(secrets: impl IntoIterator<Item = &'a Secret>) -> BTr
         else {
             continue;
         };
-        let Some(parsed) = secret
-            .metadata
-            .name
-            .as_deref()
-            .and_then(parse_versioned_name)
-        else {
+        let Some(name) = metadata.name.as_deref() else {
+            continue;
+        };
+        let Some(parsed) = parse_versioned_name(name) else {
             continue;
         };
         if parsed.version != label_version {
+            continue;
+        }
+        let seal = metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(VERSION_SEAL_ANNOTATION));
+        if !seal.is_some_and(|seal| sealed(name, parsed.version, seal)) {
             continue;
         }
         let entry = newest.entry(parsed.prefix).or_insert(parsed.version);
@@ -95,6 +108,7 @@ pub fn newest_versions<'a>(secrets: impl IntoIterator<Item = &'a Secret>) -> BTr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Secret;
     use serde_json::json;
 
     fn versioned_secret(name: &str, version_label: &str) -> Secret {
@@ -106,7 +120,10 @@ mod tests {
                     SECRET_KIND_LABEL: VERSIONED_SECRET_KIND,
                     SECRET_VERSION_LABEL: version_label
                 },
-                "annotations": {SOURCE_DESCRIPTION_ANNOTATION: "output of container gen"}
+                "annotations": {
+                    SOURCE_DESCRIPTION_ANNOTATION: "output of container gen",
+                    VERSION_SEAL_ANNOTATION: format!("seal-of-{name}")
+                }
             },
             "data": {"password": "c2VjcmV0"}
         }))
@@ -120,6 +137,28 @@ mod tests {
             "data": {"password": "c2VjcmV0"}
         }))
         .expect("valid Secret fixture")
+    }
+
+    /// A stand-in for the operator's seal check: `seal-of-<name>` is the valid seal.
+    fn newest(secrets: &[Secret]) -> BTreeMap<String, u64> {
+        newest_versions(secrets.iter().map(|s| &s.metadata), |name, _, seal| {
+            seal == format!("seal-of-{name}")
+        })
+    }
+
+    #[test]
+    fn versions_without_the_operators_seal_do_not_count() {
+        let mut forged = versioned_secret("pw-v999999", "999999");
+        forged
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(VERSION_SEAL_ANNOTATION.into(), "seal-of-pw-v1".into());
+        let mut unsealed = versioned_secret("pw-v77", "77");
+        unsealed.metadata.annotations = None;
+        let secrets = [versioned_secret("pw-v1", "1"), forged, unsealed];
+        assert_eq!(newest(&secrets), BTreeMap::from([("pw".into(), 1)]));
     }
 
     #[test]
@@ -177,7 +216,7 @@ mod tests {
             versioned_secret("pw-v2", "2"),
             versioned_secret("cert-v1", "1"),
         ];
-        let newest = newest_versions(&secrets);
+        let newest = newest(&secrets);
         assert_eq!(
             newest,
             BTreeMap::from([("cert".into(), 1), ("pw".into(), 10)])
@@ -187,10 +226,7 @@ mod tests {
     #[test]
     fn secrets_without_the_versioned_kind_label_are_not_versions() {
         let secrets = [versioned_secret("pw-v1", "1"), plain_secret("pw-v5")];
-        assert_eq!(
-            newest_versions(&secrets),
-            BTreeMap::from([("pw".into(), 1)])
-        );
+        assert_eq!(newest(&secrets), BTreeMap::from([("pw".into(), 1)]));
     }
 
     #[test]
@@ -201,9 +237,6 @@ mod tests {
             versioned_secret("pw-v4", "04"),
             versioned_secret("unversioned-name", "6"),
         ];
-        assert_eq!(
-            newest_versions(&secrets),
-            BTreeMap::from([("pw".into(), 1)])
-        );
+        assert_eq!(newest(&secrets), BTreeMap::from([("pw".into(), 1)]));
     }
 }

@@ -8,16 +8,17 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
 use super::problem::OutputProblem;
 use super::staging::StagingManifest;
 use super::validate::validate_secret_spec;
 use crate::crd::{Output, OutputRecord, QuarksJob, SecretOptions};
+use crate::names::job::{QJOB_NAME_LABEL, qjob_name_label_value};
 use crate::names::versioned::{
-    SECRET_KIND_LABEL, SECRET_VERSION_LABEL, SOURCE_DESCRIPTION_ANNOTATION, VERSIONED_SECRET_KIND,
-    versioned_name,
+    SECRET_KIND_LABEL, SECRET_VERSION_LABEL, SOURCE_DESCRIPTION_ANNOTATION,
+    VERSION_SEAL_ANNOTATION, VERSIONED_SECRET_KIND, versioned_name,
 };
 use crate::policy::PolicyError;
 use crate::policy::contract::{FileOptions, OutputInput, OutputOptions, OutputResult, SecretSpec};
@@ -199,20 +200,45 @@ pub fn secret_data(spec: &SecretSpec) -> BTreeMap<String, ByteString> {
         .collect()
 }
 
+/// The labels of an output Secret: the policy's, and the mark of the QuarksJob whose output
+/// it is ([`is_output_of`]).
+fn output_labels(spec: &SecretSpec, qjob: &QuarksJob) -> BTreeMap<String, String> {
+    let mut labels = spec.labels.clone();
+    labels.insert(
+        QJOB_NAME_LABEL.into(),
+        qjob_name_label_value(&qjob.name_any()),
+    );
+    labels
+}
+
+/// Whether an existing Secret is `qjob`'s output, which its runs may overwrite: it carries the
+/// QuarksJob's mark, set when the operator created it. (The mark is a label, not an owner
+/// reference: output outlives its QuarksJob, and a QuarksJob re-created under the same name
+/// keeps writing it. Anyone who may label the Secret could set the mark, but they could write
+/// the Secret themselves too.) A Secret without it is someone else's: never written.
+pub fn is_output_of(existing: &ObjectMeta, qjob: &QuarksJob) -> bool {
+    existing
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(QJOB_NAME_LABEL))
+        .is_some_and(|mark| *mark == qjob_name_label_value(&qjob.name_any()))
+}
+
 /// The plain (overwritten) Secret, as a server-side apply body.
-pub fn plain_secret(spec: &SecretSpec) -> serde_json::Value {
+pub fn plain_secret(spec: &SecretSpec, qjob: &QuarksJob) -> serde_json::Value {
     serde_json::json!({
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": spec.name, "labels": spec.labels, "annotations": spec.annotations},
+        "metadata": {"name": spec.name, "labels": output_labels(spec, qjob), "annotations": spec.annotations},
         "type": "Opaque",
         "data": secret_data(spec),
     })
 }
 
 /// Version `version` of a versioned secret: `<name>-v<N>`, immutable, labelled with its kind
-/// and version, annotated with where it came from, owned (not controlled) by the QuarksJob.
-pub fn versioned_secret(spec: &SecretSpec, qjob: &QuarksJob, version: u64) -> Secret {
+/// and version, annotated with where it came from and the operator's `seal` of the version,
+/// owned (not controlled) by the QuarksJob.
+pub fn versioned_secret(spec: &SecretSpec, qjob: &QuarksJob, version: u64, seal: &str) -> Secret {
     let owner = OwnerReference {
         api_version: QuarksJob::api_version(&()).into_owned(),
         kind: QuarksJob::kind(&()).into_owned(),
@@ -221,10 +247,11 @@ pub fn versioned_secret(spec: &SecretSpec, qjob: &QuarksJob, version: u64) -> Se
         controller: Some(false),
         block_owner_deletion: Some(false),
     };
-    let mut labels = spec.labels.clone();
+    let mut labels = output_labels(spec, qjob);
     labels.insert(SECRET_KIND_LABEL.into(), VERSIONED_SECRET_KIND.into());
     labels.insert(SECRET_VERSION_LABEL.into(), version.to_string());
     let mut annotations = spec.annotations.clone();
+    annotations.insert(VERSION_SEAL_ANNOTATION.into(), seal.to_owned());
     annotations.insert(
         SOURCE_DESCRIPTION_ANNOTATION.into(),
         format!(
@@ -247,13 +274,15 @@ pub fn versioned_secret(spec: &SecretSpec, qjob: &QuarksJob, version: u64) -> Se
     }
 }
 
-/// Same data, and the same labels and annotations apart from the versioning ones.
+/// Same data, and the same labels and annotations apart from the operator's own.
 pub fn same_content(current: &Secret, spec: &SecretSpec) -> bool {
     let mut labels = current.labels().clone();
     labels.remove(SECRET_KIND_LABEL);
     labels.remove(SECRET_VERSION_LABEL);
+    labels.remove(QJOB_NAME_LABEL);
     let mut annotations = current.annotations().clone();
     annotations.remove(SOURCE_DESCRIPTION_ANNOTATION);
+    annotations.remove(VERSION_SEAL_ANNOTATION);
     current.data.clone().unwrap_or_default() == secret_data(spec)
         && labels == spec.labels
         && annotations == spec.annotations
@@ -415,8 +444,10 @@ mod tests {
             annotations: BTreeMap::new(),
             versioned: true,
         };
-        let secret = versioned_secret(&spec, &case, 3);
+        let secret = versioned_secret(&spec, &case, 3, "the-seal");
         assert_eq!(secret.metadata.name.as_deref(), Some("foo-v3"));
+        assert_eq!(secret.annotations()[VERSION_SEAL_ANNOTATION], "the-seal");
+        assert!(is_output_of(&secret.metadata, &case));
         assert_eq!(secret.immutable, Some(true));
         assert_eq!(secret.labels()[SECRET_VERSION_LABEL], "3");
         assert_eq!(secret.labels()[SECRET_KIND_LABEL], VERSIONED_SECRET_KIND);
@@ -426,5 +457,29 @@ mod tests {
         let mut changed = spec.clone();
         changed.data.insert("k".into(), "w".into());
         assert!(!same_content(&secret, &changed));
+    }
+
+    #[test]
+    fn only_a_secret_with_the_quarks_jobs_mark_is_its_output() {
+        let qjob = |name: &str| -> QuarksJob {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "quarks.cloudfoundry.org/v1alpha1", "kind": "QuarksJob",
+                "metadata": {"name": name, "namespace": "ns", "uid": "u-1"},
+                "spec": {"trigger": {"strategy": "manual"}, "template": {"spec": {"template": {}}}},
+            }))
+            .unwrap()
+        };
+        let spec = SecretSpec {
+            name: "db-credentials".into(),
+            data: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            versioned: false,
+        };
+        let written: Secret = serde_json::from_value(plain_secret(&spec, &qjob("app"))).unwrap();
+        assert!(is_output_of(&written.metadata, &qjob("app")));
+        assert!(!is_output_of(&written.metadata, &qjob("evil")));
+        // Made with kubectl: nobody's output.
+        assert!(!is_output_of(&ObjectMeta::default(), &qjob("app")));
     }
 }

@@ -2,7 +2,10 @@
 //! Secrets.
 //!
 //! * [`pod`] — pure: adds the output volumes and the helper container to a run's pod;
-//! * [`staging`] — pure: the staging Secret the helper hands the raw files over in;
+//! * [`staging`] — pure: the staging Secret the helper hands the raw files over in, and how
+//!   the operator tells a real hand-over from a forged one;
+//! * [`handover`] — API effects: the run's hand-over Secret, the helper container's only
+//!   credentials;
 //! * [`persist`] — the helper itself (`quarks-job persist-output`), running in the Job's pod;
 //! * [`files`] — pure: manifest + `outputMap` → policy inputs; policy results → outcomes and
 //!   the Secrets to write;
@@ -12,6 +15,7 @@
 //!   where asked.
 
 pub mod files;
+pub mod handover;
 pub mod persist;
 pub mod pod;
 pub mod problem;

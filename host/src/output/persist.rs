@@ -2,8 +2,11 @@
 //! watch of its own pod, no polling) until every container it serves has terminated — with or
 //! without its files — reads the mapped files from /mnt/quarks/<container>/, and hands them to
 //! the operator as one staging Secret per container (more when its files do not fit one
-//! object), owned by the Job. It needs only `create` on Secrets and `get/list/watch` on Pods;
-//! it never reads other Secrets and never logs file contents. It always ends: at the latest at
+//! object), owned by the Job and signed with the run's key. Its only credentials are the
+//! run's hand-over Secret, mounted into this container alone (`--handover-dir`): a kubeconfig
+//! with a token of the helper's ServiceAccount — which may only `create` Secrets and
+//! `get/list/watch` Pods — and the run key. It never reads other Secrets and never logs file
+//! contents. It always ends: at the latest at
 //! its deadline, handing over what finished and reporting the files of containers still
 //! running as unfinished.
 
@@ -23,6 +26,7 @@ use tracing::{info, warn};
 use super::OUTPUT_DIR;
 use super::staging::{self, FileState, STAGING_DATA_BUDGET, StagingManifest};
 use crate::names::job::QJOB_NAME_LABEL;
+use crate::seal::RunKey;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct PersistOutputArgs {
@@ -47,6 +51,9 @@ pub struct PersistOutputArgs {
     /// Where the served containers' output directories are mounted.
     #[arg(long, default_value = OUTPUT_DIR)]
     pub output_root: PathBuf,
+    /// Where the run's hand-over Secret is mounted (its `kubeconfig` and `run-key`).
+    #[arg(long, default_value = super::pod::HANDOVER_DIR)]
+    pub handover_dir: PathBuf,
 }
 
 impl PersistOutputArgs {
@@ -65,11 +72,27 @@ impl PersistOutputArgs {
     }
 }
 
+/// The helper's credentials: a client of the helper's ServiceAccount and the run key.
+async fn credentials(dir: &Path) -> anyhow::Result<(kube::Client, RunKey)> {
+    let kubeconfig_path = dir.join(super::handover::KUBECONFIG_KEY);
+    let kubeconfig = kube::config::Kubeconfig::read_from(&kubeconfig_path)
+        .with_context(|| format!("reading {}", kubeconfig_path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .context("the hand-over kubeconfig")?;
+    let key_path = dir.join(super::handover::RUN_KEY_KEY);
+    let key_bytes =
+        std::fs::read(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
+    let key = RunKey::from_bytes(&key_bytes)
+        .with_context(|| format!("{} does not hold a run key", key_path.display()))?;
+    Ok((kube::Client::try_from(config)?, key))
+}
+
 /// Runs the helper to completion.
 pub async fn run(args: PersistOutputArgs) -> anyhow::Result<()> {
-    let client = kube::Client::try_default()
+    let (client, key) = credentials(&args.handover_dir)
         .await
-        .context("connecting to the API server")?;
+        .context("the run's hand-over credentials")?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &args.pod_namespace);
     let deadline = Duration::from_secs(args.deadline_seconds);
     let pod = match tokio::time::timeout(deadline, wait_for_containers(&pods, &args)).await {
@@ -87,6 +110,7 @@ pub async fn run(args: PersistOutputArgs) -> anyhow::Result<()> {
     };
 
     let owner = job_owner(&pod).context("this pod is not owned by a Job")?;
+    let pod_uid = pod.uid().context("this pod has no uid")?;
     let qjob_label = pod
         .labels()
         .get(QJOB_NAME_LABEL)
@@ -101,7 +125,11 @@ pub async fn run(args: PersistOutputArgs) -> anyhow::Result<()> {
             &secrets,
             &args,
             &qjob_label,
-            &owner,
+            Run {
+                owner: &owner,
+                pod_uid: &pod_uid,
+                key: &key,
+            },
             HandOver {
                 container,
                 exit_code,
@@ -121,6 +149,13 @@ pub async fn run(args: PersistOutputArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The run this pod belongs to, as the helper read it from its own pod.
+struct Run<'a> {
+    owner: &'a OwnerReference,
+    pod_uid: &'a str,
+    key: &'a RunKey,
+}
+
 /// One served container, as the helper found it.
 struct HandOver<'a> {
     container: &'a str,
@@ -136,7 +171,7 @@ async fn hand_over(
     secrets: &Api<Secret>,
     args: &PersistOutputArgs,
     qjob_label: &str,
-    owner: &OwnerReference,
+    run: Run<'_>,
     what: HandOver<'_>,
     files: &[String],
 ) -> anyhow::Result<usize> {
@@ -150,6 +185,8 @@ async fn hand_over(
         let manifest = StagingManifest {
             quarks_job: args.quarks_job.clone(),
             pod: args.pod_name.clone(),
+            pod_uid: run.pod_uid.to_owned(),
+            job_uid: run.owner.uid.clone(),
             container: what.container.to_owned(),
             exit_code: what.exit_code,
             files: states,
@@ -161,14 +198,15 @@ async fn hand_over(
             &manifest,
             part,
             data,
-            owner.clone(),
+            run.owner.clone(),
+            run.key,
         )?;
-        match secrets.create(&PostParams::default(), &secret).await {
-            Ok(_) => {}
-            // A restarted helper container handing over again.
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e).context("creating the staging Secret"),
-        }
+        // A generated name: nothing can be in the way. (A restarted helper hands over again;
+        // the operator writes the same output twice, which changes nothing.)
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .context("creating the staging Secret")?;
     }
     Ok(parts.len())
 }

@@ -3,10 +3,16 @@
 //! /mnt/quarks/<container> (read-only) in the helper container `quarks-persist-output`, which
 //! runs `quarks-job persist-output` from the operator's own image. Containers not in
 //! `outputMap` get nothing and are never waited for.
+//!
+//! The pod keeps the template's `serviceAccountName` and `automountServiceAccountToken` as the
+//! user wrote them: the user's containers hold no credential of the helper. The helper alone
+//! mounts the run's hand-over Secret ([`super::handover`]) at [`HANDOVER_DIR`]; a kubelet
+//! mounts a volume only into the containers that name it, so no other container of the pod
+//! can read it.
 
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, Volume,
-    VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec,
+    SecretVolumeSource, Volume, VolumeMount,
 };
 
 use super::OUTPUT_DIR;
@@ -14,8 +20,13 @@ use crate::crd::Output;
 
 /// Name of the helper container added to pods with output.
 pub const HELPER_CONTAINER: &str = "quarks-persist-output";
-/// The service account pods with output run as, unless their template names one.
+/// The helper's ServiceAccount: the hand-over token is one of its tokens (the pod runs as the
+/// template's account).
 pub const HELPER_SERVICE_ACCOUNT: &str = "quarks-job-persist-output";
+/// Where the helper container, and only it, mounts the run's hand-over Secret.
+pub const HANDOVER_DIR: &str = "/var/run/secrets/quarks-job/handover";
+/// The pod volume of the hand-over Secret.
+pub const HANDOVER_VOLUME: &str = "quarks-handover";
 
 /// How to run the helper.
 #[derive(Clone, Debug)]
@@ -49,13 +60,57 @@ pub fn add_output_transport(
     if served.is_empty() {
         return;
     }
-    let helper_mounts = add_output_volumes(pod, &served);
+    let mut helper_mounts = add_output_volumes(pod, &served);
+    helper_mounts.push(add_handover_volume(pod));
     let args = helper_args(qjob_name, output, helper, &served);
     pod.containers
         .push(helper_container(&helper.image, args, helper_mounts));
-    if pod.service_account_name.is_none() {
-        pod.service_account_name = Some(HELPER_SERVICE_ACCOUNT.to_owned());
+}
+
+/// The hand-over volume, its Secret named at creation ([`set_handover_secret`]); returns the
+/// helper's mount of it.
+fn add_handover_volume(pod: &mut PodSpec) -> VolumeMount {
+    pod.volumes.get_or_insert_with(Vec::new).push(Volume {
+        name: HANDOVER_VOLUME.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: None,
+            // Readable by the helper's user only.
+            default_mode: Some(0o400),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    VolumeMount {
+        name: HANDOVER_VOLUME.to_owned(),
+        mount_path: HANDOVER_DIR.to_owned(),
+        read_only: Some(true),
+        ..Default::default()
     }
+}
+
+/// Whether the pod has the output transport (and so needs a hand-over Secret).
+pub fn has_output_transport(pod: &PodSpec) -> bool {
+    handover_volume(pod).is_some()
+}
+
+/// Names the hand-over Secret of the run in its pod.
+pub fn set_handover_secret(pod: &mut PodSpec, secret_name: &str) {
+    if let Some(source) = pod
+        .volumes
+        .iter_mut()
+        .flatten()
+        .find(|v| v.name == HANDOVER_VOLUME)
+        .and_then(|v| v.secret.as_mut())
+    {
+        source.secret_name = Some(secret_name.to_owned());
+    }
+}
+
+fn handover_volume(pod: &PodSpec) -> Option<&Volume> {
+    pod.volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == HANDOVER_VOLUME)
 }
 
 /// One `emptyDir` per served container, mounted at /mnt/quarks in it; returns the helper's
@@ -110,6 +165,8 @@ fn helper_args(
         qjob_name.to_owned(),
         "--deadline-seconds".to_owned(),
         helper.deadline_seconds.to_string(),
+        "--handover-dir".to_owned(),
+        HANDOVER_DIR.to_owned(),
     ];
     for name in served {
         args.push("--container".to_owned());
@@ -209,16 +266,29 @@ mod tests {
             .iter()
             .map(|m| m.mount_path.as_str())
             .collect();
-        assert_eq!(helper_paths, ["/mnt/quarks/a", "/mnt/quarks/c"]);
+        assert_eq!(
+            helper_paths,
+            ["/mnt/quarks/a", "/mnt/quarks/c", HANDOVER_DIR]
+        );
+        // The hand-over credentials are the helper's alone.
+        for user in ["a", "b", "c"] {
+            assert!(
+                mounts(user).iter().all(|m| m.name != HANDOVER_VOLUME),
+                "{user}"
+            );
+        }
+
         let args = helper.args.as_ref().unwrap();
         assert!(
             args.windows(2).any(|w| w == ["--container", "a"])
                 && args.windows(2).any(|w| w == ["--container", "c"])
         );
-        assert_eq!(
-            p.service_account_name.as_deref(),
-            Some(HELPER_SERVICE_ACCOUNT)
-        );
+        // The pod runs as the template's account (here: the namespace's default).
+        assert_eq!(p.service_account_name, None);
+        assert!(has_output_transport(&p));
+        set_handover_secret(&mut p, "q-1-handover-x");
+        let secret = handover_volume(&p).unwrap().secret.as_ref().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("q-1-handover-x"));
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub enum OutputProblem {
     NothingWritten { reasons: String },
     /// The host refused a Secret the policy asked for (all or nothing per file).
     InvalidOutput(String),
+    /// A Secret of the file's output exists and is not this QuarksJob's output: nothing is
+    /// written for the file.
+    SecretNotOwned { secret: String },
 }
 
 impl OutputProblem {
@@ -48,6 +51,7 @@ impl OutputProblem {
             OutputProblem::Policy { code, .. } => code,
             OutputProblem::NothingWritten { .. } => "NothingWritten",
             OutputProblem::InvalidOutput(_) => "InvalidOutput",
+            OutputProblem::SecretNotOwned { .. } => "SecretNotOwned",
         }
     }
 
@@ -75,6 +79,11 @@ impl OutputProblem {
             ),
             OutputProblem::Policy { message, .. } => message.clone(),
             OutputProblem::NothingWritten { reasons } => reasons.clone(),
+            OutputProblem::SecretNotOwned { secret } => format!(
+                "Secret {secret} exists and is not the output of this QuarksJob (quarks-job did \
+                 not create it for it): it is left as it is and nothing is written for this \
+                 file; name another output Secret, or delete {secret} if it may be replaced"
+            ),
         }
     }
 }

@@ -14,7 +14,8 @@ use kube::{Api, ResourceExt};
 
 use super::files::{self, FileOutcome, FilePlan, StagedFile};
 use super::pod::HELPER_SERVICE_ACCOUNT;
-use super::staging::{self, STAGING_LABEL};
+use super::problem::OutputProblem;
+use super::staging::{self, Rejection, STAGING_LABEL};
 use crate::crd::{OutputRecord, QuarksJob};
 use crate::names::FIELD_MANAGER;
 use crate::names::job::{QJOB_NAME_LABEL, qjob_name_label_value};
@@ -22,11 +23,13 @@ use crate::names::versioned::{
     SECRET_KIND_LABEL, VERSIONED_SECRET_KIND, newest_versions, versioned_name,
 };
 use crate::policy::contract::{OutputInput, SecretSpec};
+use crate::seal::OperatorKey;
 
 /// How often a versioned write retries with the next number when another writer took it.
 const VERSION_ATTEMPTS: u64 = 8;
 
-/// Staging Secrets waiting for this QuarksJob.
+/// Staging Secrets waiting for this QuarksJob, metadata only (their data is read one at a
+/// time, when consumed), oldest hand-over first.
 pub async fn pending_staging(
     client: &kube::Client,
     qjob: &QuarksJob,
@@ -37,10 +40,16 @@ pub async fn pending_staging(
         "{STAGING_LABEL}=true,{QJOB_NAME_LABEL}={}",
         qjob_name_label_value(&qjob.name_any())
     );
-    let mut staged = secrets
-        .list(&ListParams::default().labels(&selector))
+    let mut staged: Vec<Secret> = secrets
+        .list_metadata(&ListParams::default().labels(&selector))
         .await?
-        .items;
+        .items
+        .into_iter()
+        .map(|m| Secret {
+            metadata: m.metadata,
+            ..Default::default()
+        })
+        .collect();
     // Oldest hand-over first: a retried pod's output overwrites the failed attempt's.
     staged.sort_by_cached_key(|s| {
         (
@@ -62,33 +71,72 @@ pub trait OutputPolicyRunner {
     > + Send;
 }
 
-/// Consumes one staging Secret: every mapped file → policy → validated Secrets → written.
-/// The staging Secret is deleted afterwards, also when files were bad (they are reported).
+/// What became of one staging Secret.
+#[derive(Debug)]
+pub enum Consumed {
+    /// It was the run's own hand-over: its files, each with its record; it is deleted.
+    Written(Vec<OutputRecord>),
+    /// It is not a hand-over of this QuarksJob's runs: nothing written, and it is left as it is
+    /// (it is not the operator's to delete).
+    Rejected { secret: String, why: Rejection },
+    /// It was deleted meanwhile.
+    Gone,
+}
+
+/// How the operator tells its helpers' hand-overs from forgeries.
+pub struct HandOverCheck<'a> {
+    pub key: &'a OperatorKey,
+    /// Whether the Job that a staging Secret claims (its owner) is a run of this QuarksJob.
+    pub claimed_job_is_a_run: bool,
+}
+
+/// Consumes one staging Secret (`listed`: its metadata): read, authenticated, then every
+/// mapped file → policy → validated Secrets → written. A genuine staging Secret is deleted
+/// afterwards, also when files were bad (they are reported).
 pub async fn consume(
     client: &kube::Client,
     policy: &impl OutputPolicyRunner,
     qjob: &QuarksJob,
-    staging_secret: &Secret,
-) -> Result<Vec<OutputRecord>, kube::Error> {
+    listed: &Secret,
+    check: HandOverCheck<'_>,
+) -> Result<Consumed, kube::Error> {
     let namespace = qjob.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let job = files::staging_job(staging_secret);
-    let records = match staging::parse(staging_secret) {
+    let name = listed.name_any();
+    let qjob_uid = qjob.uid().unwrap_or_default();
+    let rejected = |why| Consumed::Rejected {
+        secret: name.clone(),
+        why,
+    };
+    // What the metadata already shows is refused without reading the data.
+    if let Err(why) = staging::authenticate_claim(listed, check.claimed_job_is_a_run) {
+        return Ok(rejected(why));
+    }
+    let Some(staging_secret) = secrets.get_opt(&name).await? else {
+        return Ok(Consumed::Gone);
+    };
+    if let Err(why) = staging::authenticate(
+        &staging_secret,
+        check.key,
+        &qjob_uid,
+        check.claimed_job_is_a_run,
+    ) {
+        return Ok(rejected(why));
+    }
+    let job = files::staging_job(&staging_secret);
+    let records = match staging::parse(&staging_secret) {
         Err(problem) => vec![files::record(&job, "", "", vec![], Some(&problem))],
         Ok((manifest, data)) => {
             let staged = files::staged_files(qjob, &manifest, data);
-            write_files(&secrets, policy, qjob, &job, staged).await?
+            write_files(&secrets, policy, qjob, &job, staged, check.key).await?
         }
     };
-    match secrets
-        .delete(&staging_secret.name_any(), &DeleteParams::default())
-        .await
-    {
+    match secrets.delete(&name, &DeleteParams::default()).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 404 => {}
         Err(e) => return Err(e),
     }
-    Ok(records)
+    Ok(Consumed::Written(records))
 }
 
 /// Asks the policy for each handed-over file and writes what it comes to; one record per file.
@@ -98,6 +146,7 @@ async fn write_files(
     qjob: &QuarksJob,
     job: &str,
     staged: Vec<StagedFile>,
+    key: &OperatorKey,
 ) -> Result<Vec<OutputRecord>, kube::Error> {
     let mut versions = None;
     let mut records = Vec::with_capacity(staged.len());
@@ -109,16 +158,19 @@ async fn write_files(
         let mut written = Vec::new();
         let problem = match outcome {
             FileOutcome::Nothing(problem) => Some(problem),
-            FileOutcome::Write(specs) => {
-                for spec in &specs {
-                    written.push(if spec.versioned {
-                        write_versioned(secrets, spec, qjob, &mut versions).await?
-                    } else {
-                        write_plain(secrets, spec).await?
-                    });
+            FileOutcome::Write(specs) => match not_owned(secrets, qjob, &specs).await? {
+                Some(problem) => Some(problem),
+                None => {
+                    for spec in &specs {
+                        written.push(if spec.versioned {
+                            write_versioned(secrets, spec, qjob, key, &mut versions).await?
+                        } else {
+                            write_plain(secrets, spec, qjob).await?
+                        });
+                    }
+                    None
                 }
-                None
-            }
+            },
         };
         records.push(files::record(
             job,
@@ -131,14 +183,38 @@ async fn write_files(
     Ok(records)
 }
 
+/// The first plain Secret of a file's output that exists and is not this QuarksJob's output
+/// (checked for all before any is written: a file is written whole or not at all).
+async fn not_owned(
+    secrets: &Api<Secret>,
+    qjob: &QuarksJob,
+    specs: &[SecretSpec],
+) -> Result<Option<OutputProblem>, kube::Error> {
+    for spec in specs.iter().filter(|s| !s.versioned) {
+        if let Some(existing) = secrets.get_metadata_opt(&spec.name).await?
+            && !files::is_output_of(&existing.metadata, qjob)
+        {
+            return Ok(Some(OutputProblem::SecretNotOwned {
+                secret: spec.name.clone(),
+            }));
+        }
+    }
+    Ok(None)
+}
+
 /// Overwrites (server-side apply, one field manager): keys of an earlier run that this run
-/// does not write are removed, as "output of previous runs is overwritten" says.
-async fn write_plain(secrets: &Api<Secret>, spec: &SecretSpec) -> Result<String, kube::Error> {
+/// does not write are removed, as "output of previous runs is overwritten" says. Only a Secret
+/// that is this QuarksJob's output already, or none ([`not_owned`]).
+async fn write_plain(
+    secrets: &Api<Secret>,
+    spec: &SecretSpec,
+    qjob: &QuarksJob,
+) -> Result<String, kube::Error> {
     secrets
         .patch(
             &spec.name,
             &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&files::plain_secret(spec)),
+            &Patch::Apply(&files::plain_secret(spec, qjob)),
         )
         .await?;
     Ok(spec.name.clone())
@@ -149,40 +225,51 @@ async fn write_plain(secrets: &Api<Secret>, spec: &SecretSpec) -> Result<String,
 /// another writer took a version.
 type NewestVersions = BTreeMap<String, u64>;
 
-async fn read_newest_versions(secrets: &Api<Secret>) -> Result<NewestVersions, kube::Error> {
+/// The newest sealed version of every prefix in the namespace (metadata only): versions the
+/// operator did not make do not count.
+pub async fn read_newest_versions(
+    secrets: &Api<Secret>,
+    key: &OperatorKey,
+) -> Result<NewestVersions, kube::Error> {
     let listed = secrets
         .list_metadata(
             &ListParams::default().labels(&format!("{SECRET_KIND_LABEL}={VERSIONED_SECRET_KIND}")),
         )
         .await?
         .items;
-    let metadata_only: Vec<Secret> = listed
-        .into_iter()
-        .map(|m| Secret {
-            metadata: m.metadata,
-            ..Default::default()
-        })
-        .collect();
-    Ok(newest_versions(&metadata_only))
+    let namespace = secrets_namespace(secrets);
+    Ok(newest_versions(
+        listed.iter().map(|m| &m.metadata),
+        |name, version, seal| key.verify_version_seal(&namespace, name, version, seal),
+    ))
+}
+
+fn secrets_namespace(secrets: &Api<Secret>) -> String {
+    secrets.namespace().unwrap_or_default().to_owned()
 }
 
 /// Writes `<name>-v<N+1>` unless the newest version holds the same content; a concurrent
 /// writer that took N+1 first makes this one look again (its version may hold the same
-/// content) and retry with the next number (nothing is lost).
+/// content) and retry with the next number (nothing is lost). A foreign Secret squatting a
+/// version's name is skipped over.
 async fn write_versioned(
     secrets: &Api<Secret>,
     spec: &SecretSpec,
     qjob: &QuarksJob,
+    key: &OperatorKey,
     known: &mut Option<NewestVersions>,
 ) -> Result<String, kube::Error> {
     let versions = match known {
         Some(versions) => versions,
-        None => known.insert(read_newest_versions(secrets).await?),
+        None => known.insert(read_newest_versions(secrets, key).await?),
     };
+    let namespace = secrets_namespace(secrets);
     let mut last_error = None;
+    let mut taken = 0u64;
     for _ in 0..VERSION_ATTEMPTS {
-        let newest = versions.get(&spec.name).copied().unwrap_or(0);
-        if newest > 0 {
+        let newest = versions.get(&spec.name).copied().unwrap_or(0).max(taken);
+        // Only a version the operator made can hold the same content already.
+        if newest > 0 && versions.get(&spec.name) == Some(&newest) {
             let name = versioned_name(&spec.name, newest);
             if let Some(current) = secrets.get_opt(&name).await?
                 && files::same_content(&current, spec)
@@ -190,8 +277,13 @@ async fn write_versioned(
                 return Ok(name);
             }
         }
-        let version = newest + 1;
-        let secret = files::versioned_secret(spec, qjob, version);
+        let Some(version) = newest.checked_add(1) else {
+            return Err(kube::Error::Service(
+                format!("versioned secret {} has no next version number", spec.name).into(),
+            ));
+        };
+        let seal = key.version_seal(&namespace, &versioned_name(&spec.name, version), version);
+        let secret = files::versioned_secret(spec, qjob, version, &seal);
         match secrets
             .create(
                 &PostParams {
@@ -208,15 +300,46 @@ async fn write_versioned(
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 last_error = Some(kube::Error::Api(e));
-                // Someone else wrote this version: look again (at least this one exists).
-                *versions = read_newest_versions(secrets).await?;
-                let seen = versions.entry(spec.name.clone()).or_insert(version);
-                *seen = (*seen).max(version);
+                // Someone took this number: another writer (look again, its version may hold
+                // the same content) or a foreign Secret (never counted: skip past it).
+                *versions = read_newest_versions(secrets, key).await?;
+                taken = version;
             }
             Err(e) => return Err(e),
         }
     }
     Err(last_error.unwrap_or_else(|| kube::Error::Service("no version could be written".into())))
+}
+
+/// Staging Secrets (by uid) already rejected and reported by this process: a forgery left in
+/// place is reported once, not at every reconcile. Bounded: when full it starts over (at worst
+/// a forgery is reported again).
+#[derive(Default)]
+pub struct RejectedHandOvers {
+    uids: Mutex<HashSet<String>>,
+}
+
+impl RejectedHandOvers {
+    const CAPACITY: usize = 10_000;
+
+    pub fn seen(&self, secret: &Secret) -> bool {
+        let uids = self.uids.lock().unwrap_or_else(|p| p.into_inner());
+        secret
+            .metadata
+            .uid
+            .as_ref()
+            .is_some_and(|uid| uids.contains(uid))
+    }
+
+    pub fn remember(&self, secret: &Secret) {
+        let mut uids = self.uids.lock().unwrap_or_else(|p| p.into_inner());
+        if uids.len() >= Self::CAPACITY {
+            uids.clear();
+        }
+        if let Some(uid) = &secret.metadata.uid {
+            uids.insert(uid.clone());
+        }
+    }
 }
 
 /// Per namespace, once per process: the helper's ServiceAccount, a Role that may only create

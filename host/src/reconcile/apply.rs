@@ -23,6 +23,7 @@ use super::status::{ObservedSpec, observe_spec, record_blocked, record_run_start
 use crate::crd::{QuarksJob, QuarksJobStatus, Strategy};
 use crate::names::FIELD_MANAGER;
 use crate::names::job::job_name;
+use crate::output::pod::{has_output_transport, set_handover_secret};
 
 /// A run to start: its Job (`None` when adopting a Job created but never recorded), the plan
 /// the status records, and how the trigger policy was named and why it decided so.
@@ -119,12 +120,21 @@ pub async fn apply(
     mut effects: Effects,
     now: &Time,
 ) -> Result<Action, ReconcileError> {
-    if let Some(job) = effects.run.as_ref().and_then(|r| r.job.as_ref()) {
-        if qjob.spec.output.is_some() {
-            let namespace = qjob.namespace().unwrap_or_default();
-            ctx.helper_identity.ensure(&ctx.client, &namespace).await?;
+    if let Some(job) = effects.run.as_mut().and_then(|r| r.job.as_mut()) {
+        let handover = prepare_handover(ctx, qjob, job).await?;
+        let created = create_job(ctx, job).await;
+        let namespace = qjob.namespace().unwrap_or_default();
+        match (&handover, &created) {
+            (Some(secret), Ok(Ok(Some(created)))) => {
+                crate::output::handover::own_by_job(&ctx.client, secret, created).await?;
+            }
+            // No Job of this run will mount it (refused, failed, or the Job existed already).
+            (Some(secret), _) => {
+                crate::output::handover::discard(&ctx.client, &namespace, secret).await;
+            }
+            (None, _) => {}
         }
-        if let Err(refusal) = create_job(ctx, job).await? {
+        if let Err(refusal) = created? {
             effects.block(
                 qjob,
                 Blocked::Job(JobProblem::JobRefused, refusal.clone()),
@@ -190,18 +200,52 @@ fn publish(ctx: &Context, qjob: &QuarksJob, events: &[QuarksJobEvent]) {
     }
 }
 
-/// Creates the run's Job. `Ok(Err(message))`: the API server refused it for good (invalid,
-/// forbidden by admission or quota): the user has to change something.
-async fn create_job(ctx: &Context, job: &Job) -> Result<Result<(), String>, ReconcileError> {
+/// For a run with output: the helper's identity in the namespace and the run's hand-over
+/// Secret, named in the Job's pod. Returns the Secret's name.
+async fn prepare_handover(
+    ctx: &Context,
+    qjob: &QuarksJob,
+    job: &mut Job,
+) -> Result<Option<String>, ReconcileError> {
+    let Some(pod) = job
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+        .filter(|pod| has_output_transport(pod))
+    else {
+        return Ok(None);
+    };
+    let namespace = qjob.namespace().unwrap_or_default();
+    ctx.helper_identity.ensure(&ctx.client, &namespace).await?;
+    let job_name = job.metadata.name.clone().unwrap_or_default();
+    let secret = crate::output::handover::create(
+        &ctx.client,
+        qjob,
+        &job_name,
+        &ctx.handover,
+        ctx.helper.deadline_seconds,
+    )
+    .await?;
+    set_handover_secret(pod, &secret);
+    Ok(Some(secret))
+}
+
+/// Creates the run's Job: the Job as created, `None` when this run's Job existed already.
+/// `Ok(Err(message))`: the API server refused it for good (invalid, forbidden by admission or
+/// quota): the user has to change something.
+async fn create_job(
+    ctx: &Context,
+    job: &Job,
+) -> Result<Result<Option<Job>, String>, ReconcileError> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
     match api.create(&params, job).await {
-        Ok(_) => Ok(Ok(())),
+        Ok(created) => Ok(Ok(Some(created))),
         // The same run's Job exists already (a retried create): it is this run.
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(Ok(())),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(Ok(None)),
         Err(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 422) => Ok(Err(format!(
             "the API server refused Job {}: {}",
             job.name_any(),

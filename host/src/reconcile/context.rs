@@ -18,8 +18,9 @@ use super::events::QuarksJobEvent;
 use super::observe::{JobCache, OwnWrites};
 use crate::crd::QuarksJob;
 use crate::metrics::Metrics;
+use crate::output::handover::HandoverSetup;
 use crate::output::pod::HelperSpec;
-use crate::output::write::HelperIdentity;
+use crate::output::write::{HelperIdentity, RejectedHandOvers};
 use crate::policy::PolicyError;
 use crate::policy::calls::NamespacePolicies;
 use crate::policy::contract::{OutputInput, OutputResult};
@@ -32,6 +33,9 @@ pub struct Context {
     /// How the output helper runs in pods with output, and its identity in each namespace.
     pub helper: HelperSpec,
     pub helper_identity: HelperIdentity,
+    /// The operator key and the API server's address, for the runs' hand-over Secrets.
+    pub handover: HandoverSetup,
+    pub rejected_hand_overs: RejectedHandOvers,
     pub caches: Caches,
     pub metrics: Arc<Metrics>,
     /// Events to publish, in the background: a reconcile does not wait for them.
@@ -54,6 +58,7 @@ impl Context {
         client: kube::Client,
         policies: NamespacePolicies,
         helper: HelperSpec,
+        handover: HandoverSetup,
         caches: Caches,
         metrics: Arc<Metrics>,
         instance: String,
@@ -68,6 +73,8 @@ impl Context {
             policies,
             helper,
             helper_identity: HelperIdentity::default(),
+            handover,
+            rejected_hand_overs: RejectedHandOvers::default(),
             caches,
             metrics,
             backoff: Backoff::default(),

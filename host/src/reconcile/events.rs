@@ -38,6 +38,10 @@ pub enum QuarksJobEvent {
         /// Waiting for a compilation is expected: a Normal Event, not a Warning.
         pending: bool,
     },
+    /// A staging Secret was not accepted as a hand-over of this QuarksJob's runs.
+    OutputRejected {
+        message: String,
+    },
     /// The run's Job could not be built from the template, or the API server refused it.
     JobNotCreated {
         reason: JobProblem,
@@ -68,6 +72,7 @@ impl QuarksJobEvent {
         match self {
             QuarksJobEvent::RunFailed { .. }
             | QuarksJobEvent::JobNotCreated { .. }
+            | QuarksJobEvent::OutputRejected { .. }
             | QuarksJobEvent::PolicyFailed { pending: false, .. } => EventType::Warning,
             QuarksJobEvent::Output(record) if record.error.is_some() => EventType::Warning,
             _ => EventType::Normal,
@@ -81,6 +86,7 @@ impl QuarksJobEvent {
             QuarksJobEvent::RunFailed { .. } => "RunFailed",
             QuarksJobEvent::Output(record) if record.error.is_some() => "OutputFailed",
             QuarksJobEvent::Output(_) => "OutputWritten",
+            QuarksJobEvent::OutputRejected { .. } => "OutputRejected",
             QuarksJobEvent::Waiting { reason, .. } => reason,
             QuarksJobEvent::PolicyFailed { code, .. } => code,
             QuarksJobEvent::JobNotCreated { reason, .. } => reason.as_str(),
@@ -93,7 +99,7 @@ impl QuarksJobEvent {
             | QuarksJobEvent::RunSucceeded { .. }
             | QuarksJobEvent::RunFailed { .. }
             | QuarksJobEvent::JobNotCreated { .. } => "Run",
-            QuarksJobEvent::Output(_) => "WriteOutput",
+            QuarksJobEvent::Output(_) | QuarksJobEvent::OutputRejected { .. } => "WriteOutput",
             QuarksJobEvent::Waiting { .. } | QuarksJobEvent::PolicyFailed { .. } => "Decide",
         }
     }
@@ -116,6 +122,7 @@ impl QuarksJobEvent {
             }
             QuarksJobEvent::Waiting { reasons, .. } => reasons.clone(),
             QuarksJobEvent::PolicyFailed { message, .. }
+            | QuarksJobEvent::OutputRejected { message }
             | QuarksJobEvent::JobNotCreated { message, .. } => message.clone(),
         }
     }

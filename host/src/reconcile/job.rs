@@ -18,15 +18,9 @@ use crate::crd::{QuarksJob, Strategy};
 use crate::names::job::{QJOB_NAME_LABEL, job_name, qjob_name_label_value};
 use crate::output::pod::{HelperSpec, add_output_transport};
 
-/// Annotation on a run's Job: the run number (decimal).
-pub const RUN_ANNOTATION: &str = "quarks.cloudfoundry.org/run";
-/// Annotation on a run's Job: the strategy the trigger decision writes back (`manual`, `done`,
-/// ...), absent when nothing is written back.
-pub const WRITE_STRATEGY_ANNOTATION: &str = "quarks.cloudfoundry.org/write-strategy";
-/// Annotation on a run's Job: the digest of the referenced config content the run started with.
-pub const CONFIG_DIGEST_ANNOTATION: &str = "quarks.cloudfoundry.org/config-digest";
-/// Annotation on a run's Job: the digest of the trigger policy module that decided the run.
-pub const TRIGGER_POLICY_ANNOTATION: &str = "quarks.cloudfoundry.org/trigger-policy";
+pub use crate::names::job::{
+    CONFIG_DIGEST_ANNOTATION, RUN_ANNOTATION, TRIGGER_POLICY_ANNOTATION, WRITE_STRATEGY_ANNOTATION,
+};
 
 /// What was decided for one run: everything the status records about it, carried on the Job so
 /// the record survives a crash between creating the Job and writing status.

@@ -88,7 +88,9 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
     let jobs = run_jobs(&ctx.client, &ctx.caches.jobs, qjob).await?;
     let staged = observe::staged_output(&ctx.client, qjob).await?;
     let (status, events) = (&mut effects.status, &mut effects.events);
-    if let Err(failure) = output::write_staged_output(ctx, qjob, &staged, status, events).await? {
+    if let Err(failure) =
+        output::write_staged_output(ctx, qjob, &staged, status, events, &now).await?
+    {
         effects.block(qjob, Blocked::Policy(failure), &now);
         return apply::apply(ctx, qjob, effects, &now).await;
     }
@@ -111,7 +113,7 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
     effects.delete_job = settled.delete_job;
     effects.events.extend(settled.event);
 
-    let config = referenced_config_now(&ctx.client, qjob).await?;
+    let config = referenced_config_now(&ctx.client, qjob, &ctx.handover.key).await?;
     let event = trigger_event(qjob, settled.finished_now, config.digest.as_deref());
     let run_active = settled.run_active;
     let input = trigger_input(

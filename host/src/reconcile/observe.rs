@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret};
-use kube::api::ListParams;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
@@ -20,7 +19,8 @@ use super::digest::{ConfigContent, config_digest};
 use super::references::{ConfigKind, referenced_config, rewrite_versioned_references};
 use crate::crd::{QuarksJob, QuarksJobStatus};
 use crate::names::job::job_name;
-use crate::names::versioned::{SECRET_KIND_LABEL, VERSIONED_SECRET_KIND, newest_versions};
+use crate::output::write::read_newest_versions;
+use crate::seal::OperatorKey;
 
 /// The referenced config of a QuarksJob as it is now.
 pub struct ConfigObservation {
@@ -37,6 +37,7 @@ pub struct ConfigObservation {
 pub async fn referenced_config_now(
     client: &kube::Client,
     qjob: &QuarksJob,
+    key: &OperatorKey,
 ) -> Result<ConfigObservation, kube::Error> {
     let namespace = qjob.metadata.namespace.as_deref().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
@@ -50,15 +51,10 @@ pub async fn referenced_config_now(
         .and_then(|s| s.template.spec.clone())
         .unwrap_or_default();
     let refs_before = referenced_config(&pod);
-    // Only list versioned secrets when the template could reference one.
+    // Only list versioned secrets (metadata: only the operator's sealed versions count) when
+    // the template could reference one.
     let newest = if refs_before.iter().any(|r| r.kind == ConfigKind::Secret) {
-        let versioned = secrets
-            .list(
-                &ListParams::default()
-                    .labels(&format!("{SECRET_KIND_LABEL}={VERSIONED_SECRET_KIND}")),
-            )
-            .await?;
-        newest_versions(&versioned.items)
+        read_newest_versions(&secrets, key).await?
     } else {
         BTreeMap::new()
     };
@@ -134,6 +130,29 @@ impl JobCache {
     pub fn slim(job: &mut Job) {
         job.managed_fields_mut().clear();
         job.spec = None;
+    }
+
+    /// Whether Job `name` with this `uid` exists and is controlled by the QuarksJob with
+    /// `qjob_uid`: from the cache, read through to the API when the cache does not have it.
+    pub async fn is_run(
+        &self,
+        client: &kube::Client,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        qjob_uid: &str,
+    ) -> Result<bool, kube::Error> {
+        let job = match self.get(namespace, name) {
+            Some(job) => Some(job),
+            None => {
+                Api::<Job>::namespaced(client.clone(), namespace)
+                    .get_opt(name)
+                    .await?
+            }
+        };
+        Ok(job.is_some_and(|job| {
+            job.metadata.uid.as_deref() == Some(uid) && super::job::is_controlled_by(&job, qjob_uid)
+        }))
     }
 
     fn get(&self, namespace: &str, name: &str) -> Option<Job> {

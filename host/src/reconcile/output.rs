@@ -3,14 +3,23 @@
 //! the run is settled, so a succeeded Job (which owns its staging Secrets) is deleted only
 //! once they are used. Without a usable output policy nothing is written and the staging
 //! Secrets stay until it is.
+//!
+//! A staging Secret that is not a hand-over of this QuarksJob's runs (a forgery: see
+//! `output::staging::authenticate`) writes nothing, is left where it is, and is reported once
+//! per operator process: condition `HandOver=False, OutputRejected` and a Warning Event.
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 
 use super::ReconcileError;
 use super::context::{Context, NamespaceOutputPolicy};
 use super::decide::PolicyFailure;
 use super::events::QuarksJobEvent;
+use super::status::{ConditionType, set_condition};
 use crate::crd::{OutputRecord, QuarksJob, QuarksJobStatus};
+use crate::output::staging::claimed_job;
+use crate::output::write::{Consumed, HandOverCheck, consume};
 use crate::policy::World;
 
 /// Writes the output of `staged` and records it in `status` and `events`.
@@ -20,6 +29,7 @@ pub async fn write_staged_output(
     staged: &[Secret],
     status: &mut QuarksJobStatus,
     events: &mut Vec<QuarksJobEvent>,
+    now: &Time,
 ) -> Result<Result<(), PolicyFailure>, ReconcileError> {
     if staged.is_empty() {
         return Ok(Ok(()));
@@ -37,12 +47,48 @@ pub async fn write_staged_output(
         namespace: &namespace,
         policy,
     };
-    for staging_secret in staged {
-        let consumed =
-            crate::output::write::consume(&ctx.client, &runner, qjob, staging_secret).await?;
-        for record in consumed {
-            record_output(status, &record);
-            events.push(QuarksJobEvent::Output(record));
+    let qjob_uid = qjob.uid().unwrap_or_default();
+    for listed in staged {
+        if ctx.rejected_hand_overs.seen(listed) {
+            continue;
+        }
+        let claimed_job_is_a_run = match claimed_job(listed) {
+            Some(job) => {
+                ctx.caches
+                    .jobs
+                    .is_run(&ctx.client, &namespace, &job.name, &job.uid, &qjob_uid)
+                    .await?
+            }
+            None => false,
+        };
+        let check = HandOverCheck {
+            key: &ctx.handover.key,
+            claimed_job_is_a_run,
+        };
+        match consume(&ctx.client, &runner, qjob, listed, check).await? {
+            Consumed::Written(records) => {
+                for record in records {
+                    record_output(status, &record);
+                    events.push(QuarksJobEvent::Output(record));
+                }
+            }
+            Consumed::Rejected { secret, why } => {
+                ctx.rejected_hand_overs.remember(listed);
+                tracing::warn!(secret, %why, "rejected a staging Secret");
+                let message = format!("staging Secret {secret} was not accepted: {why}");
+                let generation = qjob.metadata.generation;
+                set_condition(
+                    status,
+                    ConditionType::HandOver,
+                    false,
+                    "OutputRejected",
+                    &message,
+                    generation,
+                    now,
+                );
+                events.push(QuarksJobEvent::OutputRejected { message });
+            }
+            Consumed::Gone => {}
         }
     }
     Ok(Ok(()))

@@ -20,6 +20,9 @@ pub enum ConditionType {
     Running,
     /// Whether the last run failed.
     Failed,
+    /// `False` (reason `OutputRejected`) when a staging Secret that is not a hand-over of this
+    /// QuarksJob's runs was found: someone tried to pass output off as this QuarksJob's.
+    HandOver,
 }
 
 impl ConditionType {
@@ -28,6 +31,7 @@ impl ConditionType {
             ConditionType::Ready => "Ready",
             ConditionType::Running => "Running",
             ConditionType::Failed => "Failed",
+            ConditionType::HandOver => "HandOver",
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod heap;
 pub mod http;
 pub mod leader;
 pub mod namespaces;
+pub mod operator_key;
 pub mod rest_client;
 mod watches;
 
@@ -66,7 +67,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         config.monitored_id
     );
     let metrics = Arc::new(metrics::Metrics::default());
-    let client = client(&config, metrics.rest_client_requests_total.clone()).await?;
+    let (client, endpoint) = client(&config, metrics.rest_client_requests_total.clone()).await?;
     if config.apply_crd {
         apply_crd(&client).await?;
     }
@@ -92,6 +93,10 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    let handover = crate::output::handover::HandoverSetup {
+        key: operator_key::load_or_create(&client, &config.operator_namespace).await?,
+        endpoint,
+    };
     let caches = watches::Caches::default();
     // A namespace whose policy module finished compiling: its QuarksJobs decide again.
     let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -112,6 +117,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         client.clone(),
         NamespacePolicies::new(resolver, CpuBudget::default(), metrics.clone()),
         config.helper.clone(),
+        handover,
         reconcile_caches,
         metrics,
         identity,
@@ -180,7 +186,11 @@ async fn client(
         }
         None => kube::Config::infer().await?,
     };
-    Ok(rest_client::counted_client(kube_config, requests)?)
+    let endpoint = crate::output::handover::ApiEndpoint::of(&kube_config);
+    Ok((
+        rest_client::counted_client(kube_config, requests)?,
+        endpoint,
+    ))
 }
 
 /// Creates or updates the CRD (server-side apply) and waits until it is served.
