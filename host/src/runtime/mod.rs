@@ -81,11 +81,13 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     let http = tokio::spawn(http::serve(config.listen, http_state, shutdown.clone()));
 
     let identity = format!("{}-{}", hostname(), std::process::id());
-    let elector = config.leader_election.then(|| leader::LeaderElection {
-        api: Api::namespaced(client.clone(), &config.operator_namespace),
-        lease_name: format!("quarks-job-{}", config.monitored_id),
-        identity: identity.clone(),
-        lease_duration: Duration::from_secs(15),
+    let elector = config.leader_election.then(|| {
+        leader::LeaderElection::new(
+            Api::namespaced(client.clone(), &config.operator_namespace),
+            format!("quarks-job-{}", config.monitored_id),
+            identity.clone(),
+            leader::Timing::default(),
+        )
     });
     if let Some(elector) = &elector
         && !lead(elector, &ready, &shutdown).await?
@@ -169,7 +171,7 @@ async fn run_while_leading(
     tokio::select! {
         () = controller => Ok(()),
         () = elector.keep_renewing() => {
-            error!("leadership lost; exiting so that only the leader acts");
+            error!("leadership lost; exiting before another replica can take over, so that only the leader acts");
             anyhow::bail!("leadership lost")
         }
     }

@@ -9,6 +9,7 @@ mod chart;
 mod examples;
 mod harness;
 mod hostile_registry;
+mod leader;
 mod oci;
 mod operator;
 mod output;

@@ -1,5 +1,6 @@
 //! Fault injection for tests: close every open watch now, fail the next N requests that
-//! match a verb and resource with a chosen status code, and delay every request. A
+//! match a verb and resource with a chosen status code, delay every request, or hold one
+//! user's requests on a resource (an API server that hangs for one client). A
 //! [`Faults`] handle is cheap to clone; the API server consults it on each request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,8 +18,18 @@ struct FailRule {
     remaining: u32,
 }
 
+/// One "delay every matching request of this user" rule.
+#[derive(Debug, Clone)]
+struct DelayRule {
+    user: String,
+    verb: String,
+    resource: String,
+    delay: Duration,
+}
+
 struct Inner {
     rules: Mutex<Vec<FailRule>>,
+    delays: Mutex<Vec<DelayRule>>,
     latency_ms: AtomicU64,
     /// Bumped to ask every open watch to end.
     close_watches: watch::Sender<u64>,
@@ -53,6 +64,7 @@ impl Faults {
         Faults {
             inner: Arc::new(Inner {
                 rules: Mutex::new(Vec::new()),
+                delays: Mutex::new(Vec::new()),
                 latency_ms: AtomicU64::new(0),
                 close_watches: tx,
                 compactor: Mutex::new(None),
@@ -80,6 +92,20 @@ impl Faults {
         }
     }
 
+    /// Holds every request of `user` (e.g. `system:serviceaccount:ns:name`) with this verb on
+    /// this resource (as in [`Faults::fail_next`]) for `delay` before serving it: an API server
+    /// that hangs for one client. Until [`Faults::reset`].
+    pub fn delay_requests_of(&self, user: &str, verb: &str, resource: &str, delay: Duration) {
+        if let Ok(mut delays) = self.inner.delays.lock() {
+            delays.push(DelayRule {
+                user: user.into(),
+                verb: verb.into(),
+                resource: resource.into(),
+                delay,
+            });
+        }
+    }
+
     /// Adds this latency to every request (zero turns it off).
     pub fn set_latency(&self, latency: Duration) {
         self.inner.latency_ms.store(
@@ -102,6 +128,9 @@ impl Faults {
         if let Ok(mut rules) = self.inner.rules.lock() {
             rules.clear();
         }
+        if let Ok(mut delays) = self.inner.delays.lock() {
+            delays.clear();
+        }
         self.set_latency(Duration::ZERO);
     }
 
@@ -113,6 +142,23 @@ impl Faults {
 
     pub(crate) fn latency(&self) -> Duration {
         Duration::from_millis(self.inner.latency_ms.load(Ordering::Relaxed))
+    }
+
+    /// How long to hold this request of `user` (zero without a matching rule).
+    pub(crate) fn delay_for(&self, user: &str, verb: &str, resource: &str) -> Duration {
+        let Ok(delays) = self.inner.delays.lock() else {
+            return Duration::ZERO;
+        };
+        delays
+            .iter()
+            .filter(|d| {
+                d.user == user
+                    && (d.verb == "*" || d.verb == verb)
+                    && (d.resource == "*" || d.resource == resource)
+            })
+            .map(|d| d.delay)
+            .max()
+            .unwrap_or(Duration::ZERO)
     }
 
     /// The injected failure code for this request, consuming one count of the rule.

@@ -454,6 +454,10 @@ async fn resource_request(
         .registry
         .get(&rp.group, &rp.version, &rp.resource)
         .ok_or_else(|| ApiError::no_route(path))?;
+    let delay = cluster.faults.delay_for(&req.user, verb, &info.plural);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     if let Some(code) =
         cluster
             .faults
