@@ -100,6 +100,10 @@ async fn the_python_approval_policy_from_a_registry_decides_like_the_rust_one_on
         .operator_with(
             &c.monitored_id,
             &[
+                // A registry on loopback: allowed by name, private addresses allowed.
+                "--policy-allow-registry",
+                &registry.addr,
+                "--policy-allow-private-addresses",
                 "--policy-insecure-registry",
                 &registry.addr,
                 "--policy-cache-dir",
