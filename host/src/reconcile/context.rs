@@ -90,7 +90,7 @@ impl Context {
             reason: reason.clone(),
             note: Some(event.note()),
             action: event.action().to_owned(),
-            secondary: None,
+            secondary: event.related(&qjob.namespace().unwrap_or_default()),
         };
         let mut reference = qjob.object_ref(&());
         reference.field_path = event.field_path();

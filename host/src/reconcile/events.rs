@@ -5,6 +5,8 @@
 
 use kube::runtime::events::EventType;
 
+use k8s_openapi::api::core::v1::ObjectReference;
+
 use crate::crd::OutputRecord;
 
 /// An Event about a QuarksJob.
@@ -38,8 +40,9 @@ pub enum QuarksJobEvent {
         /// Waiting for a compilation is expected: a Normal Event, not a Warning.
         pending: bool,
     },
-    /// A staging Secret was not accepted as a hand-over of this QuarksJob's runs.
+    /// Staging Secret `secret` was not accepted as a hand-over of this QuarksJob's runs.
     OutputRejected {
+        secret: String,
         message: String,
     },
     /// The run's Job could not be built from the template, or the API server refused it.
@@ -122,8 +125,23 @@ impl QuarksJobEvent {
             }
             QuarksJobEvent::Waiting { reasons, .. } => reasons.clone(),
             QuarksJobEvent::PolicyFailed { message, .. }
-            | QuarksJobEvent::OutputRejected { message }
+            | QuarksJobEvent::OutputRejected { message, .. }
             | QuarksJobEvent::JobNotCreated { message, .. } => message.clone(),
+        }
+    }
+
+    /// The object the Event is also about (`related`), in the QuarksJob's namespace: a rejected
+    /// staging Secret (which also keeps Events about different Secrets apart).
+    pub fn related(&self, namespace: &str) -> Option<ObjectReference> {
+        match self {
+            QuarksJobEvent::OutputRejected { secret, .. } => Some(ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Secret".into()),
+                name: Some(secret.clone()),
+                namespace: Some(namespace.to_owned()),
+                ..Default::default()
+            }),
+            _ => None,
         }
     }
 

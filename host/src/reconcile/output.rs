@@ -74,7 +74,7 @@ pub async fn write_staged_output(
             }
             Consumed::Rejected { secret, why } => {
                 ctx.rejected_hand_overs.remember(listed);
-                tracing::warn!(secret, %why, "rejected a staging Secret");
+                tracing::warn!(%secret, %why, "rejected a staging Secret");
                 let message = format!("staging Secret {secret} was not accepted: {why}");
                 let generation = qjob.metadata.generation;
                 set_condition(
@@ -86,7 +86,7 @@ pub async fn write_staged_output(
                     generation,
                     now,
                 );
-                events.push(QuarksJobEvent::OutputRejected { message });
+                events.push(QuarksJobEvent::OutputRejected { secret, message });
             }
             Consumed::Gone => {}
         }

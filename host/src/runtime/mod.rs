@@ -177,10 +177,11 @@ async fn run_while_leading(
     }
 }
 
+/// The operator's client, and the API server's address as the output helpers should use it.
 async fn client(
     config: &OperatorConfig,
     requests: crate::metrics::RequestCounter,
-) -> anyhow::Result<kube::Client> {
+) -> anyhow::Result<(kube::Client, crate::output::handover::ApiEndpoint)> {
     let kube_config = match &config.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)?;

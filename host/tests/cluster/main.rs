@@ -13,6 +13,7 @@ mod leader;
 mod oci;
 mod operator;
 mod output;
+mod output_security;
 mod pipeline;
 mod policies;
 mod registry;
