@@ -325,10 +325,8 @@ fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
         helper: crate::output::pod::HelperSpec {
             image: args.persist_output_image,
             deadline_seconds: args.persist_output_deadline_seconds,
-        },
-        helper_image_pull: crate::runtime::HelperImagePull {
-            policy: args.persist_output_image_pull_policy,
-            secrets: args.persist_output_image_pull_secrets,
+            image_pull_policy: args.persist_output_image_pull_policy,
+            image_pull_secrets: args.persist_output_image_pull_secrets,
         },
     };
     // A malformed registry is a start-up error, not a refusal of every tenant's pull.

@@ -11,8 +11,8 @@
 //! can read it.
 
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec,
-    SecretVolumeSource, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference,
+    ObjectFieldSelector, PodSpec, SecretVolumeSource, Volume, VolumeMount,
 };
 
 use super::OUTPUT_DIR;
@@ -29,12 +29,16 @@ pub const HANDOVER_DIR: &str = "/var/run/secrets/quarks-job/handover";
 pub const HANDOVER_VOLUME: &str = "quarks-handover";
 
 /// How to run the helper.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct HelperSpec {
     /// The operator's image (the helper is the same binary).
     pub image: String,
     /// Give up waiting for the containers after this long (the pod must never hang).
     pub deadline_seconds: u64,
+    /// The helper container's `imagePullPolicy`; `None`: the cluster's default.
+    pub image_pull_policy: Option<String>,
+    /// Pull secrets (names in the Job's namespace) for the helper's image, added to the pod's.
+    pub image_pull_secrets: Vec<String>,
 }
 
 /// Containers of the pod that have output files mapped, in pod order.
@@ -63,8 +67,15 @@ pub fn add_output_transport(
     let mut helper_mounts = add_output_volumes(pod, &served);
     helper_mounts.push(add_handover_volume(pod));
     let args = helper_args(qjob_name, output, helper, &served);
-    pod.containers
-        .push(helper_container(&helper.image, args, helper_mounts));
+    let mut container = helper_container(&helper.image, args, helper_mounts);
+    container.image_pull_policy = helper.image_pull_policy.clone();
+    pod.containers.push(container);
+    let pull_secrets = pod.image_pull_secrets.get_or_insert_with(Vec::new);
+    for name in &helper.image_pull_secrets {
+        if !pull_secrets.iter().any(|s| &s.name == name) {
+            pull_secrets.push(LocalObjectReference { name: name.clone() });
+        }
+    }
 }
 
 /// The hand-over volume, its Secret named at creation ([`set_handover_secret`]); returns the
@@ -244,6 +255,7 @@ mod tests {
             &HelperSpec {
                 image: "x/quarks-job:1".into(),
                 deadline_seconds: 60,
+                ..Default::default()
             },
         );
         let mounts = |name: &str| {
@@ -292,6 +304,36 @@ mod tests {
     }
 
     #[test]
+    fn the_helpers_pull_policy_and_secrets_reach_its_container_and_pod() {
+        let mut p = pod();
+        p.image_pull_secrets = Some(vec![LocalObjectReference {
+            name: "theirs".into(),
+        }]);
+        add_output_transport(
+            &mut p,
+            "q",
+            &output(&["a"]),
+            &HelperSpec {
+                image: "i".into(),
+                deadline_seconds: 1,
+                image_pull_policy: Some("Always".into()),
+                image_pull_secrets: vec!["theirs".into(), "ours".into()],
+            },
+        );
+        let helper = p.containers.last().unwrap();
+        assert_eq!(helper.image_pull_policy.as_deref(), Some("Always"));
+        let names: Vec<_> = p
+            .image_pull_secrets
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["theirs", "ours"]);
+        // The user's containers keep theirs.
+        assert_eq!(p.containers[0].image_pull_policy, None);
+    }
+
+    #[test]
     fn no_served_container_means_no_helper() {
         let mut p = pod();
         add_output_transport(
@@ -301,6 +343,7 @@ mod tests {
             &HelperSpec {
                 image: "i".into(),
                 deadline_seconds: 1,
+                ..Default::default()
             },
         );
         assert_eq!(p, pod());
@@ -317,6 +360,7 @@ mod tests {
             &HelperSpec {
                 image: "i".into(),
                 deadline_seconds: 1,
+                ..Default::default()
             },
         );
         assert_eq!(p.service_account_name.as_deref(), Some("mine"));

@@ -608,6 +608,7 @@ mod tests {
         let helper = HelperSpec {
             image: "example/quarks-job:1".into(),
             deadline_seconds: 60,
+            ..Default::default()
         };
         for case in cases {
             let plan = RunPlan {

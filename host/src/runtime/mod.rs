@@ -42,20 +42,10 @@ pub struct OperatorConfig {
     pub leader_election: bool,
     pub operator_namespace: String,
     pub limits: Limits,
+    /// How the output helper runs, its image pulled as --persist-output-image-pull-* say.
     pub helper: crate::output::pod::HelperSpec,
-    /// How the output helper's image is pulled (--persist-output-image-pull-*).
-    pub helper_image_pull: HelperImagePull,
     /// Policies from OCI registries.
     pub oci: OciSettings,
-}
-
-/// How the output helper's image is pulled: its container's `imagePullPolicy` and the pod's
-/// `imagePullSecrets` (names in the Job's namespace), for pods with output.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HelperImagePull {
-    /// `Always`, `IfNotPresent` or `Never`; `None` leaves the cluster's default.
-    pub policy: Option<String>,
-    pub secrets: Vec<String>,
 }
 
 /// Runs the operator until SIGINT/SIGTERM.
