@@ -44,8 +44,10 @@ pub struct QuarksJobSpec {
     /// When the Job runs.
     pub trigger: Trigger,
     /// The Job to run: a `batch/v1` JobTemplateSpec. Its labels and annotations are copied
-    /// onto the Job.
-    pub template: JobTemplateSpec,
+    /// onto the Job. Other keys (the original's examples put `backoffLimit` here) are kept,
+    /// ignored and reported.
+    #[schemars(with = "JobTemplateSpec")]
+    pub template: JobTemplate,
     /// For one-offs (`once`/`done`): run again when the content of a ConfigMap or Secret
     /// referenced by the pod template changes (including a new version of a referenced
     /// versioned secret).
@@ -54,6 +56,65 @@ pub struct QuarksJobSpec {
     /// Store files the containers write to /mnt/quarks in Secrets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Output>,
+}
+
+/// `spec.template`: the JobTemplateSpec, and the keys beside it that are none of its fields.
+///
+/// The original's CRD kept unknown fields under `template`, and its own examples put
+/// `backoffLimit` there instead of under `template.spec`; such manifests must keep applying.
+/// The schema therefore preserves unknown keys at this one level (known fields below stay
+/// validated and pruned), and they are carried here so that they can be reported.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct JobTemplate {
+    pub job: JobTemplateSpec,
+    /// Keys that are not fields of a JobTemplateSpec, with their values.
+    pub unknown: BTreeMap<String, serde_json::Value>,
+}
+
+impl std::ops::Deref for JobTemplate {
+    type Target = JobTemplateSpec;
+    fn deref(&self) -> &JobTemplateSpec {
+        &self.job
+    }
+}
+
+impl std::ops::DerefMut for JobTemplate {
+    fn deref_mut(&mut self) -> &mut JobTemplateSpec {
+        &mut self.job
+    }
+}
+
+/// The fields of a JobTemplateSpec.
+const JOB_TEMPLATE_FIELDS: [&str; 2] = ["metadata", "spec"];
+
+impl<'de> Deserialize<'de> for JobTemplate {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut fields = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+        let unknown_keys: Vec<String> = fields
+            .keys()
+            .filter(|k| !JOB_TEMPLATE_FIELDS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        let unknown = unknown_keys
+            .into_iter()
+            .filter_map(|k| fields.remove(&k).map(|v| (k, v)))
+            .collect();
+        let job = serde_json::from_value(serde_json::Value::Object(fields))
+            .map_err(serde::de::Error::custom)?;
+        Ok(JobTemplate { job, unknown })
+    }
+}
+
+impl Serialize for JobTemplate {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut value = serde_json::to_value(&self.job).map_err(serde::ser::Error::custom)?;
+        if let serde_json::Value::Object(fields) = &mut value {
+            for (key, unknown) in &self.unknown {
+                fields.insert(key.clone(), unknown.clone());
+            }
+        }
+        value.serialize(serializer)
+    }
 }
 
 /// When a QuarksJob runs.
@@ -141,6 +202,11 @@ pub struct SecretOptions {
     /// Write a new immutable version `<name>-v<N>` on each run instead of overwriting.
     #[serde(default)]
     pub versioned: bool,
+    /// For `versioned` output: keep only the newest this many versions. Older ones the
+    /// operator made are deleted once a newer one is written — except those a Job of the
+    /// namespace that is still running references. Unset or 0: every version is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_versions: Option<u32>,
     /// `one-to-one`: one Secret holding the file's flat object. `fan-out`: one Secret
     /// `<name>-<key>` per top-level key, whose value is a JSON-encoded flat object.
     #[serde(default, rename = "persistencemethod")]
@@ -281,6 +347,8 @@ pub fn crd() -> CustomResourceDefinition {
             for (_, field) in template.properties.iter_mut().flatten() {
                 visit_schema(field, &mut |field| field.description = None);
             }
+            // Keys beside metadata/spec are kept (see JobTemplate); the fields stay validated.
+            template.x_kubernetes_preserve_unknown_fields = Some(true);
         }
     }
     crd
@@ -318,6 +386,23 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_beside_the_job_template_spec_are_kept_and_round_trip() {
+        let json = serde_json::json!({
+            "backoffLimit": 2,
+            "spec": {"backoffLimit": 3, "template": {}},
+        });
+        let template: JobTemplate = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(
+            template.unknown.keys().collect::<Vec<_>>(),
+            ["backoffLimit"]
+        );
+        assert_eq!(template.spec.as_ref().unwrap().backoff_limit, Some(3));
+        assert_eq!(serde_json::to_value(&template).unwrap(), json);
+        let yaml = crd_yaml().unwrap();
+        assert!(yaml.contains("x-kubernetes-preserve-unknown-fields: true"));
+    }
 
     #[test]
     fn no_field_of_the_crd_is_nullable_so_kube_apiserver_publishes_every_field() {

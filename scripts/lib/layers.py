@@ -25,7 +25,7 @@ LAYERS = {"names": 0, "crd": 0, "metrics": 0, "subset": 0, "seal": 0, "policy": 
 PURE = [
     "names", "crd.rs", "subset.rs", "seal.rs",
     "reconcile/settle.rs", "reconcile/status.rs", "reconcile/events.rs", "reconcile/job.rs",
-    "reconcile/references.rs", "reconcile/digest.rs",
+    "reconcile/references.rs", "reconcile/digest.rs", "reconcile/template.rs",
     "output/pod.rs", "output/staging.rs", "output/files.rs", "output/validate.rs",
     "output/problem.rs",
     "policy/contract.rs", "policy/selection.rs", "policy/fairness.rs", "policy/limits.rs",

@@ -155,6 +155,13 @@ pub fn outcome(result: Result<OutputResult, PolicyError>) -> FileOutcome {
         Ok(result) => result,
         Err(error) => return FileOutcome::Nothing(OutputProblem::from(&error)),
     };
+    if result.secrets.len() > MAX_SECRETS_PER_FILE {
+        return FileOutcome::Nothing(OutputProblem::TooManySecrets {
+            count: result.secrets.len(),
+            limit: MAX_SECRETS_PER_FILE,
+            per: "output file",
+        });
+    }
     if result.secrets.is_empty() {
         let reasons = result
             .reasons
@@ -172,6 +179,25 @@ pub fn outcome(result: Result<OutputResult, PolicyError>) -> FileOutcome {
         Some(problem) => FileOutcome::Nothing(OutputProblem::InvalidOutput(problem)),
         None => FileOutcome::Write(result.secrets),
     }
+}
+
+/// The most Secrets one output file may become (a fan-out of thousands of keys would be as
+/// many API writes, and as many objects in the namespace).
+pub const MAX_SECRETS_PER_FILE: usize = 500;
+/// The most Secrets one run (one Job, all its pods and containers) may write.
+pub const MAX_SECRETS_PER_RUN: usize = 2000;
+
+/// Whether the Secrets of a file fit what is left of its run's budget (`written`: the run's
+/// Secrets so far); the problem when not (nothing is written for the file then).
+pub fn within_run_budget(count: usize, written: usize) -> Result<(), OutputProblem> {
+    if written.saturating_add(count) > MAX_SECRETS_PER_RUN {
+        return Err(OutputProblem::TooManySecrets {
+            count: written.saturating_add(count),
+            limit: MAX_SECRETS_PER_RUN,
+            per: "run",
+        });
+    }
+    Ok(())
 }
 
 /// The status record of one file: the Secrets written, or why none.
@@ -217,11 +243,15 @@ fn output_labels(spec: &SecretSpec, qjob: &QuarksJob) -> BTreeMap<String, String
 /// keeps writing it. Anyone who may label the Secret could set the mark, but they could write
 /// the Secret themselves too.) A Secret without it is someone else's: never written.
 pub fn is_output_of(existing: &ObjectMeta, qjob: &QuarksJob) -> bool {
-    existing
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(QJOB_NAME_LABEL))
+    let Some(labels) = existing.labels.as_ref() else {
+        return false;
+    };
+    // Staging and hand-over Secrets carry the mark too; they are never output.
+    labels
+        .get(QJOB_NAME_LABEL)
         .is_some_and(|mark| *mark == qjob_name_label_value(&qjob.name_any()))
+        && !labels.contains_key(super::staging::STAGING_LABEL)
+        && !labels.contains_key(super::handover::HANDOVER_LABEL)
 }
 
 /// The plain (overwritten) Secret, as a server-side apply body.
@@ -481,5 +511,39 @@ mod tests {
         assert!(!is_output_of(&written.metadata, &qjob("evil")));
         // Made with kubectl: nobody's output.
         assert!(!is_output_of(&ObjectMeta::default(), &qjob("app")));
+        // The run's own hand-over Secret is not output either.
+        let mut handover = written.metadata.clone();
+        handover
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(super::super::handover::HANDOVER_LABEL.into(), "true".into());
+        assert!(!is_output_of(&handover, &qjob("app")));
+    }
+
+    #[test]
+    fn a_file_or_a_run_with_too_many_secrets_writes_nothing() {
+        let spec = |i: usize| SecretSpec {
+            name: format!("s-{i}"),
+            data: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            versioned: false,
+        };
+        let result = |n: usize| OutputResult {
+            secrets: (0..n).map(spec).collect(),
+            reasons: Vec::new(),
+        };
+        assert!(matches!(
+            outcome(Ok(result(MAX_SECRETS_PER_FILE))),
+            FileOutcome::Write(_)
+        ));
+        let FileOutcome::Nothing(problem) = outcome(Ok(result(MAX_SECRETS_PER_FILE + 1))) else {
+            panic!("over the limit")
+        };
+        assert_eq!(problem.code(), "TooManySecrets");
+        assert!(problem.message().contains("output file"), "{problem}");
+        assert_eq!(within_run_budget(10, MAX_SECRETS_PER_RUN - 10), Ok(()));
+        let problem = within_run_budget(11, MAX_SECRETS_PER_RUN - 10).unwrap_err();
+        assert!(problem.message().contains("one run"), "{problem}");
     }
 }

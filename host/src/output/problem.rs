@@ -37,6 +37,12 @@ pub enum OutputProblem {
     /// A Secret of the file's output exists and is not this QuarksJob's output: nothing is
     /// written for the file.
     SecretNotOwned { secret: String },
+    /// More Secrets than one output file (or one run) may write.
+    TooManySecrets {
+        count: usize,
+        limit: usize,
+        per: &'static str,
+    },
 }
 
 impl OutputProblem {
@@ -52,6 +58,7 @@ impl OutputProblem {
             OutputProblem::NothingWritten { .. } => "NothingWritten",
             OutputProblem::InvalidOutput(_) => "InvalidOutput",
             OutputProblem::SecretNotOwned { .. } => "SecretNotOwned",
+            OutputProblem::TooManySecrets { .. } => "TooManySecrets",
         }
     }
 
@@ -79,6 +86,9 @@ impl OutputProblem {
             ),
             OutputProblem::Policy { message, .. } => message.clone(),
             OutputProblem::NothingWritten { reasons } => reasons.clone(),
+            OutputProblem::TooManySecrets { count, limit, per } => format!(
+                "{count} Secrets, more than the {limit} one {per} may write; nothing written for this file"
+            ),
             OutputProblem::SecretNotOwned { secret } => format!(
                 "Secret {secret} exists and is not the output of this QuarksJob (quarks-job did \
                  not create it for it): it is left as it is and nothing is written for this \

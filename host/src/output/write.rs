@@ -99,6 +99,7 @@ pub async fn consume(
     qjob: &QuarksJob,
     listed: &Secret,
     check: HandOverCheck<'_>,
+    run_written: &mut usize,
 ) -> Result<Consumed, kube::Error> {
     let namespace = qjob.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
@@ -128,7 +129,7 @@ pub async fn consume(
         Err(problem) => vec![files::record(&job, "", "", vec![], Some(&problem))],
         Ok((manifest, data)) => {
             let staged = files::staged_files(qjob, &manifest, data);
-            write_files(&secrets, policy, qjob, &job, staged, check.key).await?
+            write_files(&secrets, policy, qjob, &job, staged, check.key, run_written).await?
         }
     };
     match secrets.delete(&name, &DeleteParams::default()).await {
@@ -147,6 +148,7 @@ async fn write_files(
     job: &str,
     staged: Vec<StagedFile>,
     key: &OperatorKey,
+    run_written: &mut usize,
 ) -> Result<Vec<OutputRecord>, kube::Error> {
     let mut versions = None;
     let mut records = Vec::with_capacity(staged.len());
@@ -156,6 +158,15 @@ async fn write_files(
             FilePlan::Transform(input) => files::outcome(policy.transform(*input).await),
         };
         let mut written = Vec::new();
+        let outcome = match outcome {
+            FileOutcome::Write(specs) => {
+                match files::within_run_budget(specs.len(), *run_written) {
+                    Ok(()) => FileOutcome::Write(specs),
+                    Err(problem) => FileOutcome::Nothing(problem),
+                }
+            }
+            nothing => nothing,
+        };
         let problem = match outcome {
             FileOutcome::Nothing(problem) => Some(problem),
             FileOutcome::Write(specs) => match not_owned(secrets, qjob, &specs).await? {
@@ -168,6 +179,7 @@ async fn write_files(
                             write_plain(secrets, spec, qjob).await?
                         });
                     }
+                    *run_written += specs.len();
                     None
                 }
             },

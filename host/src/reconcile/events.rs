@@ -40,6 +40,10 @@ pub enum QuarksJobEvent {
         /// Waiting for a compilation is expected: a Normal Event, not a Warning.
         pending: bool,
     },
+    /// `spec.template` has keys a JobTemplateSpec does not have (ignored).
+    UnknownTemplateFields {
+        message: String,
+    },
     /// Staging Secret `secret` was not accepted as a hand-over of this QuarksJob's runs.
     OutputRejected {
         secret: String,
@@ -76,6 +80,7 @@ impl QuarksJobEvent {
             QuarksJobEvent::RunFailed { .. }
             | QuarksJobEvent::JobNotCreated { .. }
             | QuarksJobEvent::OutputRejected { .. }
+            | QuarksJobEvent::UnknownTemplateFields { .. }
             | QuarksJobEvent::PolicyFailed { pending: false, .. } => EventType::Warning,
             QuarksJobEvent::Output(record) if record.error.is_some() => EventType::Warning,
             _ => EventType::Normal,
@@ -90,6 +95,9 @@ impl QuarksJobEvent {
             QuarksJobEvent::Output(record) if record.error.is_some() => "OutputFailed",
             QuarksJobEvent::Output(_) => "OutputWritten",
             QuarksJobEvent::OutputRejected { .. } => "OutputRejected",
+            QuarksJobEvent::UnknownTemplateFields { .. } => {
+                super::template::UNKNOWN_TEMPLATE_FIELDS
+            }
             QuarksJobEvent::Waiting { reason, .. } => reason,
             QuarksJobEvent::PolicyFailed { code, .. } => code,
             QuarksJobEvent::JobNotCreated { reason, .. } => reason.as_str(),
@@ -103,6 +111,7 @@ impl QuarksJobEvent {
             | QuarksJobEvent::RunFailed { .. }
             | QuarksJobEvent::JobNotCreated { .. } => "Run",
             QuarksJobEvent::Output(_) | QuarksJobEvent::OutputRejected { .. } => "WriteOutput",
+            QuarksJobEvent::UnknownTemplateFields { .. } => "Validate",
             QuarksJobEvent::Waiting { .. } | QuarksJobEvent::PolicyFailed { .. } => "Decide",
         }
     }
@@ -126,6 +135,7 @@ impl QuarksJobEvent {
             QuarksJobEvent::Waiting { reasons, .. } => reasons.clone(),
             QuarksJobEvent::PolicyFailed { message, .. }
             | QuarksJobEvent::OutputRejected { message, .. }
+            | QuarksJobEvent::UnknownTemplateFields { message }
             | QuarksJobEvent::JobNotCreated { message, .. } => message.clone(),
         }
     }

@@ -1,5 +1,6 @@
 //! Reconciling one QuarksJob, as a staged pipeline:
 //!
+//! 0. [`template`] — pure: keys of `spec.template` that are no JobTemplateSpec field, reported;
 //! 1. [`observe`] — API reads: the run's Jobs, staged output, the referenced config;
 //! 2. [`output`] — staged output → the output policy → Secrets (before settling: a succeeded
 //!    Job owns its staging Secrets);
@@ -21,8 +22,10 @@ pub mod job;
 pub mod observe;
 mod output;
 pub mod references;
+pub mod retention;
 pub mod settle;
 pub mod status;
+pub mod template;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,6 +87,8 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let namespace = qjob.namespace().unwrap_or_default();
     let mut effects = Effects::new(qjob);
+    let unknown_fields = template::record_unknown_fields(&mut effects.status, qjob, &now);
+    effects.events.extend(unknown_fields);
 
     let jobs = run_jobs(&ctx.client, &ctx.caches.jobs, qjob).await?;
     let staged = observe::staged_output(&ctx.client, qjob).await?;
@@ -112,10 +117,13 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
     let settled = settle::settle(jobs.current.as_ref(), &mut effects.status, generation, &now);
     effects.delete_job = settled.delete_job;
     effects.events.extend(settled.event);
+    // Jobs the Go operator left (a cluster upgraded from it): cleaned like ours.
+    let leftovers = settle::settle_leftovers(&jobs.others, &mut effects.status);
+    effects.delete_leftovers = leftovers.delete;
 
     let config = referenced_config_now(&ctx.client, qjob, &ctx.handover.key).await?;
     let event = trigger_event(qjob, settled.finished_now, config.digest.as_deref());
-    let run_active = settled.run_active;
+    let run_active = settled.run_active || leftovers.active;
     let input = trigger_input(
         qjob,
         event,

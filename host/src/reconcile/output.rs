@@ -65,8 +65,19 @@ pub async fn write_staged_output(
             key: &ctx.handover.key,
             claimed_job_is_a_run,
         };
-        match consume(&ctx.client, &runner, qjob, listed, check).await? {
+        // What this staging Secret's run wrote already (status lists the latest run's files).
+        let job = claimed_job(listed)
+            .map(|j| j.name.clone())
+            .unwrap_or_default();
+        let mut run_written = status
+            .outputs
+            .iter()
+            .filter(|r| r.job == job)
+            .map(|r| r.secrets.len())
+            .sum();
+        match consume(&ctx.client, &runner, qjob, listed, check, &mut run_written).await? {
             Consumed::Written(records) => {
+                prune_versions(ctx, qjob, &records).await?;
                 for record in records {
                     record_output(status, &record);
                     events.push(QuarksJobEvent::Output(record));
@@ -92,6 +103,46 @@ pub async fn write_staged_output(
         }
     }
     Ok(Ok(()))
+}
+
+/// After new versions were written: older ones beyond the file's `keepVersions`.
+async fn prune_versions(
+    ctx: &Context,
+    qjob: &QuarksJob,
+    records: &[OutputRecord],
+) -> Result<(), ReconcileError> {
+    let namespace = qjob.namespace().unwrap_or_default();
+    let output_map = qjob.spec.output.as_ref().map(|o| &o.output_map);
+    let mut pruned = std::collections::BTreeSet::new();
+    for record in records.iter().filter(|r| r.error.is_none()) {
+        let Some(options) = output_map
+            .and_then(|m| m.get(&record.container))
+            .and_then(|files| files.get(&record.file))
+            .filter(|o| o.versioned)
+        else {
+            continue;
+        };
+        let keep = options.keep_versions.unwrap_or(0) as usize;
+        if keep == 0 {
+            continue;
+        }
+        for secret in &record.secrets {
+            let Some(version) = crate::names::versioned::parse_versioned_name(secret) else {
+                continue;
+            };
+            if pruned.insert(version.prefix.clone()) {
+                super::retention::prune(
+                    &ctx.client,
+                    &namespace,
+                    &version.prefix,
+                    keep,
+                    &ctx.handover.key,
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A file's record replaces the one of the same file from the same Job, and those of earlier

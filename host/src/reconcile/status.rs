@@ -23,6 +23,9 @@ pub enum ConditionType {
     /// `False` (reason `OutputRejected`) when a staging Secret that is not a hand-over of this
     /// QuarksJob's runs was found: someone tried to pass output off as this QuarksJob's.
     HandOver,
+    /// `True` (reason `UnknownTemplateFields`) while `spec.template` has keys that are not
+    /// fields of a JobTemplateSpec (ignored; see `reconcile::template`).
+    UnknownFields,
 }
 
 impl ConditionType {
@@ -32,6 +35,7 @@ impl ConditionType {
             ConditionType::Running => "Running",
             ConditionType::Failed => "Failed",
             ConditionType::HandOver => "HandOver",
+            ConditionType::UnknownFields => "UnknownFields",
         }
     }
 }

@@ -818,3 +818,84 @@ async fn at_the_helpers_deadline_finished_output_is_written_and_the_rest_reporte
     );
     assert!(secret_opt(&c, "from-slow").await.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_versions_deletes_older_versions_except_those_a_running_job_mounts() {
+    let c = Cluster::start().await;
+    let _op = c.operator().await;
+    let script = r#"echo "{\"value\": \"$(cat /etc/config/value)\"}" > /mnt/quarks/output.json"#;
+    let producer = QJob::new("producer", "once")
+        .script(script)
+        .output(json!({"outputMap": {"busybox": {
+            "output.json": {"name": "foo-json", "versioned": true, "keepVersions": 1},
+        }}}))
+        .update_on_config_change(true)
+        .volume(
+            json!({"name": "config", "configMap": {"name": "input"}}),
+            "/etc/config",
+        );
+    put_config_map(&c, "input", "a").await;
+    c.create_qjob(&producer).await;
+    wait_secret(&c, "foo-json-v1").await;
+    // Something that only looks like a version: never the operator's to delete.
+    let lookalike: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "foo-json-v0000", "labels": {"quarks.cloudfoundry.org/secret-kind": "versionedSecret"}},
+        "stringData": {"value": "mine"},
+    }))
+    .unwrap();
+    c.api::<Secret>()
+        .create(&Default::default(), &lookalike)
+        .await
+        .unwrap();
+    // A consumer still running with v1 mounted.
+    let consumer = QJob::new("consumer", "once").script("sleep 60").volume(
+        json!({"name": "pw", "secret": {"secretName": "foo-json-v1"}}),
+        "/etc/pw",
+    );
+    c.create_qjob(&consumer).await;
+    wait_for("the consumer's Job", || async {
+        !list_labelled::<k8s_openapi::api::batch::v1::Job>(&c, &c.namespace, &runs_of("consumer"))
+            .await
+            .is_empty()
+    })
+    .await;
+
+    put_config_map(&c, "input", "b").await;
+    wait_secret(&c, "foo-json-v2").await;
+    put_config_map(&c, "input", "c").await;
+    wait_secret(&c, "foo-json-v3").await;
+    // v2 is beyond the newest 1 and unreferenced: deleted; v1 is mounted by the running Job.
+    wait_for("v2 to be deleted", || async {
+        secret_opt(&c, "foo-json-v2").await.is_none()
+    })
+    .await;
+    assert!(
+        secret_opt(&c, "foo-json-v1").await.is_some(),
+        "a mounted version was deleted"
+    );
+    assert!(secret_opt(&c, "foo-json-v0000").await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_names_are_sanitised_as_the_original_did_and_recorded() {
+    let c = Cluster::start().await;
+    let _op = c.operator().await;
+    let script = r#"echo '{"a": "1"}' > /mnt/quarks/one.json; echo '{"ADMIN_USER": "{\"u\": \"x\"}"}' > /mnt/quarks/fan.json"#;
+    let output = json!({"outputMap": {"busybox": {
+        "one.json": {"name": "DB_PASSWORD"},
+        "fan.json": {"name": "Creds", "persistencemethod": "fan-out"},
+    }}});
+    c.create_qjob(&QJob::new("names", "once").output(output).script(script))
+        .await;
+    assert_eq!(value(&wait_secret(&c, "db-password").await, "a"), "1");
+    assert_eq!(value(&wait_secret(&c, "creds-admin-user").await, "u"), "x");
+    let status = wait_outputs(&c, "names", 2).await;
+    assert_eq!(
+        record(&status, "busybox", "one.json").secrets,
+        ["db-password"]
+    );
+    assert_eq!(
+        record(&status, "busybox", "fan.json").secrets,
+        ["creds-admin-user"]
+    );
+}

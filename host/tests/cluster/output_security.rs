@@ -284,7 +284,10 @@ async fn forged_staging_secrets_are_not_consumed_and_are_reported_and_the_real_o
     for name in ["forged-by-helper", "forged-by-tenant", "forged-orphan"] {
         assert!(secret_opt(&c, name).await.is_some(), "{name} was deleted");
     }
-    assert!(secret_opt(&c, "app-password").await.is_none(), "a forgery was written");
+    assert!(
+        secret_opt(&c, "app-password").await.is_none(),
+        "a forgery was written"
+    );
 
     // The real hand-over is written; the forgeries wrote nothing and are left where they are.
     let written = wait_until("the real output", || async {
@@ -485,4 +488,47 @@ async fn a_foreign_version_999999_moves_neither_the_mounted_version_nor_the_next
     })
     .await;
     assert_eq!(string_value(&still.unwrap(), "value"), "forged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_file_fanning_out_to_thousands_of_secrets_writes_none_of_them() {
+    let c = Cluster::start().await;
+    let op = c.operator().await;
+    // 3000 keys, each a Secret of its own.
+    let script = r#"
+{ printf '{'; i=0; while [ $i -lt 3000 ]; do [ $i -gt 0 ] && printf ','; printf '"k%d": "{}"' $i; i=$((i+1)); done; printf '}'; } > /mnt/quarks/output.json
+"#;
+    let output = json!({"outputMap": {"busybox": {"output.json": {"name": "fan", "persistencemethod": "fan-out"}}}});
+    c.create_qjob(&QJob::new("fan-out", "once").output(output).script(script))
+        .await;
+    let status = wait_status(&c, &c.namespace, "fan-out", "the file recorded", |s| {
+        !s.outputs.is_empty()
+    })
+    .await;
+    let record = &status.outputs[0];
+    assert_eq!(
+        record.reason.as_deref(),
+        Some("TooManySecrets"),
+        "{record:?}"
+    );
+    assert!(
+        record.error.as_deref().unwrap().contains("3000 Secrets"),
+        "{record:?}"
+    );
+    // (Its staging and hand-over Secrets carry the mark too.)
+    let output_of_fan_out = format!(
+        "{QJOB_NAME_LABEL}=fan-out,!{STAGING_LABEL},!quarks.cloudfoundry.org/output-handover"
+    );
+    let written: Vec<Secret> = list_labelled(&c, &c.namespace, &output_of_fan_out).await;
+    assert!(written.is_empty(), "{} Secrets written", written.len());
+    // The operator is well and keeps working.
+    let (code, _) = op.http_get("/healthz").await;
+    assert_eq!(code, 200);
+    c.create_qjob(&output_qjob(
+        "after",
+        r#"echo '{"a": "b"}' > /mnt/quarks/output.json"#,
+        false,
+    ))
+    .await;
+    assert_eq!(string_value(&wait_secret(&c, "foo-json").await, "a"), "b");
 }

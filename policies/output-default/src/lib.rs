@@ -37,8 +37,8 @@ use alloc::vec::Vec;
 use quarks_policy_sdk::Reason;
 use quarks_policy_sdk::flat_json::{FlatObject, parse_flat_object, parse_flat_object_str};
 use quarks_policy_sdk::names::{
-    NameKind, validate_dns_subdomain, validate_label_value, validate_qualified_name,
-    validate_secret_key,
+    NameKind, sanitize_subdomain, validate_dns_subdomain, validate_label_value,
+    validate_qualified_name, validate_secret_key,
 };
 use quarks_policy_sdk::output::{Guest, OutputInput, OutputResult, PersistenceMethod, SecretSpec};
 use quarks_policy_sdk::string_map;
@@ -94,7 +94,9 @@ pub fn transform(input: &OutputInput) -> Result<OutputResult, Reason> {
             )],
         });
     }
-    validate_dns_subdomain(&input.file.name).map_err(Reason::from)?;
+    // Named as the original named it (`DB_PASSWORD` → `db-password`), then checked.
+    let name = sanitize_subdomain(&input.file.name);
+    validate_dns_subdomain(&name).map_err(Reason::from)?;
 
     let labels = labels(input)?;
     let annotations = annotations(input)?;
@@ -106,7 +108,7 @@ pub fn transform(input: &OutputInput) -> Result<OutputResult, Reason> {
     let secrets = match input.file.persistence_method {
         PersistenceMethod::OneToOne => {
             let entries = parse_flat_object(&input.content).map_err(Reason::from)?;
-            let secret = secret(input, input.file.name.clone(), entries, &meta)?;
+            let secret = secret(input, name, entries, &meta)?;
             reasons.push(Reason::new(
                 "OneToOne",
                 format!(
@@ -119,7 +121,7 @@ pub fn transform(input: &OutputInput) -> Result<OutputResult, Reason> {
             vec![secret]
         }
         PersistenceMethod::FanOut => {
-            let secrets = fan_out(input, &meta)?;
+            let secrets = fan_out(input, &name, &meta)?;
             reasons.push(if secrets.is_empty() {
                 Reason::new(
                     "NothingToFanOut",
@@ -132,11 +134,7 @@ pub fn transform(input: &OutputInput) -> Result<OutputResult, Reason> {
                         "{:?} becomes {} Secrets: {}",
                         input.file_name,
                         secrets.len(),
-                        secrets
-                            .iter()
-                            .map(|s| s.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        listed_names(&secrets)
                     ),
                 )
             });
@@ -206,12 +204,30 @@ fn annotations(input: &OutputInput) -> Result<StringMap, Reason> {
     Ok(annotations.clone())
 }
 
-/// One Secret `<name>-<k>` per top-level key `k`.
-fn fan_out(input: &OutputInput, meta: &Meta<'_>) -> Result<Vec<SecretSpec>, Reason> {
+/// How many Secret names a reason lists (a reason message is bounded; the status records
+/// every name written anyway).
+const NAMES_IN_REASON: usize = 10;
+
+/// The first names of `secrets`, and how many more there are.
+fn listed_names(secrets: &[SecretSpec]) -> String {
+    let mut listed = secrets
+        .iter()
+        .take(NAMES_IN_REASON)
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if secrets.len() > NAMES_IN_REASON {
+        listed.push_str(&format!(" and {} more", secrets.len() - NAMES_IN_REASON));
+    }
+    listed
+}
+
+/// One Secret `<name>-<k>` per top-level key `k` (sanitised as the original did).
+fn fan_out(input: &OutputInput, prefix: &str, meta: &Meta<'_>) -> Result<Vec<SecretSpec>, Reason> {
     let outer = parse_flat_object(&input.content).map_err(Reason::from)?;
     let mut secrets = Vec::with_capacity(outer.len());
     for (key, encoded) in outer {
-        let name = format!("{}-{key}", input.file.name);
+        let name = sanitize_subdomain(&format!("{prefix}-{key}"));
         validate_dns_subdomain(&name).map_err(|error| {
             Reason::new(
                 error.code(),

@@ -105,17 +105,35 @@ fn fan_out_rejects_values_that_are_not_encoded_flat_objects() {
             "key \"x\" is a number",
         ),
         (br#"{"a": {"x": "y"}}"#, "NotFlat", "key \"a\" is an object"),
-        (
-            br#"{"Upper": "{}"}"#,
-            "InvalidSecretName",
-            "fan-out key \"Upper\"",
-        ),
+        // Still no name once sanitised: `nats--` loses one trailing '-', not two.
+        (br#"{"-": "{}"}"#, "InvalidSecretName", "fan-out key \"-\""),
     ];
     for (content, code, fragment) in cases {
         let reason = transform(&fan_out_input(content)).expect_err("invalid fan-out");
         assert_eq!(reason.code, code, "{reason:?}");
         assert!(reason.message.contains(fragment), "{reason:?}");
     }
+}
+
+#[test]
+fn a_large_fan_out_lists_only_the_first_names_in_its_reason() {
+    let keys: Vec<String> = (0..3000).map(|i| format!(r#""k{i}": "{{}}""#)).collect();
+    let content = format!("{{{}}}", keys.join(","));
+    let result = transform(&fan_out_input(content.as_bytes())).expect("ok");
+    assert_eq!(result.secrets.len(), 3000);
+    let message = &result.reasons[0].message;
+    assert!(message.ends_with("and 2990 more"), "{message}");
+    assert!(message.len() < 4096);
+}
+
+#[test]
+fn names_are_sanitised_as_the_original_did() {
+    let result = transform(&fan_out_input(br#"{"DB_PASSWORD": "{}", "Admin": "{}"}"#)).expect("ok");
+    let names: Vec<&str> = result.secrets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["nats-db-password", "nats-admin"]);
+    let mut one = input(br#"{"a": "b"}"#);
+    one.file.name = "My_Secret".into();
+    assert_eq!(transform(&one).expect("ok").secrets[0].name, "my-secret");
 }
 
 #[test]
@@ -255,8 +273,9 @@ fn invalid_content_is_an_error_with_a_precise_code() {
 }
 
 #[test]
-fn secret_names_must_be_dns_subdomains() {
-    for name in ["Foo", "foo_json", "", "-x"] {
+fn secret_names_must_be_dns_subdomains_once_sanitised() {
+    // ("Foo", "foo_json" and "-x" become foo, foo-json and x, as with the original.)
+    for name in ["", "--", "x..y", "_-"] {
         let mut input = input(br#"{"a": "1"}"#);
         input.file.name = name.into();
         assert_eq!(error_code(&input), "InvalidSecretName", "{name:?}");

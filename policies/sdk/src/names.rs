@@ -123,6 +123,38 @@ pub fn validate_secret_key(key: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// The Secret name the original quarks-job made of an output name (`<name>` one-to-one,
+/// `<name>-<key>` fanned out), so that output lands where it did: `_` becomes `-`, upper
+/// case lower, every character but `a-z`, `0-9`, `-` and `.` is dropped, one leading and one
+/// trailing `-` and then `.` are trimmed, and a name longer than 253 bytes is cut to 220 and
+/// ends in `-` and the MD5 (hex) of the whole. The result may still be no valid name (e.g.
+/// empty): check it with [`validate_dns_subdomain`].
+pub fn sanitize_subdomain(name: &str) -> String {
+    let lowered = name.replace('_', "-").to_lowercase();
+    let mut kept: String = lowered
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'))
+        .collect();
+    for edge in ['-', '.'] {
+        if kept.starts_with(edge) {
+            kept.remove(0);
+        }
+        if kept.ends_with(edge) {
+            kept.pop();
+        }
+    }
+    if kept.len() <= MAX_SUBDOMAIN_LEN {
+        return kept;
+    }
+    use md5::Digest as _;
+    let sum: String = md5::Md5::digest(kept.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // Only ASCII is left: any byte index is a character boundary.
+    format!("{}-{sum}", &kept[..MAX_SUBDOMAIN_LEN - 33])
+}
+
 /// Checks a DNS subdomain (RFC 1123) as Kubernetes does for object names: at most 253
 /// characters, dot-separated segments of lower-case letters, digits and '-', each starting
 /// and ending with a letter or digit.
@@ -243,6 +275,33 @@ fn check_qualified_part(part: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn output_names_are_sanitised_as_the_original_did() {
+        for (name, sanitised) in [
+            ("DB_PASSWORD", "db-password"),
+            ("foo-json", "foo-json"),
+            ("-My_Secret.", "my-secret"),
+            ("a b/c:d", "abcd"),
+            ("--x--", "-x-"),
+            ("..x", ".x"),
+            ("", ""),
+        ] {
+            assert_eq!(sanitize_subdomain(name), sanitised, "{name:?}");
+        }
+        let long = "a".repeat(300);
+        let cut = sanitize_subdomain(&long);
+        assert_eq!(cut.len(), MAX_SUBDOMAIN_LEN);
+        // MD5 of 300 'a's.
+        assert!(cut.starts_with(&"a".repeat(220)));
+        assert_eq!(&cut[220..221], "-");
+        assert!(cut[221..].bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(
+            validate_dns_subdomain(&sanitize_subdomain("DB_PASSWORD")),
+            Ok(())
+        );
+        assert!(validate_dns_subdomain(&sanitize_subdomain("--x--")).is_err());
+    }
+
     use super::*;
 
     #[test]
