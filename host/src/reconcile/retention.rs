@@ -27,7 +27,7 @@ pub fn versions_to_delete(
     if keep == 0 {
         return Vec::new();
     }
-    versions.sort_by(|a, b| b.1.cmp(&a.1));
+    versions.sort_by_key(|v| std::cmp::Reverse(v.1));
     versions
         .into_iter()
         .skip(keep)
