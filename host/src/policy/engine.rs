@@ -6,7 +6,9 @@
 //! Capabilities: none. The worlds import nothing; whatever else a component imports (a
 //! wasm32-wasip2 build may import `wasi:*` interfaces through Rust's std, e.g. for panic
 //! messages) is linked to functions that trap, so a policy can compute but never reach out.
-//! Untrusted bytes are always compiled, never deserialized as precompiled code.
+//! Untrusted bytes are always compiled, never deserialized as precompiled code: the operator
+//! compiles them in a child process of its own (`policy::compile`) and loads the machine code
+//! that child wrote, with an engine configured exactly alike ([`engine_config`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +22,9 @@ use wasmtime::{Config, Engine, Store, Trap};
 
 use super::bindings::{self, output, trigger};
 use super::contract::{OutputInput, OutputResult, Reason, TriggerDecision, TriggerInput};
-use super::limits::{CallLimiter, EPOCH_TICK};
+use super::limits::{
+    CallLimiter, EPOCH_TICK, MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES,
+};
 use super::{CONTRACT_VERSION, Limits, PolicyError, World};
 
 /// sha256 of a component's bytes; shown as `sha256:<hex>` in status and metrics.
@@ -102,10 +106,7 @@ pub struct PolicyEngine {
 
 impl PolicyEngine {
     pub fn new(limits: Limits) -> Result<Self, PolicyError> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        config.max_wasm_stack(1 << 20);
+        let mut config = engine_config();
         config.allocation_strategy(pooling(&limits));
         let engine = Engine::new(&config).map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -180,10 +181,55 @@ impl PolicyEngine {
         // compatibility key (part of the name) wrote into the operator's own cache directory,
         // from a component it compiled itself; untrusted bytes are never deserialized. The
         // directory must be writable only by the operator (see the README).
-        let component = unsafe { Component::deserialize_file(&self.engine, &path) }
-            .map_err(|e| PolicyError::Engine(format!("loading {}: {e:#}", path.display())))?;
+        let component =
+            unsafe { Component::deserialize_file(&self.engine, &path) }.map_err(|e| {
+                match load_error(e) {
+                    too @ PolicyError::TooComplex(_) => too,
+                    other => PolicyError::Engine(format!("loading {}: {other}", path.display())),
+                }
+            })?;
         let loaded = Arc::new(self.instantiate_pre(component, digest, world)?);
         Ok(Some(self.remember(loaded)))
+    }
+
+    /// The policy whose machine code `code` is, as the operator's compiler child process
+    /// (`quarks-job policy compile`, an engine configured like this one) wrote it for the
+    /// component with `digest`.
+    ///
+    /// # Safety
+    ///
+    /// `code` must come from [`compile_serialized`] run by this operator's own binary on the
+    /// component with `digest`; never from anyone else (it is machine code that runs as is).
+    pub unsafe fn load_compiled(
+        &self,
+        code: &[u8],
+        digest: PolicyDigest,
+        world: World,
+    ) -> Result<Arc<LoadedPolicy>, PolicyError> {
+        if let Some(found) = self.cached(digest, world) {
+            return Ok(found);
+        }
+        // SAFETY: the caller's promise: machine code compiled by our own binary, from an engine
+        // configuration that `deserialize` checks against this one.
+        let component =
+            unsafe { Component::deserialize(&self.engine, code) }.map_err(load_error)?;
+        let loaded = Arc::new(self.instantiate_pre(component, digest, world)?);
+        Ok(self.remember(loaded))
+    }
+
+    /// Keeps machine code the compiler child wrote in `dir`, for
+    /// [`load_compiled_file`](Self::load_compiled_file) after a restart.
+    pub fn keep_compiled(&self, dir: &Path, digest: PolicyDigest, code: &[u8]) {
+        let path = self.compiled_file(dir, digest);
+        let store = || -> std::io::Result<()> {
+            std::fs::create_dir_all(dir)?;
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, code)?;
+            std::fs::rename(&tmp, &path)
+        };
+        if let Err(error) = store() {
+            tracing::warn!(path = %path.display(), %error, "could not keep the compiled policy on disk");
+        }
     }
 
     /// Compiles `bytes` (or finds them in memory) and leaves the machine code in `dir` for
@@ -243,8 +289,7 @@ impl PolicyEngine {
     /// Compiles untrusted bytes to a component (never deserializes them).
     fn component(&self, bytes: &[u8]) -> Result<Component, PolicyError> {
         check_header(bytes)?;
-        Component::new(&self.engine, bytes)
-            .map_err(|e| PolicyError::NotAComponent(format!("{e:#}")))
+        Component::new(&self.engine, bytes).map_err(load_error)
     }
 
     /// Checks the component is of `world` and pre-instantiates it.
@@ -316,6 +361,9 @@ impl PolicyEngine {
         );
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(deadline_ticks(self.limits.cpu));
+        // Bounds what lifting the result may allocate on the host, checked on the canonical
+        // ABI (list lengths, string lengths) before anything is allocated.
+        store.set_hostcall_fuel(self.limits.lift_bytes());
         store.epoch_deadline_trap();
         store
     }
@@ -389,6 +437,17 @@ impl PolicyEngine {
         if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             return PolicyError::Timeout(self.limits.cpu);
         }
+        if error
+            .chain()
+            .any(|cause| cause.is::<wasmtime::PoolConcurrencyLimitError>())
+        {
+            return PolicyError::EngineBusy;
+        }
+        if lift_fuel_exhausted(&error) {
+            return PolicyError::ResultTooLargeToLift {
+                limit: self.limits.lift_bytes(),
+            };
+        }
         PolicyError::Trap(trap_message(&error))
     }
 }
@@ -415,6 +474,51 @@ fn trap_message(error: &wasmtime::Error) -> String {
     } else {
         text
     }
+}
+
+/// Whether lifting a result stopped at the store's hostcall fuel (wasmtime's error type for it
+/// is private: its message is what there is; a test pins it).
+fn lift_fuel_exhausted(error: &wasmtime::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .to_string()
+            .contains("fuel allocated for hostcalls has been exhausted")
+    })
+}
+
+/// A component that does not load: too big for the pool's per-component limits, or invalid.
+fn load_error(error: wasmtime::Error) -> PolicyError {
+    let text = format!("{error:#}");
+    if text.contains("in the pooling allocator") {
+        PolicyError::TooComplex(text)
+    } else {
+        PolicyError::NotAComponent(text)
+    }
+}
+
+/// The engine configuration of every policy engine, and of the compiler child whose machine
+/// code the operator loads (which must match it exactly, checked on load; the allocation
+/// strategy is not part of the compiled code).
+pub(crate) fn engine_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.max_wasm_stack(1 << 20);
+    // One core per compilation: the `parallel-compilation` feature would otherwise use all.
+    config.parallel_compilation(false);
+    config
+}
+
+/// Compiles a component (untrusted bytes) to machine code, as the compiler child does: the
+/// bytes `PolicyEngine::load_compiled` loads.
+pub fn compile_serialized(bytes: &[u8]) -> Result<Vec<u8>, PolicyError> {
+    check_header(bytes)?;
+    let engine =
+        Engine::new(&engine_config()).map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
+    let component = Component::new(&engine, bytes).map_err(load_error)?;
+    component
+        .serialize()
+        .map_err(|e| PolicyError::Engine(format!("{e:#}")))
 }
 
 fn flatten<T>(converted: Result<Result<T, Reason>, String>) -> Result<T, PolicyError> {
@@ -457,19 +561,26 @@ fn same_major(found: &str, supported: &str) -> bool {
 
 /// Policy calls instantiate a fresh instance every time; the pooling allocator makes that cheap
 /// by reusing pre-reserved memory slots instead of mapping new memory per call. Slots bound how
-/// many calls run at once (callers keep below `CONCURRENT_CALLS`), not how many policies are
-/// cached.
+/// many calls run at once, not how many policies are cached.
+///
+/// Every component is limited (checked when it is loaded) to what a policy needs, and the pool
+/// holds that much for every call that can run at once (one per reconcile worker, at most
+/// 64), so one call cannot take the slots another namespace's call needs. Should the pool be
+/// full anyway, the call fails with `EngineBusy`: retried, not the caller's policy failure.
+pub(crate) const CONCURRENT_CALLS: u32 = 64;
+
 fn pooling(limits: &Limits) -> wasmtime::InstanceAllocationStrategy {
-    const CONCURRENT_CALLS: u32 = 64;
     const KEEP_RESIDENT: usize = 2 << 20;
     let mut pool = wasmtime::PoolingAllocationConfig::new();
     pool.total_component_instances(CONCURRENT_CALLS)
-        .total_core_instances(CONCURRENT_CALLS * 4)
-        .total_memories(CONCURRENT_CALLS * 2)
-        .total_tables(CONCURRENT_CALLS * 4)
-        .max_memories_per_component(4)
+        .total_core_instances(CONCURRENT_CALLS * MAX_CORE_INSTANCES)
+        .total_memories(CONCURRENT_CALLS * MAX_MEMORIES)
+        .total_tables(CONCURRENT_CALLS * MAX_TABLES)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES)
+        .max_memories_per_component(MAX_MEMORIES)
+        .max_tables_per_component(MAX_TABLES)
         .max_memory_size(limits.memory_bytes)
-        .table_elements(100_000)
+        .table_elements(MAX_TABLE_ELEMENTS)
         // Reset pages in place rather than unmapping them: the next call then takes no page
         // faults, and PAGEMAP_SCAN (Linux 6.7+, used when available) limits the reset to the
         // pages the last call actually dirtied. Together ~4x faster warm calls.

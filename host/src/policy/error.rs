@@ -37,6 +37,27 @@ pub enum PolicyError {
     /// The call returned more data than allowed.
     #[error("the policy returned {size} bytes, more than the limit of {limit} bytes")]
     ResultTooLarge { size: usize, limit: usize },
+    /// The call's result was refused before it was lifted into the host: its lists and
+    /// strings need more host memory than allowed (e.g. millions of empty entries).
+    #[error(
+        "the policy returned more than the host lifts: its strings, bytes and list entries need more than {limit} bytes"
+    )]
+    ResultTooLargeToLift { limit: usize },
+    /// The component needs more than a policy may have (core instances, tables, memories).
+    #[error("the component needs more than a policy may use: {0}")]
+    TooComplex(String),
+    /// Compiling the module ran into the operator's time or memory limit for compilations.
+    #[error("compiling the policy module exceeded the operator's limit: {0}")]
+    CompileLimit(String),
+    /// The operator's instance pool is full (host-side, retried; not the policy's fault).
+    #[error("the policy engine is at capacity; the call is retried")]
+    EngineBusy,
+    /// Another policy call of the namespace is running (host-side, retried at once).
+    #[error("another policy call of namespace {namespace} is running; retried")]
+    Busy {
+        namespace: String,
+        retry_after: Duration,
+    },
     /// The call returned something the host refuses (duplicate keys, malformed reasons, ...).
     #[error("the policy returned an invalid result: {0}")]
     InvalidResult(String),
@@ -95,6 +116,11 @@ impl PolicyError {
             PolicyError::Timeout(_) => "PolicyTimeout",
             PolicyError::MemoryLimit(_) => "PolicyMemoryLimit",
             PolicyError::ResultTooLarge { .. } => "PolicyResultTooLarge",
+            PolicyError::ResultTooLargeToLift { .. } => "PolicyResultTooLarge",
+            PolicyError::TooComplex(_) => "PolicyTooComplex",
+            PolicyError::CompileLimit(_) => "PolicyCompileLimit",
+            PolicyError::EngineBusy => "PolicyEngineBusy",
+            PolicyError::Busy { .. } => "PolicyBusy",
             PolicyError::InvalidResult(_) => "PolicyInvalidResult",
             PolicyError::Refused(_) => "PolicyRefused",
             PolicyError::Selection(_) => "PolicySelectionInvalid",
@@ -107,5 +133,11 @@ impl PolicyError {
             PolicyError::Unavailable(_) => "PolicyUnavailable",
             PolicyError::Engine(_) => "PolicyEngineError",
         }
+    }
+
+    /// A refusal of the host's, not of the namespace's policy: the call is retried soon,
+    /// without reporting it on the QuarksJob (no condition, Event or policy error count).
+    pub fn is_host_side(&self) -> bool {
+        matches!(self, PolicyError::EngineBusy | PolicyError::Busy { .. })
     }
 }

@@ -1,17 +1,18 @@
 //! Per-namespace protection of the policy CPU time, so that one namespace's slow or hostile
 //! policy cannot take the CPU that other namespaces' decisions need. Pure: the caller passes
-//! the time. Three layers (the first in `Context`):
+//! the time. Three layers (the last in `calls`):
 //!
-//! * one policy call at a time per namespace;
+//! * one policy call at a time per namespace, waited for briefly (a busy namespace's
+//!   reconciles are requeued, they do not hold workers);
 //! * [`Quarantine`]: a module that ran into its CPU limit fails fast in that namespace for a
 //!   while, with the same error, instead of burning its limit once per QuarksJob;
 //! * [`CpuBudget`]: a token bucket of policy time per namespace, for policies that are slow
 //!   without hitting the limit.
 //!
 //! Every namespace starts with [`BudgetConfig::burst`] of policy time and regains
-//! [`BudgetConfig::share`] of a CPU (e.g. 0.25 = 250 ms per second). A trigger decision is
-//! refused (and retried with backoff) while the bucket is empty; output transforms are only
-//! charged, never refused, so output is never dropped for budget reasons.
+//! [`BudgetConfig::share`] of a CPU (e.g. 0.25 = 250 ms per second). A trigger decision or an
+//! output phase is refused (and retried when the bucket refills) while the bucket is empty;
+//! a refused output phase leaves its staging Secrets, so output is delayed, never dropped.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

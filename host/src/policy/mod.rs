@@ -11,6 +11,7 @@
 mod bindings;
 pub mod builtin;
 pub mod calls;
+pub mod compile;
 pub mod contract;
 pub mod engine;
 mod error;

@@ -10,8 +10,11 @@
 //! * A module from an OCI registry is pulled once (size-capped, verified), per namespace (whose
 //!   pull secret it used). With a cache directory, its machine code is kept on disk and a
 //!   digest-pinned reference is loaded from there after a restart, without a pull.
-//! * Fetching and compiling happen in the background, one compilation at a time (so an
-//!   untrusted module takes at most one core; its size is capped): until the module is ready
+//! * Fetching and compiling happen in the background, one compilation at a time, each in a
+//!   child process on one core under a time and a memory limit (`policy::compile`; its size
+//!   is capped too). At most one load per module reference is pending: a load whose entry is
+//!   dropped (its ConfigMap changed again, the selection moved on) is cancelled, its compiler
+//!   killed or its place in the queue given up. Until the module is ready
 //!   the namespace's decisions fail with `PolicyPending`, and its QuarksJobs are reconciled again
 //!   the moment it is (the namespace is sent on the channel given to `new`).
 //! * Compiled modules are shared by digest across namespaces (the engine's cache) and freed
@@ -35,6 +38,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{info, warn};
 
+use crate::policy::compile::{CompileLimits, compile_in_child};
 use crate::policy::selection::{
     ModuleRef, OciRef, PULL_SECRET_KEY, PolicyRef, SELECTION_CONFIG_MAP, selected,
 };
@@ -46,6 +50,9 @@ use crate::policy::{LoadedPolicy, PolicyDigest, PolicyEngine, PolicyError, World
 pub struct Resolved {
     pub policy: Arc<LoadedPolicy>,
     pub reference: String,
+    /// The namespace's turn for policy calls, when this resolution holds it (an output
+    /// phase's: see `calls::NamespacePolicies::resolve`).
+    pub(crate) turn: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 /// How modules from OCI registries are fetched and kept.
@@ -147,6 +154,16 @@ struct ModuleEntry {
     state: ModuleState,
     /// Namespaces whose decisions wait for this module.
     waiting: BTreeSet<String>,
+    /// Cancels this entry's load (when the entry is dropped: replaced or removed).
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for ModuleEntry {
+    fn drop(&mut self) {
+        // A load nobody waits for any more (the ConfigMap was rewritten, the selection
+        // changed) stops: its compiler is killed, or its place in the queue given up.
+        self.cancel.cancel();
+    }
 }
 
 pub struct PolicyResolver {
@@ -162,6 +179,8 @@ pub struct PolicyResolver {
     /// Namespaces whose QuarksJobs should be reconciled again (a module finished loading).
     wake: mpsc::UnboundedSender<String>,
     oci: OciSettings,
+    /// How modules are compiled: in a child process, under these limits.
+    compile: CompileLimits,
     puller: oci::Puller,
     loads: AtomicU64,
     /// Cancelled once the selection cache has its first full list. (The store's own
@@ -207,6 +226,7 @@ impl PolicyResolver {
             puller: oci::Puller::new(oci.rules().map_err(PolicyError::Engine)?)
                 .map_err(|e| PolicyError::Engine(format!("the OCI client: {e}")))?,
             oci,
+            compile: CompileLimits::from_env(),
             loads: AtomicU64::new(0),
         })
     }
@@ -231,6 +251,7 @@ impl PolicyResolver {
             PolicyRef::Builtin(b) => Ok(Resolved {
                 policy: self.builtin(b),
                 reference: text,
+                turn: None,
             }),
             PolicyRef::ConfigMap(module) => {
                 self.config_map_module(namespace, &module, world, &text)
@@ -291,12 +312,14 @@ impl PolicyResolver {
             return Ok(Resolved {
                 policy,
                 reference: reference.to_owned(),
+                turn: None,
             });
         }
         let engine = self.engine.clone();
         let gate = self.compile_gate.clone();
         let source = reference.to_owned();
         let cache_dir = None; // ConfigMap modules are cheap to read again after a restart.
+        let limits = self.compile.clone();
         self.start_load(
             key,
             namespace,
@@ -305,7 +328,7 @@ impl PolicyResolver {
             reference,
             async move {
                 Ok((
-                    compile(engine, gate, bytes, world, cache_dir).await?,
+                    compile(engine, gate, bytes, world, cache_dir, limits).await?,
                     source,
                 ))
             },
@@ -372,6 +395,7 @@ impl PolicyResolver {
         let client = self.client.clone();
         let puller = self.puller.clone();
         let settings = self.oci.clone();
+        let limits = self.compile.clone();
         let owner = namespace.to_owned();
         let text = reference.clone();
         self.start_load(key, namespace, String::new(), None, &reference, async move {
@@ -391,7 +415,15 @@ impl PolicyResolver {
             let pulled = puller.pull(&oci_ref, &auth, settings.max_module_bytes).await?;
             let digest = PolicyDigest::of(&pulled.bytes);
             info!(reference = %text, manifest = %pulled.manifest_digest, %digest, size = pulled.bytes.len(), "policy module pulled");
-            let policy = compile(engine, gate, pulled.bytes, world, settings.compiled_dir()).await?;
+            let policy = compile(
+                engine,
+                gate,
+                pulled.bytes,
+                world,
+                settings.compiled_dir(),
+                limits,
+            )
+            .await?;
             let pinned = format!(
                 "oci://{}/{}@{}",
                 oci_ref.registry, oci_ref.repository, pulled.manifest_digest
@@ -424,6 +456,7 @@ impl PolicyResolver {
             ModuleState::Ready(policy) => Ok(Resolved {
                 policy: policy.clone(),
                 reference: entry.source.clone(),
+                turn: None,
             }),
             ModuleState::Failed(PolicyError::Unavailable(_), at)
                 if at.elapsed() > RETRY_UNAVAILABLE =>
@@ -457,6 +490,7 @@ impl PolicyResolver {
                 source: source.to_owned(),
                 state: ModuleState::Ready(policy),
                 waiting: BTreeSet::new(),
+                cancel: Default::default(),
             },
         );
     }
@@ -473,6 +507,8 @@ impl PolicyResolver {
         load: impl Future<Output = Result<(Arc<LoadedPolicy>, String), PolicyError>> + Send + 'static,
     ) -> Result<Resolved, PolicyError> {
         let id = self.loads.fetch_add(1, Ordering::Relaxed);
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let cancelled = cancel.clone();
         self.modules
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -485,6 +521,7 @@ impl PolicyResolver {
                     source: reference.to_owned(),
                     state: ModuleState::Loading,
                     waiting: BTreeSet::from([namespace.to_owned()]),
+                    cancel,
                 },
             );
         let modules = self.modules.clone();
@@ -493,7 +530,13 @@ impl PolicyResolver {
         let reference = reference.to_owned();
         tokio::spawn(async move {
             let started = Instant::now();
-            let result = load.await;
+            let result = tokio::select! {
+                () = cancelled.cancelled() => {
+                    info!(%reference, elapsed = ?started.elapsed(), "policy module load superseded");
+                    return;
+                }
+                result = load => result,
+            };
             match &result {
                 Ok((policy, _)) => {
                     info!(%reference, digest = %policy.digest(), elapsed = ?started.elapsed(), "policy module ready")
@@ -588,22 +631,32 @@ impl PolicyResolver {
     }
 }
 
-/// Compiles untrusted bytes on a blocking thread, one compilation at a time; with `dir`, the
-/// machine code is also kept there.
+/// Compiles untrusted bytes in a child process under `limits`, one compilation at a time, and
+/// loads the machine code; with `dir`, the machine code is also kept there.
 async fn compile(
     engine: Arc<PolicyEngine>,
     gate: Arc<Semaphore>,
     bytes: Vec<u8>,
     world: World,
     dir: Option<PathBuf>,
+    limits: CompileLimits,
 ) -> Result<Arc<LoadedPolicy>, PolicyError> {
+    let digest = PolicyDigest::of(&bytes);
+    if let Some(found) = engine.cached(digest, world) {
+        return Ok(found);
+    }
     let _permit = gate.acquire_owned().await;
-    tokio::task::spawn_blocking(move || match dir {
-        Some(dir) => engine.compile_to_file(&dir, &bytes, world),
-        None => engine.load(&bytes, world),
+    let code = compile_in_child(&limits, bytes).await?;
+    tokio::task::spawn_blocking(move || {
+        // SAFETY: `code` is what our own binary's compiler wrote for the bytes of `digest`.
+        let policy = unsafe { engine.load_compiled(&code, digest, world) }?;
+        if let Some(dir) = dir {
+            engine.keep_compiled(&dir, digest, &code);
+        }
+        Ok(policy)
     })
     .await
-    .unwrap_or_else(|e| Err(PolicyError::Engine(format!("compiling stopped: {e}"))))
+    .unwrap_or_else(|e| Err(PolicyError::Engine(format!("loading stopped: {e}"))))
 }
 
 /// Credentials from the namespace's `kubernetes.io/dockerconfigjson` Secret `name`.
