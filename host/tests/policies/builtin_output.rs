@@ -196,9 +196,15 @@ fn keys_that_are_not_secret_keys_are_refused() {
 }
 
 #[test]
-fn secret_names_that_are_not_dns_subdomains_are_refused() {
+fn secret_names_that_are_not_dns_subdomains_once_sanitised_are_refused() {
+    // Sanitised as the original did: `Not_A_Name` is Secret `not-a-name`.
     let mut i = input(br#"{"a": "b"}"#);
     i.file.name = "Not_A_Name".into();
+    let written = run(i).expect("a sanitised name");
+    assert_eq!(written.secrets[0].name, "not-a-name");
+    // `x..y` stays no name.
+    let mut i = input(br#"{"a": "b"}"#);
+    i.file.name = "x..y".into();
     assert_eq!(refused_code(run(i)), "InvalidSecretName");
 }
 
