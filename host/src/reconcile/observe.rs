@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::digest::{ConfigContent, config_digest};
 use super::references::{ConfigKind, referenced_config, rewrite_versioned_references};
 use crate::crd::{QuarksJob, QuarksJobStatus};
-use crate::names::job::job_name;
+use crate::names::job::{QJOB_NAME_LABEL, job_name, qjob_name_label_value};
 use crate::output::write::read_newest_versions;
 use crate::seal::OperatorKey;
 
@@ -110,6 +110,9 @@ pub async fn staged_output(
 pub struct RunJobs {
     pub current: Option<Job>,
     pub next: Option<Job>,
+    /// Every other Job the QuarksJob controls, among them those no run of ours made (the Go
+    /// operator's, on a cluster upgraded from it; see [`super::settle::settle_leftovers`]).
+    pub others: Vec<Job>,
 }
 
 /// The operator's Jobs (those with the `qjob-name` label), as a reflector caches them: the
@@ -155,6 +158,19 @@ impl JobCache {
         }))
     }
 
+    /// The cached Jobs in `namespace` controlled by the QuarksJob with `qjob_uid`.
+    fn controlled_by(&self, namespace: &str, qjob_uid: &str) -> Vec<Job> {
+        self.store
+            .state()
+            .iter()
+            .filter(|job| {
+                job.metadata.namespace.as_deref() == Some(namespace)
+                    && super::job::is_controlled_by(job, qjob_uid)
+            })
+            .map(|job| job.as_ref().clone())
+            .collect()
+    }
+
     fn get(&self, namespace: &str, name: &str) -> Option<Job> {
         self.store
             .get(&ObjectRef::new(name).within(namespace))
@@ -184,26 +200,49 @@ pub async fn run_jobs(
     let uid = qjob.metadata.uid.as_deref().unwrap_or_default();
     // Only Jobs this very QuarksJob controls count (not a namesake's from before a re-create).
     let ours = |job: Option<Job>| job.filter(|j| super::job::is_controlled_by(j, uid));
+    let (current_name, next_name) = (job_name(name, run_count), job_name(name, run_count + 1));
+    let not_a_run = |job: &Job| {
+        let job_name = job.metadata.name.as_deref();
+        job_name != Some(next_name.as_str()) && (run_count == 0 || job_name != Some(&current_name))
+    };
     if !cache.synced.is_cancelled() {
         let current = if run_count > 0 {
-            ours(jobs.get_opt(&job_name(name, run_count)).await?)
+            ours(jobs.get_opt(&current_name).await?)
         } else {
             None
         };
-        let next = ours(jobs.get_opt(&job_name(name, run_count + 1)).await?);
-        return Ok(RunJobs { current, next });
+        let next = ours(jobs.get_opt(&next_name).await?);
+        // Jobs are labelled with the QuarksJob's name (the Go operator's too).
+        let labelled = format!("{QJOB_NAME_LABEL}={}", qjob_name_label_value(name));
+        let others = jobs
+            .list(&kube::api::ListParams::default().labels(&labelled))
+            .await?
+            .items
+            .into_iter()
+            .filter(|j| super::job::is_controlled_by(j, uid) && not_a_run(j))
+            .collect();
+        return Ok(RunJobs {
+            current,
+            next,
+            others,
+        });
     }
     let current = if run_count == 0 {
         None
     } else {
-        let current_name = job_name(name, run_count);
         match ours(cache.get(namespace, &current_name)) {
             None if running => ours(jobs.get_opt(&current_name).await?),
             cached => cached,
         }
     };
-    let next = ours(cache.get(namespace, &job_name(name, run_count + 1)));
-    Ok(RunJobs { current, next })
+    let next = ours(cache.get(namespace, &next_name));
+    let mut others = cache.controlled_by(namespace, uid);
+    others.retain(not_a_run);
+    Ok(RunJobs {
+        current,
+        next,
+        others,
+    })
 }
 
 /// How long a recorded write is waited for; after that the cached copy is used as it is (a

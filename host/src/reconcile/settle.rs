@@ -113,6 +113,50 @@ pub fn settle(
     settlement
 }
 
+/// What the Jobs of a QuarksJob that no run of this operator made mean now: the Go operator's
+/// (random names, the `qjob-name` label, an owner reference to the QuarksJob, none of our run
+/// annotations), found on a cluster upgraded from it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    /// One of them still runs: no run of ours starts next to it (as for an active run).
+    pub active: bool,
+    /// The succeeded ones, deleted with their pods (Background propagation) like ours; failed
+    /// ones are kept for inspection, like ours.
+    pub delete: Vec<String>,
+}
+
+/// Whether `job` (controlled by the QuarksJob) was made by something else than one of our runs:
+/// every Job of ours carries its run number.
+pub fn is_leftover(job: &Job) -> bool {
+    job.metadata
+        .annotations
+        .as_ref()
+        .is_none_or(|a| !a.contains_key(super::job::RUN_ANNOTATION))
+}
+
+/// Settles the leftover Jobs among `controlled` (every Job the QuarksJob controls). A succeeded
+/// one, while no run of ours is recorded, is what the Go operator recorded as `completed: true`:
+/// so does `status` (a QuarksJob it left mid-run keeps its meaning).
+pub fn settle_leftovers(controlled: &[Job], status: &mut QuarksJobStatus) -> Leftovers {
+    let mut leftovers = Leftovers::default();
+    for job in controlled.iter().filter(|j| is_leftover(j)) {
+        match job_state(job) {
+            JobState::Active => leftovers.active = true,
+            JobState::Succeeded => {
+                if status.run_count == 0 {
+                    status.completed = true;
+                }
+                if job.metadata.deletion_timestamp.is_none() {
+                    leftovers.delete.push(job.name_any());
+                }
+            }
+            JobState::Failed => {}
+        }
+    }
+    leftovers.delete.sort();
+    leftovers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +215,44 @@ mod tests {
                     .iter()
                     .map(|c| (c.type_.clone(), (c.status.clone(), c.reason.clone())))
                     .collect(),
+            };
+            assert_eq!(got, case.expect, "case {:?}", case.name);
+        }
+    }
+
+    /// One case of `fixtures/leftovers.yaml`.
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct LeftoverCase {
+        name: String,
+        /// The Jobs the QuarksJob controls.
+        jobs: Vec<Job>,
+        #[serde(default)]
+        status: QuarksJobStatus,
+        expect: LeftoverExpected,
+    }
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct LeftoverExpected {
+        #[serde(default)]
+        active: bool,
+        #[serde(default)]
+        delete: Vec<String>,
+        completed: bool,
+    }
+
+    #[test]
+    fn leftovers_table() {
+        let cases: Vec<LeftoverCase> =
+            serde_yaml::from_str(include_str!("fixtures/leftovers.yaml")).expect("fixture");
+        assert!(cases.len() >= 5);
+        for mut case in cases {
+            let leftovers = settle_leftovers(&case.jobs, &mut case.status);
+            let got = LeftoverExpected {
+                active: leftovers.active,
+                delete: leftovers.delete,
+                completed: case.status.completed,
             };
             assert_eq!(got, case.expect, "case {:?}", case.name);
         }
