@@ -32,8 +32,10 @@ pub struct OperatorArgs {
     /// Act only in namespaces labelled quarks.cloudfoundry.org/monitored=<id>.
     #[arg(long, env = "MONITORED_ID", default_value = "default")]
     pub monitored_id: String,
-    /// Create or update the QuarksJob CRD at start-up.
-    #[arg(long, env = "APPLY_CRD", default_value_t = false)]
+    /// Create or update the QuarksJob CRD at start-up (server-side apply), replacing an older
+    /// one such as the Go operator's; `--apply-crd=false` leaves the CRD to the installer.
+    /// Either way the operator refuses to act while the served CRD would prune its status.
+    #[arg(long, env = "APPLY_CRD", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub apply_crd: bool,
     /// How many QuarksJobs are reconciled at once.
     #[arg(long, env = "MAX_WORKERS", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -59,6 +61,18 @@ pub struct OperatorArgs {
     /// The operator's own namespace (holds the leader-election Lease).
     #[arg(long, env = "OPERATOR_NAMESPACE", default_value = "default")]
     pub operator_namespace: String,
+    /// The ClusterRole a namespace's RoleBinding grants the operator (named in the
+    /// `NamespaceNotBound` condition and Event of a labelled namespace it has no rights in).
+    #[arg(
+        long,
+        env = "QUARKS_JOB_NAMESPACE_CLUSTER_ROLE",
+        default_value = "quarks-job-namespace"
+    )]
+    pub namespace_cluster_role: String,
+    /// The operator's ServiceAccount (in --operator-namespace), for the `kubectl create
+    /// rolebinding` command that `NamespaceNotBound` messages give.
+    #[arg(long, env = "QUARKS_JOB_SERVICE_ACCOUNT", default_value = "quarks-job")]
+    pub service_account: String,
     /// Image of the output helper added to pods with output (the operator's own image).
     #[arg(long, env = "PERSIST_OUTPUT_IMAGE", default_value = concat!("ghcr.io/quarks-job/quarks-job:", env!("CARGO_PKG_VERSION")))]
     pub persist_output_image: String,
@@ -314,6 +328,8 @@ fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
         listen: args.listen,
         leader_election: args.leader_election,
         operator_namespace: args.operator_namespace,
+        namespace_cluster_role: args.namespace_cluster_role,
+        service_account: args.service_account,
         limits: args.limits.limits(),
         oci: crate::policy::resolver::OciSettings {
             allowed_registries: args.oci.allowed_registries,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -58,6 +59,14 @@ pub struct Metrics {
     pub policy_call_seconds: Family<PolicyLabels, Histogram>,
     pub policy_errors_total: Family<PolicyErrorLabels, Counter>,
     pub rest_client_requests_total: RequestCounter,
+    /// `quarks_job_namespaces_unbound`: labelled namespaces the operator has no rights in.
+    pub namespaces_unbound: Gauge,
+    /// `quarks_job_namespaces_watched`: namespaces whose ConfigMaps, Secrets and Jobs are
+    /// watched (the monitored ones).
+    pub namespaces_watched: Gauge,
+    /// `quarks_job_config_events_total`: ConfigMap/Secret watch events (monitored namespaces
+    /// only: nothing else is watched).
+    pub config_events_total: Counter,
 }
 
 impl Default for Metrics {
@@ -122,8 +131,29 @@ impl Default for Metrics {
             "API requests of the operator, by HTTP method and response code",
             rest_client_requests_total.clone(),
         );
+        let namespaces_unbound = Gauge::default();
+        registry.register(
+            "quarks_job_namespaces_unbound",
+            "Namespaces labelled for this operator where it lacks rights (no RoleBinding to its namespace ClusterRole)",
+            namespaces_unbound.clone(),
+        );
+        let namespaces_watched = Gauge::default();
+        registry.register(
+            "quarks_job_namespaces_watched",
+            "Monitored namespaces whose ConfigMaps, Secrets and Jobs are watched",
+            namespaces_watched.clone(),
+        );
+        let config_events_total = Counter::default();
+        registry.register(
+            "quarks_job_config_events",
+            "ConfigMap and Secret watch events received (from monitored namespaces only)",
+            config_events_total.clone(),
+        );
         Metrics {
             registry,
+            namespaces_unbound,
+            namespaces_watched,
+            config_events_total,
             rest_client_requests_total,
             reconcile_total,
             reconcile_errors_total,

@@ -198,16 +198,27 @@ def defaults(docs: list[Doc]) -> None:
     assert monitored in args, args
     assert f"--operator-namespace={NAMESPACE}" in args, args
     assert "--leader-election" not in args, args
-    assert "--apply-crd" not in args, "the chart installs the CRD from crds/"
+    # Helm never upgrades crds/: the operator applies its CRD (over the Go operator's too).
+    assert "--apply-crd=true" in args, args
     image = the(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
     assert f"--persist-output-image={image}" in args, "the output helper must run the operator's image"
     namespace = the(docs, "Namespace")
     assert namespace["metadata"]["name"] == "staging"
     assert namespace["metadata"]["labels"]["quarks.cloudfoundry.org/monitored"] == RELEASE
     helper = [d for d in docs if d["metadata"].get("namespace") == "staging"]
-    assert sorted(d["kind"] for d in helper) == ["Role", "RoleBinding", "ServiceAccount"], helper
-    assert len(kind(docs, "Role")) == 1, "no leader-election Role with one replica"
+    assert sorted(d["kind"] for d in helper) == ["Role", "RoleBinding", "RoleBinding", "ServiceAccount"], helper
+    # The operator's rights in staging come from a RoleBinding to its namespace ClusterRole.
+    namespace_role = f"{RELEASE}-namespace"
+    assert f"--namespace-cluster-role={namespace_role}" in args, args
+    assert [b["roleRef"] for b in helper if b["kind"] == "RoleBinding" and b["roleRef"]["kind"] == "ClusterRole"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": namespace_role}], helper
+    assert not [r for r in kind(docs, "Role") if r["metadata"]["name"].endswith("-leader-election")], \
+        "no leader-election Role with one replica"
     crb = the(docs, "ClusterRoleBinding")
+    assert crb["roleRef"]["name"] == RELEASE, "only the cluster-wide ClusterRole is bound cluster-wide"
+    cluster_rules = the(docs, "ClusterRoleBinding") and [
+        c for c in kind(docs, "ClusterRole") if c["metadata"]["name"] == RELEASE][0]["rules"]
+    assert not [r for r in cluster_rules if {"secrets", "jobs", "configmaps"} & set(r["resources"])], cluster_rules
     sa_names = {d["metadata"]["name"] for d in kind(docs, "ServiceAccount") if d["metadata"]["namespace"] == NAMESPACE}
     assert crb["subjects"][0]["name"] in sa_names, (crb["subjects"], sa_names)
     assert the(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] in sa_names
@@ -223,11 +234,13 @@ def two_replicas(docs: list[Doc]) -> None:
     deployment = the(docs, "Deployment")
     assert deployment["spec"]["replicas"] == 2
     assert "--leader-election" in args_of(docs)
-    roles = [r for r in kind(docs, "Role") if r["metadata"]["namespace"] == NAMESPACE]
+    roles = [r for r in kind(docs, "Role") if r["metadata"]["namespace"] == NAMESPACE
+             and r["metadata"]["name"].endswith("-leader-election")]
     assert len(roles) == 1, roles
     leases = [rule for rule in roles[0]["rules"] if "leases" in rule["resources"]]
     assert any(f"quarks-job-{RELEASE}" in rule.get("resourceNames", []) for rule in leases), leases
-    bindings = [b for b in kind(docs, "RoleBinding") if b["metadata"]["namespace"] == NAMESPACE]
+    bindings = [b for b in kind(docs, "RoleBinding") if b["metadata"]["namespace"] == NAMESPACE
+                and b["metadata"]["name"].endswith("-leader-election")]
     assert [b["roleRef"]["name"] for b in bindings] == [roles[0]["metadata"]["name"]]
 
 
@@ -250,7 +263,7 @@ def original_values(docs: list[Doc]) -> None:
     assert f"--monitored-id={RELEASE}" in args, args
     assert the(docs, "Namespace")["metadata"]["labels"]["quarks.cloudfoundry.org/monitored"] == RELEASE
     # applyCRD, maxWorkers, logLevel honoured.
-    assert "--apply-crd" in args and "--max-workers=1" in args and "--log-level=debug" in args, args
+    assert "--apply-crd=true" in args and "--max-workers=1" in args and "--log-level=debug" in args, args
     # image.org cfcontainerization (the Go operator's) is mapped to this operator's image.
     image = container["image"]
     assert image.startswith("ghcr.io/quarks-job/quarks-job:") and "foobar" not in image, image
@@ -273,9 +286,10 @@ def original_values(docs: list[Doc]) -> None:
             "username": CREDENTIALS["username"], "password": CREDENTIALS["password"], "auth": auth}}}, config
     assert pod["imagePullSecrets"] == [{"name": pull_secret}], pod.get("imagePullSecrets")
     assert f"--persist-output-image-pull-secret={pull_secret}" in args, args
-    # persistOutputClusterRole.*: no ClusterRole for the helper any more (one ClusterRole: the
-    # operator's), nor the namespace label naming its account.
-    assert [d["metadata"]["name"] for d in kind(docs, "ClusterRole")] == [the(docs, "ClusterRoleBinding")["roleRef"]["name"]]
+    # persistOutputClusterRole.*: no ClusterRole for the helper any more (the operator's two: the
+    # cluster-wide one and its namespace role), nor the namespace label naming its account.
+    cluster_wide = the(docs, "ClusterRoleBinding")["roleRef"]["name"]
+    assert [d["metadata"]["name"] for d in kind(docs, "ClusterRole")] == [cluster_wide, f"{cluster_wide}-namespace"]
     assert "quarks.cloudfoundry.org/qjob-service-account" not in the(docs, "Namespace")["metadata"]["labels"]
 
 
@@ -322,10 +336,12 @@ def single_namespace_parts() -> None:
     no_namespace = render({"singleNamespace": {"createNamespace": False}}, include_crds=False)
     assert not kind(no_namespace, "Namespace")
     assert sorted(d["kind"] for d in no_namespace if d["metadata"].get("namespace") == "staging") == [
-        "Role", "RoleBinding", "ServiceAccount"]
+        "Role", "RoleBinding", "RoleBinding", "ServiceAccount"]
     no_account = render({"singleNamespace": {"createAccount": False}}, include_crds=False)
     assert the(no_account, "Namespace")["metadata"]["name"] == "staging"
-    assert not [d for d in no_account if d["metadata"].get("namespace") == "staging"]
+    # Only the operator's own RoleBinding there.
+    assert [(d["kind"], d["roleRef"]["kind"]) for d in no_account if d["metadata"].get("namespace") == "staging"] == [
+        ("RoleBinding", "ClusterRole")]
 
 
 def oci_registry_flags() -> None:

@@ -93,3 +93,20 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/name: {{ include "quarks-job.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+
+{{/* The ClusterRole a namespace's RoleBinding grants the operator (README "RBAC"). */}}
+{{- define "quarks-job.namespaceRole" -}}
+{{- printf "%s-namespace" (include "quarks-job.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The namespaces the chart binds the namespace ClusterRole in, as a JSON list: the created namespace (global.singleNamespace) and operator.namespaces. */}}
+{{- define "quarks-job.boundNamespaces" -}}
+{{- $names := list -}}
+{{- if .Values.global.singleNamespace.create -}}
+{{- $names = append $names .Values.global.singleNamespace.name -}}
+{{- end -}}
+{{- range .Values.operator.namespaces -}}
+{{- $names = append $names . -}}
+{{- end -}}
+{{- $names | uniq | toJson -}}
+{{- end -}}

@@ -55,6 +55,8 @@ pub struct Effects {
     pub observe_spec: bool,
     /// A succeeded Job to delete with its pods.
     pub delete_job: Option<String>,
+    /// Succeeded Jobs no run of ours made (the Go operator's), deleted with their pods.
+    pub delete_leftovers: Vec<String>,
     pub events: Vec<QuarksJobEvent>,
     /// What the controller does next when everything was written.
     pub then: Action,
@@ -69,6 +71,7 @@ impl Effects {
             write_strategy: None,
             observe_spec: false,
             delete_job: None,
+            delete_leftovers: Vec::new(),
             events: Vec::new(),
             then: Action::await_change(),
         }
@@ -77,6 +80,17 @@ impl Effects {
     /// Fail closed: no run, no strategy write, the reason in `Ready` (and an Event when it is
     /// news); what earlier stages recorded (output, a settled run) is kept.
     pub fn block(&mut self, qjob: &QuarksJob, blocked: Blocked, now: &Time) {
+        if let Blocked::Policy(failure) = &blocked
+            && failure.error.is_host_side()
+        {
+            // Not the namespace's policy failing (its previous call still runs, the engine is
+            // at capacity): nothing recorded, tried again soon.
+            self.run = None;
+            self.write_strategy = None;
+            self.observe_spec = false;
+            self.then = Action::requeue(failure.retry_after());
+            return;
+        }
         let (reason, message) = match &blocked {
             Blocked::Policy(failure) => (failure.error.code(), failure.message()),
             Blocked::Job(problem, message) => (problem.as_str(), message.clone()),
@@ -178,6 +192,10 @@ pub async fn apply(
     }
     write_status_if_changed(ctx, qjob, &effects.status).await?;
     if let Some(job) = &effects.delete_job {
+        delete_job(ctx, qjob, job).await?;
+    }
+    for job in &effects.delete_leftovers {
+        info!(job = %job, "deleting a succeeded Job no run of this operator made (the Go operator's), with its pods");
         delete_job(ctx, qjob, job).await?;
     }
     publish(ctx, qjob, &effects.events);

@@ -7,10 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::warn;
 
@@ -164,18 +163,29 @@ impl crate::output::write::OutputPolicyRunner for NamespaceOutputPolicy<'_> {
     }
 }
 
-/// A live view of the monitored namespaces (a reflector store filled by a label-selected watch).
-#[derive(Clone)]
+/// The namespaces the operator acts in: monitored (labelled for its id), with rights there
+/// and their watches synced. Kept by the runtime's per-namespace watches; a namespace labelled
+/// later joins once its caches are filled.
+#[derive(Clone, Default)]
 pub struct MonitoredNamespaces {
-    store: Store<Namespace>,
+    acting: Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
 }
 
 impl MonitoredNamespaces {
-    pub fn new(store: Store<Namespace>) -> Self {
-        MonitoredNamespaces { store }
+    pub fn contains(&self, namespace: &str) -> bool {
+        self.acting
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(namespace)
     }
 
-    pub fn contains(&self, namespace: &str) -> bool {
-        self.store.get(&ObjectRef::new(namespace)).is_some()
+    /// `namespace` is acted in (`true`) or not (`false`).
+    pub fn set(&self, namespace: &str, acting: bool) {
+        let mut set = self.acting.write().unwrap_or_else(|p| p.into_inner());
+        if acting {
+            set.insert(namespace.to_owned());
+        } else {
+            set.remove(namespace);
+        }
     }
 }

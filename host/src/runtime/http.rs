@@ -1,9 +1,11 @@
 //! The operator's HTTP endpoints: `/healthz` (the process serves), `/readyz` (caches synced and,
-//! with leader election, either leading or standing by) and `/metrics` (Prometheus).
+//! with leader election, either leading or standing by; failing with the reason while the
+//! operator refuses to act, e.g. on a served CRD that would prune its status) and `/metrics`
+//! (Prometheus).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -16,6 +18,15 @@ use crate::metrics::Metrics;
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+    /// Why the operator refuses to act (not ready, whatever `ready` says); `None` normally.
+    pub refused: Arc<Mutex<Option<String>>>,
+}
+
+impl HttpState {
+    /// Sets (or, with `None`, clears) why the operator refuses to act.
+    pub fn refuse(&self, why: Option<String>) {
+        *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
 }
 
 pub async fn serve(
@@ -36,11 +47,21 @@ pub async fn serve(
     Ok(())
 }
 
-async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
-    if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready")
+async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
+    let refused = state
+        .refused
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if let Some(why) = refused {
+        (StatusCode::SERVICE_UNAVAILABLE, why)
+    } else if state.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "caches not synced yet".to_owned(),
+        )
     }
 }
 

@@ -5,10 +5,12 @@
 
 pub mod heap;
 pub mod http;
+mod index;
 pub mod leader;
 pub mod namespaces;
 pub mod operator_key;
 pub mod rest_client;
+pub mod served_crd;
 mod watches;
 
 use std::net::SocketAddr;
@@ -41,6 +43,10 @@ pub struct OperatorConfig {
     pub listen: SocketAddr,
     pub leader_election: bool,
     pub operator_namespace: String,
+    /// The ClusterRole a namespace's RoleBinding grants the operator, and the operator's
+    /// ServiceAccount: what a `NamespaceNotBound` message tells to bind.
+    pub namespace_cluster_role: String,
+    pub service_account: String,
     pub limits: Limits,
     /// How the output helper runs, its image pulled as --persist-output-image-pull-* say.
     pub helper: crate::output::pod::HelperSpec,
@@ -58,17 +64,26 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     );
     let metrics = Arc::new(metrics::Metrics::default());
     let (client, endpoint) = client(&config, metrics.rest_client_requests_total.clone()).await?;
-    if config.apply_crd {
-        apply_crd(&client).await?;
-    }
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
     let ready = Arc::new(AtomicBool::new(false));
     let http_state = http::HttpState {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        refused: Default::default(),
     };
-    let http = tokio::spawn(http::serve(config.listen, http_state, shutdown.clone()));
+    let http = tokio::spawn(http::serve(
+        config.listen,
+        http_state.clone(),
+        shutdown.clone(),
+    ));
+    if config.apply_crd {
+        apply_crd(&client).await?;
+    }
+    if !wait_for_usable_crd(&client, &http_state, &shutdown).await? {
+        let _ = http.await;
+        return Ok(());
+    }
 
     let identity = format!("{}-{}", hostname(), std::process::id());
     let elector = config.leader_election.then(|| {
@@ -100,8 +115,14 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         wake_tx,
         config.oci.clone(),
     )?;
+    let monitored = MonitoredNamespaces::default();
+    let access = Arc::new(namespaces::NamespaceAccess::new(
+        monitored.clone(),
+        metrics.clone(),
+        &config,
+    ));
     let reconcile_caches = reconcile::context::Caches {
-        monitored: MonitoredNamespaces::new(caches.namespaces.clone()),
+        monitored,
         jobs: JobCache::new(caches.jobs.clone(), caches.jobs_synced.clone()),
         own_writes: Default::default(),
     };
@@ -115,12 +136,16 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         identity,
     ));
     watches::report_ready_when_synced(&caches, ready);
-    let controller = watches::controller(&config, &client, &ctx, caches, wake_rx)
+    let controller = watches::controller(&config, &client, &ctx, &access, caches, wake_rx)
         .graceful_shutdown_on({
             let shutdown = shutdown.clone();
             async move { shutdown.cancelled().await }
         })
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .run(
+            move |qjob, ctx| namespaces::reconcile(qjob, ctx, access.clone()),
+            reconcile::error_policy,
+            ctx,
+        )
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "controller event");
@@ -197,14 +222,80 @@ async fn apply_crd(client: &kube::Client) -> anyhow::Result<()> {
         &Patch::Apply(&crd),
     )
     .await?;
-    let established = kube::runtime::wait::await_condition(
-        api,
-        &name,
-        kube::runtime::wait::conditions::is_crd_established(),
-    );
+    // Polled by name (`get`, the one read the served-CRD check needs anyway), not watched: no
+    // list/watch grant on CRDs.
+    let established = async {
+        loop {
+            let crd = api.get(&name).await?;
+            let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+            if conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+            {
+                return Ok::<_, kube::Error>(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
     tokio::time::timeout(Duration::from_secs(30), established).await??;
     info!(crd = %name, "CRD applied and established");
     Ok(())
+}
+
+/// How often a served CRD that cannot hold the operator's status is read again.
+const CRD_RECHECK: Duration = Duration::from_secs(5);
+
+/// Reads the served QuarksJob CRD until it can hold everything the operator writes
+/// ([`served_crd::problems`]); meanwhile the operator does nothing, says why in its log and in
+/// `/readyz` (failing). `false` when shut down first.
+///
+/// A CRD that cannot be read for lack of permission (RBAC without the chart's `get` rule) is
+/// not checked: a warning says so and the operator goes on.
+async fn wait_for_usable_crd(
+    client: &kube::Client,
+    http: &http::HttpState,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let ours = crate::crd::crd();
+    let name = ours.name_any();
+    let mut reported = String::new();
+    loop {
+        let why = match api.get_opt(&name).await {
+            Ok(Some(served)) => {
+                let problems = served_crd::problems(&ours, &served);
+                if problems.is_empty() {
+                    break;
+                }
+                format!(
+                    "the served CRD {name} cannot hold what this operator writes: {}; refusing to act until it is replaced by this operator's CRD (`quarks-job crd | kubectl apply --server-side --force-conflicts -f -`, or run with --apply-crd)",
+                    problems.join("; ")
+                )
+            }
+            Ok(None) => format!(
+                "CRD {name} is not installed; waiting for it (install the chart's crds/, or run with --apply-crd)"
+            ),
+            Err(kube::Error::Api(e)) if e.code == 403 => {
+                tracing::warn!(crd = %name, error = %e.message, "cannot read the served CRD: not checked whether it can hold the operator's status");
+                break;
+            }
+            Err(e) => format!("cannot read CRD {name}: {e}"),
+        };
+        if why != reported {
+            error!("{why}");
+            reported = why.clone();
+        }
+        http.refuse(Some(why));
+        tokio::select! {
+            () = tokio::time::sleep(CRD_RECHECK) => {}
+            () = shutdown.cancelled() => return Ok(false),
+        }
+    }
+    if !reported.is_empty() {
+        info!(crd = %name, "the served CRD can hold the operator's status now");
+    }
+    http.refuse(None);
+    Ok(true)
 }
 
 fn spawn_signal_handler(shutdown: CancellationToken) {

@@ -18,5 +18,6 @@ mod pipeline;
 mod policies;
 mod registry;
 mod second_language;
+mod upgrade;
 
 pub use harness::*;

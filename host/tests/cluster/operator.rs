@@ -9,7 +9,7 @@ use quarks_job::crd::{QuarksJob, Strategy};
 
 use crate::{
     Cluster, DEADLINE, QJob, events_in, list_labelled, poll, put_config_map, run_count, runs_of,
-    set_strategy, wait_completed, wait_for, wait_status,
+    set_strategy, wait_completed, wait_for, wait_status, wait_until,
 };
 
 async fn qjob(c: &Cluster, name: &str) -> QuarksJob {
@@ -166,29 +166,31 @@ async fn config_map_changes_rerun_a_done_one_off_only_with_update_on_config_chan
 async fn secret_changes_and_new_versions_of_versioned_secrets_rerun_a_done_one_off() {
     let c = Cluster::start().await;
     let _op = c.operator().await;
-    let secret = |name: &str, value: &str, version: Option<u64>| {
-        let mut labels = serde_json::Map::new();
-        if let Some(v) = version {
-            labels.insert(
-                "quarks.cloudfoundry.org/secret-kind".into(),
-                "versionedSecret".into(),
-            );
-            labels.insert(
-                "quarks.cloudfoundry.org/secret-version".into(),
-                v.to_string().into(),
-            );
-        }
-        serde_json::from_value::<Secret>(serde_json::json!({"metadata": {"name": name, "labels": labels}, "stringData": {"value": value}})).unwrap()
-    };
     let secrets = c.api::<Secret>();
+    let plain: Secret = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "plain"}, "stringData": {"value": "a"}}),
+    )
+    .unwrap();
     secrets
-        .create(&PostParams::default(), &secret("plain", "a", None))
+        .create(&PostParams::default(), &plain)
         .await
         .unwrap();
-    secrets
-        .create(&PostParams::default(), &secret("creds-v1", "a", Some(1)))
-        .await
-        .unwrap();
+    // Versions of `creds` are what a producer QuarksJob writes from ConfigMap `source` (only
+    // versions the operator made count as versions).
+    put_config_map(&c, "source", "a").await;
+    let producer = QJob::new("producer", "once")
+        .update_on_config_change(true)
+        .script(r#"echo "{\"value\": \"$(cat /etc/source/value)\"}" > /mnt/quarks/creds.json"#)
+        .output(serde_json::json!({"outputMap": {"busybox": {"creds.json": {"name": "creds", "versioned": true}}}}))
+        .volume(
+            serde_json::json!({"name": "source", "configMap": {"name": "source"}}),
+            "/etc/source",
+        );
+    c.create_qjob(&producer).await;
+    wait_until("creds-v1", || async {
+        secrets.get_opt("creds-v1").await.unwrap()
+    })
+    .await;
     // The container checks that it sees the newest version of `creds`, whatever the template says.
     put_config_map(&c, "expected", "a").await;
     let env = serde_json::json!({"env": [
@@ -216,10 +218,7 @@ async fn secret_changes_and_new_versions_of_versioned_secrets_rerun_a_done_one_o
 
     // A new version, and the expectation of it, in one change each: the expectation first would
     // itself re-run (and fail) the job, so write the version first and the expectation after.
-    secrets
-        .create(&PostParams::default(), &secret("creds-v2", "b", Some(2)))
-        .await
-        .unwrap();
+    put_config_map(&c, "source", "b").await;
     wait_status(
         &c,
         &c.namespace,

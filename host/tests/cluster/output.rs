@@ -374,7 +374,7 @@ async fn invalid_files_write_nothing_and_are_reported_while_the_others_are_writt
         "invalid.json": {"name": "from-invalid"},
         "nested.json": {"name": "from-nested"},
         "big.json": {"name": "from-big"},
-        "badname.json": {"name": "Not_A_Valid.Name"},
+        "badname.json": {"name": "not..valid"},
     }}});
     let script = r#"cd /mnt/quarks
 printf '%s' '{"ok": "yes"}' > good.json

@@ -1,0 +1,274 @@
+//! Which QuarksJobs a ConfigMap or Secret concerns, without a scan: an index from
+//! `(namespace, kind, name)` (and, for versioned secrets, `(namespace, prefix)`) to the
+//! QuarksJobs whose pod template references it, and from a namespace to its QuarksJobs. It is
+//! kept current by the QuarksJob watch's events (see [`QuarksJobIndex::observe`]), so a change of
+//! a ConfigMap or Secret costs a hash lookup, whatever the number of QuarksJobs.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+
+use crate::crd::QuarksJob;
+use crate::names::versioned;
+use crate::reconcile::references::{ConfigKind, referenced_config};
+
+/// What a QuarksJob is found by.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+enum Key {
+    /// A referenced ConfigMap or Secret, by name.
+    Named(String, ConfigKind, String),
+    /// Any version of a versioned secret the template references (`<prefix>-v<N>`).
+    VersionedPrefix(String, String),
+    /// Every QuarksJob of the namespace.
+    Namespace(String),
+}
+
+#[derive(Default)]
+struct Inner {
+    by_key: HashMap<Key, HashSet<ObjectRef<QuarksJob>>>,
+    by_qjob: HashMap<ObjectRef<QuarksJob>, Vec<Key>>,
+    /// The QuarksJobs seen since the watch began a re-list (`Init`).
+    relisted: Option<HashSet<ObjectRef<QuarksJob>>>,
+}
+
+/// The QuarksJobs by what they reference and by namespace.
+#[derive(Default)]
+pub struct QuarksJobIndex {
+    inner: Mutex<Inner>,
+}
+
+fn keys_of(qjob: &QuarksJob) -> Vec<Key> {
+    let namespace = qjob.namespace().unwrap_or_default();
+    let mut keys = vec![Key::Namespace(namespace.clone())];
+    if let Some(pod) = qjob
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+    {
+        for reference in referenced_config(pod) {
+            if reference.kind == ConfigKind::Secret
+                && let Some(v) = versioned::parse_versioned_name(&reference.name)
+            {
+                keys.push(Key::VersionedPrefix(namespace.clone(), v.prefix));
+            }
+            keys.push(Key::Named(
+                namespace.clone(),
+                reference.kind,
+                reference.name,
+            ));
+        }
+    }
+    let mut unique = Vec::with_capacity(keys.len());
+    for key in keys {
+        if !unique.contains(&key) {
+            unique.push(key);
+        }
+    }
+    unique
+}
+
+impl Inner {
+    fn remove(&mut self, reference: &ObjectRef<QuarksJob>) {
+        for key in self.by_qjob.remove(reference).unwrap_or_default() {
+            if let Some(set) = self.by_key.get_mut(&key) {
+                set.remove(reference);
+                if set.is_empty() {
+                    self.by_key.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, qjob: &QuarksJob) {
+        let reference = ObjectRef::from_obj(qjob);
+        let keys = keys_of(qjob);
+        if self.by_qjob.get(&reference) == Some(&keys) {
+            return;
+        }
+        self.remove(&reference);
+        for key in &keys {
+            self.by_key
+                .entry(key.clone())
+                .or_default()
+                .insert(reference.clone());
+        }
+        self.by_qjob.insert(reference, keys);
+    }
+
+    fn get(&self, key: &Key) -> impl Iterator<Item = &ObjectRef<QuarksJob>> {
+        self.by_key.get(key).into_iter().flatten()
+    }
+}
+
+impl QuarksJobIndex {
+    /// Follows the QuarksJob watch (before its events reach the controller).
+    pub fn observe(&self, event: &watcher::Event<QuarksJob>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match event {
+            watcher::Event::Apply(qjob) => inner.insert(qjob),
+            watcher::Event::Delete(qjob) => inner.remove(&ObjectRef::from_obj(qjob)),
+            watcher::Event::Init => inner.relisted = Some(HashSet::new()),
+            watcher::Event::InitApply(qjob) => {
+                inner.insert(qjob);
+                if let Some(seen) = inner.relisted.as_mut() {
+                    seen.insert(ObjectRef::from_obj(qjob));
+                }
+            }
+            watcher::Event::InitDone => {
+                let seen = inner.relisted.take().unwrap_or_default();
+                let gone: Vec<ObjectRef<QuarksJob>> = inner
+                    .by_qjob
+                    .keys()
+                    .filter(|r| !seen.contains(*r))
+                    .cloned()
+                    .collect();
+                for reference in gone {
+                    inner.remove(&reference);
+                }
+            }
+        }
+    }
+
+    /// The QuarksJobs of a namespace.
+    pub fn in_namespace(&self, namespace: &str) -> Vec<ObjectRef<QuarksJob>> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .get(&Key::Namespace(namespace.to_owned()))
+            .cloned()
+            .collect()
+    }
+
+    /// The QuarksJobs whose pod template references ConfigMap/Secret `name` in `namespace`:
+    /// by name, or (a Secret) as another version of a versioned secret it references.
+    pub fn referencing(
+        &self,
+        namespace: &str,
+        kind: ConfigKind,
+        name: &str,
+    ) -> Vec<ObjectRef<QuarksJob>> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut found: HashSet<ObjectRef<QuarksJob>> = inner
+            .get(&Key::Named(namespace.to_owned(), kind, name.to_owned()))
+            .cloned()
+            .collect();
+        if kind == ConfigKind::Secret
+            && let Some(v) = versioned::parse_versioned_name(name)
+        {
+            found.extend(
+                inner
+                    .get(&Key::VersionedPrefix(namespace.to_owned(), v.prefix))
+                    .cloned(),
+            );
+        }
+        found.into_iter().collect()
+    }
+
+    /// How many QuarksJobs are indexed.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_qjob
+            .len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn qjob(namespace: &str, name: &str, env: serde_json::Value) -> QuarksJob {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "quarks.cloudfoundry.org/v1alpha1", "kind": "QuarksJob",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"trigger": {"strategy": "once"}, "template": {"spec": {"template": {"spec": {
+                "containers": [{"name": "c", "image": "busybox", "env": env}]
+            }}}}},
+        }))
+        .unwrap()
+    }
+
+    fn from_secret(name: &str) -> serde_json::Value {
+        serde_json::json!([{"name": "A", "valueFrom": {"secretKeyRef": {"name": name, "key": "k"}}}])
+    }
+
+    fn from_config_map(name: &str) -> serde_json::Value {
+        serde_json::json!([{"name": "A", "valueFrom": {"configMapKeyRef": {"name": name, "key": "k"}}}])
+    }
+
+    fn names(refs: Vec<ObjectRef<QuarksJob>>) -> Vec<String> {
+        let mut names: Vec<String> = refs.into_iter().map(|r| r.name).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn finds_the_referencing_quarks_jobs_by_name_kind_namespace_and_version() {
+        let index = QuarksJobIndex::default();
+        index.observe(&watcher::Event::Apply(qjob("a", "s", from_secret("creds"))));
+        index.observe(&watcher::Event::Apply(qjob(
+            "a",
+            "c",
+            from_config_map("creds"),
+        )));
+        index.observe(&watcher::Event::Apply(qjob("a", "v", from_secret("pw-v3"))));
+        index.observe(&watcher::Event::Apply(qjob("b", "s", from_secret("creds"))));
+        assert_eq!(
+            names(index.referencing("a", ConfigKind::Secret, "creds")),
+            ["s"]
+        );
+        assert_eq!(
+            names(index.referencing("a", ConfigKind::ConfigMap, "creds")),
+            ["c"]
+        );
+        // A new version of the versioned secret concerns its referencer.
+        assert_eq!(
+            names(index.referencing("a", ConfigKind::Secret, "pw-v4")),
+            ["v"]
+        );
+        assert!(
+            index
+                .referencing("a", ConfigKind::Secret, "other")
+                .is_empty()
+        );
+        assert_eq!(names(index.in_namespace("a")), ["c", "s", "v"]);
+    }
+
+    #[test]
+    fn follows_changes_deletions_and_relists() {
+        let index = QuarksJobIndex::default();
+        index.observe(&watcher::Event::Apply(qjob("a", "q", from_secret("one"))));
+        // The template now references another Secret: the old entry goes.
+        index.observe(&watcher::Event::Apply(qjob("a", "q", from_secret("two"))));
+        assert!(index.referencing("a", ConfigKind::Secret, "one").is_empty());
+        assert_eq!(
+            names(index.referencing("a", ConfigKind::Secret, "two")),
+            ["q"]
+        );
+        index.observe(&watcher::Event::Apply(qjob("a", "r", from_secret("two"))));
+        index.observe(&watcher::Event::Delete(qjob("a", "r", from_secret("two"))));
+        assert_eq!(
+            names(index.referencing("a", ConfigKind::Secret, "two")),
+            ["q"]
+        );
+        // A re-list without `q` (deleted while the watch was down) forgets it.
+        index.observe(&watcher::Event::Init);
+        index.observe(&watcher::Event::InitApply(qjob(
+            "a",
+            "p",
+            from_secret("two"),
+        )));
+        index.observe(&watcher::Event::InitDone);
+        assert_eq!(
+            names(index.referencing("a", ConfigKind::Secret, "two")),
+            ["p"]
+        );
+        assert_eq!(index.len(), 1);
+    }
+}
