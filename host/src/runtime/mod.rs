@@ -136,6 +136,12 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         identity,
     ));
     watches::report_ready_when_synced(&caches, ready);
+    if shutdown.is_cancelled() {
+        // Stopped during start-up: nothing runs yet, nothing to wait for.
+        let _ = http.await;
+        info!("stopped");
+        return Ok(());
+    }
     let controller = watches::controller(&config, &client, &ctx, &access, caches, wake_rx)
         .graceful_shutdown_on({
             let shutdown = shutdown.clone();
@@ -151,12 +157,27 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
                 tracing::debug!(%error, "controller event");
             }
         });
-    let led = run_while_leading(controller, elector.as_ref()).await;
+    let led = tokio::select! {
+        led = run_while_leading(controller, elector.as_ref()) => led,
+        // kube-runtime's graceful shutdown waits for running reconciles, and, when the stop
+        // comes before the caches first synced, for a sync that no longer happens: the
+        // process ends anyway a while after the request (Kubernetes would SIGKILL it later).
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles still running at the end of the shutdown grace; stopping anyway");
+            Ok(())
+        }
+    };
     shutdown.cancel();
     let _ = http.await;
     info!("stopped");
     led
 }
+
+/// How long a shutdown waits for running reconciles (the chart's pods get 30 s to end).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Waits to lead (a standby replica is healthy and ready; it just does not act). `false` when
 /// shut down first.

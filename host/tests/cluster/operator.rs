@@ -475,3 +475,25 @@ async fn two_replicas_with_leader_election_never_both_act() {
         stays_at(&c, &format!("q{i}"), 1).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_stopped_during_start_up_exits_promptly() {
+    let c = Cluster::start().await;
+    for delay_ms in [100, 300, 600] {
+        let op = crate::OperatorProcess::spawn(
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_quarks-job"))
+                .args(["--kubeconfig", c.kubeconfig.to_str().unwrap()])
+                .args(["--monitored-id", &c.monitored_id, "--listen", "127.0.0.1:0"])
+                .env_remove("KUBECONFIG"),
+        );
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let started = std::time::Instant::now();
+        op.stop().await;
+        // Before the fix it waited for a cache sync that no longer came, for good.
+        assert!(
+            started.elapsed() < Duration::from_secs(12),
+            "stopped {delay_ms} ms after start, it took {:?} to exit",
+            started.elapsed()
+        );
+    }
+}
