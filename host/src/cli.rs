@@ -79,6 +79,12 @@ pub struct OperatorArgs {
     /// The output helper gives up waiting for its containers after this many seconds.
     #[arg(long, env = "PERSIST_OUTPUT_DEADLINE_SECONDS", default_value_t = 3600)]
     pub persist_output_deadline_seconds: u64,
+    /// Count versioned secrets the operator did not make (no valid seal) as versions, as the
+    /// original did: needed where other writers (the Quarks operator) make versions that
+    /// QuarksJobs reference. Risk: whoever may create Secrets in a namespace can then redirect
+    /// its versioned references (e.g. with a `-v999999`).
+    #[arg(long, env = "TRUST_UNSEALED_VERSIONS", default_value_t = false)]
+    pub trust_unsealed_versions: bool,
     /// Pull policy of the output helper's container; by default the cluster's (IfNotPresent
     /// for a tagged image). The environment variable is the original operator's.
     #[arg(long, env = "DOCKER_IMAGE_PULL_POLICY", value_parser = ["Always", "IfNotPresent", "Never"])]
@@ -338,6 +344,7 @@ fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
             max_module_bytes: args.oci.policy_max_module_kib.saturating_mul(1024),
             cache_dir: args.oci.policy_cache_dir,
         },
+        trust_unsealed_versions: args.trust_unsealed_versions,
         helper: crate::output::pod::HelperSpec {
             image: args.persist_output_image,
             deadline_seconds: args.persist_output_deadline_seconds,

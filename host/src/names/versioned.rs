@@ -58,8 +58,9 @@ fn parse_version(digits: &str) -> Option<u64> {
 }
 
 /// Newest version per prefix among Secrets (their metadata) labelled
-/// secret-kind=versionedSecret whose name, version label and seal agree: `sealed(name,
-/// version, seal)` checks the operator's seal ([`VERSION_SEAL_ANNOTATION`]).
+/// secret-kind=versionedSecret whose name and version label agree and that `counts(name,
+/// version, seal)` accepts — the operator's check of its seal ([`VERSION_SEAL_ANNOTATION`],
+/// `None` when there is none).
 ///
 /// Pass the Secrets of one namespace: versions are per namespace, like the references to them.
 /// A Secret whose name and label disagree was edited by hand, and one without the operator's
@@ -67,7 +68,7 @@ fn parse_version(digits: &str) -> Option<u64> {
 /// foreign `<prefix>-v999999` changes neither what references resolve to nor the next number.
 pub fn newest_versions<'a>(
     secrets: impl IntoIterator<Item = &'a ObjectMeta>,
-    sealed: impl Fn(&str, u64, &str) -> bool,
+    counts: impl Fn(&str, u64, Option<&str>) -> bool,
 ) -> BTreeMap<String, u64> {
     let mut newest: BTreeMap<String, u64> = BTreeMap::new();
     for metadata in secrets {
@@ -96,7 +97,7 @@ pub fn newest_versions<'a>(
             .annotations
             .as_ref()
             .and_then(|a| a.get(VERSION_SEAL_ANNOTATION));
-        if !seal.is_some_and(|seal| sealed(name, parsed.version, seal)) {
+        if !counts(name, parsed.version, seal.map(String::as_str)) {
             continue;
         }
         let entry = newest.entry(parsed.prefix).or_insert(parsed.version);
@@ -142,7 +143,7 @@ mod tests {
     /// A stand-in for the operator's seal check: `seal-of-<name>` is the valid seal.
     fn newest(secrets: &[Secret]) -> BTreeMap<String, u64> {
         newest_versions(secrets.iter().map(|s| &s.metadata), |name, _, seal| {
-            seal == format!("seal-of-{name}")
+            seal == Some(format!("seal-of-{name}").as_str())
         })
     }
 

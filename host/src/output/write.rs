@@ -99,6 +99,7 @@ pub async fn consume(
     qjob: &QuarksJob,
     listed: &Secret,
     check: HandOverCheck<'_>,
+    trust: VersionTrust<'_>,
     run_written: &mut usize,
 ) -> Result<Consumed, kube::Error> {
     let namespace = qjob.namespace().unwrap_or_default();
@@ -129,7 +130,7 @@ pub async fn consume(
         Err(problem) => vec![files::record(&job, "", "", vec![], Some(&problem))],
         Ok((manifest, data)) => {
             let staged = files::staged_files(qjob, &manifest, data);
-            write_files(&secrets, policy, qjob, &job, staged, check.key, run_written).await?
+            write_files(&secrets, policy, qjob, &job, staged, trust, run_written).await?
         }
     };
     match secrets.delete(&name, &DeleteParams::default()).await {
@@ -147,7 +148,7 @@ async fn write_files(
     qjob: &QuarksJob,
     job: &str,
     staged: Vec<StagedFile>,
-    key: &OperatorKey,
+    trust: VersionTrust<'_>,
     run_written: &mut usize,
 ) -> Result<Vec<OutputRecord>, kube::Error> {
     let mut versions = None;
@@ -174,7 +175,7 @@ async fn write_files(
                 None => {
                     for spec in &specs {
                         written.push(if spec.versioned {
-                            write_versioned(secrets, spec, qjob, key, &mut versions).await?
+                            write_versioned(secrets, spec, qjob, trust, &mut versions).await?
                         } else {
                             write_plain(secrets, spec, qjob).await?
                         });
@@ -237,11 +238,30 @@ async fn write_plain(
 /// another writer took a version.
 type NewestVersions = BTreeMap<String, u64>;
 
-/// The newest sealed version of every prefix in the namespace (metadata only): versions the
-/// operator did not make do not count.
+/// Which Secrets count as versions: those the operator sealed; with `unsealed` (the
+/// operator's `--trust-unsealed-versions`) also unsealed ones other writers made, such as the
+/// Quarks operator's own versioned secrets. A Secret with a seal that does not verify never
+/// counts.
+#[derive(Clone, Copy, Debug)]
+pub struct VersionTrust<'a> {
+    pub key: &'a OperatorKey,
+    pub unsealed: bool,
+}
+
+impl VersionTrust<'_> {
+    fn counts(&self, namespace: &str, name: &str, version: u64, seal: Option<&str>) -> bool {
+        match seal {
+            Some(seal) => self.key.verify_version_seal(namespace, name, version, seal),
+            None => self.unsealed,
+        }
+    }
+}
+
+/// The newest version of every prefix in the namespace (metadata only), as far as `trust`
+/// counts them.
 pub async fn read_newest_versions(
     secrets: &Api<Secret>,
-    key: &OperatorKey,
+    trust: VersionTrust<'_>,
 ) -> Result<NewestVersions, kube::Error> {
     let listed = secrets
         .list_metadata(
@@ -252,7 +272,7 @@ pub async fn read_newest_versions(
     let namespace = secrets_namespace(secrets);
     Ok(newest_versions(
         listed.iter().map(|m| &m.metadata),
-        |name, version, seal| key.verify_version_seal(&namespace, name, version, seal),
+        |name, version, seal| trust.counts(&namespace, name, version, seal),
     ))
 }
 
@@ -268,12 +288,13 @@ async fn write_versioned(
     secrets: &Api<Secret>,
     spec: &SecretSpec,
     qjob: &QuarksJob,
-    key: &OperatorKey,
+    trust: VersionTrust<'_>,
     known: &mut Option<NewestVersions>,
 ) -> Result<String, kube::Error> {
+    let key = trust.key;
     let versions = match known {
         Some(versions) => versions,
-        None => known.insert(read_newest_versions(secrets, key).await?),
+        None => known.insert(read_newest_versions(secrets, trust).await?),
     };
     let namespace = secrets_namespace(secrets);
     let mut last_error = None;
@@ -314,7 +335,7 @@ async fn write_versioned(
                 last_error = Some(kube::Error::Api(e));
                 // Someone took this number: another writer (look again, its version may hold
                 // the same content) or a foreign Secret (never counted: skip past it).
-                *versions = read_newest_versions(secrets, key).await?;
+                *versions = read_newest_versions(secrets, trust).await?;
                 taken = version;
             }
             Err(e) => return Err(e),

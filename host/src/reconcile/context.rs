@@ -19,7 +19,7 @@ use crate::crd::QuarksJob;
 use crate::metrics::Metrics;
 use crate::output::handover::HandoverSetup;
 use crate::output::pod::HelperSpec;
-use crate::output::write::{HelperIdentity, RejectedHandOvers};
+use crate::output::write::{HelperIdentity, RejectedHandOvers, VersionTrust};
 use crate::policy::PolicyError;
 use crate::policy::calls::NamespacePolicies;
 use crate::policy::contract::{OutputInput, OutputResult};
@@ -35,6 +35,8 @@ pub struct Context {
     /// The operator key and the API server's address, for the runs' hand-over Secrets.
     pub handover: HandoverSetup,
     pub rejected_hand_overs: RejectedHandOvers,
+    /// Count unsealed versioned secrets (other writers') as versions (`--trust-unsealed-versions`).
+    pub trust_unsealed_versions: bool,
     pub caches: Caches,
     pub metrics: Arc<Metrics>,
     /// Events to publish, in the background: a reconcile does not wait for them.
@@ -74,9 +76,18 @@ impl Context {
             helper_identity: HelperIdentity::default(),
             handover,
             rejected_hand_overs: RejectedHandOvers::default(),
+            trust_unsealed_versions: false,
             caches,
             metrics,
             backoff: Backoff::default(),
+        }
+    }
+
+    /// Which Secrets count as versions of versioned secrets.
+    pub fn version_trust(&self) -> VersionTrust<'_> {
+        VersionTrust {
+            key: &self.handover.key,
+            unsealed: self.trust_unsealed_versions,
         }
     }
 

@@ -121,7 +121,7 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
     let leftovers = settle::settle_leftovers(&jobs.others, &mut effects.status);
     effects.delete_leftovers = leftovers.delete;
 
-    let config = referenced_config_now(&ctx.client, qjob, &ctx.handover.key).await?;
+    let config = referenced_config_now(&ctx.client, qjob, ctx.version_trust()).await?;
     let event = trigger_event(qjob, settled.finished_now, config.digest.as_deref());
     let run_active = settled.run_active || leftovers.active;
     let input = trigger_input(

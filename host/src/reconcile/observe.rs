@@ -19,8 +19,7 @@ use super::digest::{ConfigContent, config_digest};
 use super::references::{ConfigKind, referenced_config, rewrite_versioned_references};
 use crate::crd::{QuarksJob, QuarksJobStatus};
 use crate::names::job::{QJOB_NAME_LABEL, job_name, qjob_name_label_value};
-use crate::output::write::read_newest_versions;
-use crate::seal::OperatorKey;
+use crate::output::write::{VersionTrust, read_newest_versions};
 
 /// The referenced config of a QuarksJob as it is now.
 pub struct ConfigObservation {
@@ -37,7 +36,7 @@ pub struct ConfigObservation {
 pub async fn referenced_config_now(
     client: &kube::Client,
     qjob: &QuarksJob,
-    key: &OperatorKey,
+    trust: VersionTrust<'_>,
 ) -> Result<ConfigObservation, kube::Error> {
     let namespace = qjob.metadata.namespace.as_deref().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
@@ -54,7 +53,7 @@ pub async fn referenced_config_now(
     // Only list versioned secrets (metadata: only the operator's sealed versions count) when
     // the template could reference one.
     let newest = if refs_before.iter().any(|r| r.kind == ConfigKind::Secret) {
-        read_newest_versions(&secrets, key).await?
+        read_newest_versions(&secrets, trust).await?
     } else {
         BTreeMap::new()
     };

@@ -75,7 +75,17 @@ pub async fn write_staged_output(
             .filter(|r| r.job == job)
             .map(|r| r.secrets.len())
             .sum();
-        match consume(&ctx.client, &runner, qjob, listed, check, &mut run_written).await? {
+        match consume(
+            &ctx.client,
+            &runner,
+            qjob,
+            listed,
+            check,
+            ctx.version_trust(),
+            &mut run_written,
+        )
+        .await?
+        {
             Consumed::Written(records) => {
                 prune_versions(ctx, qjob, &records).await?;
                 for record in records {

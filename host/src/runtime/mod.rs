@@ -52,6 +52,8 @@ pub struct OperatorConfig {
     pub helper: crate::output::pod::HelperSpec,
     /// Policies from OCI registries.
     pub oci: OciSettings,
+    /// Versioned secrets without the operator's seal count as versions too.
+    pub trust_unsealed_versions: bool,
 }
 
 /// Runs the operator until SIGINT/SIGTERM.
@@ -126,7 +128,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         jobs: JobCache::new(caches.jobs.clone(), caches.jobs_synced.clone()),
         own_writes: Default::default(),
     };
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         NamespacePolicies::new(resolver, CpuBudget::default(), metrics.clone()),
         config.helper.clone(),
@@ -134,7 +136,9 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         reconcile_caches,
         metrics,
         identity,
-    ));
+    );
+    ctx.trust_unsealed_versions = config.trust_unsealed_versions;
+    let ctx = Arc::new(ctx);
     watches::report_ready_when_synced(&caches, ready);
     if shutdown.is_cancelled() {
         // Stopped during start-up: nothing runs yet, nothing to wait for.

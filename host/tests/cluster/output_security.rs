@@ -532,3 +532,41 @@ async fn an_output_file_fanning_out_to_thousands_of_secrets_writes_none_of_them(
     .await;
     assert_eq!(string_value(&wait_secret(&c, "foo-json").await, "a"), "b");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_trust_unsealed_versions_versions_other_writers_made_count_as_before() {
+    let c = Cluster::start().await;
+    // Where another component (the Quarks operator) writes versions, as the original allowed.
+    let _op = c
+        .operator_with(&c.monitored_id, &["--trust-unsealed-versions"])
+        .await;
+    for version in [1, 2] {
+        let made_elsewhere: Secret = serde_json::from_value(json!({
+            "metadata": {
+                "name": format!("manifest-v{version}"),
+                "labels": {
+                    "quarks.cloudfoundry.org/secret-kind": "versionedSecret",
+                    "quarks.cloudfoundry.org/secret-version": version.to_string(),
+                },
+            },
+            "stringData": {"value": "x"},
+        }))
+        .unwrap();
+        c.api::<Secret>()
+            .create(&PostParams::default(), &made_elsewhere)
+            .await
+            .unwrap();
+    }
+    let consumer = QJob::new("consumer", "once").script("sleep 60").volume(
+        json!({"name": "m", "secret": {"secretName": "manifest-v1"}}),
+        "/etc/m",
+    );
+    c.create_qjob(&consumer).await;
+    let job = first_job(&c, "consumer").await;
+    let volumes = job.spec.unwrap().template.spec.unwrap().volumes.unwrap();
+    let mounted: Vec<_> = volumes
+        .iter()
+        .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
+        .collect();
+    assert_eq!(mounted, ["manifest-v2"]);
+}
