@@ -273,8 +273,9 @@ async fn create_job(
     }
 }
 
-/// Writes the status when it differs from what the QuarksJob has.
-async fn write_status_if_changed(
+/// Writes the status when it differs from what the QuarksJob has (the one way status is
+/// written).
+pub async fn write_status_if_changed(
     ctx: &Context,
     qjob: &QuarksJob,
     status: &QuarksJobStatus,

@@ -11,13 +11,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 
 use crate::crd::QuarksJob;
 use crate::metrics::Metrics;
-use crate::names::{FIELD_MANAGER, MONITORED_LABEL};
+use crate::names::MONITORED_LABEL;
 use crate::reconcile::context::{Context, MonitoredNamespaces};
 use crate::reconcile::status::{ConditionType, condition, set_condition};
 use crate::reconcile::{self, ReconcileError};
@@ -155,18 +154,5 @@ async fn mark_not_bound(
         qjob.metadata.generation,
         &now,
     );
-    let api: Api<QuarksJob> =
-        Api::namespaced(ctx.client.clone(), &qjob.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": QuarksJob::api_version(&()),
-        "kind": QuarksJob::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &qjob.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+    reconcile::apply::write_status_if_changed(ctx, qjob, &status).await
 }

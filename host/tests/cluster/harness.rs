@@ -714,3 +714,53 @@ pub fn runs_of(name: &str) -> String {
         quarks_job::names::job::qjob_name_label_value(name)
     )
 }
+
+/// A one-off whose output `output.json` becomes versioned secret `foo-json-v<N>`, holding the
+/// value of ConfigMap `input` (key `value`), and that runs again when that ConfigMap changes.
+pub fn versioned_from_config(name: &str) -> QJob {
+    let script = r#"echo "{\"value\": \"$(cat /etc/config/value)\"}" > /mnt/quarks/output.json"#;
+    output_qjob(name, script, true)
+        .update_on_config_change(true)
+        .volume(
+            serde_json::json!({"name": "config", "configMap": {"name": "input"}}),
+            "/etc/config",
+        )
+}
+
+/// A one-off that keeps running (a succeeded Job is deleted) with Secret `secret` mounted.
+pub fn consumer_of(name: &str, secret: &str) -> QJob {
+    QJob::new(name, "once").script("sleep 60").volume(
+        serde_json::json!({"name": "mounted", "secret": {"secretName": secret}}),
+        "/etc/mounted",
+    )
+}
+
+/// The Secrets a Job's pod mounts as volumes.
+pub fn mounted_secrets(job: &k8s_openapi::api::batch::v1::Job) -> Vec<String> {
+    job.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|pod| pod.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
+        .collect()
+}
+
+/// Creates Secret `name` in the test's namespace with `labels` and `string_data`, as a user
+/// with kubectl would.
+pub async fn put_secret(
+    c: &Cluster,
+    name: &str,
+    labels: serde_json::Value,
+    string_data: serde_json::Value,
+) {
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": labels}, "stringData": string_data
+    }))
+    .unwrap();
+    c.api::<k8s_openapi::api::core::v1::Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create Secret");
+}

@@ -50,15 +50,9 @@ async fn the_seed_example_becomes_secret_foo_json_and_a_missing_file_is_reported
 async fn versioned_output_writes_a_new_version_only_when_the_content_changes() {
     let c = Cluster::start().await;
     let _op = c.operator().await;
-    let script = r#"echo "{\"value\": \"$(cat /etc/config/value)\"}" > /mnt/quarks/output.json"#;
-    let qjob = output_qjob("versioned", script, true)
-        .update_on_config_change(true)
-        .volume(
-            json!({"name": "config", "configMap": {"name": "input"}}),
-            "/etc/config",
-        );
     put_config_map(&c, "input", "a").await;
-    c.create_qjob(&qjob).await;
+    c.create_qjob(&crate::versioned_from_config("versioned"))
+        .await;
     let v1 = wait_secret(&c, "foo-json-v1").await;
     let labels = v1.metadata.labels.clone().unwrap();
     assert_eq!(
@@ -838,21 +832,11 @@ async fn keep_versions_deletes_older_versions_except_those_a_running_job_mounts(
     c.create_qjob(&producer).await;
     wait_secret(&c, "foo-json-v1").await;
     // Something that only looks like a version: never the operator's to delete.
-    let lookalike: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "foo-json-v0000", "labels": {"quarks.cloudfoundry.org/secret-kind": "versionedSecret"}},
-        "stringData": {"value": "mine"},
-    }))
-    .unwrap();
-    c.api::<Secret>()
-        .create(&Default::default(), &lookalike)
-        .await
-        .unwrap();
+    let kind = json!({"quarks.cloudfoundry.org/secret-kind": "versionedSecret"});
+    crate::put_secret(&c, "foo-json-v0000", kind, json!({"value": "mine"})).await;
     // A consumer still running with v1 mounted.
-    let consumer = QJob::new("consumer", "once").script("sleep 60").volume(
-        json!({"name": "pw", "secret": {"secretName": "foo-json-v1"}}),
-        "/etc/pw",
-    );
-    c.create_qjob(&consumer).await;
+    c.create_qjob(&crate::consumer_of("consumer", "foo-json-v1"))
+        .await;
     wait_for("the consumer's Job", || async {
         !list_labelled::<k8s_openapi::api::batch::v1::Job>(&c, &c.namespace, &runs_of("consumer"))
             .await

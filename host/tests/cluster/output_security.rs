@@ -11,16 +11,13 @@ use kube::api::PostParams;
 use serde_json::json;
 
 use crate::{
-    Cluster, DEADLINE, QJob, events_in, list_labelled, output_qjob, poll, put_config_map,
-    qjob_status, runs_of, secret_opt, wait_secret, wait_status, wait_until,
+    Cluster, DEADLINE, QJob, consumer_of, events_in, list_labelled, mounted_secrets, output_qjob,
+    poll, put_config_map, put_secret, qjob_status, runs_of, secret_opt, versioned_from_config,
+    wait_secret, wait_status, wait_until,
 };
 
 const STAGING_LABEL: &str = "quarks.cloudfoundry.org/output-staging";
 const QJOB_NAME_LABEL: &str = "quarks.cloudfoundry.org/qjob-name";
-
-fn secret(name: &str, data: serde_json::Value) -> Secret {
-    serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data})).unwrap()
-}
 
 fn string_value(secret: &Secret, key: &str) -> String {
     String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
@@ -82,13 +79,13 @@ async fn tenant(c: &Cluster) -> kube::Client {
 async fn a_secret_the_operator_did_not_make_is_not_overwritten_and_the_collision_is_reported() {
     let c = Cluster::start().await;
     let _op = c.operator().await;
-    c.api::<Secret>()
-        .create(
-            &PostParams::default(),
-            &secret("db-credentials", json!({"password": "original"})),
-        )
-        .await
-        .unwrap();
+    put_secret(
+        &c,
+        "db-credentials",
+        json!({}),
+        json!({"password": "original"}),
+    )
+    .await;
     // Anyone who may create QuarksJobs names that Secret as output.
     let output = json!({"outputMap": {"busybox": {
         "output.json": {"name": "db-credentials"},
@@ -132,13 +129,7 @@ async fn a_secret_the_operator_did_not_make_is_not_overwritten_and_the_collision
 async fn reserved_labels_cannot_make_an_existing_secret_look_like_staging() {
     let c = Cluster::start().await;
     let _op = c.operator().await;
-    c.api::<Secret>()
-        .create(
-            &PostParams::default(),
-            &secret("victim", json!({"token": "keep-me"})),
-        )
-        .await
-        .unwrap();
+    put_secret(&c, "victim", json!({}), json!({"token": "keep-me"})).await;
     // The staging markers as secretLabels: once on the victim, the next reconcile would have
     // "consumed" and deleted it.
     let output = json!({
@@ -322,10 +313,7 @@ async fn a_squatted_staging_name_does_not_stop_the_real_hand_over() {
     })
     .await;
     let squat = format!("{}-output-busybox", pod.metadata.name.unwrap());
-    c.api::<Secret>()
-        .create(&PostParams::default(), &secret(&squat, json!({"x": "y"})))
-        .await
-        .unwrap();
+    put_secret(&c, &squat, json!({}), json!({"x": "y"})).await;
     let written = wait_secret(&c, "foo-json").await;
     assert_eq!(string_value(&written, "foo"), "real");
     assert_eq!(
@@ -430,15 +418,8 @@ async fn a_template_with_its_own_service_account_writes_its_output() {
 async fn a_foreign_version_999999_moves_neither_the_mounted_version_nor_the_next_number() {
     let c = Cluster::start().await;
     let _op = c.operator().await;
-    let script = r#"echo "{\"value\": \"$(cat /etc/config/value)\"}" > /mnt/quarks/output.json"#;
-    let producer = output_qjob("producer", script, true)
-        .update_on_config_change(true)
-        .volume(
-            json!({"name": "config", "configMap": {"name": "input"}}),
-            "/etc/config",
-        );
     put_config_map(&c, "input", "a").await;
-    c.create_qjob(&producer).await;
+    c.create_qjob(&versioned_from_config("producer")).await;
     wait_secret(&c, "foo-json-v1").await;
 
     // Everything a version carries, but not made by the operator.
@@ -461,21 +442,9 @@ async fn a_foreign_version_999999_moves_neither_the_mounted_version_nor_the_next
         .unwrap();
 
     // A consumer of the newest version mounts v1.
-    let consumer = QJob::new("consumer", "once")
-        // Still running when looked at (a succeeded Job is deleted).
-        .script("sleep 60")
-        .volume(
-            json!({"name": "pw", "secret": {"secretName": "foo-json-v1"}}),
-            "/etc/pw",
-        );
-    c.create_qjob(&consumer).await;
+    c.create_qjob(&consumer_of("consumer", "foo-json-v1")).await;
     let job = first_job(&c, "consumer").await;
-    let volumes = job.spec.unwrap().template.spec.unwrap().volumes.unwrap();
-    let mounted: Vec<_> = volumes
-        .iter()
-        .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
-        .collect();
-    assert_eq!(mounted, ["foo-json-v1"]);
+    assert_eq!(mounted_secrets(&job), ["foo-json-v1"]);
 
     // The next version of the producer is 2.
     put_config_map(&c, "input", "b").await;
@@ -541,32 +510,19 @@ async fn with_trust_unsealed_versions_versions_other_writers_made_count_as_befor
         .operator_with(&c.monitored_id, &["--trust-unsealed-versions"])
         .await;
     for version in [1, 2] {
-        let made_elsewhere: Secret = serde_json::from_value(json!({
-            "metadata": {
-                "name": format!("manifest-v{version}"),
-                "labels": {
-                    "quarks.cloudfoundry.org/secret-kind": "versionedSecret",
-                    "quarks.cloudfoundry.org/secret-version": version.to_string(),
-                },
-            },
-            "stringData": {"value": "x"},
-        }))
-        .unwrap();
-        c.api::<Secret>()
-            .create(&PostParams::default(), &made_elsewhere)
-            .await
-            .unwrap();
+        let labels = json!({
+            "quarks.cloudfoundry.org/secret-kind": "versionedSecret",
+            "quarks.cloudfoundry.org/secret-version": version.to_string(),
+        });
+        put_secret(
+            &c,
+            &format!("manifest-v{version}"),
+            labels,
+            json!({"value": "x"}),
+        )
+        .await;
     }
-    let consumer = QJob::new("consumer", "once").script("sleep 60").volume(
-        json!({"name": "m", "secret": {"secretName": "manifest-v1"}}),
-        "/etc/m",
-    );
-    c.create_qjob(&consumer).await;
+    c.create_qjob(&consumer_of("consumer", "manifest-v1")).await;
     let job = first_job(&c, "consumer").await;
-    let volumes = job.spec.unwrap().template.spec.unwrap().volumes.unwrap();
-    let mounted: Vec<_> = volumes
-        .iter()
-        .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
-        .collect();
-    assert_eq!(mounted, ["manifest-v2"]);
+    assert_eq!(mounted_secrets(&job), ["manifest-v2"]);
 }
