@@ -526,3 +526,26 @@ async fn with_trust_unsealed_versions_versions_other_writers_made_count_as_befor
     let job = first_job(&c, "consumer").await;
     assert_eq!(mounted_secrets(&job), ["manifest-v2"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_secret_labelled_with_the_quarks_jobs_mark_is_adopted() {
+    let c = Cluster::start().await;
+    let _op = c.operator().await;
+    // Written by the Go operator, say; adopted by labelling it for QuarksJob `adopter`.
+    put_secret(
+        &c,
+        "foo-json",
+        json!({QJOB_NAME_LABEL: "adopter"}),
+        json!({"foo": "old", "stale": "x"}),
+    )
+    .await;
+    let script = r#"echo '{"foo": "new"}' > /mnt/quarks/output.json"#;
+    c.create_qjob(&output_qjob("adopter", script, false)).await;
+    let written = wait_until("the adopted Secret rewritten", || async {
+        secret_opt(&c, "foo-json")
+            .await
+            .filter(|s| string_value(s, "foo") == "new")
+    })
+    .await;
+    assert_eq!(string_value(&written, "foo"), "new");
+}
