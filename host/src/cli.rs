@@ -76,6 +76,16 @@ pub struct OperatorArgs {
     /// Image of the output helper added to pods with output (the operator's own image).
     #[arg(long, env = "PERSIST_OUTPUT_IMAGE", default_value = concat!("ghcr.io/quarks-job/quarks-job:", env!("CARGO_PKG_VERSION")))]
     pub persist_output_image: String,
+    /// The output helper's ClusterRole (secrets create; pods get/list/watch), which the operator
+    /// binds to the helper's ServiceAccount in each monitored namespace; it must exist (the
+    /// chart creates it; `quarks-job persist-output-cluster-role | kubectl apply -f -` otherwise)
+    /// and the operator needs `bind` on it.
+    #[arg(
+        long,
+        env = "PERSIST_OUTPUT_CLUSTER_ROLE",
+        default_value = crate::output::pod::DEFAULT_HELPER_CLUSTER_ROLE
+    )]
+    pub persist_output_cluster_role: String,
     /// The output helper gives up waiting for its containers after this many seconds.
     #[arg(long, env = "PERSIST_OUTPUT_DEADLINE_SECONDS", default_value_t = 3600)]
     pub persist_output_deadline_seconds: u64,
@@ -113,6 +123,13 @@ pub enum LogFormat {
 pub enum Command {
     /// Print the QuarksJob CustomResourceDefinition (apiextensions.k8s.io/v1) as YAML.
     Crd,
+    /// Print the output helper's ClusterRole (rbac.authorization.k8s.io/v1) as YAML, for
+    /// `kubectl apply -f -` where the chart does not create it.
+    PersistOutputClusterRole {
+        /// Its name (the operator's --persist-output-cluster-role).
+        #[arg(long, default_value = crate::output::pod::DEFAULT_HELPER_CLUSTER_ROLE)]
+        name: String,
+    },
     /// Print the version of quarks-job and of the policy contract it speaks.
     Version,
     /// The output helper in a Job's pod: hands the files the served containers wrote to
@@ -290,6 +307,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match command {
         Command::Crd => print_stdout(&crate::crd::crd_yaml()?),
+        Command::PersistOutputClusterRole { name } => print_stdout(&serde_yaml::to_string(
+            &crate::output::write::helper_cluster_role(&name),
+        )?),
         Command::Version => print_stdout(&format!(
             "quarks-job {} (policy contract quarks:policy@{})\n",
             crate::VERSION,
@@ -335,6 +355,7 @@ fn run_operator(args: OperatorArgs) -> anyhow::Result<()> {
         leader_election: args.leader_election,
         operator_namespace: args.operator_namespace,
         namespace_cluster_role: args.namespace_cluster_role,
+        persist_output_cluster_role: args.persist_output_cluster_role,
         service_account: args.service_account,
         limits: args.limits.limits(),
         oci: crate::policy::resolver::OciSettings {

@@ -206,11 +206,27 @@ def defaults(docs: list[Doc]) -> None:
     assert namespace["metadata"]["name"] == "staging"
     assert namespace["metadata"]["labels"]["quarks.cloudfoundry.org/monitored"] == RELEASE
     helper = [d for d in docs if d["metadata"].get("namespace") == "staging"]
-    assert sorted(d["kind"] for d in helper) == ["Role", "RoleBinding", "RoleBinding", "ServiceAccount"], helper
+    assert sorted(d["kind"] for d in helper) == ["RoleBinding", "RoleBinding", "ServiceAccount"], helper
+    # The output helper's ClusterRole (persistOutputClusterRole, the original's default name),
+    # passed to the operator, bound to the helper's account in staging; the operator holds only
+    # `bind` on it, and none of its pod rights.
+    helper_role = "qjob-persist-output"
+    assert f"--persist-output-cluster-role={helper_role}" in args, args
+    helper_rules = [c for c in kind(docs, "ClusterRole") if c["metadata"]["name"] == helper_role][0]["rules"]
+    assert helper_rules == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+                            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}], helper_rules
+    assert [b["roleRef"] for b in helper if b["kind"] == "RoleBinding" and b["metadata"]["name"] == "quarks-job-persist-output"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": helper_role}], helper
+    operator_rules = [r for c in kind(docs, "ClusterRole") + kind(docs, "Role") if c["metadata"]["name"] != helper_role
+                      for r in c["rules"]]
+    assert not [r for r in operator_rules if "pods" in r["resources"] or "roles" in r["resources"]], operator_rules
+    binds = [r for r in operator_rules if "bind" in r["verbs"]]
+    assert binds == [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
+                      "resourceNames": [helper_role], "verbs": ["bind"]}], binds
     # The operator's rights in staging come from a RoleBinding to its namespace ClusterRole.
     namespace_role = f"{RELEASE}-namespace"
     assert f"--namespace-cluster-role={namespace_role}" in args, args
-    assert [b["roleRef"] for b in helper if b["kind"] == "RoleBinding" and b["roleRef"]["kind"] == "ClusterRole"] == [
+    assert [b["roleRef"] for b in helper if b["kind"] == "RoleBinding" and b["metadata"]["name"] != "quarks-job-persist-output"] == [
         {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": namespace_role}], helper
     assert not [r for r in kind(docs, "Role") if r["metadata"]["name"].endswith("-leader-election")], \
         "no leader-election Role with one replica"
@@ -286,10 +302,12 @@ def original_values(docs: list[Doc]) -> None:
             "username": CREDENTIALS["username"], "password": CREDENTIALS["password"], "auth": auth}}}, config
     assert pod["imagePullSecrets"] == [{"name": pull_secret}], pod.get("imagePullSecrets")
     assert f"--persist-output-image-pull-secret={pull_secret}" in args, args
-    # persistOutputClusterRole.*: no ClusterRole for the helper any more (the operator's two: the
-    # cluster-wide one and its namespace role), nor the namespace label naming its account.
+    # persistOutputClusterRole.*: the helper's ClusterRole under the original's name, bound in the
+    # created namespace and passed to the operator; no namespace label naming its account.
     cluster_wide = the(docs, "ClusterRoleBinding")["roleRef"]["name"]
-    assert [d["metadata"]["name"] for d in kind(docs, "ClusterRole")] == [cluster_wide, f"{cluster_wide}-namespace"]
+    assert [d["metadata"]["name"] for d in kind(docs, "ClusterRole")] == [
+        cluster_wide, f"{cluster_wide}-namespace", "qjob-persist-output"]
+    assert "--persist-output-cluster-role=qjob-persist-output" in args, args
     assert "quarks.cloudfoundry.org/qjob-service-account" not in the(docs, "Namespace")["metadata"]["labels"]
 
 
@@ -298,9 +316,11 @@ def original_values_notes() -> None:
     when it is set."""
     values = set_values([], [str(ORIGINAL_VALUES)])
     text = notes(values)
-    for key in ["image.org=cfcontainerization", "persistOutputClusterRole.*", "global.contextTimeout",
+    for key in ["image.org=cfcontainerization", "global.contextTimeout",
                 "global.meltdownDuration and global.meltdownRequeueAfter"]:
         assert f"  - {key}" in text, f"NOTES.txt does not mention {key}:\n{text}"
+    # persistOutputClusterRole.* is honoured again: no "no effect" line.
+    assert "  - persistOutputClusterRole" not in text, text
     assert "Image pull secret" not in text, "no credentials, no pull secret"
     with_credentials = notes(merge(values, {"global": {"image": {"credentials": CREDENTIALS}}}))
     assert "Image pull secret quarks-job-pull-secret" in with_credentials, with_credentials
@@ -336,12 +356,31 @@ def single_namespace_parts() -> None:
     no_namespace = render({"singleNamespace": {"createNamespace": False}}, include_crds=False)
     assert not kind(no_namespace, "Namespace")
     assert sorted(d["kind"] for d in no_namespace if d["metadata"].get("namespace") == "staging") == [
-        "Role", "RoleBinding", "RoleBinding", "ServiceAccount"]
+        "RoleBinding", "RoleBinding", "ServiceAccount"]
     no_account = render({"singleNamespace": {"createAccount": False}}, include_crds=False)
     assert the(no_account, "Namespace")["metadata"]["name"] == "staging"
     # Only the operator's own RoleBinding there.
     assert [(d["kind"], d["roleRef"]["kind"]) for d in no_account if d["metadata"].get("namespace") == "staging"] == [
         ("RoleBinding", "ClusterRole")]
+
+
+def persist_output_cluster_role() -> None:
+    """persistOutputClusterRole.name names the helper's ClusterRole everywhere (the operator's flag,
+    its `bind` rule, the created namespace's RoleBinding); create=false leaves it out (NOTES says
+    it must exist)."""
+    docs = render({"persistOutputClusterRole": {"name": "team-helper"}}, include_crds=False)
+    assert "--persist-output-cluster-role=team-helper" in args_of(docs)
+    assert "team-helper" in [c["metadata"]["name"] for c in kind(docs, "ClusterRole")]
+    assert [r["resourceNames"] for c in kind(docs, "ClusterRole") for r in c["rules"] if "bind" in r["verbs"]] == [
+        ["team-helper"]]
+    assert [b["roleRef"]["name"] for b in kind(docs, "RoleBinding") if b["metadata"]["name"] == "quarks-job-persist-output"] == [
+        "team-helper"]
+    values = {"persistOutputClusterRole": {"create": False}}
+    without = render(values, include_crds=False)
+    assert "qjob-persist-output" not in [c["metadata"]["name"] for c in kind(without, "ClusterRole")]
+    assert "--persist-output-cluster-role=qjob-persist-output" in args_of(without)
+    assert "quarks-job persist-output-cluster-role --name qjob-persist-output" in notes(values)
+    assert "persist-output-cluster-role --name" not in notes({})
 
 
 def oci_registry_flags() -> None:
@@ -425,6 +464,7 @@ def check() -> int:
     checks.run("NOTES.txt names the original chart's keys without effect", original_values_notes)
     checks.run("the default monitored id follows the original chart's rule", monitored_id_follows_the_original_rule)
     checks.run("singleNamespace.createNamespace/createAccount", single_namespace_parts)
+    checks.run("persistOutputClusterRole.create/name", persist_output_cluster_role)
     checks.run("operator.oci.* become --policy-allow-* flags", oci_registry_flags)
     checks.run("values.schema.json refuses invalid values", invalid_values_are_refused)
     checks.run("the chart ships the CRD", crds_match_code)

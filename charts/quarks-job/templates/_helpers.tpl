@@ -82,6 +82,11 @@ after an upgrade to this one only if the default id is the same, so only the id 
 quarks-job-persist-output
 {{- end -}}
 
+{{/* The output helper's ClusterRole (persistOutputClusterRole.name, the original chart's default). */}}
+{{- define "quarks-job.helperClusterRole" -}}
+{{- .Values.persistOutputClusterRole.name | default "qjob-persist-output" -}}
+{{- end -}}
+
 {{- define "quarks-job.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}

@@ -23,6 +23,8 @@ pub const HELPER_CONTAINER: &str = "quarks-persist-output";
 /// The helper's ServiceAccount: the hand-over token is one of its tokens (the pod runs as the
 /// template's account).
 pub const HELPER_SERVICE_ACCOUNT: &str = "quarks-job-persist-output";
+/// The helper's ClusterRole when `--persist-output-cluster-role` names none.
+pub const DEFAULT_HELPER_CLUSTER_ROLE: &str = "quarks-job-persist-output";
 /// Where the helper container, and only it, mounts the run's hand-over Secret.
 pub const HANDOVER_DIR: &str = "/var/run/secrets/quarks-job/handover";
 /// The pod volume of the hand-over Secret.

@@ -8,12 +8,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 
 use super::files::{self, FileOutcome, FilePlan, StagedFile};
-use super::pod::HELPER_SERVICE_ACCOUNT;
+use super::pod::{DEFAULT_HELPER_CLUSTER_ROLE, HELPER_SERVICE_ACCOUNT};
 use super::problem::OutputProblem;
 use super::staging::{self, Rejection, STAGING_LABEL};
 use crate::crd::{OutputRecord, QuarksJob};
@@ -375,14 +375,47 @@ impl RejectedHandOvers {
     }
 }
 
-/// Per namespace, once per process: the helper's ServiceAccount, a Role that may only create
-/// Secrets and read Pods (to see its own pod's containers finish), and the RoleBinding.
-#[derive(Default)]
+/// The rules of the output helper's ClusterRole (`--persist-output-cluster-role`, the chart's
+/// `persistOutputClusterRole`), which a RoleBinding in each monitored namespace grants the
+/// helper's ServiceAccount there.
+pub fn helper_cluster_role(name: &str) -> ClusterRole {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
+        "rules": [
+            // Hand the output over: create staging Secrets. No get/list/update: it can read
+            // and change no other Secret.
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+            // See its own pod's containers terminate (a watch on its own pod by name).
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        ],
+    }))
+    .expect("a ClusterRole")
+}
+
+/// Per namespace, once per process: the helper's ServiceAccount and a RoleBinding granting it
+/// the helper's ClusterRole ([`helper_cluster_role`]) there. The operator writes no Role: a
+/// RoleBinding to that ClusterRole needs only `bind` on it (kube-apiserver's escalation
+/// check), not the rights it grants.
 pub struct HelperIdentity {
+    cluster_role: String,
     ready: Mutex<HashSet<String>>,
 }
 
+impl Default for HelperIdentity {
+    fn default() -> Self {
+        HelperIdentity::new(DEFAULT_HELPER_CLUSTER_ROLE.to_owned())
+    }
+}
+
 impl HelperIdentity {
+    /// `cluster_role`: the helper's ClusterRole (`--persist-output-cluster-role`).
+    pub fn new(cluster_role: String) -> Self {
+        HelperIdentity {
+            cluster_role,
+            ready: Mutex::default(),
+        }
+    }
+
     pub async fn ensure(&self, client: &kube::Client, namespace: &str) -> Result<(), kube::Error> {
         if self
             .ready
@@ -398,25 +431,34 @@ impl HelperIdentity {
         Api::<ServiceAccount>::namespaced(client.clone(), namespace)
             .patch(name, &params, &Patch::Apply(&sa))
             .await?;
-        let role = serde_json::json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name},
-            "rules": [
-                // Hand the output over: create staging Secrets. No get/list/update: it can read
-                // and change no other Secret.
-                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
-                // See its own pod's containers terminate (a watch on its own pod by name).
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-            ],
+        let role_ref = serde_json::json!({
+            "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": self.cluster_role,
         });
-        Api::<Role>::namespaced(client.clone(), namespace)
-            .patch(name, &params, &Patch::Apply(&role))
-            .await?;
+        let bindings = Api::<RoleBinding>::namespaced(client.clone(), namespace);
+        // roleRef is immutable: a binding to something else (the Role an earlier version of
+        // the operator or of the chart wrote) is replaced.
+        if let Some(existing) = bindings.get_opt(name).await?
+            && serde_json::to_value(&existing.role_ref).ok().as_ref() != Some(&role_ref)
+        {
+            tracing::info!(
+                namespace,
+                binding = name,
+                from = ?existing.role_ref,
+                to = %self.cluster_role,
+                "replacing the output helper's RoleBinding (roleRef cannot change)"
+            );
+            match bindings.delete(name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
         let binding = serde_json::json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "roleRef": role_ref,
             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
         });
-        Api::<RoleBinding>::namespaced(client.clone(), namespace)
+        bindings
             .patch(name, &params, &Patch::Apply(&binding))
             .await?;
         self.ready

@@ -47,6 +47,8 @@ pub struct OperatorConfig {
     /// ServiceAccount: what a `NamespaceNotBound` message tells to bind.
     pub namespace_cluster_role: String,
     pub service_account: String,
+    /// The output helper's ClusterRole, bound in each namespace (`--persist-output-cluster-role`).
+    pub persist_output_cluster_role: String,
     pub limits: Limits,
     /// How the output helper runs, its image pulled as --persist-output-image-pull-* say.
     pub helper: crate::output::pod::HelperSpec,
@@ -138,6 +140,8 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         identity,
     );
     ctx.trust_unsealed_versions = config.trust_unsealed_versions;
+    ctx.helper_identity =
+        crate::output::write::HelperIdentity::new(config.persist_output_cluster_role.clone());
     let ctx = Arc::new(ctx);
     watches::report_ready_when_synced(&caches, ready);
     if shutdown.is_cancelled() {

@@ -300,11 +300,17 @@ impl Deployed {
 
         // `helm template` (CRDs included, in Helm's install order).
         let single_namespace = format!("global.singleNamespace.name={staging}");
+        // The helper's ClusterRole is cluster-wide: on a shared cluster each install has its own
+        // (two `kubectl apply` creating one object at once would collide).
+        let helper_role = format!("persistOutputClusterRole.name={release}-persist-output");
         let mut values: Vec<&str> = Vec::new();
         for file in files {
             values.extend(["--values", file.to_str().unwrap()]);
         }
         values.extend(["--set", &single_namespace]);
+        if cluster.sim.is_none() {
+            values.extend(["--set", &helper_role]);
+        }
         for set in sets {
             values.extend(["--set", set]);
         }
@@ -567,6 +573,48 @@ impl Deployed {
             .to_owned()
     }
 
+    /// The output helper's ClusterRole (`--persist-output-cluster-role`).
+    fn helper_cluster_role(&self) -> String {
+        self.operator
+            .args
+            .iter()
+            .find_map(|a| a.strip_prefix("--persist-output-cluster-role="))
+            .expect("the Deployment names the helper's ClusterRole")
+            .to_owned()
+    }
+
+    /// What an earlier release wrote in `namespace` for the output helper (by an admin, as that
+    /// operator held the rights): a Role `quarks-job-persist-output` and a RoleBinding of that
+    /// name to it.
+    async fn leave_an_earlier_releases_helper_binding(&self, namespace: &str) {
+        use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+        let name = "quarks-job-persist-output";
+        let role: Role = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "rules": [
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+            ],
+        }))
+        .unwrap();
+        let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        }))
+        .unwrap();
+        self.cluster
+            .api_in::<Role>(namespace)
+            .create(&Default::default(), &role)
+            .await
+            .unwrap();
+        self.cluster
+            .api_in::<RoleBinding>(namespace)
+            .create(&Default::default(), &binding)
+            .await
+            .unwrap();
+    }
+
     /// The opt-in the README documents: a RoleBinding in `namespace` to the namespace ClusterRole.
     async fn bind(&self, namespace: &str) {
         let service_account = format!(
@@ -747,12 +795,28 @@ async fn the_rendered_chart_applied_with_kubectl_runs_an_output_job_under_its_ow
     // In the namespace the chart created (with the helper's Role and RoleBinding)...
     run_output_job(&d, &d.staging.clone()).await;
     // ...and in one labelled later and bound by hand (README: the opt-in), where the operator
-    // creates the helper's ServiceAccount, Role and RoleBinding itself: on kube-apiserver,
-    // creating a Role passes the RBAC escalation check only if the operator holds everything
-    // the Role grants there.
+    // writes the helper's ServiceAccount and a RoleBinding to the helper's ClusterRole itself: on
+    // kube-apiserver, that binding passes the RBAC escalation check by the operator's `bind` on
+    // that ClusterRole (it holds none of the pod rights the role grants). There an earlier
+    // release left the helper's Role and a RoleBinding to it: roleRef cannot change, so the
+    // operator replaces the binding.
     let later = format!("{}-later", d.staging);
     d.create_bound_namespace(&later).await;
+    d.leave_an_earlier_releases_helper_binding(&later).await;
     run_output_job(&d, &later).await;
+    let helper_binding = d
+        .cluster
+        .api_in::<k8s_openapi::api::rbac::v1::RoleBinding>(&later)
+        .get("quarks-job-persist-output")
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            helper_binding.role_ref.kind.as_str(),
+            helper_binding.role_ref.name.as_str()
+        ),
+        ("ClusterRole", d.helper_cluster_role().as_str())
+    );
 
     // Sufficient: nothing the operator asked for was refused (its own request counter).
     d.assert_none_refused().await;
@@ -824,15 +888,18 @@ async fn the_rendered_chart_applied_with_kubectl_runs_an_output_job_under_its_ow
             || has("customresourcedefinitions")
             // The operator key is created by the first operator on a cluster only.
             || (verb == "create" && has("secrets") && rule.get("resourceNames").is_none())
-        // Held only so the operator may grant it in the helper's Role (RBAC escalation rule).
-            || has("pods")
+        // `bind` is no request verb: kube-apiserver's RBAC escalation check asks for it when
+        // the operator writes the helper's RoleBinding (the real-cluster pass proves it;
+        // kubesim does not check escalation).
+            || verb == "bind"
             // A Job is read directly only when the cache does not have it yet (a Job made by
             // a previous process of the operator, found after a restart).
             || (verb == "get" && has("jobs"))
             // Server-side apply that creates an object is authorized as `create` by
             // kube-apiserver (the later namespace's run needs it there: the real-cluster pass
             // proves it); kubesim authorizes every apply as `patch`.
-            || (verb == "create" && (has("serviceaccounts") || has("roles") || has("secrets")))
+            || (verb == "create"
+                && (has("serviceaccounts") || has("rolebindings") || has("secrets")))
             // `patch` of an Event is for a repeated Event (a series); one run repeats none.
             || (verb == "patch" && has("events"))
             // --apply-crd creates the CRD when it is new; here the chart's crds/ made it.
@@ -924,12 +991,25 @@ async fn the_original_charts_values_install_and_each_key_is_honoured_mapped_or_n
     let notes = d.install_check["notes"].as_str().unwrap();
     for key in [
         "image.org=cfcontainerization",
-        "persistOutputClusterRole.*",
         "global.contextTimeout",
         "global.meltdownDuration and global.meltdownRequeueAfter",
     ] {
         assert!(notes.contains(&format!("  - {key}")), "{key}:\n{notes}");
     }
+    // persistOutputClusterRole.* is honoured: the helper's ClusterRole by that name (the
+    // original's, on kubesim), passed to the operator, which binds it for the runs below.
+    assert!(!notes.contains("  - persistOutputClusterRole"), "{notes}");
+    let helper_role = d.helper_cluster_role();
+    if d.cluster.sim.is_some() {
+        assert_eq!(helper_role, "qjob-persist-output");
+    }
+    assert!(
+        d.docs
+            .iter()
+            .any(|doc| doc["kind"] == "ClusterRole"
+                && doc["metadata"]["name"] == helper_role.as_str()),
+        "the chart creates ClusterRole {helper_role}"
+    );
 
     // The default monitored id is the original chart's for this release name and namespace.
     let monitored_id = original_default_monitored_id(&d.release, &d.operator.namespace);
@@ -1017,6 +1097,23 @@ async fn the_operator_can_neither_create_jobs_nor_read_secrets_outside_its_bound
         "the operator may list every Secret"
     );
     let staging = d.staging.clone();
+    // The output helper's rights are the helper's, not the operator's: it may bind that one
+    // ClusterRole where it is bound, no other role, and read no pod.
+    let helper_role = format!("clusterroles/{}", d.helper_cluster_role());
+    for denied in [
+        ["list", "pods", "-n", staging.as_str()],
+        ["get", "pods", "-n", staging.as_str()],
+        ["watch", "pods", "-n", staging.as_str()],
+        ["create", "roles", "-n", staging.as_str()],
+        ["bind", "clusterroles/cluster-admin", "-n", staging.as_str()],
+        ["bind", helper_role.as_str(), "-n", "kube-system"],
+    ] {
+        assert!(!d.can_i(&denied), "the operator may {denied:?}");
+    }
+    assert!(
+        d.can_i(&["bind", helper_role.as_str(), "-n", staging.as_str()]),
+        "the operator may not bind {helper_role} in {staging}"
+    );
     for allowed in [
         ["create", "jobs", "-n", staging.as_str()],
         ["get", "secrets", "-n", staging.as_str()],

@@ -97,7 +97,27 @@ impl Cluster {
         cluster
             .create_namespace(&cluster.namespace, Some(&cluster.monitored_id))
             .await;
+        cluster.ensure_helper_cluster_role().await;
         cluster
+    }
+
+    /// The output helper's ClusterRole under the operator's default name
+    /// (`--persist-output-cluster-role`), as the chart would create it: the operators of the
+    /// tests run with an admin kubeconfig and no chart, and bind it in each namespace. Server-side
+    /// applied with the same rules by every test of a shared cluster (a concurrent first create
+    /// is retried).
+    async fn ensure_helper_cluster_role(&self) {
+        let name = quarks_job::output::pod::DEFAULT_HELPER_CLUSTER_ROLE;
+        let role = quarks_job::output::write::helper_cluster_role(name);
+        let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(self.client.clone());
+        let params = PatchParams::apply("quarks-job-tests").force();
+        for attempt in 0.. {
+            match roles.patch(name, &params, &Patch::Apply(&role)).await {
+                Ok(_) => return,
+                Err(kube::Error::Api(e)) if e.code == 409 && attempt < 5 => {}
+                Err(e) => panic!("ClusterRole {name}: {e}"),
+            }
+        }
     }
 
     /// The test's kubesim; only `kubesim_only_…` tests may ask for it.
