@@ -8,6 +8,7 @@
 mod chart;
 mod examples;
 mod harness;
+mod hostile;
 mod hostile_registry;
 mod leader;
 mod oci;
