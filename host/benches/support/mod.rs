@@ -180,6 +180,21 @@ impl Operator {
             .sum()
     }
 
+    /// Each label set of a counter or gauge from `/metrics`: (`{labels}` text, value).
+    pub async fn metric_samples(&self, name: &str) -> Vec<(String, f64)> {
+        let body = http_get(self.addr, "/metrics")
+            .await
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        body.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                Some((series[name.len()..].to_owned(), value.parse::<f64>().ok()?))
+            })
+            .collect()
+    }
+
     pub async fn stop(mut self) {
         let _ = std::process::Command::new("kill")
             .arg("-TERM")
