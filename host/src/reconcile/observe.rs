@@ -5,8 +5,8 @@
 //! each QuarksJob, so that a reconcile on a cached copy older than that write waits for the
 //! watch instead of acting twice. Reads only; decisions are made elsewhere.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
@@ -120,12 +120,73 @@ pub struct RunJobs {
 pub struct JobCache {
     store: Store<Job>,
     synced: CancellationToken,
+    owners: Arc<JobOwners>,
+}
+
+/// The cached Jobs by the uid of the QuarksJob controlling them, kept current by whatever
+/// writes the store (the Job watches): a QuarksJob's Jobs are looked up, not found by scanning
+/// every cached Job of the cluster (which made reconciles quadratic in the number of Jobs).
+#[derive(Default)]
+pub struct JobOwners {
+    by_owner: Mutex<HashMap<String, HashSet<ObjectRef<Job>>>>,
+}
+
+impl JobOwners {
+    /// A Job entered the store, or changed.
+    pub fn applied(&self, job: &Job) {
+        if let Some(owner) = controller_uid(job) {
+            self.lock()
+                .entry(owner.to_owned())
+                .or_default()
+                .insert(ObjectRef::from_obj(job));
+        }
+    }
+
+    /// A Job left the store.
+    pub fn deleted(&self, job: &Job) {
+        let Some(owner) = controller_uid(job) else {
+            return;
+        };
+        let mut by_owner = self.lock();
+        if let Some(jobs) = by_owner.get_mut(owner) {
+            jobs.remove(&ObjectRef::from_obj(job));
+            if jobs.is_empty() {
+                by_owner.remove(owner);
+            }
+        }
+    }
+
+    fn of(&self, qjob_uid: &str) -> Vec<ObjectRef<Job>> {
+        self.lock()
+            .get(qjob_uid)
+            .map(|jobs| jobs.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<ObjectRef<Job>>>> {
+        self.by_owner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The uid of the QuarksJob controlling a Job.
+fn controller_uid(job: &Job) -> Option<&str> {
+    job.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true) && o.kind == "QuarksJob")
+        .map(|o| o.uid.as_str())
 }
 
 impl JobCache {
-    /// `synced` is cancelled once the reflector filling `store` has listed all Jobs.
-    pub fn new(store: Store<Job>, synced: CancellationToken) -> Self {
-        JobCache { store, synced }
+    /// `synced` is cancelled once the reflector filling `store` has listed all Jobs; `owners`
+    /// is kept by the same writer.
+    pub fn new(store: Store<Job>, synced: CancellationToken, owners: Arc<JobOwners>) -> Self {
+        JobCache {
+            store,
+            synced,
+            owners,
+        }
     }
 
     /// Drops what no reconcile reads from a Job before it is cached.
@@ -159,9 +220,10 @@ impl JobCache {
 
     /// The cached Jobs in `namespace` controlled by the QuarksJob with `qjob_uid`.
     fn controlled_by(&self, namespace: &str, qjob_uid: &str) -> Vec<Job> {
-        self.store
-            .state()
-            .iter()
+        self.owners
+            .of(qjob_uid)
+            .into_iter()
+            .filter_map(|reference| self.store.get(&reference))
             .filter(|job| {
                 job.metadata.namespace.as_deref() == Some(namespace)
                     && super::job::is_controlled_by(job, qjob_uid)
@@ -254,7 +316,13 @@ const OWN_WRITE_PATIENCE: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct OwnWrites {
     by_uid: Mutex<HashMap<String, OwnWrite>>,
+    /// The size at which expired writes are next pruned: twice what a prune left (at least
+    /// [`OWN_WRITES_PRUNED_FROM`]), so that pruning costs O(1) per write, amortised.
+    prune_at: std::sync::atomic::AtomicUsize,
 }
+
+/// Writes are not pruned before there are this many.
+const OWN_WRITES_PRUNED_FROM: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct OwnWrite {
@@ -284,8 +352,12 @@ impl OwnWrites {
         };
         let now = Instant::now();
         let mut by_uid = self.by_uid.lock().unwrap_or_else(|p| p.into_inner());
-        if by_uid.len() >= 4096 {
+        let prune_at = self.prune_at.load(std::sync::atomic::Ordering::Relaxed);
+        if by_uid.len() >= prune_at.max(OWN_WRITES_PRUNED_FROM) {
             by_uid.retain(|_, w| now.duration_since(w.at) < OWN_WRITE_PATIENCE);
+            let next = (2 * by_uid.len()).max(OWN_WRITES_PRUNED_FROM);
+            self.prune_at
+                .store(next, std::sync::atomic::Ordering::Relaxed);
         }
         by_uid.insert(
             uid,
@@ -404,5 +476,34 @@ mod tests {
         writes.record(&qjob(1, serde_json::json!({})), Some(2), &started(1));
         // The user changed the spec again after the operator's write.
         assert!(!writes.predates_own_write(&qjob(3, serde_json::json!({"runCount": 1}))));
+    }
+
+    #[test]
+    fn jobs_are_found_by_the_quarks_job_controlling_them() {
+        let job = |name: &str, owner: &str| -> Job {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "ns", "ownerReferences": [{
+                    "apiVersion": "quarks.cloudfoundry.org/v1alpha1", "kind": "QuarksJob",
+                    "name": "q", "uid": owner, "controller": true
+                }]}
+            }))
+            .unwrap()
+        };
+        let owners = JobOwners::default();
+        owners.applied(&job("q-1", "a"));
+        owners.applied(&job("q-2", "a"));
+        owners.applied(&job("r-1", "b"));
+        owners.applied(&job("q-2", "a"));
+        let mut of_a: Vec<String> = owners.of("a").into_iter().map(|r| r.name).collect();
+        of_a.sort();
+        assert_eq!(of_a, ["q-1", "q-2"]);
+        owners.deleted(&job("q-1", "a"));
+        owners.deleted(&job("q-2", "a"));
+        assert!(owners.of("a").is_empty());
+        assert_eq!(owners.of("b").len(), 1);
+        assert!(
+            owners.lock().get("a").is_none(),
+            "empty entries are dropped"
+        );
     }
 }

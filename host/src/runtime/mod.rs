@@ -127,7 +127,11 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     ));
     let reconcile_caches = reconcile::context::Caches {
         monitored,
-        jobs: JobCache::new(caches.jobs.clone(), caches.jobs_synced.clone()),
+        jobs: JobCache::new(
+            caches.jobs.clone(),
+            caches.jobs_synced.clone(),
+            caches.job_owners.clone(),
+        ),
         own_writes: Default::default(),
     };
     let mut ctx = Context::new(

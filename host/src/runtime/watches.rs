@@ -29,7 +29,7 @@ use super::namespaces::{Access, NamespaceAccess, monitored_selector};
 use crate::crd::QuarksJob;
 use crate::names::job::QJOB_NAME_LABEL;
 use crate::reconcile::context::Context;
-use crate::reconcile::observe::JobCache;
+use crate::reconcile::observe::{JobCache, JobOwners};
 use crate::reconcile::references::ConfigKind;
 
 /// The reflector caches the reconciles read, with the writers their watches fill and a token
@@ -46,6 +46,8 @@ pub struct Caches {
     namespaces_synced: CancellationToken,
     pub jobs: Store<Job>,
     jobs_writer: Shared<Job>,
+    /// The cached Jobs by their QuarksJob, kept with the store.
+    pub job_owners: Arc<JobOwners>,
     /// Cancelled once every namespace monitored at start-up has listed its Jobs (or was found
     /// unbound).
     pub jobs_synced: CancellationToken,
@@ -78,6 +80,7 @@ impl Default for Caches {
             namespaces_synced: CancellationToken::new(),
             jobs,
             jobs_writer,
+            job_owners: Arc::default(),
             jobs_synced: CancellationToken::new(),
             qjobs_synced: CancellationToken::new(),
             index: Arc::default(),
@@ -122,6 +125,7 @@ pub fn controller(
             index: caches.index.clone(),
             jobs: caches.jobs.clone(),
             jobs_writer: caches.jobs_writer,
+            job_owners: caches.job_owners.clone(),
             selections: caches.selections.clone(),
             selections_writer: caches.selections_writer,
             triggers,
@@ -216,6 +220,7 @@ struct NamespaceShared {
     index: Arc<QuarksJobIndex>,
     jobs: Store<Job>,
     jobs_writer: Shared<Job>,
+    job_owners: Arc<JobOwners>,
     selections: Store<ConfigMap>,
     selections_writer: Shared<ConfigMap>,
     /// QuarksJobs to reconcile, into the controller.
@@ -451,7 +456,14 @@ async fn watch_namespace(
         .boxed(),
     ];
     let mut changes = futures::stream::select_all(streams);
-    let mut jobs = NamespaceFeed::new(shared.jobs_writer.clone(), shared.jobs.clone());
+    let owners = shared.job_owners.clone();
+    let mut jobs = NamespaceFeed::new(shared.jobs_writer.clone(), shared.jobs.clone()).observed_by(
+        Arc::new(move |event: &watcher::Event<Job>| match event {
+            watcher::Event::Apply(job) | watcher::Event::InitApply(job) => owners.applied(job),
+            watcher::Event::Delete(job) => owners.deleted(job),
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }),
+    );
     let mut selections =
         NamespaceFeed::new(shared.selections_writer.clone(), shared.selections.clone());
     let mut synced: HashSet<Source> = HashSet::new();
@@ -641,7 +653,11 @@ struct NamespaceFeed<K: kube::Resource<DynamicType = ()> + Clone + 'static> {
     store: Store<K>,
     known: HashSet<ObjectRef<K>>,
     relisted: Option<HashSet<ObjectRef<K>>>,
+    /// Told every event written to the store (an index kept beside it).
+    observer: Option<FeedObserver<K>>,
 }
+
+type FeedObserver<K> = Arc<dyn Fn(&watcher::Event<K>) + Send + Sync>;
 
 impl<K: kube::Resource<DynamicType = ()> + Clone + 'static> NamespaceFeed<K> {
     fn new(writer: Shared<K>, store: Store<K>) -> Self {
@@ -650,7 +666,13 @@ impl<K: kube::Resource<DynamicType = ()> + Clone + 'static> NamespaceFeed<K> {
             store,
             known: HashSet::new(),
             relisted: None,
+            observer: None,
         }
+    }
+
+    fn observed_by(mut self, observer: FeedObserver<K>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     fn write(&self, event: &watcher::Event<K>) {
@@ -658,6 +680,9 @@ impl<K: kube::Resource<DynamicType = ()> + Clone + 'static> NamespaceFeed<K> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .apply_watcher_event(event);
+        if let Some(observer) = &self.observer {
+            observer(event);
+        }
     }
 
     fn delete(&mut self, gone: Vec<ObjectRef<K>>) {
