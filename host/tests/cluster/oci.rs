@@ -315,11 +315,14 @@ async fn a_hostile_registry_cannot_send_the_operator_elsewhere_flood_its_memory_
             "{repository}: a bounded message, not {} characters",
             message.chars().count()
         );
-        let events = events_in(&c, ns).await;
-        let event = events
-            .iter()
-            .find(|e| e.reason.as_deref() == Some(*reason))
-            .unwrap_or_else(|| panic!("{repository}: a {reason} Event in {events:?}"));
+        // Events are published in the background, after the status write.
+        let event = crate::wait_until(&format!("{repository}: a {reason} Event"), || async {
+            events_in(&c, ns)
+                .await
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(*reason))
+        })
+        .await;
         assert!(event.note.as_deref().unwrap_or_default().chars().count() < 500);
         assert!(
             jobs_in(&c, ns).await.is_empty(),

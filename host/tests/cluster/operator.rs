@@ -114,13 +114,14 @@ async fn a_failed_job_is_kept_with_a_failed_condition_and_goes_with_its_quarksjo
         1,
         "a failed Job stays for inspection"
     );
-    assert!(
+    // Events are published in the background, after the status write.
+    wait_for("a RunFailed Event", || async {
         events_in(&c, &c.namespace)
             .await
             .iter()
-            .any(|e| e.reason.as_deref() == Some("RunFailed")),
-        "a RunFailed Event"
-    );
+            .any(|e| e.reason.as_deref() == Some("RunFailed"))
+    })
+    .await;
 
     c.qjobs()
         .delete("fails", &DeleteParams::background())

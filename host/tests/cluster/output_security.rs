@@ -12,8 +12,8 @@ use serde_json::json;
 
 use crate::{
     Cluster, DEADLINE, QJob, consumer_of, events_in, list_labelled, mounted_secrets, output_qjob,
-    poll, put_config_map, put_secret, qjob_status, runs_of, secret_opt, versioned_from_config,
-    wait_secret, wait_status, wait_until,
+    poll, put_config_map, put_secret, runs_of, secret_opt, versioned_from_config, wait_secret,
+    wait_status, wait_until,
 };
 
 const STAGING_LABEL: &str = "quarks.cloudfoundry.org/output-staging";
@@ -262,7 +262,10 @@ async fn forged_staging_secrets_are_not_consumed_and_are_reported_and_the_real_o
         let note = wait_note(&c, "OutputRejected", name).await;
         assert!(note.contains("not accepted"), "{note}");
     }
-    let status = qjob_status(&c, &c.namespace, "victim").await;
+    let status = wait_status(&c, &c.namespace, "victim", "a HandOver condition", |s| {
+        s.conditions.iter().any(|c| c.type_ == "HandOver")
+    })
+    .await;
     let handover = status
         .conditions
         .iter()

@@ -331,7 +331,15 @@ async fn upgrading_from_the_go_operator_keeps_its_quarksjobs_working_and_reruns_
 
     // Existing QuarksJobs keep working: the errand runs when set to now...
     set_strategy(c, &ns, "legacy-errand", "now").await;
-    wait_completed(c, &ns, "legacy-errand", 1).await;
+    // On a control plane of its own, started a moment ago, the namespace's `default`
+    // ServiceAccount may still be missing: the Job controller then retries the pod with its
+    // backoff (10 s, 20 s, ...), so this run gets more than the usual deadline.
+    let completed = poll(DEADLINE * 3, || async {
+        let s = qjob_status(c, &ns, "legacy-errand").await;
+        (s.completed && s.run_count == 1 && s.last_run_finished_at.is_some()).then_some(())
+    })
+    .await;
+    assert!(completed.is_some(), "the errand's first run completed");
     wait_for("the errand reset to manual and its Job deleted", || async {
         let q = c.qjobs().get("legacy-errand").await.unwrap();
         q.spec.trigger.strategy == Strategy::Manual && jobs_in(c, &ns).await.is_empty()
