@@ -321,11 +321,26 @@ impl Deployed {
         args.extend(["--release", &release, "--namespace", &release_namespace]);
         args.extend(&values);
         let rendered = chart_tool(&args);
-        let manifests = work.path().join("quarks-job.yaml");
-        std::fs::write(&manifests, &rendered.stdout).unwrap();
         let docs: Vec<Value> = serde_yaml::Deserializer::from_slice(&rendered.stdout)
             .map(|doc| Value::deserialize(doc).expect("rendered YAML"))
             .collect();
+        // The test runs the Deployment's operator itself (a process with the Deployment's
+        // arguments and ServiceAccount), so the Deployment is applied with 0 replicas: where the
+        // node runs pods (the real control plane's kubesim node runs the operator's image), its
+        // own pods would otherwise compete for the Lease.
+        let applied: Vec<String> = docs
+            .iter()
+            .filter(|doc| !doc.is_null())
+            .map(|doc| {
+                let mut doc = doc.clone();
+                if doc["kind"] == "Deployment" {
+                    doc["spec"]["replicas"] = 0.into();
+                }
+                serde_yaml::to_string(&doc).unwrap()
+            })
+            .collect();
+        let manifests = work.path().join("quarks-job.yaml");
+        std::fs::write(&manifests, applied.join("---\n")).unwrap();
         let operator = rendered_operator(&docs);
 
         // `helm install --create-namespace`, with kubectl: the release namespace, then all.
