@@ -50,6 +50,10 @@ use crate::policy::{LoadedPolicy, PolicyDigest, PolicyEngine, PolicyError, World
 pub struct Resolved {
     pub policy: Arc<LoadedPolicy>,
     pub reference: String,
+    /// The built-in default, because the namespace has no selection in the cache. The
+    /// selection may still be on its way (created just before the QuarksJob, delivered by
+    /// another watch): see [`PolicyResolver::selection_exists`].
+    pub unselected: bool,
     /// The namespace's turn for policy calls, when this resolution holds it (an output
     /// phase's: see `calls::NamespacePolicies::resolve`).
     pub(crate) turn: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
@@ -251,6 +255,7 @@ impl PolicyResolver {
             PolicyRef::Builtin(b) => Ok(Resolved {
                 policy: self.builtin(b),
                 reference: text,
+                unselected: selection.is_none(),
                 turn: None,
             }),
             PolicyRef::ConfigMap(module) => {
@@ -262,6 +267,15 @@ impl PolicyResolver {
                 self.oci_module(namespace, oci, world, text, pull_secret)
             }
         }
+    }
+
+    /// Whether `namespace` has a policy selection, read from the API server rather than the
+    /// cache (metadata only). Asked before a run that the defaults decided for lack of a
+    /// cached selection: the selection watch may not have delivered one created just before
+    /// the QuarksJob, and the defaults must not stand in for a policy the namespace chose.
+    pub async fn selection_exists(&self, namespace: &str) -> Result<bool, kube::Error> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        Ok(api.get_metadata_opt(SELECTION_CONFIG_MAP).await?.is_some())
     }
 
     fn builtin(&self, wanted: &builtin::Builtin) -> Arc<LoadedPolicy> {
@@ -312,6 +326,7 @@ impl PolicyResolver {
             return Ok(Resolved {
                 policy,
                 reference: reference.to_owned(),
+                unselected: false,
                 turn: None,
             });
         }
@@ -456,6 +471,7 @@ impl PolicyResolver {
             ModuleState::Ready(policy) => Ok(Resolved {
                 policy: policy.clone(),
                 reference: entry.source.clone(),
+                unselected: false,
                 turn: None,
             }),
             ModuleState::Failed(PolicyError::Unavailable(_), at)

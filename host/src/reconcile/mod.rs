@@ -47,6 +47,9 @@ use status::{NoRun, record_no_run};
 /// How often a QuarksJob with a run active or config awaited is re-evaluated without any
 /// event (a safety net; every real trigger is watch-driven; settled ones wait for events).
 const RESYNC: Duration = Duration::from_secs(300);
+/// When to decide again after finding a selection the cache does not have yet (a safety net:
+/// the selection's watch event reconciles the namespace's QuarksJobs as soon as it arrives).
+const SELECTION_CATCH_UP: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -139,6 +142,15 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
         }
     };
     tracing::debug!(?event, run = decided.decision.run, "trigger decision");
+    if decided.decision.run
+        && decided.policy.unselected
+        && ctx.policies.resolver.selection_exists(&namespace).await?
+    {
+        // The defaults decided, but the namespace has chosen its policy: its watch delivers
+        // the selection in a moment (which reconciles the namespace's QuarksJobs again).
+        tracing::debug!("the namespace's policy selection is not cached yet: deciding again");
+        return Ok(Action::requeue(SELECTION_CATCH_UP));
+    }
     if decided.decision.run {
         start_run(ctx, qjob, &mut effects, &decided, &config, &now);
     } else {

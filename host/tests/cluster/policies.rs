@@ -99,6 +99,52 @@ async fn namespaces_choose_their_trigger_policy_and_a_swap_is_used_by_the_next_d
     );
 }
 
+/// A selection and a QuarksJob created one after the other reach the operator by different
+/// watches, in either order. Here the ConfigMap watches are held (kubesim reopens them only
+/// after 5 s) so the QuarksJob always comes first: the defaults must not decide in place of
+/// the policy the namespace chose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubesim_only_a_selection_its_watch_has_not_delivered_yet_is_not_replaced_by_the_defaults()
+{
+    let c = Cluster::start().await;
+    let b = format!("{}-b", c.namespace);
+    c.create_namespace(&b, Some(&c.monitored_id)).await;
+    put_module(&c, &b, "approval", component("approval-trigger")).await;
+    let _op = c.operator().await;
+    c.create_qjob_in(&b, &QJob::new("first", "once").script("true"))
+        .await;
+    wait_for_run(&c, &b, "first").await;
+
+    let faults = c.sim().faults();
+    faults.delay_requests_of(
+        "kubesim:admin",
+        "watch",
+        "configmaps",
+        std::time::Duration::from_secs(5),
+    );
+    faults.close_watches();
+    let held = Instant::now();
+    select_policies(&c, &b, &[("trigger", "configmap:approval/policy.wasm")]).await;
+    c.create_qjob_in(&b, &QJob::new("deploy", "once").script("true"))
+        .await;
+    wait_for_reason(&c, &b, "deploy", "NotApproved").await;
+    println!(
+        "decided by the selected policy {:?} after the watches were held",
+        held.elapsed()
+    );
+    faults.reset();
+    assert_eq!(run_count(&c, &b, "deploy").await, 0);
+    assert!(
+        jobs_in(&c, &b).await.iter().all(|j| !j
+            .metadata
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("deploy")),
+        "no Job of a run the defaults decided"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_with_a_hostile_or_broken_policy_fails_closed_and_others_keep_working() {
     let c = Cluster::start().await;
