@@ -292,12 +292,16 @@ pub async fn write_status_if_changed(
         "kind": QuarksJob::kind(&()),
         "status": status,
     });
-    api.patch_status(
-        &qjob.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            &qjob.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    ctx.caches
+        .own_echoes
+        .expect(qjob, written.resource_version());
     let generation = qjob.metadata.generation.max(status.observed_generation);
     ctx.caches.own_writes.record(qjob, generation, status);
     Ok(())
@@ -326,6 +330,9 @@ async fn write_strategy(
         .await
     {
         Ok(patched) => {
+            ctx.caches
+                .own_echoes
+                .expect(qjob, patched.resource_version());
             info!(
                 from = qjob.spec.trigger.strategy.as_str(),
                 to = strategy.as_str(),

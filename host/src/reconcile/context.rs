@@ -14,7 +14,8 @@ use kube::{Resource, ResourceExt};
 use tracing::warn;
 
 use super::events::QuarksJobEvent;
-use super::observe::{JobCache, OwnWrites};
+use super::observe::JobCache;
+use super::own_writes::{OwnEchoes, OwnWrites};
 use crate::crd::QuarksJob;
 use crate::metrics::Metrics;
 use crate::output::handover::HandoverSetup;
@@ -51,6 +52,8 @@ pub struct Caches {
     pub jobs: JobCache,
     /// What the operator last wrote to each QuarksJob.
     pub own_writes: OwnWrites,
+    /// The watch events of those writes still to come.
+    pub own_echoes: OwnEchoes,
 }
 
 impl Context {

@@ -21,6 +21,7 @@ pub mod events;
 pub mod job;
 pub mod observe;
 mod output;
+pub mod own_writes;
 pub mod references;
 pub mod retention;
 pub mod settle;
@@ -42,6 +43,7 @@ use decide::{Decided, decide, reasons_text, strategy_to_write, trigger_event, tr
 use events::{JobProblem, QuarksJobEvent};
 use job::{RunPlan, run_job, run_plan_of};
 use observe::{ConfigObservation, referenced_config_now, run_jobs};
+use own_writes::StaleCopy;
 use status::{NoRun, record_no_run};
 
 /// How often a QuarksJob with a run active or config awaited is re-evaluated without any
@@ -234,7 +236,7 @@ fn no_run(
 
 /// `Some(action)` when this QuarksJob is not to be acted on now: its namespace is not
 /// monitored, it is being deleted, or the cached copy predates the operator's last write (the
-/// watch brings the newer one, and with it a reconcile, in a moment; acting now would redo
+/// watch brings the newer one in a moment, or has brought it meanwhile; acting now would redo
 /// that write).
 fn not_now(qjob: &QuarksJob, ctx: &Context) -> Option<Action> {
     let namespace = qjob.namespace().unwrap_or_default();
@@ -242,8 +244,17 @@ fn not_now(qjob: &QuarksJob, ctx: &Context) -> Option<Action> {
         return Some(Action::await_change());
     }
     if ctx.caches.own_writes.predates_own_write(qjob) {
-        tracing::debug!("cached QuarksJob predates our last write; waiting for the watch");
-        return Some(Action::requeue(Duration::from_secs(5)));
+        return Some(match ctx.caches.own_echoes.stale_copy(qjob) {
+            StaleCopy::LookAgain => {
+                tracing::debug!("cached QuarksJob predates our last write; the cache has it now");
+                Action::requeue(Duration::ZERO)
+            }
+            StaleCopy::AwaitEcho => {
+                tracing::debug!("cached QuarksJob predates our last write; waiting for the watch");
+                // A safety net: the write's echo reconciles it.
+                Action::requeue(Duration::from_secs(5))
+            }
+        });
     }
     None
 }

@@ -1,13 +1,10 @@
 //! Gathering what a reconcile needs from the API: the ConfigMaps and Secrets the pod template
 //! references (with versioned references resolved to their newest version) and the Jobs of
 //! the current and the next run (from a cache of the operator's Jobs, with a read through to
-//! the API where a stale cache could mislead). Also what the operator itself last wrote to
-//! each QuarksJob, so that a reconcile on a cached copy older than that write waits for the
-//! watch instead of acting twice. Reads only; decisions are made elsewhere.
+//! the API where a stale cache could mislead). Reads only; decisions are made elsewhere.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret};
@@ -17,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::digest::{ConfigContent, config_digest};
 use super::references::{ConfigKind, referenced_config, rewrite_versioned_references};
-use crate::crd::{QuarksJob, QuarksJobStatus};
+use crate::crd::QuarksJob;
 use crate::names::job::{QJOB_NAME_LABEL, job_name, qjob_name_label_value};
 use crate::output::write::{VersionTrust, read_newest_versions};
 
@@ -306,177 +303,9 @@ pub async fn run_jobs(
     })
 }
 
-/// How long a recorded write is waited for; after that the cached copy is used as it is (a
-/// safety net: the watch delivers the operator's own writes within milliseconds).
-const OWN_WRITE_PATIENCE: Duration = Duration::from_secs(10);
-
-/// What the operator last wrote to each QuarksJob (by uid): the generation its spec had after
-/// the write and the run it recorded. A cached QuarksJob that shows less is older than the
-/// operator's own write: acting on it would redo the write (and could start the run again).
-#[derive(Default)]
-pub struct OwnWrites {
-    by_uid: Mutex<HashMap<String, OwnWrite>>,
-    /// The size at which expired writes are next pruned: twice what a prune left (at least
-    /// [`OWN_WRITES_PRUNED_FROM`]), so that pruning costs O(1) per write, amortised.
-    prune_at: std::sync::atomic::AtomicUsize,
-}
-
-/// Writes are not pruned before there are this many.
-const OWN_WRITES_PRUNED_FROM: usize = 4096;
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct OwnWrite {
-    generation: i64,
-    run_count: i64,
-    finished: bool,
-    /// Digest of the output records written (only the operator writes them).
-    outputs: u64,
-    at: Instant,
-}
-
-/// A digest of a status's output records, to tell a copy without the latest ones.
-fn outputs_digest(status: &QuarksJobStatus) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::hash::DefaultHasher::new();
-    serde_json::to_string(&status.outputs)
-        .unwrap_or_default()
-        .hash(&mut hasher);
-    hasher.finish()
-}
-
-impl OwnWrites {
-    /// Records a write of `status` to `qjob`, whose spec was at `generation` afterwards.
-    pub fn record(&self, qjob: &QuarksJob, generation: Option<i64>, status: &QuarksJobStatus) {
-        let Some(uid) = qjob.metadata.uid.clone() else {
-            return;
-        };
-        let now = Instant::now();
-        let mut by_uid = self.by_uid.lock().unwrap_or_else(|p| p.into_inner());
-        let prune_at = self.prune_at.load(std::sync::atomic::Ordering::Relaxed);
-        if by_uid.len() >= prune_at.max(OWN_WRITES_PRUNED_FROM) {
-            by_uid.retain(|_, w| now.duration_since(w.at) < OWN_WRITE_PATIENCE);
-            let next = (2 * by_uid.len()).max(OWN_WRITES_PRUNED_FROM);
-            self.prune_at
-                .store(next, std::sync::atomic::Ordering::Relaxed);
-        }
-        by_uid.insert(
-            uid,
-            OwnWrite {
-                generation: generation.unwrap_or_default(),
-                run_count: status.run_count,
-                finished: status.last_run_finished_at.is_some(),
-                outputs: outputs_digest(status),
-                at: now,
-            },
-        );
-    }
-
-    /// Whether `qjob` (a cached copy) predates the operator's last write to it. Forgets the
-    /// write once a copy shows it.
-    pub fn predates_own_write(&self, qjob: &QuarksJob) -> bool {
-        let Some(uid) = qjob.metadata.uid.as_deref() else {
-            return false;
-        };
-        let mut by_uid = self.by_uid.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(write) = by_uid.get(uid).copied() else {
-            return false;
-        };
-        let status = qjob.status.clone().unwrap_or_default();
-        let stale = write_is_newer(&write, qjob.metadata.generation, &status);
-        if !stale || write.at.elapsed() > OWN_WRITE_PATIENCE {
-            by_uid.remove(uid);
-            return false;
-        }
-        true
-    }
-}
-
-/// Whether a QuarksJob at `generation` with `status` has not yet seen `write`.
-fn write_is_newer(write: &OwnWrite, generation: Option<i64>, status: &QuarksJobStatus) -> bool {
-    generation.unwrap_or_default() < write.generation
-        || status.run_count < write.run_count
-        || (status.run_count == write.run_count
-            && write.finished
-            && status.last_run_finished_at.is_none())
-        // Output records written for this run that the copy lacks: a status write from it
-        // would erase them.
-        || (status.run_count == write.run_count && outputs_digest(status) != write.outputs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn qjob(generation: i64, status: serde_json::Value) -> QuarksJob {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "quarks.cloudfoundry.org/v1alpha1", "kind": "QuarksJob",
-            "metadata": {"name": "q", "namespace": "ns", "uid": "u1", "generation": generation},
-            "spec": {"trigger": {"strategy": "once"}, "template": {"spec": {"template": {}}}},
-            "status": status,
-        }))
-        .unwrap()
-    }
-
-    fn started(run: i64) -> QuarksJobStatus {
-        serde_json::from_value(serde_json::json!({"runCount": run})).unwrap()
-    }
-
-    #[test]
-    fn a_copy_from_before_the_run_was_recorded_predates_the_write() {
-        let writes = OwnWrites::default();
-        let before = qjob(1, serde_json::json!({}));
-        // The strategy write-back made generation 2, and status recorded run 1.
-        writes.record(&before, Some(2), &started(1));
-        assert!(writes.predates_own_write(&before));
-        // Status arrived, the strategy write not yet.
-        assert!(writes.predates_own_write(&qjob(1, serde_json::json!({"runCount": 1}))));
-        assert!(!writes.predates_own_write(&qjob(2, serde_json::json!({"runCount": 1}))));
-        // Forgotten once seen: later copies are taken as they are.
-        assert!(!writes.predates_own_write(&before));
-    }
-
-    #[test]
-    fn a_recorded_finish_must_show_in_the_copy() {
-        let writes = OwnWrites::default();
-        let running = qjob(1, serde_json::json!({"runCount": 1}));
-        let finished: QuarksJobStatus = serde_json::from_value(
-            serde_json::json!({"runCount": 1, "lastRunFinishedAt": "2026-01-01T00:00:00Z"}),
-        )
-        .unwrap();
-        writes.record(&running, Some(1), &finished);
-        assert!(writes.predates_own_write(&running));
-        let seen = qjob(
-            1,
-            serde_json::json!({"runCount": 1, "lastRunFinishedAt": "2026-01-01T00:00:00Z"}),
-        );
-        assert!(!writes.predates_own_write(&seen));
-    }
-
-    #[test]
-    fn a_copy_without_the_recorded_outputs_is_stale() {
-        let writes = OwnWrites::default();
-        let running = qjob(1, serde_json::json!({"runCount": 1}));
-        let with_outputs: QuarksJobStatus = serde_json::from_value(serde_json::json!({
-            "runCount": 1,
-            "outputs": [{"job": "q-1", "container": "c", "file": "o.json", "secrets": ["s"]}]
-        }))
-        .unwrap();
-        writes.record(&running, Some(1), &with_outputs);
-        assert!(writes.predates_own_write(&running));
-        let seen = qjob(
-            1,
-            serde_json::json!({"runCount": 1, "outputs": [{"job": "q-1", "container": "c", "file": "o.json", "secrets": ["s"]}]}),
-        );
-        assert!(!writes.predates_own_write(&seen));
-    }
-
-    #[test]
-    fn a_newer_user_change_is_not_stale() {
-        let writes = OwnWrites::default();
-        writes.record(&qjob(1, serde_json::json!({})), Some(2), &started(1));
-        // The user changed the spec again after the operator's write.
-        assert!(!writes.predates_own_write(&qjob(3, serde_json::json!({"runCount": 1}))));
-    }
 
     #[test]
     fn jobs_are_found_by_the_quarks_job_controlling_them() {

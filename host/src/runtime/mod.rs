@@ -133,6 +133,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             caches.job_owners.clone(),
         ),
         own_writes: Default::default(),
+        own_echoes: Default::default(),
     };
     let mut ctx = Context::new(
         client.clone(),

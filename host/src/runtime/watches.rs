@@ -115,7 +115,13 @@ pub fn controller(
     woken_namespaces: tokio::sync::mpsc::UnboundedReceiver<String>,
 ) -> Controller<QuarksJob> {
     let (qjob_store, qjob_writer) = reflector::store::<QuarksJob>();
-    let qjobs = qjob_watch(client, qjob_writer, &caches.qjobs_synced, &caches.index);
+    let qjobs = qjob_watch(
+        client,
+        qjob_writer,
+        &caches.qjobs_synced,
+        &caches.index,
+        ctx,
+    );
     let (triggers, triggered) = tokio::sync::mpsc::unbounded_channel();
     let watches = NamespaceWatches {
         shared: Arc::new(NamespaceShared {
@@ -158,14 +164,18 @@ fn receiver_stream<T: Send + 'static>(
 
 /// The QuarksJobs, into their cache. It keeps what decisions need, not managedFields or
 /// kubectl's last-applied copy of the whole object (together most of a cached QuarksJob's size).
+/// The echoes of the operator's own writes update the cache but reconcile nothing (see
+/// [`crate::reconcile::own_writes`]).
 fn qjob_watch(
     client: &kube::Client,
     writer: Writer<QuarksJob>,
     synced: &CancellationToken,
     index: &Arc<QuarksJobIndex>,
+    ctx: &Arc<Context>,
 ) -> impl Stream<Item = Result<QuarksJob, watcher::Error>> + Send + 'static {
     let api = Api::<QuarksJob>::all(client.clone());
     let index = index.clone();
+    let ctx = ctx.clone();
     watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(|qjob| {
@@ -176,6 +186,11 @@ fn qjob_watch(
         .reflect(writer)
         .inspect_ok(move |event| index.observe(event))
         .inspect_ok(synced_on_init_done(synced))
+        .try_filter(move |event| {
+            let echo = matches!(event, watcher::Event::Apply(qjob)
+                if ctx.caches.own_echoes.drop_echo(qjob));
+            std::future::ready(!echo)
+        })
         .applied_objects()
 }
 
