@@ -10,10 +10,14 @@ use std::time::{Duration, Instant};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 
+#[path = "../policies/hostile_components.rs"]
+mod hostile_components;
+
 use crate::{
     Cluster, DEADLINE, OperatorProcess, QJob, apply_config_map, jobs_in, policy_component,
     ready_condition, select_policies, wait_completed, wait_for_reason,
 };
+use hostile_components::compile_heavy_salted;
 
 /// Stores `bytes` as `binaryData["policy.wasm"]` of ConfigMap `name`.
 async fn put_module(c: &Cluster, namespace: &str, name: &str, bytes: Vec<u8>) {
@@ -24,56 +28,6 @@ async fn put_module(c: &Cluster, namespace: &str, name: &str, bytes: Vec<u8>) {
         ByteString(bytes),
     )]));
     apply_config_map(c, namespace, &config_map).await;
-}
-
-/// A component of about `kib` KiB, costly to compile: one core module of many functions, each a
-/// long dependency chain of arithmetic on its parameter; `salt` in a custom section makes
-/// another digest of the same code. (Not a trigger policy: once compiled it is `PolicyWrongWorld`.)
-fn compile_heavy(kib: usize, salt: u64) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
-        out.push(id);
-        leb(body.len(), out);
-        out.extend_from_slice(body);
-    }
-    let mut body = vec![0];
-    for i in 0..4000usize {
-        let k = (i % 64) as u8;
-        body.extend_from_slice(&[0x20, 0, 0x41, k, 0x6a, 0x20, 0, 0x6c, 0x21, 0]);
-    }
-    body.extend_from_slice(&[0x20, 0, 0x0b]);
-    let functions = ((kib << 10) / (body.len() + 3)).max(1);
-    let mut module = b"\0asm\x01\0\0\0".to_vec();
-    section(1, &[1, 0x60, 1, 0x7f, 1, 0x7f], &mut module);
-    let mut funcs = Vec::new();
-    leb(functions, &mut funcs);
-    funcs.extend(std::iter::repeat_n(0u8, functions));
-    section(3, &funcs, &mut module);
-    let mut code = Vec::new();
-    leb(functions, &mut code);
-    for _ in 0..functions {
-        leb(body.len(), &mut code);
-        code.extend_from_slice(&body);
-    }
-    section(10, &code, &mut module);
-    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
-    section(1, &module, &mut component);
-    let mut custom = Vec::new();
-    leb(4, &mut custom);
-    custom.extend_from_slice(b"salt");
-    custom.extend_from_slice(&salt.to_le_bytes());
-    section(0, &custom, &mut component);
-    component
 }
 
 /// (VmRSS, VmHWM) of the operator process, in MiB.
@@ -133,7 +87,7 @@ async fn a_module_config_map_rewritten_every_second_leaves_another_namespaces_ru
     let hostile = format!("{victim}-hostile");
     c.create_namespace(&hostile, Some(&c.monitored_id)).await;
     // As large as a ConfigMap comfortably holds, and costly to compile.
-    put_module(&c, &hostile, "churn", compile_heavy(900, 0)).await;
+    put_module(&c, &hostile, "churn", compile_heavy_salted(900, 0)).await;
     select_policies(&c, &hostile, &[("trigger", "configmap:churn/policy.wasm")]).await;
     // It applies the CRD.
     let op = c.operator().await;
@@ -153,7 +107,7 @@ async fn a_module_config_map_rewritten_every_second_leaves_another_namespaces_ru
         let mut peak = 0;
         for salt in 1..=rewrites {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            put_module(&c, &hostile, "churn", compile_heavy(900, salt)).await;
+            put_module(&c, &hostile, "churn", compile_heavy_salted(900, salt)).await;
             peak = peak.max(memory_mib(&op).0);
         }
         peak

@@ -7,47 +7,8 @@ use std::time::{Duration, Instant};
 use quarks_job::policy::compile::{CompileLimits, compile_in_child};
 use quarks_job::policy::{Limits, PolicyDigest, PolicyError, World};
 
+use super::hostile_components::{compile_heavy, many_instances, many_reasons};
 use super::trigger_default;
-
-/// A trigger policy (hand-written, the contract's types spelled out) whose `decide` answers
-/// `count` empty reasons: 16 bytes each in the guest, 48 on the host once lifted.
-fn many_reasons(count: u32, pages: u32) -> Vec<u8> {
-    let text = r#"(component
-  (core module $m
-    (memory (export "memory") PAGES)
-    (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 64)
-    (func (export "decide") (param i32) (result i32)
-      (i32.store (i32.const 8) (i32.const 1024))
-      (i32.store (i32.const 12) (i32.const COUNT))
-      i32.const 0))
-  (core instance $i (instantiate $m))
-  (type $strategy-def (enum "manual" "now" "once" "done"))
-  (export $strategy "strategy" (type $strategy-def))
-  (type $reason-def (record (field "code" string) (field "message" string)))
-  (export $reason "reason" (type $reason-def))
-  (type $outcome-def (enum "succeeded" "failed"))
-  (export $outcome "job-outcome" (type $outcome-def))
-  (type $event-def (variant (case "created") (case "spec-changed") (case "strategy-changed" $strategy) (case "config-changed") (case "job-finished" $outcome) (case "resync")))
-  (export $event "trigger-event" (type $event-def))
-  (type $map (list (tuple string string)))
-  (type $qjob-def (record (field "name" string) (field "namespace" string) (field "uid" string) (field "generation" s64) (field "labels" $map) (field "annotations" $map) (field "strategy" $strategy) (field "update-on-config-change" bool) (field "completed" bool) (field "run-count" u64) (field "spec-json" string)))
-  (export $qjob "quarks-job" (type $qjob-def))
-  (type $input-def (record (field "event" $event) (field "quarks-job" $qjob) (field "config-digest-now" (option string)) (field "config-digest-last-run" (option string)) (field "missing-config" (list string)) (field "run-active" bool)))
-  (export $input "trigger-input" (type $input-def))
-  (type $decision-def (record (field "run" bool) (field "write-strategy" (option $strategy)) (field "reasons" (list $reason))))
-  (export $decision "trigger-decision" (type $decision-def))
-  (type $decide (func (param "input" $input) (result (result $decision (error $reason)))))
-  (func $decide (type $decide) (canon lift (core func $i "decide") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
-  (instance $policy (export "decide" (func $decide)))
-  (export "quarks:policy/trigger-policy@0.1.0" (instance $policy))
-)
-"#;
-    wat::parse_str(
-        text.replace("COUNT", &count.to_string())
-            .replace("PAGES", &pages.to_string()),
-    )
-    .expect("the component parses")
-}
 
 fn input() -> quarks_job::policy::contract::TriggerInput {
     serde_json::from_value(serde_json::json!({
@@ -124,16 +85,6 @@ fn millions_of_empty_reasons_are_refused_before_they_are_lifted() {
     assert!(decide_p99(&engine, 200) < Duration::from_millis(20));
 }
 
-/// A component that instantiates an empty core module `instances` times.
-fn many_instances(instances: usize) -> Vec<u8> {
-    let mut text = String::from("(component (core module $m)");
-    for _ in 0..instances {
-        text.push_str(" (core instance (instantiate $m))");
-    }
-    text.push(')');
-    wat::parse_str(&text).expect("parses")
-}
-
 #[test]
 fn a_component_with_hundreds_of_core_instances_is_refused_at_load() {
     let engine = super::engine();
@@ -190,57 +141,11 @@ fn child() -> CompileLimits {
     }
 }
 
-/// A component of about `mib` MiB: one core module of many functions, each a long chain of
-/// arithmetic on locals (costly to compile), written as binary directly.
-fn big_component(mib: usize) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
-        out.push(id);
-        leb(body.len(), out);
-        out.extend_from_slice(body);
-    }
-    // (func (param i32) (result i32) ...): one long dependency chain on the parameter, so
-    // that nothing of it can be optimised away.
-    let mut body = vec![0];
-    for i in 0..4000usize {
-        let k = (i % 64) as u8;
-        body.extend_from_slice(&[0x20, 0, 0x41, k, 0x6a, 0x20, 0, 0x6c, 0x21, 0]);
-    }
-    body.extend_from_slice(&[0x20, 0, 0x0b]);
-    let functions = (mib << 20) / (body.len() + 3);
-    let mut module = b"\0asm\x01\0\0\0".to_vec();
-    section(1, &[1, 0x60, 1, 0x7f, 1, 0x7f], &mut module);
-    let mut funcs = Vec::new();
-    leb(functions, &mut funcs);
-    funcs.extend(std::iter::repeat_n(0u8, functions));
-    section(3, &funcs, &mut module);
-    let mut code = Vec::new();
-    leb(functions, &mut code);
-    for _ in 0..functions {
-        leb(body.len(), &mut code);
-        code.extend_from_slice(&body);
-    }
-    section(10, &code, &mut module);
-    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
-    section(1, &module, &mut component);
-    component
-}
-
 #[test]
 fn a_40_mib_component_is_compiled_under_a_time_limit_in_a_child_process() {
     let engine = super::engine();
     let alone = decide_p99(&engine, 500);
-    let bytes = big_component(40);
+    let bytes = compile_heavy(40 << 10);
     assert!(bytes.len() > 39 << 20, "{} bytes", bytes.len());
     let limits = CompileLimits {
         wall: Duration::from_secs(3),
@@ -286,7 +191,7 @@ fn a_compile_over_its_memory_limit_is_stopped_in_the_child() {
         memory_bytes: 192 << 20,
         ..child()
     };
-    let result = runtime().block_on(compile_in_child(&limits, big_component(40)));
+    let result = runtime().block_on(compile_in_child(&limits, compile_heavy(40 << 10)));
     eprintln!(
         "40 MiB component under 192 MiB: {:?}",
         result.as_ref().map(|c| c.len())

@@ -6,6 +6,7 @@ mod builtin_output;
 mod builtin_trigger;
 mod cli;
 mod hostile;
+mod hostile_components;
 mod hostile_tenant;
 mod python_policy;
 mod second_language;
