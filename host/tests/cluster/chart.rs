@@ -539,12 +539,7 @@ async fn with_two_replicas_and_apply_crd_the_operator_leads_and_applies_the_crd_
         );
     }
     // The Lease is the one the leader-election Role names.
-    let lease_name = format!(
-        "quarks-job-{}",
-        args.iter()
-            .find_map(|a| a.strip_prefix("--monitored-id="))
-            .unwrap()
-    );
+    let lease_name = format!("quarks-job-{}", d.monitored_id());
     let role = d
         .docs
         .iter()
@@ -570,31 +565,26 @@ async fn with_two_replicas_and_apply_crd_the_operator_leads_and_applies_the_crd_
 impl Deployed {
     /// The `--monitored-id` the Deployment passes.
     fn monitored_id(&self) -> String {
-        self.operator
-            .args
-            .iter()
-            .find_map(|a| a.strip_prefix("--monitored-id="))
-            .expect("the Deployment names the monitored id")
-            .to_owned()
+        self.flag_value("--monitored-id")
     }
 
     /// The ClusterRole a namespace's RoleBinding grants the operator (`--namespace-cluster-role`).
     fn namespace_role(&self) -> String {
-        self.operator
-            .args
-            .iter()
-            .find_map(|a| a.strip_prefix("--namespace-cluster-role="))
-            .expect("the Deployment names the namespace ClusterRole")
-            .to_owned()
+        self.flag_value("--namespace-cluster-role")
     }
 
     /// The output helper's ClusterRole (`--persist-output-cluster-role`).
     fn helper_cluster_role(&self) -> String {
-        self.operator
-            .args
-            .iter()
-            .find_map(|a| a.strip_prefix("--persist-output-cluster-role="))
-            .expect("the Deployment names the helper's ClusterRole")
+        self.flag_value("--persist-output-cluster-role")
+    }
+
+    /// The value the Deployment passes for `flag` (written `--name=value`): the tests follow
+    /// the names the chart chose rather than repeat them.
+    fn flag_value(&self, flag: &str) -> String {
+        let args = &self.operator.args;
+        args.iter()
+            .find_map(|a| a.strip_prefix(flag)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("the Deployment passes no {flag}=…: {args:?}"))
             .to_owned()
     }
 
