@@ -43,11 +43,15 @@ mod support;
 #[path = "../tests/cluster/registry.rs"]
 mod registry;
 
+#[path = "../tests/policies/hostile_components.rs"]
+mod hostile_components;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use hostile_components::{compile_heavy_salted, many_instances, many_reasons};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -66,106 +70,6 @@ const WARMUP: usize = 5;
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{}/{name}.wasm", env!("QUARKS_POLICY_FIXTURES"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
-}
-
-/// A component of about `kib` KiB: one core module of many functions, each a long dependency
-/// chain of arithmetic on its parameter (costly to compile, nothing to optimise away), written
-/// as binary directly; `salt` goes into a custom section (another digest, the same code).
-fn compile_heavy(kib: usize, salt: u64) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
-        out.push(id);
-        leb(body.len(), out);
-        out.extend_from_slice(body);
-    }
-    let mut body = vec![0];
-    for i in 0..4000usize {
-        let k = (i % 64) as u8;
-        body.extend_from_slice(&[0x20, 0, 0x41, k, 0x6a, 0x20, 0, 0x6c, 0x21, 0]);
-    }
-    body.extend_from_slice(&[0x20, 0, 0x0b]);
-    let functions = ((kib << 10) / (body.len() + 3)).max(1);
-    let mut module = b"\0asm\x01\0\0\0".to_vec();
-    section(1, &[1, 0x60, 1, 0x7f, 1, 0x7f], &mut module);
-    let mut funcs = Vec::new();
-    leb(functions, &mut funcs);
-    funcs.extend(std::iter::repeat_n(0u8, functions));
-    section(3, &funcs, &mut module);
-    let mut code = Vec::new();
-    leb(functions, &mut code);
-    for _ in 0..functions {
-        leb(body.len(), &mut code);
-        code.extend_from_slice(&body);
-    }
-    section(10, &code, &mut module);
-    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
-    section(1, &module, &mut component);
-    let mut custom = Vec::new();
-    leb(5, &mut custom);
-    custom.extend_from_slice(b"bench");
-    custom.extend_from_slice(&salt.to_le_bytes());
-    section(0, &custom, &mut component);
-    component
-}
-
-/// A component that instantiates an empty core module `instances` times.
-fn many_instances(instances: usize) -> Vec<u8> {
-    let mut text = String::from("(component (core module $m)");
-    for _ in 0..instances {
-        text.push_str(" (core instance (instantiate $m))");
-    }
-    text.push(')');
-    wat::parse_str(&text).expect("parses")
-}
-
-/// A trigger policy (the contract's types spelled out) whose `decide` answers `count` empty
-/// reasons, from a memory of `pages` pages.
-fn many_reasons(count: u32, pages: u32) -> Vec<u8> {
-    let text = r#"(component
-  (core module $m
-    (memory (export "memory") PAGES)
-    (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 64)
-    (func (export "decide") (param i32) (result i32)
-      (i32.store (i32.const 8) (i32.const 1024))
-      (i32.store (i32.const 12) (i32.const COUNT))
-      i32.const 0))
-  (core instance $i (instantiate $m))
-  (type $strategy-def (enum "manual" "now" "once" "done"))
-  (export $strategy "strategy" (type $strategy-def))
-  (type $reason-def (record (field "code" string) (field "message" string)))
-  (export $reason "reason" (type $reason-def))
-  (type $outcome-def (enum "succeeded" "failed"))
-  (export $outcome "job-outcome" (type $outcome-def))
-  (type $event-def (variant (case "created") (case "spec-changed") (case "strategy-changed" $strategy) (case "config-changed") (case "job-finished" $outcome) (case "resync")))
-  (export $event "trigger-event" (type $event-def))
-  (type $map (list (tuple string string)))
-  (type $qjob-def (record (field "name" string) (field "namespace" string) (field "uid" string) (field "generation" s64) (field "labels" $map) (field "annotations" $map) (field "strategy" $strategy) (field "update-on-config-change" bool) (field "completed" bool) (field "run-count" u64) (field "spec-json" string)))
-  (export $qjob "quarks-job" (type $qjob-def))
-  (type $input-def (record (field "event" $event) (field "quarks-job" $qjob) (field "config-digest-now" (option string)) (field "config-digest-last-run" (option string)) (field "missing-config" (list string)) (field "run-active" bool)))
-  (export $input "trigger-input" (type $input-def))
-  (type $decision-def (record (field "run" bool) (field "write-strategy" (option $strategy)) (field "reasons" (list $reason))))
-  (export $decision "trigger-decision" (type $decision-def))
-  (type $decide (func (param "input" $input) (result (result $decision (error $reason)))))
-  (func $decide (type $decide) (canon lift (core func $i "decide") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
-  (instance $policy (export "decide" (func $decide)))
-  (export "quarks:policy/trigger-policy@0.1.0" (instance $policy))
-)
-"#;
-    wat::parse_str(
-        text.replace("COUNT", &count.to_string())
-            .replace("PAGES", &pages.to_string()),
-    )
-    .expect("the component parses")
 }
 
 /// First time each Job (`namespace/name`) was seen by a watcher.
@@ -350,6 +254,110 @@ struct Row {
     shown: String,
 }
 
+/// The victim's side of every row: the operator, the watcher that times the victim's Jobs and
+/// the pacing of a row.
+struct Victim<'a> {
+    client: &'a kube::Client,
+    seen: &'a JobsSeen,
+    operator: &'a Operator,
+    /// The monitored id each neighbour namespace is labelled with.
+    id: &'a str,
+    namespace: &'a str,
+    row: (usize, Duration),
+}
+
+/// A neighbour namespace during its row, and the victim's latencies just before its attack.
+struct Neighbour {
+    key: &'static str,
+    namespace: String,
+    before: Vec<Duration>,
+}
+
+impl Victim<'_> {
+    /// One row's worth of victim latencies, its QuarksJobs named `<prefix>-<i>`.
+    async fn latencies(&self, prefix: &str) -> Vec<Duration> {
+        let (client, seen, operator) = (self.client, self.seen, self.operator);
+        latencies(client, seen, operator, self.namespace, prefix, self.row).await
+    }
+
+    /// Measures the victim alone (the row's own baseline, see the module docs), then opens
+    /// neighbour namespace `hostile-<key>` for the attack to be set up in.
+    async fn open_neighbour(&self, key: &'static str) -> Neighbour {
+        let before = self.latencies(&format!("pre-{key}")).await;
+        let namespace = format!("hostile-{key}");
+        create_namespace(self.client, &namespace, Some(self.id)).await;
+        Neighbour {
+            key,
+            namespace,
+            before,
+        }
+    }
+
+    /// Waits until one of the neighbour's QuarksJobs shows one of the reasons in `met`: the
+    /// operator has met the attack, which goes on meanwhile.
+    async fn wait_met(&self, neighbour: &Neighbour, met: &[&str]) {
+        let what = format!("{} to show {}", neighbour.namespace, met.join(" or "));
+        wait_for(&what, DEADLINE, || {
+            has_reason(self.client, &neighbour.namespace, met)
+        })
+        .await;
+    }
+
+    /// The victim's latencies during the attack, once the operator has met it ([`Self::wait_met`]).
+    async fn latencies_beside(&self, neighbour: &Neighbour, met: &[&str]) -> Vec<Duration> {
+        self.wait_met(neighbour, met).await;
+        self.latencies(neighbour.key).await
+    }
+
+    /// The row of `neighbour`'s attack, `what` it was, then the attack ended.
+    async fn close(&self, neighbour: Neighbour, what: String, samples: Vec<Duration>) -> Row {
+        let row = Row {
+            what,
+            before: neighbour.before,
+            samples,
+            rss: memory_mib(self.operator.pid),
+            shown: reasons(self.client, &neighbour.namespace).await,
+        };
+        tear_down(self.client, &neighbour.namespace).await;
+        row
+    }
+}
+
+/// Stores `bytes` as the neighbour's module ConfigMap `hostile` and selects it as its trigger
+/// policy.
+async fn select_module(client: &kube::Client, namespace: &str, bytes: Vec<u8>) {
+    put_module(client, namespace, "hostile", bytes).await;
+    select_trigger(client, namespace, "configmap:hostile/policy.wasm").await;
+}
+
+/// A row whose neighbour selects a trigger policy the operator refuses on every decision of
+/// its 20 QuarksJobs: the attack is the policy itself, nothing goes on in the background.
+struct RefusedPolicy {
+    key: &'static str,
+    what: &'static str,
+    module: Vec<u8>,
+    /// The neighbour's QuarksJobs are named `<prefix>-<i>`.
+    prefix: &'static str,
+    /// The reasons that show the operator refused it.
+    met: &'static [&'static str],
+}
+
+/// How many of the Secrets the fan-out neighbour's QuarksJobs wrote exist in `namespace`.
+async fn fanned_secrets(client: &kube::Client, namespace: &str) -> usize {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), namespace);
+    secrets
+        .list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .filter(|s| s.name_any().starts_with("fan-k"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -370,7 +378,7 @@ async fn main() {
     .expect("kubesim starts");
     let client = sim.client().await.expect("client");
     let registry = registry::Registry::start().await;
-    let big = compile_heavy(40 << 10, 0);
+    let big = compile_heavy_salted(40 << 10, 0);
     let big_len = big.len();
     let oci = quarks_job::policy::oci::client(std::slice::from_ref(&registry.addr));
     let digest = quarks_job::policy::oci::push(
@@ -384,8 +392,8 @@ async fn main() {
     let big_reference = format!("oci://{}/hostile/big@{digest}", registry.addr);
 
     let id = format!("hostile-bench-{}", std::process::id());
-    let victim = "victim";
-    create_namespace(&client, victim, Some(&id)).await;
+    let victim_namespace = "victim";
+    create_namespace(&client, victim_namespace, Some(&id)).await;
     let operator = Operator::start(
         sim.kubeconfig_path(),
         &client,
@@ -399,18 +407,26 @@ async fn main() {
         ],
     )
     .await;
-    let seen = JobsSeen::start(Api::namespaced(client.clone(), victim));
+    let seen = JobsSeen::start(Api::namespaced(client.clone(), victim_namespace));
+    let victim = Victim {
+        client: &client,
+        seen: &seen,
+        operator: &operator,
+        id: &id,
+        namespace: victim_namespace,
+        row,
+    };
     let _ = latencies(
         &client,
         &seen,
         &operator,
-        victim,
+        victim_namespace,
         "warm",
         (WARMUP, Duration::ZERO),
     )
     .await;
     let idle = memory_mib(operator.pid);
-    let alone = latencies(&client, &seen, &operator, victim, "alone", row).await;
+    let alone = victim.latencies("alone").await;
     let mut rows = vec![Row {
         what: "alone".into(),
         before: alone.clone(),
@@ -420,136 +436,75 @@ async fn main() {
     }];
 
     // (a) ~40 MiB from the registry.
-    let before = latencies(&client, &seen, &operator, victim, "pre-a", row).await;
-    let ns = "hostile-a";
-    create_namespace(&client, ns, Some(&id)).await;
-    select_trigger(&client, ns, &big_reference).await;
-    create_qjobs(&client, ns, "big", 3).await;
-    wait_for("the 40 MiB load to be pending", DEADLINE, || {
-        has_reason(&client, ns, &["PolicyPending"])
-    })
-    .await;
-    let samples = latencies(&client, &seen, &operator, victim, "a", row).await;
-    rows.push(Row {
-        before,
-        what: format!(
-            "(a) {:.1} MiB compile-heavy component by `oci://` digest, 3 QuarksJobs",
-            big_len as f64 / (1 << 20) as f64
-        ),
-        samples,
-        rss: memory_mib(operator.pid),
-        shown: reasons(&client, ns).await,
-    });
-    tear_down(&client, ns).await;
+    let a = victim.open_neighbour("a").await;
+    select_trigger(&client, &a.namespace, &big_reference).await;
+    create_qjobs(&client, &a.namespace, "big", 3).await;
+    let samples = victim.latencies_beside(&a, &["PolicyPending"]).await;
+    let what = format!(
+        "(a) {:.1} MiB compile-heavy component by `oci://` digest, 3 QuarksJobs",
+        big_len as f64 / (1 << 20) as f64
+    );
+    rows.push(victim.close(a, what, samples).await);
 
     // (b) the module ConfigMap rewritten every second.
-    let before = latencies(&client, &seen, &operator, victim, "pre-b", row).await;
-    let ns = "hostile-b";
-    create_namespace(&client, ns, Some(&id)).await;
-    put_module(&client, ns, "hostile", compile_heavy(900, 0)).await;
-    select_trigger(&client, ns, "configmap:hostile/policy.wasm").await;
-    create_qjobs(&client, ns, "rewritten", 3).await;
+    let b = victim.open_neighbour("b").await;
+    select_module(&client, &b.namespace, compile_heavy_salted(900, 0)).await;
+    create_qjobs(&client, &b.namespace, "rewritten", 3).await;
     let rewriter = {
-        let client = client.clone();
+        let (client, ns) = (client.clone(), b.namespace.clone());
         tokio::spawn(async move {
             for salt in 1.. {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                put_module(&client, ns, "hostile", compile_heavy(900, salt)).await;
+                put_module(&client, &ns, "hostile", compile_heavy_salted(900, salt)).await;
             }
         })
     };
-    wait_for("the rewritten module to be pending", DEADLINE, || {
-        has_reason(&client, ns, &["PolicyPending"])
-    })
-    .await;
+    victim.wait_met(&b, &["PolicyPending"]).await;
     let started = Instant::now();
-    let samples = latencies(&client, &seen, &operator, victim, "b", row).await;
+    let samples = victim.latencies(b.key).await;
     let rewrites = started.elapsed().as_secs();
-    rows.push(Row {
-        before,
-        what: format!(
-            "(b) ~900 KiB compile-heavy module ConfigMap rewritten every second (≈ {rewrites} rewrites meanwhile), 3 QuarksJobs"
-        ),
-        samples,
-        rss: memory_mib(operator.pid),
-        shown: reasons(&client, ns).await,
-    });
     rewriter.abort();
-    tear_down(&client, ns).await;
+    let what = format!(
+        "(b) ~900 KiB compile-heavy module ConfigMap rewritten every second (≈ {rewrites} rewrites meanwhile), 3 QuarksJobs"
+    );
+    rows.push(victim.close(b, what, samples).await);
 
-    // (c1) 300 core instances.
-    let before = latencies(&client, &seen, &operator, victim, "pre-c1", row).await;
-    let ns = "hostile-c1";
-    create_namespace(&client, ns, Some(&id)).await;
-    put_module(&client, ns, "hostile", many_instances(300)).await;
-    select_trigger(&client, ns, "configmap:hostile/policy.wasm").await;
-    create_qjobs(&client, ns, "instances", 20).await;
-    wait_for("PolicyTooComplex", DEADLINE, || {
-        has_reason(&client, ns, &["PolicyTooComplex"])
-    })
-    .await;
-    let samples = latencies(&client, &seen, &operator, victim, "c1", row).await;
-    rows.push(Row {
-        before,
-        what: "(c1) component with 300 core instances, 20 QuarksJobs".into(),
-        samples,
-        rss: memory_mib(operator.pid),
-        shown: reasons(&client, ns).await,
-    });
-    tear_down(&client, ns).await;
-
-    // (c2) a policy that loops.
-    let before = latencies(&client, &seen, &operator, victim, "pre-c2", row).await;
-    let ns = "hostile-c2";
-    create_namespace(&client, ns, Some(&id)).await;
-    put_module(&client, ns, "hostile", fixture("loop-forever")).await;
-    select_trigger(&client, ns, "configmap:hostile/policy.wasm").await;
-    create_qjobs(&client, ns, "loop", 20).await;
-    wait_for("PolicyTimeout", DEADLINE, || {
-        has_reason(&client, ns, &["PolicyTimeout", "PolicyBudgetExhausted"])
-    })
-    .await;
-    let samples = latencies(&client, &seen, &operator, victim, "c2", row).await;
-    rows.push(Row {
-        before,
-        what: "(c2) policy looping to its CPU limit on every call (`loop-forever`), 20 QuarksJobs"
-            .into(),
-        samples,
-        rss: memory_mib(operator.pid),
-        shown: reasons(&client, ns).await,
-    });
-    tear_down(&client, ns).await;
-
-    // (d) 3 million empty reasons.
-    let before = latencies(&client, &seen, &operator, victim, "pre-d", row).await;
-    let ns = "hostile-d";
-    create_namespace(&client, ns, Some(&id)).await;
-    put_module(&client, ns, "hostile", many_reasons(3_000_000, 800)).await;
-    select_trigger(&client, ns, "configmap:hostile/policy.wasm").await;
-    create_qjobs(&client, ns, "reasons", 20).await;
-    wait_for("PolicyResultTooLarge", DEADLINE, || {
-        has_reason(&client, ns, &["PolicyResultTooLarge"])
-    })
-    .await;
-    let samples = latencies(&client, &seen, &operator, victim, "d", row).await;
-    rows.push(Row {
-        before,
-        what: "(d) trigger result of 3 000 000 empty reasons (50 MiB guest memory), 20 QuarksJobs"
-            .into(),
-        samples,
-        rss: memory_mib(operator.pid),
-        shown: reasons(&client, ns).await,
-    });
-    tear_down(&client, ns).await;
+    // (c1), (c2), (d): a policy refused on every decision.
+    for attack in [
+        RefusedPolicy {
+            key: "c1",
+            what: "(c1) component with 300 core instances, 20 QuarksJobs",
+            module: many_instances(300),
+            prefix: "instances",
+            met: &["PolicyTooComplex"],
+        },
+        RefusedPolicy {
+            key: "c2",
+            what: "(c2) policy looping to its CPU limit on every call (`loop-forever`), 20 QuarksJobs",
+            module: fixture("loop-forever"),
+            prefix: "loop",
+            met: &["PolicyTimeout", "PolicyBudgetExhausted"],
+        },
+        RefusedPolicy {
+            key: "d",
+            what: "(d) trigger result of 3 000 000 empty reasons (50 MiB guest memory), 20 QuarksJobs",
+            module: many_reasons(3_000_000, 800),
+            prefix: "reasons",
+            met: &["PolicyResultTooLarge"],
+        },
+    ] {
+        let neighbour = victim.open_neighbour(attack.key).await;
+        select_module(&client, &neighbour.namespace, attack.module).await;
+        create_qjobs(&client, &neighbour.namespace, attack.prefix, 20).await;
+        let samples = victim.latencies_beside(&neighbour, attack.met).await;
+        rows.push(victim.close(neighbour, attack.what.into(), samples).await);
+    }
 
     // (e) an output file fanning out to 3 000 Secrets, a new one every 500 ms.
-    let before = latencies(&client, &seen, &operator, victim, "pre-e", row).await;
-    let ns = "hostile-e";
-    create_namespace(&client, ns, Some(&id)).await;
+    let e = victim.open_neighbour("e").await;
     let fanner = {
-        let client = client.clone();
+        let api: Api<QuarksJob> = Api::namespaced(client.clone(), &e.namespace);
         tokio::spawn(async move {
-            let api: Api<QuarksJob> = Api::namespaced(client, ns);
             for i in 0.. {
                 let _ = api
                     .create(&PostParams::default(), &fan_out(&format!("fan-{i}")))
@@ -558,33 +513,13 @@ async fn main() {
             }
         })
     };
-    wait_for("TooManySecrets", DEADLINE, || {
-        has_reason(&client, ns, &["TooManySecrets"])
-    })
-    .await;
-    let samples = latencies(&client, &seen, &operator, victim, "e", row).await;
+    let samples = victim.latencies_beside(&e, &["TooManySecrets"]).await;
     fanner.abort();
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
-    let fanned = secrets
-        .list(&ListParams::default())
-        .await
-        .map(|l| {
-            l.items
-                .iter()
-                .filter(|s| s.name_any().starts_with("fan-k"))
-                .count()
-        })
-        .unwrap_or(0);
-    rows.push(Row {
-        before,
-        what: format!(
-            "(e) output file fanning out to 3 000 Secrets, a new QuarksJob every 500 ms ({fanned} of its Secrets written)"
-        ),
-        samples,
-        rss: memory_mib(operator.pid),
-        shown: reasons(&client, ns).await,
-    });
-    tear_down(&client, ns).await;
+    let fanned = fanned_secrets(&client, &e.namespace).await;
+    let what = format!(
+        "(e) output file fanning out to 3 000 Secrets, a new QuarksJob every 500 ms ({fanned} of its Secrets written)"
+    );
+    rows.push(victim.close(e, what, samples).await);
 
     let (code, _) = support::http_get(operator.addr, "/healthz")
         .await
