@@ -46,68 +46,21 @@ mod registry;
 #[path = "../tests/policies/hostile_components.rs"]
 mod hostile_components;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use hostile_components::{compile_heavy_salted, many_instances, many_reasons};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
-use kubesim::{KubeSim, KubeSimOptions};
 use quarks_job::crd::QuarksJob;
 use quarks_job::names::job::job_name;
 use serde_json::json;
-use support::{DEADLINE, Operator, create_namespace, memory_mib, ms, percentile, wait_for};
+use support::{
+    DEADLINE, JobsSeen, Operator, create_namespace, fixture, memory_mib, ms, percentile,
+    put_module, select_trigger, wait_for,
+};
 
-const SELECTION: &str = "quarks-job-policies";
 const WARMUP: usize = 5;
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/{name}.wasm", env!("QUARKS_POLICY_FIXTURES"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
-}
-
-/// First time each Job (`namespace/name`) was seen by a watcher.
-#[derive(Clone, Default)]
-struct JobsSeen(Arc<Mutex<HashMap<String, Instant>>>);
-
-impl JobsSeen {
-    fn start(api: Api<Job>) -> Self {
-        let seen = JobsSeen::default();
-        let map = seen.0.clone();
-        tokio::spawn(async move {
-            let mut stream = watcher(api, watcher::Config::default())
-                .applied_objects()
-                .boxed();
-            while let Some(Ok(job)) = stream.next().await {
-                let key = format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any());
-                map.lock().unwrap().entry(key).or_insert_with(Instant::now);
-            }
-        });
-        seen
-    }
-
-    async fn wait(&self, namespace: &str, job: &str, operator: &Operator) -> Instant {
-        let key = format!("{namespace}/{job}");
-        let until = Instant::now() + DEADLINE;
-        loop {
-            if let Some(at) = self.0.lock().unwrap().get(&key) {
-                return *at;
-            }
-            assert!(
-                Instant::now() < until,
-                "timed out waiting for Job {key}; operator log:\n{}",
-                operator.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-}
 
 fn one_off(name: &str) -> QuarksJob {
     serde_json::from_value(json!({
@@ -143,31 +96,6 @@ fn fan_out(name: &str) -> QuarksJob {
         }
     }))
     .expect("QuarksJob")
-}
-
-async fn apply(client: &kube::Client, namespace: &str, config_map: ConfigMap) {
-    Api::<ConfigMap>::namespaced(client.clone(), namespace)
-        .patch(
-            &config_map.name_any(),
-            &PatchParams::apply("bench").force(),
-            &Patch::Apply(&config_map),
-        )
-        .await
-        .expect("apply ConfigMap");
-}
-
-async fn select_trigger(client: &kube::Client, namespace: &str, reference: &str) {
-    let mut config_map = ConfigMap::default();
-    config_map.metadata.name = Some(SELECTION.into());
-    config_map.data = Some(BTreeMap::from([("trigger".into(), reference.into())]));
-    apply(client, namespace, config_map).await;
-}
-
-async fn put_module(client: &kube::Client, namespace: &str, name: &str, bytes: Vec<u8>) {
-    let mut config_map = ConfigMap::default();
-    config_map.metadata.name = Some(name.into());
-    config_map.binary_data = Some(BTreeMap::from([("policy.wasm".into(), ByteString(bytes))]));
-    apply(client, namespace, config_map).await;
 }
 
 /// The Ready reasons of `namespace`'s QuarksJobs, and their output records' reasons, counted.
@@ -370,13 +298,7 @@ async fn main() {
     let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load_before = load();
 
-    let sim = KubeSim::start(KubeSimOptions {
-        quarks_job_bin: Some(env!("CARGO_BIN_EXE_quarks-job").into()),
-        ..Default::default()
-    })
-    .await
-    .expect("kubesim starts");
-    let client = sim.client().await.expect("client");
+    let (sim, client) = support::kubesim_with_kubelet().await;
     let registry = registry::Registry::start().await;
     let big = compile_heavy_salted(40 << 10, 0);
     let big_len = big.len();

@@ -55,7 +55,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use kubesim::{KubeSim, KubeSimOptions};
 use quarks_job::crd::QuarksJob;
 use serde_json::json;
 use support::{DEADLINE, Operator, create_namespace, http_get, ms, percentile, wait_for};
@@ -291,13 +290,7 @@ async fn run_scenario(
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let samples = if quick { 10 } else { 50 };
-    let sim = KubeSim::start(KubeSimOptions {
-        quarks_job_bin: Some(env!("CARGO_BIN_EXE_quarks-job").into()),
-        ..Default::default()
-    })
-    .await
-    .expect("kubesim starts");
-    let client = sim.client().await.expect("client");
+    let (sim, client) = support::kubesim_with_kubelet().await;
     let id = format!("bench-output-{}", std::process::id());
     let op = Operator::start(sim.kubeconfig_path(), &client, &id, &[]).await;
     let dir = tempfile::tempdir().expect("temp dir");

@@ -23,28 +23,17 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, ResourceExt};
+use kube::Api;
+use kube::api::PostParams;
 use kubesim::{KubeSim, KubeSimOptions};
 use quarks_job::crd::QuarksJob;
 use quarks_job::policy::{Limits, PolicyEngine, World, builtin};
-use support::{DEADLINE, Operator, create_namespace, memory_mib, ms, percentile, wait_for};
-
-const SELECTION: &str = "quarks-job-policies";
-
-fn component(name: &str) -> Vec<u8> {
-    let path = format!("{}/{name}.wasm", env!("QUARKS_POLICY_FIXTURES"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
-}
+use support::{
+    DEADLINE, JobsSeen, Operator, create_namespace, fixture, memory_mib, ms, percentile,
+    put_module, select_trigger, wait_for,
+};
 
 /// The same component with a custom section appended: valid, and a different digest.
 fn variant(bytes: &[u8], i: usize) -> Vec<u8> {
@@ -86,12 +75,12 @@ fn engine_tables(quick: bool) {
         .chain([
             (
                 "example approval-trigger".to_owned(),
-                component("approval-trigger"),
+                fixture("approval-trigger"),
                 World::Trigger,
             ),
             (
                 "example dotenv-output".to_owned(),
-                component("dotenv-output"),
+                fixture("dotenv-output"),
                 World::Output,
             ),
         ])
@@ -120,7 +109,7 @@ fn engine_tables(quick: bool) {
     }
 
     let n = if quick { 10 } else { 40 };
-    let approval = component("approval-trigger");
+    let approval = fixture("approval-trigger");
     let engine = PolicyEngine::new(Limits::default()).unwrap();
     let pid = std::process::id();
     let before = memory_mib(pid).0;
@@ -143,40 +132,6 @@ fn engine_tables(quick: bool) {
     );
 }
 
-/// First time each Job name was seen by a watcher.
-#[derive(Clone, Default)]
-struct JobsSeen(Arc<Mutex<HashMap<String, Instant>>>);
-
-impl JobsSeen {
-    fn start(client: kube::Client) -> Self {
-        let seen = JobsSeen::default();
-        let map = seen.0.clone();
-        tokio::spawn(async move {
-            let stream = watcher(Api::<Job>::all(client), watcher::Config::default())
-                .applied_objects()
-                .boxed();
-            let mut stream = stream;
-            while let Some(Ok(job)) = stream.next().await {
-                let key = format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any());
-                map.lock().unwrap().entry(key).or_insert_with(Instant::now);
-            }
-        });
-        seen
-    }
-
-    async fn wait(&self, namespace: &str, job: &str) -> Instant {
-        let key = format!("{namespace}/{job}");
-        let until = Instant::now() + DEADLINE;
-        loop {
-            if let Some(at) = self.0.lock().unwrap().get(&key) {
-                return *at;
-            }
-            assert!(Instant::now() < until, "timed out waiting for Job {key}");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-}
-
 fn one_off(name: &str) -> QuarksJob {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "quarks.cloudfoundry.org/v1alpha1",
@@ -191,31 +146,6 @@ fn one_off(name: &str) -> QuarksJob {
         }
     }))
     .unwrap()
-}
-
-async fn apply(client: &kube::Client, namespace: &str, config_map: ConfigMap) {
-    Api::<ConfigMap>::namespaced(client.clone(), namespace)
-        .patch(
-            &config_map.name_any(),
-            &PatchParams::apply("bench").force(),
-            &Patch::Apply(&config_map),
-        )
-        .await
-        .unwrap();
-}
-
-async fn select_trigger(client: &kube::Client, namespace: &str, reference: &str) {
-    let mut config_map = ConfigMap::default();
-    config_map.metadata.name = Some(SELECTION.into());
-    config_map.data = Some(BTreeMap::from([("trigger".into(), reference.into())]));
-    apply(client, namespace, config_map).await;
-}
-
-async fn put_module(client: &kube::Client, namespace: &str, name: &str, bytes: Vec<u8>) {
-    let mut config_map = ConfigMap::default();
-    config_map.metadata.name = Some(name.into());
-    config_map.binary_data = Some(BTreeMap::from([("policy.wasm".into(), ByteString(bytes))]));
-    apply(client, namespace, config_map).await;
 }
 
 async fn ready_reason(api: &Api<QuarksJob>, name: &str) -> Option<String> {
@@ -233,6 +163,7 @@ async fn ready_reason(api: &Api<QuarksJob>, name: &str) -> Option<String> {
 async fn creation_latencies(
     client: &kube::Client,
     seen: &JobsSeen,
+    operator: &Operator,
     namespace: &str,
     prefix: &str,
     n: usize,
@@ -245,7 +176,7 @@ async fn creation_latencies(
         api.create(&PostParams::default(), &one_off(&name))
             .await
             .unwrap();
-        let at = seen.wait(namespace, &format!("{name}-1")).await;
+        let at = seen.wait(namespace, &format!("{name}-1"), operator).await;
         samples.push(at.saturating_duration_since(t));
     }
     samples.sort();
@@ -265,10 +196,10 @@ async fn operator_tables(quick: bool) {
     for ns in [a, b, c] {
         create_namespace(&client, ns, Some(id)).await;
     }
-    put_module(&client, b, "approval", component("approval-trigger")).await;
-    put_module(&client, c, "hostile", component("loop-forever")).await;
+    put_module(&client, b, "approval", fixture("approval-trigger")).await;
+    put_module(&client, c, "hostile", fixture("loop-forever")).await;
     let operator = Operator::start(sim.kubeconfig_path(), &client, id, &[]).await;
-    let seen = JobsSeen::start(client.clone());
+    let seen = JobsSeen::start(Api::all(client.clone()));
 
     // 3. Hot swap.
     let b_api: Api<QuarksJob> = Api::namespaced(client.clone(), b);
@@ -286,17 +217,17 @@ async fn operator_tables(quick: bool) {
         .await;
         let t = Instant::now();
         select_trigger(&client, b, "builtin:trigger-default").await;
-        let at = seen.wait(b, &format!("{name}-1")).await;
+        let at = seen.wait(b, &format!("{name}-1"), &operator).await;
         swaps.push(at.saturating_duration_since(t));
     }
     swaps.sort();
 
     // 4. Isolation.
     let n = if quick { 20 } else { 100 };
-    let _ = creation_latencies(&client, &seen, a, "warm", 5).await;
+    let _ = creation_latencies(&client, &seen, &operator, a, "warm", 5).await;
     let cpu0 = support::cpu_seconds(&operator.pid.to_string());
     let t0 = Instant::now();
-    let alone = creation_latencies(&client, &seen, a, "alone", n).await;
+    let alone = creation_latencies(&client, &seen, &operator, a, "alone", n).await;
     let cpu_alone =
         (support::cpu_seconds(&operator.pid.to_string()) - cpu0) / t0.elapsed().as_secs_f64();
 
@@ -315,7 +246,7 @@ async fn operator_tables(quick: bool) {
     .await;
     let cpu1 = support::cpu_seconds(&operator.pid.to_string());
     let t1 = Instant::now();
-    let hostile = creation_latencies(&client, &seen, a, "beside-hostile", n).await;
+    let hostile = creation_latencies(&client, &seen, &operator, a, "beside-hostile", n).await;
     let cpu_hostile =
         (support::cpu_seconds(&operator.pid.to_string()) - cpu1) / t1.elapsed().as_secs_f64();
     let timeouts = operator.metric("quarks_job_policy_errors_total").await;

@@ -1,24 +1,35 @@
 //! What the operator-level benchmarks share: starting the real `quarks-job` binary against a
-//! kubesim, reading its memory, CPU and HTTP endpoints, percentiles. Benchmarks include it with
-//! `mod support;`; none of it asserts anything about timings.
+//! kubesim, reading its memory, CPU and HTTP endpoints, selecting a namespace's policies, timing
+//! Jobs, percentiles. Benchmarks include it with `mod support;`; none of it asserts anything
+//! about timings.
 
 #![allow(dead_code)] // each bench uses its own subset
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::Api;
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use kubesim::{KubeSim, KubeSimOptions};
 use quarks_job::names::MONITORED_LABEL;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The ConfigMap in which a namespace selects its policies.
+pub const SELECTION: &str = "quarks-job-policies";
 
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -236,4 +247,94 @@ pub async fn create_namespace(client: &kube::Client, name: &str, monitored_id: O
         .create(&PostParams::default(), &ns)
         .await
         .expect("create namespace");
+}
+
+/// kubesim with its kubelet and Job controller, which run pods as local processes with the
+/// `quarks-job` binary under test as their output helper (for benchmarks whose Jobs must write
+/// output), and a client of it.
+pub async fn kubesim_with_kubelet() -> (KubeSim, kube::Client) {
+    let sim = KubeSim::start(KubeSimOptions {
+        quarks_job_bin: Some(env!("CARGO_BIN_EXE_quarks-job").into()),
+        ..Default::default()
+    })
+    .await
+    .expect("kubesim starts");
+    let client = sim.client().await.expect("client");
+    (sim, client)
+}
+
+/// A policy component host/build.rs built (fixtures and example policies), by name.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/{name}.wasm", env!("QUARKS_POLICY_FIXTURES"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// Server-side applies `config_map` in `namespace`, as the benchmark's own field manager.
+pub async fn apply_config_map(client: &kube::Client, namespace: &str, config_map: ConfigMap) {
+    Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .patch(
+            &config_map.name_any(),
+            &PatchParams::apply("bench").force(),
+            &Patch::Apply(&config_map),
+        )
+        .await
+        .expect("apply ConfigMap");
+}
+
+/// Selects `reference` (`builtin:…`, `configmap:…`, `oci://…`) as `namespace`'s trigger policy.
+pub async fn select_trigger(client: &kube::Client, namespace: &str, reference: &str) {
+    let mut config_map = ConfigMap::default();
+    config_map.metadata.name = Some(SELECTION.into());
+    config_map.data = Some(BTreeMap::from([("trigger".into(), reference.into())]));
+    apply_config_map(client, namespace, config_map).await;
+}
+
+/// Stores `bytes` as `binaryData["policy.wasm"]` of ConfigMap `name`, for a selection of
+/// `configmap:<name>/policy.wasm`.
+pub async fn put_module(client: &kube::Client, namespace: &str, name: &str, bytes: Vec<u8>) {
+    let mut config_map = ConfigMap::default();
+    config_map.metadata.name = Some(name.into());
+    config_map.binary_data = Some(BTreeMap::from([("policy.wasm".into(), ByteString(bytes))]));
+    apply_config_map(client, namespace, config_map).await;
+}
+
+/// First time each Job (`namespace/name`) was seen by a watcher: when a Job "exists" for a
+/// latency, the same for every benchmark.
+#[derive(Clone, Default)]
+pub struct JobsSeen(Arc<Mutex<HashMap<String, Instant>>>);
+
+impl JobsSeen {
+    /// Watches the Jobs `api` lists (one namespace, or all) from now on.
+    pub fn start(api: Api<Job>) -> Self {
+        let seen = JobsSeen::default();
+        let map = seen.0.clone();
+        tokio::spawn(async move {
+            let mut stream = watcher(api, watcher::Config::default())
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(job)) = stream.next().await {
+                let key = format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any());
+                map.lock().unwrap().entry(key).or_insert_with(Instant::now);
+            }
+        });
+        seen
+    }
+
+    /// When Job `job` in `namespace` was first seen; on [`DEADLINE`] it panics with the tail of
+    /// `operator`'s log (why it made no Job).
+    pub async fn wait(&self, namespace: &str, job: &str, operator: &Operator) -> Instant {
+        let key = format!("{namespace}/{job}");
+        let until = Instant::now() + DEADLINE;
+        loop {
+            if let Some(at) = self.0.lock().unwrap().get(&key) {
+                return *at;
+            }
+            assert!(
+                Instant::now() < until,
+                "timed out waiting for Job {key}; operator log:\n{}",
+                operator.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
 }
