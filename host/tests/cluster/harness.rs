@@ -426,6 +426,18 @@ pub async fn put_config_map(c: &Cluster, name: &str, value: &str) {
     apply_config_map(c, &c.namespace, &config_map).await;
 }
 
+/// Stores `bytes` as `binaryData["policy.wasm"]` of ConfigMap `name` in `namespace`, for a
+/// selection of `configmap:<name>/policy.wasm`.
+pub async fn put_module(c: &Cluster, namespace: &str, name: &str, bytes: Vec<u8>) {
+    let mut config_map = ConfigMap::default();
+    config_map.metadata.name = Some(name.to_owned());
+    config_map.binary_data = Some(BTreeMap::from([(
+        "policy.wasm".to_owned(),
+        k8s_openapi::ByteString(bytes),
+    )]));
+    apply_config_map(c, namespace, &config_map).await;
+}
+
 /// Writes `namespace`'s policy selection (ConfigMap `quarks-job-policies`) with these
 /// `world: reference` pairs.
 pub async fn select_policies(c: &Cluster, namespace: &str, selection: &[(&str, &str)]) {

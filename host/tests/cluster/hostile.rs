@@ -4,31 +4,16 @@
 //! `cargo bench -p quarks-job --bench hostile`; here each victim run must complete within the
 //! usual [`DEADLINE`], and the operator's RSS is printed.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::ConfigMap;
 
 #[path = "../policies/hostile_components.rs"]
 mod hostile_components;
 
 use crate::{
-    Cluster, DEADLINE, OperatorProcess, QJob, apply_config_map, jobs_in, policy_component,
+    Cluster, DEADLINE, OperatorProcess, QJob, jobs_in, policy_component, put_module,
     ready_condition, select_policies, wait_completed, wait_for_reason,
 };
 use hostile_components::compile_heavy_salted;
-
-/// Stores `bytes` as `binaryData["policy.wasm"]` of ConfigMap `name`.
-async fn put_module(c: &Cluster, namespace: &str, name: &str, bytes: Vec<u8>) {
-    let mut config_map = ConfigMap::default();
-    config_map.metadata.name = Some(name.to_owned());
-    config_map.binary_data = Some(BTreeMap::from([(
-        "policy.wasm".to_owned(),
-        ByteString(bytes),
-    )]));
-    apply_config_map(c, namespace, &config_map).await;
-}
 
 /// (VmRSS, VmHWM) of the operator process, in MiB.
 fn memory_mib(op: &OperatorProcess) -> (u64, u64) {

@@ -2,15 +2,12 @@
 //! output policy with the ConfigMap `quarks-job-policies`; modules are real components built
 //! from `examples/policies/` and `tests/policy-fixtures/`, stored in ConfigMaps.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::ConfigMap;
 use quarks_job::policy::PolicyDigest;
 
 use crate::{
-    Cluster, QJob, apply_config_map, approve, events_in, jobs_in, output_qjob, policy_component,
+    Cluster, QJob, approve, events_in, jobs_in, output_qjob, policy_component, put_module,
     run_count, select_policies, wait_for, wait_for_reason, wait_secret, wait_status,
 };
 
@@ -21,17 +18,6 @@ fn component(name: &str) -> Vec<u8> {
 
 fn digest(bytes: &[u8]) -> String {
     PolicyDigest::of(bytes).to_string()
-}
-
-/// Stores `bytes` as `binaryData["policy.wasm"]` of ConfigMap `name`.
-async fn put_module(c: &Cluster, namespace: &str, name: &str, bytes: Vec<u8>) {
-    let mut config_map = ConfigMap::default();
-    config_map.metadata.name = Some(name.to_owned());
-    config_map.binary_data = Some(BTreeMap::from([(
-        "policy.wasm".to_owned(),
-        ByteString(bytes),
-    )]));
-    apply_config_map(c, namespace, &config_map).await;
 }
 
 async fn wait_for_run(c: &Cluster, namespace: &str, name: &str) {
