@@ -261,7 +261,12 @@ async fn create_job(
         ..Default::default()
     };
     match api.create(&params, job).await {
-        Ok(created) => Ok(Ok(Some(created))),
+        Ok(created) => {
+            ctx.caches
+                .job_echoes
+                .expect(&created, created.resource_version());
+            Ok(Ok(Some(created)))
+        }
         // The same run's Job exists already (a retried create): it is this run.
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(Ok(None)),
         Err(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 422) => Ok(Err(format!(

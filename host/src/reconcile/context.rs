@@ -54,6 +54,8 @@ pub struct Caches {
     pub own_writes: OwnWrites,
     /// The watch events of those writes still to come.
     pub own_echoes: OwnEchoes,
+    /// The same for the Jobs the operator created.
+    pub job_echoes: OwnEchoes,
 }
 
 impl Context {

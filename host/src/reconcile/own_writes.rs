@@ -8,7 +8,9 @@
 //!   acted on everything it changed, and any other change to the QuarksJob has a version, and
 //!   an event, of its own — so the QuarksJob watch drops it before the controller. That saves
 //!   the two reconciles a run's strategy and status writes used to cost. An echo a reconcile
-//!   waits for (it found a copy from before the write) is let through.
+//!   waits for (it found a copy from before the write) is let through. The same for the Jobs
+//!   the operator creates: the create's echo on the Job watch reconciles nothing (the
+//!   reconcile that created it goes on from there); the Job's later changes do.
 //!
 //! Pure bookkeeping under a lock, no API calls.
 
@@ -17,7 +19,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 
 use crate::crd::{QuarksJob, QuarksJobStatus};
 
@@ -166,9 +168,9 @@ pub enum StaleCopy {
 }
 
 impl OwnEchoes {
-    /// A write to `qjob` returned `resource_version`: its watch event is an echo.
-    pub fn expect(&self, qjob: &QuarksJob, resource_version: Option<String>) {
-        let (Some(uid), Some(version)) = (qjob.metadata.uid.clone(), resource_version) else {
+    /// A write to `object` returned `resource_version`: its watch event is an echo.
+    pub fn expect(&self, object: &impl Resource, resource_version: Option<String>) {
+        let (Some(uid), Some(version)) = (object.meta().uid.clone(), resource_version) else {
             return;
         };
         self.by_uid.with(|echoes| {
@@ -184,9 +186,9 @@ impl OwnEchoes {
         });
     }
 
-    /// Whether the watch should drop this applied `qjob` (an echo nobody waits for).
-    pub fn drop_echo(&self, qjob: &QuarksJob) -> bool {
-        let (Some(uid), Some(version)) = (qjob.uid(), qjob.resource_version()) else {
+    /// Whether the watch should drop this applied `object` (an echo nobody waits for).
+    pub fn drop_echo(&self, object: &impl Resource) -> bool {
+        let (Some(uid), Some(version)) = (object.uid(), object.resource_version()) else {
             return false;
         };
         self.by_uid.with(|echoes| {

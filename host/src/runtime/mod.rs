@@ -134,6 +134,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         ),
         own_writes: Default::default(),
         own_echoes: Default::default(),
+        job_echoes: Default::default(),
     };
     let mut ctx = Context::new(
         client.clone(),

@@ -582,6 +582,11 @@ fn apply_change(
                 JobCache::slim(j);
             }
             jobs.apply(&event);
+            if let watcher::Event::Apply(job) = &event
+                && shared.ctx.caches.job_echoes.drop_echo(job)
+            {
+                return;
+            }
             if let Some(owner) = touched(&event).and_then(controlling_qjob) {
                 shared.trigger([owner]);
             }
