@@ -625,6 +625,12 @@ pub async fn secret_opt(c: &Cluster, name: &str) -> Option<k8s_openapi::api::cor
         .unwrap()
 }
 
+/// The value of `key` in `secret`, as text (what the tests' outputs write is UTF-8).
+pub fn string_value(secret: &k8s_openapi::api::core::v1::Secret, key: &str) -> String {
+    let data = secret.data.as_ref().expect("Secret data");
+    String::from_utf8(data[key].0.clone()).unwrap()
+}
+
 /// Waits for Secret `name` in the test's namespace to exist, and returns it.
 pub async fn wait_secret(c: &Cluster, name: &str) -> k8s_openapi::api::core::v1::Secret {
     wait_until(&format!("Secret {name}"), || secret_opt(c, name)).await
@@ -718,6 +724,16 @@ pub async fn jobs_in(c: &Cluster, namespace: &str) -> Vec<k8s_openapi::api::batc
 /// The Events in `namespace`.
 pub async fn events_in(c: &Cluster, namespace: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
     list_in(c, namespace).await
+}
+
+/// The notes of the Events with `reason` on objects in the test's namespace.
+pub async fn event_notes(c: &Cluster, reason: &str) -> Vec<String> {
+    events_in(c, &c.namespace)
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.note)
+        .collect()
 }
 
 /// The objects of kind `K` in `namespace`.

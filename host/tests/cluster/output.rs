@@ -7,8 +7,8 @@ use kube::api::ListParams;
 use serde_json::json;
 
 use crate::{
-    Cluster, QJob, events_in, list_labelled, output_qjob, put_config_map, qjob_status, runs_of,
-    secret_opt, set_strategy, wait_for, wait_secret, wait_status,
+    Cluster, QJob, event_notes, events_in, list_labelled, output_qjob, put_config_map, qjob_status,
+    runs_of, secret_opt, set_strategy, string_value, wait_for, wait_secret, wait_status,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,11 +71,6 @@ async fn versioned_output_writes_a_new_version_only_when_the_content_changes() {
 // ---------------------------------------------------------------------------------------------
 // Helpers for the scenarios below.
 
-fn value(secret: &Secret, key: &str) -> String {
-    let data = secret.data.as_ref().expect("Secret data");
-    String::from_utf8(data[key].0.clone()).unwrap()
-}
-
 /// Waits until status records `count` output files, then returns the status.
 async fn wait_outputs(c: &Cluster, name: &str, count: usize) -> quarks_job::crd::QuarksJobStatus {
     wait_status(
@@ -98,16 +93,6 @@ fn record<'a>(
         .iter()
         .find(|r| r.container == container && r.file == file)
         .unwrap_or_else(|| panic!("no output record for {container}/{file}: {status:?}"))
-}
-
-/// The notes of the Events with `reason` on objects in the test's namespace.
-async fn event_notes(c: &Cluster, reason: &str) -> Vec<String> {
-    events_in(c, &c.namespace)
-        .await
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .filter_map(|e| e.note)
-        .collect()
 }
 
 /// The pods of a QuarksJob's runs.
@@ -148,17 +133,17 @@ async fn two_containers_one_to_one_and_fan_out_in_one_pod() {
     .await;
 
     let plain = wait_secret(&c, "plain-json").await;
-    assert_eq!(value(&plain, "user"), "admin");
-    assert_eq!(value(&plain, "pass"), "p1");
+    assert_eq!(string_value(&plain, "user"), "admin");
+    assert_eq!(string_value(&plain, "pass"), "p1");
     assert_eq!(
         plain.metadata.labels.as_ref().unwrap()["quarks.cloudfoundry.org/container-name"],
         "plain"
     );
     let alpha = wait_secret(&c, "fan-alpha").await;
     let beta = wait_secret(&c, "fan-beta").await;
-    assert_eq!(value(&alpha, "k"), "1");
-    assert_eq!(value(&alpha, "l"), "x");
-    assert_eq!(value(&beta, "k"), "2");
+    assert_eq!(string_value(&alpha, "k"), "1");
+    assert_eq!(string_value(&alpha, "l"), "x");
+    assert_eq!(string_value(&beta, "k"), "2");
     assert_eq!(beta.data.as_ref().unwrap().len(), 1);
     for s in [&alpha, &beta] {
         let labels = s.metadata.labels.as_ref().unwrap();
@@ -268,8 +253,8 @@ async fn write_on_failure_true_writes_for_exit_codes_1_and_3() {
     write_on_failure_scenario(&c, "wof", true).await;
     let one = wait_secret(&c, "wof-one").await;
     let three = wait_secret(&c, "wof-three").await;
-    assert_eq!(value(&one, "code"), "1");
-    assert_eq!(value(&three, "code"), "3");
+    assert_eq!(string_value(&one, "code"), "1");
+    assert_eq!(string_value(&three, "code"), "3");
     let status = wait_outputs(&c, "wof", 2).await;
     assert_eq!(
         record(&status, "exit-one", "output.json").secrets,
@@ -379,7 +364,7 @@ printf '%s' '{"ok": "yes"}' > badname.json"#;
     c.create_qjob(&QJob::new("invalid", "once").output(output).script(script))
         .await;
     let good = wait_secret(&c, "good").await;
-    assert_eq!(value(&good, "ok"), "yes");
+    assert_eq!(string_value(&good, "ok"), "yes");
     let status = wait_outputs(&c, "invalid", 5).await;
     let expect = [
         ("invalid.json", "InvalidJson"),
@@ -434,7 +419,10 @@ for f in first second; do { printf '{"v": "'; head -c 614400 /dev/zero | tr '\0'
     for file in ["first", "second"] {
         let r = record(&status, "busybox", &format!("{file}.json"));
         assert_eq!(r.secrets, [file], "{r:?}");
-        assert_eq!(value(&wait_secret(&c, file).await, "v").len(), 614400);
+        assert_eq!(
+            string_value(&wait_secret(&c, file).await, "v").len(),
+            614400
+        );
     }
 }
 
@@ -480,7 +468,7 @@ async fn versioned_identical_rerun_writes_no_new_version_and_consumers_move_to_t
         );
     c.create_qjob(&consumer_qjob).await;
     let seen = wait_secret(&c, "seen").await;
-    assert_eq!(value(&seen, "seen"), "a");
+    assert_eq!(string_value(&seen, "seen"), "a");
 
     // Identical re-run: no -v2, and status names the existing version.
     set_strategy(&c, &c.namespace, "producer", "now").await;
@@ -494,11 +482,11 @@ async fn versioned_identical_rerun_writes_no_new_version_and_consumers_move_to_t
     put_config_map(&c, "input", "b").await;
     set_strategy(&c, &c.namespace, "producer", "now").await;
     let v2 = wait_secret(&c, "cred-v2").await;
-    assert_eq!(value(&v2, "value"), "b");
+    assert_eq!(string_value(&v2, "value"), "b");
     wait_for("the consumer to see version 2", || async {
         secret_opt(&c, "seen")
             .await
-            .is_some_and(|s| value(&s, "seen") == "b")
+            .is_some_and(|s| string_value(&s, "seen") == "b")
     })
     .await;
 }
@@ -531,7 +519,7 @@ exit 1"#
     c.create_qjob(&QJob::new("canary", "once").output(output).script(&script))
         .await;
     let good = wait_secret(&c, "canary-good").await;
-    assert_eq!(value(&good, "secret"), canary);
+    assert_eq!(string_value(&good, "secret"), canary);
     let status = wait_outputs(&c, "canary", 4).await;
     assert!(
         status.outputs.iter().filter(|r| r.error.is_some()).count() == 3,
@@ -609,7 +597,7 @@ async fn the_helper_may_create_staging_secrets_but_not_read_other_secrets() {
     let script = r#"printf '%s' '{"a": "b"}' > /mnt/quarks/output.json"#;
     c.create_qjob(&QJob::new("rbac", "once").output(output).script(script))
         .await;
-    assert_eq!(value(&wait_secret(&c, "rbac-out").await, "a"), "b");
+    assert_eq!(string_value(&wait_secret(&c, "rbac-out").await, "a"), "b");
 
     let helper: kube::Api<Secret> = kube::Api::namespaced(helper_client(&c).await, &c.namespace);
     let status_code = |r: Result<Secret, kube::Error>| match r {
@@ -719,7 +707,10 @@ exit 1"#
         },
     )
     .await;
-    assert_eq!(value(&wait_secret(&c, "attempt").await, "attempt"), "2");
+    assert_eq!(
+        string_value(&wait_secret(&c, "attempt").await, "attempt"),
+        "2"
+    );
     let status = qjob_status(&c, &c.namespace, "retry").await;
     let r = record(&status, "busybox", "output.json");
     assert_eq!(
@@ -761,7 +752,7 @@ async fn concurrent_writers_of_one_versioned_secret_lose_no_version() {
         .collect();
     names.sort();
     assert_eq!(names, ["shared-v1", "shared-v2"]);
-    let mut writers: Vec<_> = versions.iter().map(|s| value(s, "writer")).collect();
+    let mut writers: Vec<_> = versions.iter().map(|s| string_value(s, "writer")).collect();
     writers.sort();
     assert_eq!(writers, ["a", "b"]);
     // Each QuarksJob's status names the version holding its own content.
@@ -773,7 +764,7 @@ async fn concurrent_writers_of_one_versioned_secret_lose_no_version() {
             .iter()
             .find(|s| s.metadata.name.as_ref() == Some(&written[0]))
             .unwrap();
-        assert_eq!(value(secret, "writer"), writer);
+        assert_eq!(string_value(secret, "writer"), writer);
     }
 }
 
@@ -871,8 +862,14 @@ async fn output_names_are_sanitised_as_the_original_did_and_recorded() {
     }}});
     c.create_qjob(&QJob::new("names", "once").output(output).script(script))
         .await;
-    assert_eq!(value(&wait_secret(&c, "db-password").await, "a"), "1");
-    assert_eq!(value(&wait_secret(&c, "creds-admin-user").await, "u"), "x");
+    assert_eq!(
+        string_value(&wait_secret(&c, "db-password").await, "a"),
+        "1"
+    );
+    assert_eq!(
+        string_value(&wait_secret(&c, "creds-admin-user").await, "u"),
+        "x"
+    );
     let status = wait_outputs(&c, "names", 2).await;
     assert_eq!(
         record(&status, "busybox", "one.json").secrets,

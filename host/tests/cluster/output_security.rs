@@ -11,32 +11,18 @@ use kube::api::PostParams;
 use serde_json::json;
 
 use crate::{
-    Cluster, DEADLINE, QJob, consumer_of, events_in, list_labelled, mounted_secrets, output_qjob,
-    poll, put_config_map, put_secret, runs_of, secret_opt, versioned_from_config, wait_secret,
-    wait_status, wait_until,
+    Cluster, DEADLINE, QJob, consumer_of, event_notes, list_labelled, mounted_secrets, output_qjob,
+    poll, put_config_map, put_secret, runs_of, secret_opt, string_value, versioned_from_config,
+    wait_secret, wait_status, wait_until,
 };
 
 const STAGING_LABEL: &str = "quarks.cloudfoundry.org/output-staging";
 const QJOB_NAME_LABEL: &str = "quarks.cloudfoundry.org/qjob-name";
 
-fn string_value(secret: &Secret, key: &str) -> String {
-    String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
-}
-
-/// Notes of the Events with `reason` in the test's namespace.
-async fn notes(c: &Cluster, reason: &str) -> Vec<String> {
-    events_in(c, &c.namespace)
-        .await
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .filter_map(|e| e.note)
-        .collect()
-}
-
 /// Waits for an Event with `reason` whose note contains `text`; returns the note.
 async fn wait_note(c: &Cluster, reason: &str, text: &str) -> String {
     wait_until(&format!("a {reason} Event about {text}"), || async {
-        notes(c, reason)
+        event_notes(c, reason)
             .await
             .into_iter()
             .find(|n| n.contains(text))
