@@ -253,12 +253,15 @@ async fn oci_references_are_refused_until_an_admin_allows_the_registry_and_loopb
         assert!(message.contains(flag), "{suffix}: names {flag}: {message}");
         assert!(jobs_in(&c, ns).await.is_empty(), "{suffix}: failed closed");
         // Events are published in the background, after the status write.
-        crate::wait_for(&format!("{suffix}: a PolicyRegistryRefused Event"), || async {
-            events_in(&c, ns)
-                .await
-                .iter()
-                .any(|e| e.reason.as_deref() == Some("PolicyRegistryRefused"))
-        })
+        crate::wait_for(
+            &format!("{suffix}: a PolicyRegistryRefused Event"),
+            || async {
+                events_in(&c, ns)
+                    .await
+                    .iter()
+                    .any(|e| e.reason.as_deref() == Some("PolicyRegistryRefused"))
+            },
+        )
         .await;
     }
     let resolved = ready_condition(&c, &namespaces[2], "deploy")

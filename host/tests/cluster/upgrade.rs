@@ -211,13 +211,8 @@ async fn assert_our_crd_is_served(c: &Cluster) {
 /// the chart installed as Helm would over an existing CRD (it skips `crds/`) and the operator
 /// run as its Deployment runs it: our CRD is served, nothing re-runs, the leftover Job and its
 /// pod are deleted, the errand runs when set to `now`, the one-off when its config changes.
-///
-/// kubesim only for now: on the real control plane it passed alone but its errand's run did not
-/// complete within 90 s in two full fresh-clone CI passes (cause not found yet; the chart's
-/// Deployment pods competing, fixed meanwhile, are a suspect).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubesim_only_upgrading_from_the_go_operator_keeps_its_quarksjobs_working_and_reruns_nothing()
- {
+async fn upgrading_from_the_go_operator_keeps_its_quarksjobs_working_and_reruns_nothing() {
     let own = OwnCluster::start().await;
     // The Go operator's QuarksJobs are in the namespace its chart made (`staging` of release
     // `qj-<ns>` in `<ns>-operator`, the names Deployed::install gives), which this chart's
