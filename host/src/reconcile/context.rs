@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::recorder::{Event, Recorder, Reporter};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::warn;
@@ -122,6 +122,7 @@ const EVENTS_IN_FLIGHT: usize = 4;
 fn spawn_event_publisher(
     recorder: Recorder,
 ) -> tokio::sync::mpsc::UnboundedSender<(Event, ObjectReference)> {
+    let recorder = Arc::new(recorder);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(Event, ObjectReference)>();
     let queued = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))

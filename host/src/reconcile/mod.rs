@@ -22,6 +22,7 @@ pub mod job;
 pub mod observe;
 mod output;
 pub mod own_writes;
+pub mod recorder;
 pub mod references;
 pub mod retention;
 pub mod settle;

@@ -59,6 +59,19 @@ async fn errand_runs_only_when_set_to_now_then_resets_to_manual() {
     assert_eq!(q.spec.trigger.strategy, Strategy::Manual);
     assert_eq!(q.status.unwrap().last_job_name.as_deref(), Some("errand-1"));
     stays_at(&c, "errand", 1).await;
+
+    // Run again: the same Event again within minutes joins the first one's series.
+    set_strategy(&c, &c.namespace, "errand", "now").await;
+    wait_completed(&c, &c.namespace, "errand", 2).await;
+    wait_for("one RunStarted Event counting both runs", || async {
+        let started: Vec<_> = events_in(&c, &c.namespace)
+            .await
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("RunStarted"))
+            .collect();
+        started.len() == 1 && started[0].series.as_ref().is_some_and(|s| s.count == 2)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
