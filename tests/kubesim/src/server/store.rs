@@ -1,7 +1,9 @@
 //! The object store: JSON objects keyed by storage key (`plural.group`), namespace and
 //! name, one global monotonically increasing resourceVersion (like etcd's revision), a
-//! bounded window of past change events for watch replay, and a broadcast channel feeding
-//! live watchers. Every change goes through [`Store::mutate`], whose closure runs under the
+//! bounded window of past change events for watch replay, and broadcast channels feeding
+//! live watchers, one per storage key and namespace (and one per key for cluster-wide watches),
+//! so that a change wakes only the watches that can see it: an operator watching each of
+//! hundreds of namespaces must not make every change cost hundreds of wake-ups. Every change goes through [`Store::mutate`], whose closure runs under the
 //! store lock so read-modify-write is atomic. This module knows nothing of HTTP or of
 //! per-kind semantics; it only stamps `metadata.resourceVersion`.
 
@@ -80,11 +82,76 @@ struct Inner {
     uids: HashMap<String, ObjectRef>,
     /// owner uid → dependents that name it in ownerReferences.
     dependents: HashMap<String, HashSet<ObjectRef>>,
+    /// The live channels of the watches, by storage key.
+    shards: HashMap<Arc<str>, KeyShards>,
+}
+
+/// Live watchers that fall further behind their channel than this catch up from the window.
+const SHARD_CAPACITY: usize = 512;
+
+/// The live channels of one storage key's watches.
+#[derive(Default)]
+struct KeyShards {
+    cluster_wide: Option<broadcast::Sender<Arc<Change>>>,
+    by_namespace: HashMap<String, broadcast::Sender<Arc<Change>>>,
+}
+
+impl KeyShards {
+    fn subscribe(&mut self, ns: Option<&str>) -> broadcast::Receiver<Arc<Change>> {
+        let sender = match ns {
+            None => self.cluster_wide.get_or_insert_with(new_shard),
+            Some(ns) => self
+                .by_namespace
+                .entry(ns.to_owned())
+                .or_insert_with(new_shard),
+        };
+        sender.subscribe()
+    }
+
+    /// Sends `change` to the watches of its namespace and the cluster-wide ones; drops the
+    /// channels nobody listens to any more.
+    fn send(&mut self, change: &Arc<Change>) {
+        if let Some(tx) = &self.cluster_wide
+            && tx.send(change.clone()).is_err()
+        {
+            self.cluster_wide = None;
+        }
+        if let Some(tx) = self.by_namespace.get(&change.namespace)
+            && tx.send(change.clone()).is_err()
+        {
+            self.by_namespace.remove(&change.namespace);
+        }
+    }
+
+    /// Sends `change` to every watch of this key.
+    fn send_to_all(&mut self, change: &Arc<Change>) {
+        if let Some(tx) = &self.cluster_wide {
+            let _ = tx.send(change.clone());
+        }
+        for tx in self.by_namespace.values() {
+            let _ = tx.send(change.clone());
+        }
+    }
+}
+
+fn new_shard() -> broadcast::Sender<Arc<Change>> {
+    broadcast::channel(SHARD_CAPACITY).0
+}
+
+/// Custom resources' watches end with their CRD: its deletion reaches every watch.
+const CRDS: &str = "customresourcedefinitions.apiextensions.k8s.io";
+
+impl Inner {
+    /// A receiver of the live changes of `key` in `ns` (`None`: all namespaces).
+    fn subscribe(&mut self, key: &str, ns: Option<&str>) -> broadcast::Receiver<Arc<Change>> {
+        self.shards.entry(Arc::from(key)).or_default().subscribe(ns)
+    }
 }
 
 /// The store. Cheap to share behind an `Arc`.
 pub struct Store {
     inner: Mutex<Inner>,
+    /// Every change (the garbage collector's feed).
     tx: broadcast::Sender<Arc<Change>>,
 }
 
@@ -118,7 +185,7 @@ fn uid_of(obj: &Value) -> Option<String> {
 
 impl Store {
     pub fn new(window_cap: usize) -> Self {
-        // Live watchers that fall further behind than this catch up from the window.
+        // The garbage collector's feed; further behind than this, it resyncs.
         let (tx, _) = broadcast::channel(16_384);
         Store {
             inner: Mutex::new(Inner {
@@ -129,6 +196,7 @@ impl Store {
                 compacted: 1,
                 uids: HashMap::new(),
                 dependents: HashMap::new(),
+                shards: HashMap::new(),
             }),
             tx,
         }
@@ -397,6 +465,13 @@ impl Store {
             }
         }
         // Sent under the lock so a watcher that subscribed under the lock sees no gap.
+        if &*change.key == CRDS && change.kind == EventType::Deleted {
+            for shards in inner.shards.values_mut() {
+                shards.send_to_all(&change);
+            }
+        } else if let Some(shards) = inner.shards.get_mut(&change.key) {
+            shards.send(&change);
+        }
         let _ = self.tx.send(change);
     }
 
@@ -411,10 +486,11 @@ impl Store {
         inner.compacted = inner.rv;
     }
 
-    /// Starts a watch from `from_rv`: the retained changes after it, then live changes.
-    /// 410 Gone when changes after `from_rv` were already compacted away.
-    pub fn watch_from(&self, from_rv: u64) -> ApiResult<WatchStart> {
-        let inner = self.lock();
+    /// Starts a watch of `key` (in `ns`, or cluster-wide) from `from_rv`: the retained changes
+    /// after it, then live changes. 410 Gone when changes after `from_rv` were already
+    /// compacted away.
+    pub fn watch_from(&self, from_rv: u64, key: &str, ns: Option<&str>) -> ApiResult<WatchStart> {
+        let mut inner = self.lock();
         if from_rv < inner.compacted {
             return Err(too_old(from_rv, inner.compacted));
         }
@@ -426,14 +502,14 @@ impl Store {
             .collect();
         Ok(WatchStart {
             replay,
-            rx: self.tx.subscribe(),
+            rx: inner.subscribe(key, ns),
             rv: from_rv,
         })
     }
 
     /// Starts a watch at "now" with the current objects of `key` as the initial state.
     pub fn watch_now(&self, key: &str, ns: Option<&str>) -> (Vec<Arc<Value>>, WatchStart) {
-        let inner = self.lock();
+        let mut inner = self.lock();
         let items = inner
             .objects
             .get(key)
@@ -443,7 +519,7 @@ impl Store {
             items,
             WatchStart {
                 replay: Vec::new(),
-                rx: self.tx.subscribe(),
+                rx: inner.subscribe(key, ns),
                 rv: inner.rv,
             },
         )

@@ -167,7 +167,10 @@ pub fn serve(
             let n: u64 = rv
                 .parse()
                 .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv}")))?;
-            cluster.store.watch_from(n).map(|ws| (Vec::new(), ws))
+            cluster
+                .store
+                .watch_from(n, &filter.key, filter.ns.as_deref())
+                .map(|ws| (Vec::new(), ws))
         }
     };
     let cluster = cluster.clone();
