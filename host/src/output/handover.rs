@@ -19,10 +19,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, PartialObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 
 use super::pod::HELPER_SERVICE_ACCOUNT;
@@ -219,7 +218,11 @@ async fn helper_token(
 }
 
 /// Hands the hand-over Secret to the run's Job: owned by it alone, deleted with it.
-pub async fn own_by_job(client: &kube::Client, name: &str, job: &Job) -> Result<(), kube::Error> {
+pub async fn own_by_job(
+    client: &kube::Client,
+    name: &str,
+    job: &impl Resource,
+) -> Result<(), kube::Error> {
     let namespace = job.namespace().unwrap_or_default();
     let owner = OwnerReference {
         api_version: "batch/v1".into(),
@@ -230,7 +233,8 @@ pub async fn own_by_job(client: &kube::Client, name: &str, job: &Job) -> Result<
         block_owner_deletion: Some(false),
     };
     let patch = serde_json::json!({"metadata": {"ownerReferences": [owner]}});
-    Api::<Secret>::namespaced(client.clone(), &namespace)
+    // Metadata only in the response: the hand-over's key and token do not come back.
+    Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &namespace)
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(())
