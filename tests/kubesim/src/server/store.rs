@@ -86,8 +86,12 @@ struct Inner {
     shards: HashMap<Arc<str>, KeyShards>,
 }
 
-/// Live watchers that fall further behind their channel than this catch up from the window.
-const SHARD_CAPACITY: usize = 512;
+/// Live watchers that fall further behind their channel than this catch up from the window
+/// (or, past it, get 410 and re-list). A cluster-wide watch sees every change of its resource
+/// and there are few of them: as deep as the single channel they replace. A namespace's
+/// channel sees only that namespace's changes, and there may be thousands.
+const CLUSTER_WIDE_CAPACITY: usize = 16_384;
+const NAMESPACE_CAPACITY: usize = 512;
 
 /// The live channels of one storage key's watches.
 #[derive(Default)]
@@ -99,11 +103,13 @@ struct KeyShards {
 impl KeyShards {
     fn subscribe(&mut self, ns: Option<&str>) -> broadcast::Receiver<Arc<Change>> {
         let sender = match ns {
-            None => self.cluster_wide.get_or_insert_with(new_shard),
+            None => self
+                .cluster_wide
+                .get_or_insert_with(|| broadcast::channel(CLUSTER_WIDE_CAPACITY).0),
             Some(ns) => self
                 .by_namespace
                 .entry(ns.to_owned())
-                .or_insert_with(new_shard),
+                .or_insert_with(|| broadcast::channel(NAMESPACE_CAPACITY).0),
         };
         sender.subscribe()
     }
@@ -132,10 +138,6 @@ impl KeyShards {
             let _ = tx.send(change.clone());
         }
     }
-}
-
-fn new_shard() -> broadcast::Sender<Arc<Change>> {
-    broadcast::channel(SHARD_CAPACITY).0
 }
 
 /// Custom resources' watches end with their CRD: its deletion reaches every watch.
