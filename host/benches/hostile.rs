@@ -56,46 +56,23 @@ use quarks_job::crd::QuarksJob;
 use quarks_job::names::job::job_name;
 use serde_json::json;
 use support::{
-    DEADLINE, JobsSeen, Operator, create_namespace, fixture, memory_mib, ms, percentile,
-    put_module, select_trigger, wait_for,
+    DEADLINE, JobsSeen, Operator, busybox_one_off, create_namespace, fixture, memory_mib, ms,
+    percentile, put_module, select_trigger, wait_for,
 };
 
 const WARMUP: usize = 5;
 
 fn one_off(name: &str) -> QuarksJob {
-    serde_json::from_value(json!({
-        "apiVersion": "quarks.cloudfoundry.org/v1alpha1",
-        "kind": "QuarksJob",
-        "metadata": {"name": name},
-        "spec": {
-            "trigger": {"strategy": "once"},
-            "template": {"spec": {"backoffLimit": 0, "template": {"spec": {
-                "restartPolicy": "Never",
-                "containers": [{"name": "busybox", "image": "busybox", "command": ["true"]}]
-            }}}}
-        }
-    }))
-    .expect("QuarksJob")
+    busybox_one_off(name, json!(["true"]), None)
 }
 
 /// A one-off whose `output.json` has 3 000 keys, each to become a Secret of its own.
 fn fan_out(name: &str) -> QuarksJob {
     // awk, not a shell loop: the pods run on this machine, and the attack is on the operator.
     let script = r#"awk 'BEGIN { printf "{"; for (i = 0; i < 3000; i++) printf "%s\"k%d\": \"{}\"", (i ? "," : ""), i; printf "}" }' > /mnt/quarks/output.json"#;
-    serde_json::from_value(json!({
-        "apiVersion": "quarks.cloudfoundry.org/v1alpha1",
-        "kind": "QuarksJob",
-        "metadata": {"name": name},
-        "spec": {
-            "trigger": {"strategy": "once"},
-            "output": {"outputMap": {"busybox": {"output.json": {"name": "fan", "persistencemethod": "fan-out"}}}},
-            "template": {"spec": {"backoffLimit": 0, "template": {"spec": {
-                "restartPolicy": "Never",
-                "containers": [{"name": "busybox", "image": "busybox", "command": ["sh", "-c", script]}]
-            }}}}
-        }
-    }))
-    .expect("QuarksJob")
+    let output_map =
+        json!({"busybox": {"output.json": {"name": "fan", "persistencemethod": "fan-out"}}});
+    busybox_one_off(name, json!(["sh", "-c", script]), Some(output_map))
 }
 
 /// The Ready reasons of `namespace`'s QuarksJobs, and their output records' reasons, counted.

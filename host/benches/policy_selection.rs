@@ -133,19 +133,7 @@ fn engine_tables(quick: bool) {
 }
 
 fn one_off(name: &str) -> QuarksJob {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "quarks.cloudfoundry.org/v1alpha1",
-        "kind": "QuarksJob",
-        "metadata": {"name": name},
-        "spec": {
-            "trigger": {"strategy": "once"},
-            "template": {"spec": {"template": {"spec": {
-                "restartPolicy": "Never",
-                "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]
-            }}}}
-        }
-    }))
-    .unwrap()
+    support::busybox_one_off(name, serde_json::json!(["true"]), None)
 }
 
 async fn ready_reason(api: &Api<QuarksJob>, name: &str) -> Option<String> {

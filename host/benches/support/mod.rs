@@ -181,14 +181,7 @@ impl Operator {
 
     /// A counter or gauge from `/metrics` (sum over its label sets).
     pub async fn metric(&self, name: &str) -> f64 {
-        let body = http_get(self.addr, "/metrics")
-            .await
-            .map(|(_, b)| b)
-            .unwrap_or_default();
-        body.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        self.metric_samples(name).await.iter().map(|(_, v)| v).sum()
     }
 
     /// Each label set of a counter or gauge from `/metrics`: (`{labels}` text, value).
@@ -234,6 +227,32 @@ impl Operator {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// A one-off QuarksJob (`once`, no retries) whose one container, `busybox`, runs `command`;
+/// with `output_map` as `spec.output.outputMap` when given.
+pub fn busybox_one_off(
+    name: &str,
+    command: serde_json::Value,
+    output_map: Option<serde_json::Value>,
+) -> quarks_job::crd::QuarksJob {
+    let mut spec = json!({
+        "trigger": {"strategy": "once"},
+        "template": {"spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "busybox", "image": "busybox", "command": command}]
+        }}}}
+    });
+    if let Some(map) = output_map {
+        spec["output"] = json!({"outputMap": map});
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "quarks.cloudfoundry.org/v1alpha1",
+        "kind": "QuarksJob",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("QuarksJob")
 }
 
 pub async fn create_namespace(client: &kube::Client, name: &str, monitored_id: Option<&str>) {
