@@ -976,7 +976,7 @@ async fn noise_phase(
 ) {
     let pid = operator.pid.to_string();
     // Reconciles in each window, to tell the noise's cost from the operator's own look-agains
-    // (a run still active is looked at again 5 minutes after its last reconcile).
+    // (a run still active is looked at again 30–36 minutes after its last reconcile).
     let reconciles = || operator.metric("controller_runtime_reconcile_total");
     let quiet_from = cpu_seconds(&pid);
     let quiet_reconciles = reconciles().await;
