@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::JobTemplateSpec;
+use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
@@ -64,23 +65,48 @@ pub struct QuarksJobSpec {
 /// `backoffLimit` there instead of under `template.spec`; such manifests must keep applying.
 /// The schema therefore preserves unknown keys at this one level (known fields below stay
 /// validated and pruned), and they are carried here so that they can be reported.
-#[derive(Clone, Debug, PartialEq, Default)]
+///
+/// The JobTemplateSpec is held as its compact JSON, decoded by [`job`](Self::job) where a run
+/// or a reference lookup needs it: the operator caches every QuarksJob, and a typed
+/// JobTemplateSpec of one small container takes ~4.5 KiB of memory (k8s-openapi's structs hold
+/// every optional field inline), its JSON ~250 bytes. It is checked against the type when the
+/// QuarksJob is read, so a template that reads at all decodes again.
+#[derive(Clone, Debug, PartialEq)]
 pub struct JobTemplate {
-    pub job: JobTemplateSpec,
+    /// The JobTemplateSpec, serialized from the typed value (so equal templates are equal text).
+    job: Box<str>,
     /// Keys that are not fields of a JobTemplateSpec, with their values.
     pub unknown: BTreeMap<String, serde_json::Value>,
 }
 
-impl std::ops::Deref for JobTemplate {
-    type Target = JobTemplateSpec;
-    fn deref(&self) -> &JobTemplateSpec {
-        &self.job
+impl JobTemplate {
+    /// A template of `job`, with no unknown keys.
+    pub fn new(job: &JobTemplateSpec) -> Result<Self, serde_json::Error> {
+        Ok(JobTemplate {
+            job: serde_json::to_string(job)?.into_boxed_str(),
+            unknown: BTreeMap::new(),
+        })
+    }
+
+    /// The JobTemplateSpec, decoded. It decoded when the QuarksJob was read, so an error here
+    /// means memory was corrupted or serde_json disagrees with itself; callers report it rather
+    /// than panic.
+    pub fn job(&self) -> Result<JobTemplateSpec, serde_json::Error> {
+        serde_json::from_str(&self.job)
+    }
+
+    /// The pod spec under `spec.template.spec`, if the template has one.
+    pub fn pod_spec(&self) -> Result<Option<PodSpec>, serde_json::Error> {
+        Ok(self.job()?.spec.and_then(|spec| spec.template.spec))
     }
 }
 
-impl std::ops::DerefMut for JobTemplate {
-    fn deref_mut(&mut self) -> &mut JobTemplateSpec {
-        &mut self.job
+impl Default for JobTemplate {
+    fn default() -> Self {
+        JobTemplate {
+            job: "{}".into(),
+            unknown: BTreeMap::new(),
+        }
     }
 }
 
@@ -99,15 +125,18 @@ impl<'de> Deserialize<'de> for JobTemplate {
             .into_iter()
             .filter_map(|k| fields.remove(&k).map(|v| (k, v)))
             .collect();
-        let job = serde_json::from_value(serde_json::Value::Object(fields))
+        let job: JobTemplateSpec = serde_json::from_value(serde_json::Value::Object(fields))
             .map_err(serde::de::Error::custom)?;
-        Ok(JobTemplate { job, unknown })
+        let mut template = JobTemplate::new(&job).map_err(serde::de::Error::custom)?;
+        template.unknown = unknown;
+        Ok(template)
     }
 }
 
 impl Serialize for JobTemplate {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut value = serde_json::to_value(&self.job).map_err(serde::ser::Error::custom)?;
+        let mut value: serde_json::Value =
+            serde_json::from_str(&self.job).map_err(serde::ser::Error::custom)?;
         if let serde_json::Value::Object(fields) = &mut value {
             for (key, unknown) in &self.unknown {
                 fields.insert(key.clone(), unknown.clone());
@@ -398,7 +427,10 @@ mod tests {
             template.unknown.keys().collect::<Vec<_>>(),
             ["backoffLimit"]
         );
-        assert_eq!(template.spec.as_ref().unwrap().backoff_limit, Some(3));
+        assert_eq!(
+            template.job().unwrap().spec.unwrap().backoff_limit,
+            Some(3)
+        );
         assert_eq!(serde_json::to_value(&template).unwrap(), json);
         let yaml = crd_yaml().unwrap();
         assert!(yaml.contains("x-kubernetes-preserve-unknown-fields: true"));

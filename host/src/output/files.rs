@@ -132,11 +132,8 @@ fn output_input(
 pub fn remote_id(qjob: &QuarksJob, container: &str) -> Option<String> {
     qjob.spec
         .template
-        .spec
-        .as_ref()?
-        .template
-        .spec
-        .as_ref()?
+        .pod_spec()
+        .ok()??
         .containers
         .iter()
         .find(|c| c.name == container)?

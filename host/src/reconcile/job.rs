@@ -56,6 +56,14 @@ pub enum BuildError {
         /// The QuarksJob's name.
         name: String,
     },
+    /// The cached template does not decode (it did when the QuarksJob was read).
+    #[error("QuarksJob {name}: its cached spec.template does not decode: {error}")]
+    TemplateUndecodable {
+        /// The QuarksJob's name.
+        name: String,
+        /// serde_json's message.
+        error: String,
+    },
     /// `spec.template.spec` is optional in the JobTemplateSpec schema but a Job needs it.
     #[error("QuarksJob {name} has no spec.template.spec (the Job spec)")]
     MissingJobSpec {
@@ -96,10 +104,16 @@ pub fn build_job(
         .clone()
         .ok_or_else(|| BuildError::MissingUid { name: name.clone() })?;
 
-    let template = &qjob.spec.template;
+    let template = qjob
+        .spec
+        .template
+        .job()
+        .map_err(|error| BuildError::TemplateUndecodable {
+            name: name.clone(),
+            error: error.to_string(),
+        })?;
     let mut spec = template
         .spec
-        .clone()
         .ok_or_else(|| BuildError::MissingJobSpec { name: name.clone() })?;
     let pod_spec = spec
         .template

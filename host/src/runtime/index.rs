@@ -43,14 +43,12 @@ pub struct QuarksJobIndex {
 fn keys_of(qjob: &QuarksJob) -> Vec<Key> {
     let namespace = qjob.namespace().unwrap_or_default();
     let mut keys = vec![Key::Namespace(namespace.clone())];
-    if let Some(pod) = qjob
-        .spec
-        .template
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-    {
-        for reference in referenced_config(pod) {
+    let pod = qjob.spec.template.pod_spec().unwrap_or_else(|error| {
+        tracing::warn!(%error, "a cached QuarksJob's template does not decode: indexed by namespace only");
+        None
+    });
+    if let Some(pod) = pod {
+        for reference in referenced_config(&pod) {
             if reference.kind == ConfigKind::Secret
                 && let Some(v) = versioned::parse_versioned_name(&reference.name)
             {

@@ -379,14 +379,14 @@ async fn a_template_with_its_own_service_account_writes_its_output() {
     )
     .container("sidecar", "sleep 30", json!({}))
     .build();
-    let pod = qjob
-        .spec
-        .template
+    let mut template = qjob.spec.template.job().unwrap();
+    let pod = template
         .spec
         .as_mut()
         .and_then(|s| s.template.spec.as_mut())
         .unwrap();
     pod.service_account_name = Some("app".into());
+    qjob.spec.template = quarks_job::crd::JobTemplate::new(&template).unwrap();
     c.qjobs()
         .create(&PostParams::default(), &qjob)
         .await
