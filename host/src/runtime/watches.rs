@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use crate::reconcile::recorder::{Event, EventType, Recorder, Reporter};
 use futures::{Stream, StreamExt, TryStreamExt};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
@@ -29,7 +28,7 @@ use super::namespaces::{Access, NamespaceAccess, monitored_selector};
 use crate::crd::QuarksJob;
 use crate::names::job::QJOB_NAME_LABEL;
 use crate::reconcile::context::Context;
-use crate::reconcile::observe::{JobCache, JobOwners};
+use crate::reconcile::observe::{CachedJob, JobOwners};
 use crate::reconcile::references::ConfigKind;
 
 /// The reflector caches the reconciles read, with the writers their watches fill and a token
@@ -44,8 +43,8 @@ pub struct Caches {
     pub selections: Store<ConfigMap>,
     selections_writer: Shared<ConfigMap>,
     namespaces_synced: CancellationToken,
-    pub jobs: Store<Job>,
-    jobs_writer: Shared<Job>,
+    pub jobs: Store<CachedJob>,
+    jobs_writer: Shared<CachedJob>,
     /// The cached Jobs by their QuarksJob, kept with the store.
     pub job_owners: Arc<JobOwners>,
     /// Cancelled once every namespace monitored at start-up has listed its Jobs (or was found
@@ -233,8 +232,8 @@ struct NamespaceShared {
     ctx: Arc<Context>,
     access: Arc<NamespaceAccess>,
     index: Arc<QuarksJobIndex>,
-    jobs: Store<Job>,
-    jobs_writer: Shared<Job>,
+    jobs: Store<CachedJob>,
+    jobs_writer: Shared<CachedJob>,
     job_owners: Arc<JobOwners>,
     selections: Store<ConfigMap>,
     selections_writer: Shared<ConfigMap>,
@@ -380,7 +379,7 @@ impl kube::runtime::utils::Backoff for NamespaceBackoff {
 
 /// One watch event of a namespace.
 enum Change {
-    Job(Box<watcher::Event<Job>>),
+    Job(Box<watcher::Event<CachedJob>>),
     ConfigMap(watcher::Event<PartialObjectMeta<ConfigMap>>),
     Secret(watcher::Event<PartialObjectMeta<Secret>>),
     Selection(watcher::Event<ConfigMap>),
@@ -444,7 +443,7 @@ async fn watch_namespace(
 ) {
     let client = &shared.client;
     let streams: Vec<NamespaceStream> = vec![
-        namespaced_watch::<Job>(
+        namespaced_watch::<CachedJob>(
             client,
             &namespace,
             watcher::Config::default()
@@ -473,7 +472,7 @@ async fn watch_namespace(
     let mut changes = futures::stream::select_all(streams);
     let owners = shared.job_owners.clone();
     let mut jobs = NamespaceFeed::new(shared.jobs_writer.clone(), shared.jobs.clone()).observed_by(
-        Arc::new(move |event: &watcher::Event<Job>| match event {
+        Arc::new(move |event: &watcher::Event<CachedJob>| match event {
             watcher::Event::Apply(job) | watcher::Event::InitApply(job) => owners.applied(job),
             watcher::Event::Delete(job) => owners.deleted(job),
             watcher::Event::Init | watcher::Event::InitDone => {}
@@ -572,14 +571,14 @@ fn apply_change(
     shared: &NamespaceShared,
     namespace: &str,
     change: Change,
-    jobs: &mut NamespaceFeed<Job>,
+    jobs: &mut NamespaceFeed<CachedJob>,
     selections: &mut NamespaceFeed<ConfigMap>,
 ) {
     match change {
         Change::Job(event) => {
             let mut event = *event;
             if let watcher::Event::Apply(j) | watcher::Event::InitApply(j) = &mut event {
-                JobCache::slim(j);
+                j.slim();
             }
             jobs.apply(&event);
             if let watcher::Event::Apply(job) = &event
@@ -628,7 +627,7 @@ fn apply_change(
 }
 
 /// The QuarksJob controlling a Job (its owner reference with `controller: true`).
-fn controlling_qjob(job: &Job) -> Option<ObjectRef<QuarksJob>> {
+fn controlling_qjob(job: &CachedJob) -> Option<ObjectRef<QuarksJob>> {
     let owner = job
         .owner_references()
         .iter()
