@@ -29,7 +29,9 @@ enum Key {
 #[derive(Default)]
 struct Inner {
     by_key: HashMap<Key, HashSet<ObjectRef<QuarksJob>>>,
-    by_qjob: HashMap<ObjectRef<QuarksJob>, Vec<Key>>,
+    /// Each QuarksJob's keys, with the generation they were read at (a spec that did not
+    /// change is not decoded again: most watch events are status writes).
+    by_qjob: HashMap<ObjectRef<QuarksJob>, (Option<i64>, Vec<Key>)>,
     /// The QuarksJobs seen since the watch began a re-list (`Init`).
     relisted: Option<HashSet<ObjectRef<QuarksJob>>>,
 }
@@ -72,7 +74,7 @@ fn keys_of(qjob: &QuarksJob) -> Vec<Key> {
 
 impl Inner {
     fn remove(&mut self, reference: &ObjectRef<QuarksJob>) {
-        for key in self.by_qjob.remove(reference).unwrap_or_default() {
+        for key in self.by_qjob.remove(reference).unwrap_or_default().1 {
             if let Some(set) = self.by_key.get_mut(&key) {
                 set.remove(reference);
                 if set.is_empty() {
@@ -84,8 +86,22 @@ impl Inner {
 
     fn insert(&mut self, qjob: &QuarksJob) {
         let reference = ObjectRef::from_obj(qjob);
+        let generation = qjob.metadata.generation;
+        let indexed = self.by_qjob.get_key_value(&reference);
+        // A generation is never reused for another spec of the same object; a re-created
+        // namesake (another uid) starts at 1 again.
+        let unchanged = indexed.is_some_and(|(indexed, (at, _))| {
+            indexed.extra.uid == reference.extra.uid && generation.is_some() && *at == generation
+        });
+        if unchanged {
+            return;
+        }
         let keys = keys_of(qjob);
-        if self.by_qjob.get(&reference) == Some(&keys) {
+        if indexed.is_some_and(|(_, (_, indexed))| *indexed == keys) {
+            // The same keys: only what they were read at is new (the map keeps its key on
+            // `insert`, hence remove first, for the uid).
+            self.by_qjob.remove(&reference);
+            self.by_qjob.insert(reference, (generation, keys));
             return;
         }
         self.remove(&reference);
@@ -95,7 +111,7 @@ impl Inner {
                 .or_default()
                 .insert(reference.clone());
         }
-        self.by_qjob.insert(reference, keys);
+        self.by_qjob.insert(reference, (generation, keys));
     }
 
     fn get(&self, key: &Key) -> impl Iterator<Item = &ObjectRef<QuarksJob>> {
@@ -268,5 +284,45 @@ mod tests {
             ["p"]
         );
         assert_eq!(index.len(), 1);
+    }
+
+    fn at(mut qjob: QuarksJob, uid: &str, generation: i64) -> QuarksJob {
+        qjob.metadata.uid = Some(uid.to_owned());
+        qjob.metadata.generation = Some(generation);
+        qjob
+    }
+
+    #[test]
+    fn a_template_is_read_again_only_when_the_generation_or_the_object_changed() {
+        let index = QuarksJobIndex::default();
+        let observe = |q: QuarksJob| index.observe(&watcher::Event::Apply(q));
+        observe(at(qjob("a", "q", from_secret("one")), "u1", 1));
+        // The API server moves the generation with every spec change; at the same one, the
+        // spec is the same (a status write's event), and the template is not decoded again.
+        observe(at(qjob("a", "q", from_secret("unseen")), "u1", 1));
+        assert_eq!(
+            names(index.referencing("a", ConfigKind::Secret, "one")),
+            ["q"]
+        );
+        observe(at(qjob("a", "q", from_secret("two")), "u1", 2));
+        assert!(index.referencing("a", ConfigKind::Secret, "one").is_empty());
+        assert_eq!(
+            names(index.referencing("a", ConfigKind::Secret, "two")),
+            ["q"]
+        );
+        // A namesake re-created (its deletion unseen) starts at generation 2 again, too.
+        observe(at(qjob("a", "q", from_secret("three")), "u2", 2));
+        assert!(index.referencing("a", ConfigKind::Secret, "two").is_empty());
+        assert_eq!(
+            names(index.referencing("a", ConfigKind::Secret, "three")),
+            ["q"]
+        );
+        // With the same keys, the new object's generation is remembered all the same.
+        observe(at(qjob("a", "q", from_secret("three")), "u3", 1));
+        observe(at(qjob("a", "q", from_secret("four")), "u3", 2));
+        assert_eq!(
+            names(index.referencing("a", ConfigKind::Secret, "four")),
+            ["q"]
+        );
     }
 }
