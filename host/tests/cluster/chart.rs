@@ -1070,14 +1070,10 @@ async fn the_original_charts_values_install_and_each_key_is_honoured_mapped_or_n
     d.assert_none_refused().await;
 }
 
-/// A metric's value from the operator's /metrics (0 when absent).
+/// A metric from the operator's /metrics, summed over its label sets (0 when absent).
 async fn metric(d: &Deployed, name: &str) -> f64 {
     let (_, metrics) = http_get(&d.addr, "/metrics").await;
-    metrics
-        .lines()
-        .find(|l| l.split([' ', '{']).next() == Some(name))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
+    crate::metric_sum(&metrics, name)
 }
 
 /// Least privilege under the API server's authorizer (`kubectl auth can-i --as=<operator>`,

@@ -319,6 +319,12 @@ impl OperatorProcess {
         http_get(&addr, path).await
     }
 
+    /// Metric `name` from the operator's /metrics, summed over its label sets (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, metrics) = self.http_get("/metrics").await;
+        metric_sum(&metrics, name)
+    }
+
     /// Stops the operator as Kubernetes would (SIGTERM) and waits for it to exit.
     pub async fn stop(mut self) -> std::process::ExitStatus {
         if let Some(pid) = self.child.id() {
@@ -333,6 +339,15 @@ impl OperatorProcess {
             .expect("operator stops on SIGTERM")
             .expect("wait")
     }
+}
+
+/// Metric `name` in a Prometheus text exposition, summed over its label sets (0 when absent).
+pub fn metric_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.split([' ', '{']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// `GET path` on an operator's HTTP endpoint at `addr`: status code (0 when unreachable) and
