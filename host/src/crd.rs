@@ -427,10 +427,7 @@ mod tests {
             template.unknown.keys().collect::<Vec<_>>(),
             ["backoffLimit"]
         );
-        assert_eq!(
-            template.job().unwrap().spec.unwrap().backoff_limit,
-            Some(3)
-        );
+        assert_eq!(template.job().unwrap().spec.unwrap().backoff_limit, Some(3));
         assert_eq!(serde_json::to_value(&template).unwrap(), json);
         let yaml = crd_yaml().unwrap();
         assert!(yaml.contains("x-kubernetes-preserve-unknown-fields: true"));

@@ -302,6 +302,9 @@ mod tests {
             .iter()
             .filter(|d| **d >= LOOK_AGAIN + LOOK_AGAIN_SPREAD / 2)
             .count();
-        assert!((60..=140).contains(&later_half), "{later_half} of 200 in the later half");
+        assert!(
+            (60..=140).contains(&later_half),
+            "{later_half} of 200 in the later half"
+        );
     }
 }

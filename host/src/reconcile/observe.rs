@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::batch::v1::{Job, JobStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret};
-use kube::runtime::reflector::{ObjectRef, Store};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
+use kube::runtime::reflector::{ObjectRef, Store};
 use tokio_util::sync::CancellationToken;
 
 use super::digest::{ConfigContent, config_digest};
@@ -229,11 +229,7 @@ fn controller_uid(job: &CachedJob) -> Option<&str> {
 impl JobCache {
     /// `synced` is cancelled once the reflector filling `store` has listed all Jobs; `owners`
     /// is kept by the same writer.
-    pub fn new(
-        store: Store<CachedJob>,
-        synced: CancellationToken,
-        owners: Arc<JobOwners>,
-    ) -> Self {
+    pub fn new(store: Store<CachedJob>, synced: CancellationToken, owners: Arc<JobOwners>) -> Self {
         JobCache {
             store,
             synced,
