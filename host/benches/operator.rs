@@ -69,7 +69,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kubesim::{KubeSim, KubeSimOptions};
 use quarks_job::crd::QuarksJob;
 use quarks_job::names::MONITORED_LABEL;
@@ -354,67 +354,63 @@ fn settled(q: &DynamicObject) -> bool {
 fn watch_settled(
     api: Api<DynamicObject>,
 ) -> mpsc::UnboundedReceiver<Option<(String, String, Instant)>> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut seen = HashSet::new();
-        let mut stream = watcher(api, watcher::Config::default()).boxed();
-        while let Ok(Some(event)) = stream.try_next().await {
-            let now = Instant::now();
-            let q = match event {
-                watcher::Event::Apply(q) | watcher::Event::InitApply(q) => q,
-                watcher::Event::InitDone => {
-                    let _ = tx.send(None);
-                    continue;
-                }
-                _ => continue,
-            };
-            if !settled(&q) {
-                continue;
-            }
-            let namespace = q.metadata.namespace.clone().unwrap_or_default();
-            let name = q.metadata.name.clone().unwrap_or_default();
-            if seen.insert((namespace.clone(), name.clone()))
-                && tx.send(Some((namespace, name, now))).is_err()
-            {
-                return;
-            }
-        }
-    });
-    rx
+    watch_arrivals(api, watcher::Config::default(), |q| {
+        settled(q).then(|| q.metadata.name.clone().unwrap_or_default())
+    })
 }
 
 /// Watches the operator's Jobs (labelled with their QuarksJob's name) and sends
 /// (namespace, QuarksJob name, arrival time) for each new one; `None` once the initial list is in.
 fn watch_jobs(api: Api<Job>) -> mpsc::UnboundedReceiver<Option<(String, String, Instant)>> {
+    watch_arrivals(
+        api,
+        watcher::Config::default().labels(QJOB_NAME_LABEL),
+        |job| {
+            let labels = job.metadata.labels.as_ref();
+            Some(labels?.get(QJOB_NAME_LABEL).cloned().unwrap_or_default())
+        },
+    )
+}
+
+/// Sends (namespace, `report(object)`, arrival time) the first time each object of `api`
+/// (by namespace and name) is seen with `report` giving `Some`; `None` each time an initial list
+/// is in. Watch errors are retried, as the watcher does (after a 410 it lists again).
+fn watch_arrivals<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    report: impl Fn(&K) -> Option<String> + Send + 'static,
+) -> mpsc::UnboundedReceiver<Option<(String, String, Instant)>>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut seen = HashSet::new();
-        let mut stream = watcher(api, watcher::Config::default().labels(QJOB_NAME_LABEL)).boxed();
-        while let Ok(Some(event)) = stream.try_next().await {
+        let mut stream = watcher(api, config).default_backoff().boxed();
+        while let Some(event) = stream.next().await {
             let now = Instant::now();
-            let job = match event {
-                watcher::Event::Apply(job) | watcher::Event::InitApply(job) => job,
-                watcher::Event::InitDone => {
+            let object = match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => o,
+                Ok(watcher::Event::InitDone) => {
                     let _ = tx.send(None);
                     continue;
                 }
-                _ => continue,
+                Ok(_) => continue,
+                // Nobody waits any more (the phase is over, its kubesim stopped).
+                Err(_) if tx.is_closed() => return,
+                Err(error) => {
+                    eprintln!("bench watch: {error}; retrying");
+                    continue;
+                }
             };
-            let namespace = job.metadata.namespace.clone().unwrap_or_default();
-            if !seen.insert((
-                namespace.clone(),
-                job.metadata.name.clone().unwrap_or_default(),
-            )) {
+            let Some(reported) = report(&object) else {
                 continue;
-            }
-            let owner = job
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(QJOB_NAME_LABEL))
-                .cloned()
-                .unwrap_or_default();
-            if tx.send(Some((namespace, owner, now))).is_err() {
+            };
+            let namespace = object.meta().namespace.clone().unwrap_or_default();
+            let name = object.meta().name.clone().unwrap_or_default();
+            if seen.insert((namespace.clone(), name))
+                && tx.send(Some((namespace, reported, now))).is_err()
+            {
                 return;
             }
         }
@@ -447,6 +443,7 @@ async fn arrivals(
                 seen += 1;
                 last = at;
             }
+            // Another initial list (a re-list after a watch error), or another namespace's.
             Ok(Some(_)) => {}
             Ok(None) => panic!("the watcher ended"),
             Err(_) => panic!(
