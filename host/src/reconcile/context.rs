@@ -13,6 +13,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::warn;
 
+use super::config_settle::ConfigSettle;
 use super::events::QuarksJobEvent;
 use super::observe::JobCache;
 use super::own_writes::{OwnEchoes, OwnWrites};
@@ -39,6 +40,8 @@ pub struct Context {
     /// Count unsealed versioned secrets (other writers') as versions (`--trust-unsealed-versions`).
     pub trust_unsealed_versions: bool,
     pub caches: Caches,
+    /// Config changes gathering before they are decided on.
+    pub config_settle: ConfigSettle,
     pub metrics: Arc<Metrics>,
     /// Events to publish, in the background: a reconcile does not wait for them.
     events: tokio::sync::mpsc::UnboundedSender<(Event, ObjectReference)>,
@@ -83,6 +86,7 @@ impl Context {
             rejected_hand_overs: RejectedHandOvers::default(),
             trust_unsealed_versions: false,
             caches,
+            config_settle: ConfigSettle::default(),
             metrics,
             backoff: Backoff::default(),
         }

@@ -5,7 +5,8 @@
 //! 2. [`output`] — staged output → the output policy → Secrets (before settling: a succeeded
 //!    Job owns its staging Secrets);
 //! 3. [`settle`] — pure: a finished Job → status records, the Event, the Job to delete;
-//! 4. [`decide`] — the trigger policy's decision on the pure [`decide::trigger_input`];
+//! 4. [`decide`] — the trigger policy's decision on the pure [`decide::trigger_input`], once a
+//!    config change has settled ([`config_settle`]);
 //! 5. [`job`] — pure: decision + template → the exact Job to create;
 //! 6. [`status`] — pure: conditions and records, built into one status;
 //! 7. [`apply`] — API writes: the Job, the strategy write-back, status (once), the deletion of
@@ -14,6 +15,7 @@
 //! Each step is idempotent, so a crash or conflict anywhere is repaired by the next reconcile.
 
 pub mod apply;
+pub mod config_settle;
 pub mod context;
 pub mod decide;
 pub mod digest;
@@ -34,10 +36,12 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::{instrument, warn};
 
 use crate::crd::QuarksJob;
+use crate::policy::contract::TriggerEvent;
 use apply::{Blocked, Effects, StartRun};
 use context::Context;
 use decide::{Decided, decide, reasons_text, strategy_to_write, trigger_event, trigger_input};
@@ -134,6 +138,17 @@ async fn reconcile_inner(qjob: &QuarksJob, ctx: &Context) -> Result<Action, Reco
 
     let config = referenced_config_now(&ctx.client, qjob, ctx.version_trust()).await?;
     let event = trigger_event(qjob, settled.finished_now, config.digest.as_deref());
+    if event == TriggerEvent::ConfigChanged
+        && let Some(wait) = ctx.config_settle.wait(&ObjectRef::from_obj(qjob))
+    {
+        // More of the change may be on its way (one manifest's objects are written one by one).
+        tracing::debug!(
+            ?wait,
+            "referenced config changed: deciding once the change settled"
+        );
+        effects.then = Action::requeue(wait);
+        return apply::apply(ctx, qjob, effects, &now).await;
+    }
     let run_active = settled.run_active || leftovers.active;
     let input = trigger_input(
         qjob,

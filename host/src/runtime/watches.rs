@@ -597,6 +597,7 @@ fn apply_change(
                 shared
                     .index
                     .referencing(namespace, ConfigKind::ConfigMap, &cm.name_any());
+            shared.ctx.config_settle.changed(&affected);
             for touched in shared.ctx.policies.resolver.module_touched(cm) {
                 affected.extend(shared.index.in_namespace(&touched));
             }
@@ -609,11 +610,14 @@ fn apply_change(
             shared.ctx.metrics.config_events_total.inc();
             match staging_owner(secret) {
                 Some(owner) => shared.trigger([ObjectRef::new(&owner).within(namespace)]),
-                None => shared.trigger(shared.index.referencing(
-                    namespace,
-                    ConfigKind::Secret,
-                    &secret.name_any(),
-                )),
+                None => {
+                    let affected =
+                        shared
+                            .index
+                            .referencing(namespace, ConfigKind::Secret, &secret.name_any());
+                    shared.ctx.config_settle.changed(&affected);
+                    shared.trigger(affected);
+                }
             }
         }
         Change::Selection(event) => {
