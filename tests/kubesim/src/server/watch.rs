@@ -222,7 +222,15 @@ pub fn serve(
                 _ = closer.changed() => break,
                 () = tx.closed() => break,
                 () = &mut tick, if bookmarks => {
-                    if tx.send(enc.bookmark(last, false)).await.is_err() {
+                    // As kube-apiserver's watch cache does, a bookmark carries the store's
+                    // resource version, not the watch's last event's (which, for a quiet
+                    // namespace, falls out of the window, and the client's next watch from
+                    // it gets 410 and lists again). Changes are put on the channels under
+                    // the store's lock, so with none waiting here, every change up to the
+                    // version read before looking has been handled.
+                    let current = cluster.store.current_rv();
+                    let rv = if rx.is_empty() { last.max(current) } else { last };
+                    if tx.send(enc.bookmark(rv, false)).await.is_err() {
                         break;
                     }
                     tick.as_mut().reset(next_bookmark(tokio::time::Instant::now()));

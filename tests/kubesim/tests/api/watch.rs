@@ -130,17 +130,36 @@ async fn bookmarks_when_asked() {
         .await
         .expect("watch")
         .boxed();
+    // A change in another namespace: the bookmark moves past it all the same (a watch of a
+    // quiet namespace resumes from a current version, not one compacted away meanwhile).
+    let elsewhere: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let name = format!("bookmark-{}", c.ns);
+    let unselected = elsewhere
+        .create(&PostParams::default(), &cm(&name, json!({"set": "ours"})))
+        .await
+        .expect("create")
+        .metadata
+        .resource_version
+        .expect("rv");
     match tokio::time::timeout(T, stream.try_next())
         .await
         .expect("in time")
         .expect("ok")
     {
-        Some(WatchEvent::Bookmark(b)) => assert!(
-            b.metadata.resource_version.parse::<u64>().expect("rv")
-                >= rv.parse::<u64>().expect("rv")
-        ),
+        Some(WatchEvent::Bookmark(b)) => {
+            let at = b.metadata.resource_version.parse::<u64>().expect("rv");
+            assert!(at >= rv.parse::<u64>().expect("rv"));
+            assert!(
+                at >= unselected.parse::<u64>().expect("rv"),
+                "bookmark at {at}, before the unselected change at {unselected}"
+            );
+        }
         other => panic!("expected bookmark, got {other:?}"),
     }
+    elsewhere
+        .delete(&name, &Default::default())
+        .await
+        .expect("delete");
     c.stop().await;
 }
 
