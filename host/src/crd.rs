@@ -103,10 +103,7 @@ impl JobTemplate {
 
 impl Default for JobTemplate {
     fn default() -> Self {
-        JobTemplate {
-            job: "{}".into(),
-            unknown: BTreeMap::new(),
-        }
+        JobTemplate::new(&JobTemplateSpec::default()).expect("an empty JobTemplateSpec serializes")
     }
 }
 
