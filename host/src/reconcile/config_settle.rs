@@ -8,7 +8,8 @@
 //!
 //! A window opens when a referenced object's watch event arrives or, if a reconcile reads the
 //! change first, then. Its length is fixed: a window that moved with every change could keep
-//! a QuarksJob whose config changes every second from ever re-running.
+//! a QuarksJob whose config changes every second from ever re-running. A watch event after
+//! the window closed opens a new one: it is a change the closed window did not gather.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,8 +23,10 @@ use crate::crd::QuarksJob;
 /// How long changes of a QuarksJob's referenced config gather before it is decided on.
 pub const CONFIG_SETTLE: Duration = Duration::from_secs(1);
 
-/// How long a closed window is kept for a reconcile to consume. A window whose change no
-/// reconcile saw as one (a label changed, or the content changed back) is dropped after it.
+/// How long a closed window is kept for a reconcile to consume (the reconcile it requeued is
+/// due at its close, later only when the workers are busy). A window whose change no reconcile
+/// saw as one (a label changed, or the content changed back) is stale after it: a change a
+/// reconcile reads first then opens a window of its own, rather than being decided at once.
 const CLOSED_KEPT: Duration = Duration::from_secs(60);
 
 /// The open (and recently closed) windows of config changes, by QuarksJob.
@@ -62,36 +65,39 @@ struct Windows {
 }
 
 impl Windows {
-    /// Opens `qjob`'s window at `now`, unless one is open or closed unconsumed.
+    /// A change of `qjob`'s config seen at `now`: it joins the open window, or opens one.
     fn open(&mut self, qjob: &ObjectRef<QuarksJob>, now: Instant) {
-        if !self.closes.contains_key(qjob) {
-            self.closes.insert(qjob.clone(), now + CONFIG_SETTLE);
-            self.prune_if_grown(now);
+        if !self.closes.get(qjob).is_some_and(|closes| *closes > now) {
+            self.start(qjob, now);
         }
     }
 
     fn wait(&mut self, qjob: &ObjectRef<QuarksJob>, now: Instant) -> Option<Duration> {
         match self.closes.get(qjob) {
             Some(closes) if *closes > now => Some(*closes - now),
-            Some(_) => {
+            Some(closes) if !stale(*closes, now) => {
                 self.closes.remove(qjob);
                 None
             }
-            None => {
-                self.open(qjob, now);
+            _ => {
+                self.start(qjob, now);
                 Some(CONFIG_SETTLE)
             }
         }
     }
 
-    fn prune_if_grown(&mut self, now: Instant) {
-        if self.closes.len() < (2 * self.kept_after_prune).max(64) {
-            return;
+    fn start(&mut self, qjob: &ObjectRef<QuarksJob>, now: Instant) {
+        self.closes.insert(qjob.clone(), now + CONFIG_SETTLE);
+        if self.closes.len() >= (2 * self.kept_after_prune).max(64) {
+            self.closes.retain(|_, closes| !stale(*closes, now));
+            self.kept_after_prune = self.closes.len();
         }
-        self.closes
-            .retain(|_, closes| now.saturating_duration_since(*closes) < CLOSED_KEPT);
-        self.kept_after_prune = self.closes.len();
     }
+}
+
+/// Whether a window that closes at `closes` is, at `now`, too old for a reconcile to consume.
+fn stale(closes: Instant, now: Instant) -> bool {
+    now.saturating_duration_since(closes) >= CLOSED_KEPT
 }
 
 #[cfg(test)]
@@ -120,6 +126,29 @@ mod tests {
         assert_eq!(windows.wait(&qjob("a"), at(2100)), None);
         // Another QuarksJob's window is its own.
         assert_eq!(windows.wait(&qjob("b"), at(2100)), Some(CONFIG_SETTLE));
+    }
+
+    #[test]
+    fn a_window_no_reconcile_consumed_does_not_let_a_later_change_through_at_once() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut windows = Windows::default();
+        // A change no reconcile took for one (a label): its window closes unconsumed.
+        windows.open(&qjob("a"), at(0));
+        // A later change's watch event opens a window of its own...
+        windows.open(&qjob("a"), at(5_000));
+        assert_eq!(
+            windows.wait(&qjob("a"), at(5_100)),
+            Some(Duration::from_millis(900))
+        );
+        assert_eq!(windows.wait(&qjob("a"), at(6_000)), None);
+        // ...and one a reconcile reads first, once the unconsumed window is stale, too.
+        windows.open(&qjob("b"), at(0));
+        let later = at(1_000) + CLOSED_KEPT;
+        assert_eq!(windows.wait(&qjob("b"), later), Some(CONFIG_SETTLE));
+        // A window consumed late (busy workers) but not stale is consumed.
+        windows.open(&qjob("c"), at(0));
+        assert_eq!(windows.wait(&qjob("c"), at(30_000)), None);
     }
 
     #[test]

@@ -250,6 +250,16 @@ impl NamespaceShared {
             let _ = self.triggers.send(qjob);
         }
     }
+
+    /// Reconciles the QuarksJobs that reference config `kind/name` of `namespace`, which
+    /// changed, and opens their windows for more of the change ([`ConfigSettle`]).
+    ///
+    /// [`ConfigSettle`]: crate::reconcile::config_settle::ConfigSettle
+    fn config_changed(&self, namespace: &str, kind: ConfigKind, name: &str) {
+        let affected = self.index.referencing(namespace, kind, name);
+        self.ctx.config_settle.changed(&affected);
+        self.trigger(affected);
+    }
 }
 
 /// Starts the watches of a namespace when it becomes monitored and stops them (dropping its
@@ -593,15 +603,10 @@ fn apply_change(
         Change::ConfigMap(event) => {
             let Some(cm) = touched(&event) else { return };
             shared.ctx.metrics.config_events_total.inc();
-            let mut affected =
-                shared
-                    .index
-                    .referencing(namespace, ConfigKind::ConfigMap, &cm.name_any());
-            shared.ctx.config_settle.changed(&affected);
+            shared.config_changed(namespace, ConfigKind::ConfigMap, &cm.name_any());
             for touched in shared.ctx.policies.resolver.module_touched(cm) {
-                affected.extend(shared.index.in_namespace(&touched));
+                shared.trigger(shared.index.in_namespace(&touched));
             }
-            shared.trigger(affected);
         }
         Change::Secret(event) => {
             let Some(secret) = touched(&event) else {
@@ -610,14 +615,7 @@ fn apply_change(
             shared.ctx.metrics.config_events_total.inc();
             match staging_owner(secret) {
                 Some(owner) => shared.trigger([ObjectRef::new(&owner).within(namespace)]),
-                None => {
-                    let affected =
-                        shared
-                            .index
-                            .referencing(namespace, ConfigKind::Secret, &secret.name_any());
-                    shared.ctx.config_settle.changed(&affected);
-                    shared.trigger(affected);
-                }
+                None => shared.config_changed(namespace, ConfigKind::Secret, &secret.name_any()),
             }
         }
         Change::Selection(event) => {

@@ -212,6 +212,17 @@ async fn a_config_map_and_a_secret_changed_together_rerun_a_one_off_once_with_bo
     )
     .await;
     wait_completed(&c, &c.namespace, "together", 1).await;
+    // A change no decision follows (a label): the window it opens closes with nothing to decide,
+    // and must not let the next change through undelayed.
+    c.api::<ConfigMap>()
+        .patch(
+            "settings",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {"touched": "yes"}}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // One manifest's objects are written one after another: 300 ms apart here, which without
     // the operator gathering them started a run with the ConfigMap's change alone, then another.
