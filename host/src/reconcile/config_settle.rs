@@ -67,7 +67,7 @@ struct Windows {
 impl Windows {
     /// A change of `qjob`'s config seen at `now`: it joins the open window, or opens one.
     fn open(&mut self, qjob: &ObjectRef<QuarksJob>, now: Instant) {
-        if !self.closes.get(qjob).is_some_and(|closes| *closes > now) {
+        if self.closes.get(qjob).is_none_or(|closes| *closes <= now) {
             self.start(qjob, now);
         }
     }
